@@ -1,0 +1,1 @@
+"""Charging sessions, CDRs and remote commands (see issue 7)."""

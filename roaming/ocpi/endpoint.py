@@ -1,0 +1,181 @@
+"""Partner authentication and the `ocpi_endpoint` decorator every OCPI view uses."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from roaming.models import PartnerConnection, Party
+from roaming.ocpi import credentials
+from roaming.ocpi.envelope import (
+    CLIENT_ERROR,
+    INVALID_PARAMETERS,
+    SERVER_ERROR,
+    OcpiError,
+    error_response,
+    ocpi_response,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIGURATION_MODULES = {"versions", "credentials", "hubclientinfo"}
+# How long a process trusts its copy of a connection; saves clear it at once in this process.
+CONNECTION_CACHE_SECONDS = 2.0
+
+
+@dataclass
+class PartnerContext:
+    """Who is calling: the authenticated connection and the party the call is attributed to."""
+
+    request: HttpRequest
+    connection: PartnerConnection
+    party: Party
+    with_registration_token: bool = False
+    _body: Any = field(default=None, repr=False)
+
+    def json(self, required: bool = True) -> Any:
+        """The request body as JSON; invalid JSON is HTTP 400 with OCPI 2001."""
+        if self._body is None:
+            raw = self.request.body
+            if not raw.strip():
+                if required:
+                    raise OcpiError(INVALID_PARAMETERS, "body: a JSON body is required", http_status=400)
+                return None
+            try:
+                self._body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise OcpiError(INVALID_PARAMETERS, f"body: invalid JSON ({exc})", http_status=400) from exc
+        return self._body
+
+
+_connections: dict[str, tuple[float, PartnerConnection | None, bool]] = {}
+
+
+def _clear_connection_cache(**_: Any) -> None:
+    _connections.clear()
+
+
+post_save.connect(_clear_connection_cache, sender=PartnerConnection)
+post_delete.connect(_clear_connection_cache, sender=PartnerConnection)
+post_save.connect(_clear_connection_cache, sender=Party)
+
+
+def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
+    """The connection a token belongs to, and whether it is a registration token (token A)."""
+    digest = credentials.hash_token(token)
+    cached = _connections.get(digest)
+    now = time.monotonic()
+    if cached and cached[0] > now:
+        return cached[1], cached[2]
+    connection = (
+        PartnerConnection.objects.select_related("party", "via_hub").filter(token_from_them_hash=digest).first()
+    )
+    registration = False
+    if connection is None:
+        connection = (
+            PartnerConnection.objects.select_related("party", "via_hub").filter(registration_token_hash=digest).first()
+        )
+        registration = connection is not None
+    _connections[digest] = (now + CONNECTION_CACHE_SECONDS, connection, registration)
+    return connection, registration
+
+
+def authenticate(request: HttpRequest, module: str) -> PartnerContext:
+    """Find the calling partner from `Authorization: Token ...` and, through a hub, the OCPI-from headers."""
+    header = request.headers.get("Authorization", "")
+    connection, registration = None, False
+    for candidate in credentials.tokens_in_header(header):
+        connection, registration = _connection_for_token(candidate)
+        if connection is not None:
+            break
+    if connection is None:
+        raise OcpiError(CLIENT_ERROR, "Unknown or missing credentials token", http_status=401)
+    if registration and module not in {"versions", "credentials"}:
+        raise OcpiError(CLIENT_ERROR, "The registration token is only valid for versions and credentials", 401)
+    if connection.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):
+        raise OcpiError(CLIENT_ERROR, f"Connection is {connection.status}", http_status=403)
+
+    party = connection.party
+    if module not in CONFIGURATION_MODULES:
+        party = _attributed_party(request, connection)
+    return PartnerContext(request=request, connection=connection, party=party, with_registration_token=registration)
+
+
+def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> Party:
+    """The party a functional call speaks for: a hub's client named in OCPI-from-*, or the caller."""
+    country = request.headers.get("OCPI-from-country-code", "").strip().upper()
+    party_id = request.headers.get("OCPI-from-party-id", "").strip().upper()
+    if not country or not party_id:
+        return connection.party
+    if (country, party_id) == (connection.party.country_code, connection.party.party_id):
+        return connection.party
+    if connection.party.role != Party.Role.HUB:
+        raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
+    client = (
+        PartnerConnection.objects.select_related("party")
+        .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
+        .first()
+    )
+    if client is None:
+        raise OcpiError(CLIENT_ERROR, f"The hub may not speak for {country}*{party_id}", http_status=403)
+    if client.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):
+        raise OcpiError(CLIENT_ERROR, f"Connection to {country}*{party_id} is {client.status}", http_status=403)
+    return client.party
+
+
+def _echo_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    response["X-Request-ID"] = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+    response["X-Correlation-ID"] = request.headers.get("X-Correlation-ID") or response["X-Request-ID"]
+    # The response swaps the routing headers of the request.
+    for ours, theirs in (("to", "from"), ("from", "to")):
+        for part in ("country-code", "party-id"):
+            value = request.headers.get(f"OCPI-{theirs}-{part}")
+            if value:
+                response[f"OCPI-{ours}-{part}"] = value
+    return response
+
+
+def ocpi_endpoint(
+    module: str, methods: tuple[str, ...] = ("GET",), authenticated: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
+    """Wrap a view as an OCPI endpoint.
+
+    The view is called as `view(ctx, **url_kwargs)` (or `view(request, **url_kwargs)` when not
+    authenticated) and returns data for a 1000 envelope, or an HttpResponse; OcpiError becomes
+    the error envelope. Request ids are echoed, routing headers swapped.
+    """
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise OcpiError(CLIENT_ERROR, f"Method {request.method} not allowed here", http_status=405)
+                subject = authenticate(request, module) if authenticated else request
+                result = view(subject, **kwargs)
+                response = result if isinstance(result, HttpResponse) else ocpi_response(result)
+            except OcpiError as error:
+                response = error_response(error)
+            except Exception:
+                logger.exception("OCPI %s %s failed", request.method, request.path)
+                response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)
+            return _echo_headers(request, response)
+
+        return wrapper
+
+    return decorate
+
+
+def ocpi_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(OcpiError(CLIENT_ERROR, "No such OCPI endpoint", http_status=404))

@@ -1,0 +1,218 @@
+"""Charging locations, their EVSEs and connectors, as OCPI 2.2.1 describes them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from roaming.models import PartnerConnection, Party
+
+
+class EvseStatus(models.TextChoices):
+    AVAILABLE = "AVAILABLE"
+    BLOCKED = "BLOCKED"
+    CHARGING = "CHARGING"
+    INOPERATIVE = "INOPERATIVE"
+    OUTOFORDER = "OUTOFORDER"
+    PLANNED = "PLANNED"
+    REMOVED = "REMOVED"
+    RESERVED = "RESERVED"
+    UNKNOWN = "UNKNOWN"
+
+
+class MapStatus(models.TextChoices):
+    """What a driver sees on the map, summarised over a location's EVSEs."""
+
+    AVAILABLE = "available", "Available"
+    IN_USE = "in_use", "In use"
+    FAULTY = "faulty", "Faulty / out of order"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class Location(models.Model):
+    """A charging site, keyed by its owner (party) and its OCPI id."""
+
+    party = models.ForeignKey(Party, on_delete=models.PROTECT, related_name="locations")
+    source = models.ForeignKey(
+        PartnerConnection,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="locations",
+        help_text="The connection (partner or hub) whose feed delivered it; empty for our own stations.",
+    )
+    ocpi_id = models.CharField(max_length=36)
+    publish = models.BooleanField(default=True)
+    publish_allowed_to = models.JSONField(default=list, blank=True)
+    name = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=255)
+    city = models.CharField(max_length=45)
+    postal_code = models.CharField(max_length=10, blank=True)
+    state = models.CharField(max_length=45, blank=True)
+    country = models.CharField(max_length=3)
+    latitude = models.FloatField()
+    longitude = models.FloatField()
+    parking_type = models.CharField(max_length=32, blank=True)
+    operator = models.JSONField(null=True, blank=True)
+    suboperator = models.JSONField(null=True, blank=True)
+    owner = models.JSONField(null=True, blank=True)
+    facilities = models.JSONField(default=list, blank=True)
+    time_zone = models.CharField(max_length=255, blank=True)
+    opening_times = models.JSONField(null=True, blank=True)
+    charging_when_closed = models.BooleanField(null=True, blank=True)
+    last_updated = models.DateTimeField(db_index=True)
+    # Everything the partner sent, as sent: fields we do not model (or a hub's own) are kept here.
+    raw = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(
+        max_length=64, blank=True, help_text="Digest of the content, to skip no-op updates."
+    )
+    removed_at = models.DateTimeField(null=True, blank=True, help_text="Gone from the partner's full feed.")
+
+    # Limited accessibility (derived from the OCPI data) and the staff override.
+    limited_access = models.BooleanField(default=False)
+    limited_access_reasons = models.JSONField(default=list, blank=True)
+    limited_access_override = models.BooleanField(
+        null=True, blank=True, help_text="Staff decision; empty = use the derived flag."
+    )
+
+    # Summaries kept for the map, recomputed whenever EVSEs change.
+    map_status = models.CharField(max_length=10, choices=MapStatus.choices, default=MapStatus.UNKNOWN)
+    status_updated_at = models.DateTimeField(null=True, blank=True)
+    max_power_kw = models.FloatField(default=0)
+    connector_standards = models.CharField(
+        max_length=255, blank=True, help_text="Comma-delimited (leading and trailing comma) for quick filtering."
+    )
+    evse_count = models.PositiveIntegerField(default=0)
+    available_evse_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["party", "ocpi_id"], name="location_unique_per_party")]
+        indexes = [
+            models.Index(fields=["latitude", "longitude"], name="location_lat_lon"),
+            models.Index(fields=["longitude", "latitude"], name="location_lon_lat"),
+            models.Index(fields=["party", "last_updated"], name="location_party_updated"),
+            models.Index(fields=["city"], name="location_city"),
+            models.Index(fields=["postal_code"], name="location_postal_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.ocpi_id} ({self.city})"
+
+    @property
+    def is_limited_access(self) -> bool:
+        return self.limited_access if self.limited_access_override is None else self.limited_access_override
+
+
+class EVSE(models.Model):
+    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="evses")
+    uid = models.CharField(max_length=36)
+    evse_id = models.CharField(max_length=48, blank=True)
+    status = models.CharField(max_length=12, choices=EvseStatus.choices, default=EvseStatus.UNKNOWN)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    status_schedule = models.JSONField(default=list, blank=True)
+    capabilities = models.JSONField(default=list, blank=True)
+    floor_level = models.CharField(max_length=4, blank=True)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    physical_reference = models.CharField(max_length=16, blank=True)
+    directions = models.JSONField(default=list, blank=True)
+    parking_restrictions = models.JSONField(default=list, blank=True)
+    images = models.JSONField(default=list, blank=True)
+    last_updated = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "EVSE"
+        constraints = [models.UniqueConstraint(fields=["location", "uid"], name="evse_unique_per_location")]
+
+    def __str__(self) -> str:
+        return self.evse_id or self.uid
+
+
+class Connector(models.Model):
+    evse = models.ForeignKey(EVSE, on_delete=models.CASCADE, related_name="connectors")
+    connector_id = models.CharField(max_length=36)
+    standard = models.CharField(max_length=40)
+    format = models.CharField(max_length=6)
+    power_type = models.CharField(max_length=16)
+    max_voltage = models.PositiveIntegerField()
+    max_amperage = models.PositiveIntegerField()
+    max_electric_power = models.PositiveIntegerField(null=True, blank=True, help_text="Watts")
+    tariff_ids = models.JSONField(default=list, blank=True)
+    terms_and_conditions = models.URLField(max_length=255, blank=True)
+    last_updated = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["evse", "connector_id"], name="connector_unique_per_evse")]
+
+    def __str__(self) -> str:
+        return f"{self.standard} {self.connector_id}"
+
+    @property
+    def power_kw(self) -> float:
+        if self.max_electric_power:
+            return self.max_electric_power / 1000
+        phases = 3 if self.power_type == "AC_3_PHASE" else 1
+        if self.power_type == "DC":
+            return self.max_voltage * self.max_amperage / 1000
+        # AC three-phase: line-to-neutral voltage times current times phases
+        return self.max_voltage * self.max_amperage * phases / 1000
+
+
+class EvseStatusChange(models.Model):
+    """Each status an EVSE took, and when: how long a point has been faulty."""
+
+    evse = models.ForeignKey(EVSE, on_delete=models.CASCADE, related_name="status_changes")
+    status = models.CharField(max_length=12, choices=EvseStatus.choices)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-changed_at"]
+        indexes = [models.Index(fields=["evse", "-changed_at"], name="evse_status_change_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.evse}: {self.status} at {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class SyncRun(models.Model):
+    """One pull of a partner's location feed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(PartnerConnection, on_delete=models.CASCADE, related_name="sync_runs")
+    full = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    date_from = models.DateTimeField(null=True, blank=True)
+    date_to = models.DateTimeField(null=True, blank=True)
+    pages = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["connection", "-started_at"], name="syncrun_recent")]
+
+    def __str__(self) -> str:
+        kind = "Full" if self.full else "Delta"
+        return f"{kind} sync of {self.connection.party.name} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class RejectedObject(models.Model):
+    """An object from a partner's feed that failed validation: its error and payload, kept for staff."""
+
+    sync_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.CASCADE, related_name="rejects")
+    connection = models.ForeignKey(PartnerConnection, on_delete=models.CASCADE, related_name="rejected_objects")
+    object_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField()
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Rejected {self.object_id or 'object'}: {self.error[:60]}"

@@ -1,0 +1,36 @@
+"""Shared fixtures: real servers only (PostgreSQL or SQLite, Redis, HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from mobilityplus.celery import app as celery_app
+
+# Tests that need Redis use REDIS_URL when set, the machine's Redis otherwise; never skipped.
+TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+# The broker is set before anything opens a connection: tasks run in-process (eager) by default,
+# and through this Redis broker for tests that start a real worker.
+celery_app.conf.update(broker_url=TEST_REDIS_URL, result_backend=TEST_REDIS_URL)
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_process():
+    """Unless a test asks for a real worker, tasks run in-process so a test never waits on a queue."""
+    celery_app.conf.task_always_eager = True
+    yield
+
+
+@pytest.fixture
+def redis_celery_worker(transactional_db):
+    """A real Celery worker thread consuming from Redis; tasks sent with .delay() go through the broker."""
+    celery_app.conf.task_always_eager = False
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+            yield worker
+    finally:
+        celery_app.conf.task_always_eager = True
