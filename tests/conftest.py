@@ -34,3 +34,13 @@ def redis_celery_worker(transactional_db):
             yield worker
     finally:
         celery_app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def ocpi_peer():
+    """A second OCPI party on 127.0.0.1 (see tests/ocpi_peer.py)."""
+    from tests.ocpi_peer import OcpiPeer
+
+    peer = OcpiPeer().start()
+    yield peer
+    peer.stop()
