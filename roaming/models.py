@@ -97,6 +97,14 @@ class PartnerConnection(models.Model):
     hub_client_status = models.CharField(
         max_length=16, blank=True, help_text="ConnectionStatus reported by the hub through hubclientinfo."
     )
+    hub_client_updated_at = models.DateTimeField(
+        null=True, blank=True, help_text="`last_updated` of the hub's latest ClientInfo for this party."
+    )
+    handshake_log = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Steps of the latest credentials handshake: [{step, ok, detail, at}].",
+    )
     last_contact_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
@@ -105,7 +113,7 @@ class PartnerConnection(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(excluded_fields=["last_contact_at", "updated_at"])
+    history = HistoricalRecords(excluded_fields=["last_contact_at", "updated_at", "handshake_log"])
 
     class Meta:
         ordering = ["party__name"]

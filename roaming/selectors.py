@@ -61,7 +61,21 @@ def agreement_covers(partner: Party, *, our_cards: bool, on: dt.date | None = No
     return active_agreements(on=on, our_cards=our_cards).filter(partner=partner).exists()
 
 
+def agreement_in_force(party: Party, on: dt.date | None = None) -> bool:
+    """Whether a partner may use functional modules: an agreement in force with it, or routed through it (hub)."""
+    return active_agreements(on=on).filter(Q(partner=party) | Q(hub=party)).exists()
+
+
 def connected_connections():
     return PartnerConnection.objects.filter(status=PartnerConnection.Status.CONNECTED).select_related(
         "party", "via_hub"
+    )
+
+
+def hub_client(hub: PartnerConnection, country_code: str, party_id: str) -> PartnerConnection | None:
+    """A party's connection through this hub, by its OCPI id."""
+    return (
+        PartnerConnection.objects.select_related("party")
+        .filter(via_hub=hub, party__country_code=country_code.upper(), party__party_id=party_id.upper())
+        .first()
     )

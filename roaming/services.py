@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
-from roaming.models import PartnerConnection
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from roaming.models import PartnerConnection, Party
 from roaming.ocpi import credentials
+from roaming.ocpi.client import OcpiClient, OcpiClientError
+from roaming.ocpi.envelope import (
+    CLIENT_ERROR,
+    INVALID_PARAMETERS,
+    NO_MATCHING_ENDPOINTS,
+    UNABLE_TO_USE_CLIENT_API,
+    UNSUPPORTED_VERSION,
+    OcpiError,
+    format_datetime,
+    parse_datetime,
+    validated,
+    validation_message,
+)
+from roaming.selectors import own_party
+from roaming.serializers import CredentialsSerializer
 
 
 def store_partner_tokens(
@@ -20,3 +42,456 @@ def store_partner_tokens(
     if fields:
         connection.save(update_fields=[*fields, "updated_at"])
     return connection
+
+
+# --- Credentials handshake (OCPI 2.2.1, credentials module) ---------------------------------------------------------
+
+SUPPORTED_VERSIONS = ("2.2.1",)
+# During a handshake the other side waits on us: one quick retry, never a long backoff.
+HANDSHAKE_RETRIES = 1
+HANDSHAKE_BACKOFF_S = 0.2
+# Modules a partner's version details must offer, per role it registers with (else OCPI 3003).
+EXPECTED_MODULES = {
+    "CPO": [("credentials", "SENDER"), ("locations", "SENDER")],
+    "EMSP": [("credentials", "SENDER"), ("tokens", "SENDER")],
+}
+OCPI_ROLE_TO_PARTY_ROLE = {
+    "CPO": Party.Role.CPO,
+    "EMSP": Party.Role.EMSP,
+    "HUB": Party.Role.HUB,
+    "NSP": Party.Role.NSP,
+}
+
+
+class HandshakeError(Exception):
+    """A handshake step that failed: `status_code` is the OCPI code we answer or record (3001, 3002, 3003)."""
+
+    def __init__(self, step: str, status_code: int, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.status_code = status_code
+        self.message = f"{step}: {message}"
+
+
+@dataclass
+class PartnerPlatform:
+    """What we learnt from a partner's versions and version details."""
+
+    versions_url: str
+    version: str
+    endpoints: list[dict[str, str]]
+
+    def endpoint_url(self, module: str, role: str) -> str | None:
+        for endpoint in self.endpoints:
+            if endpoint["identifier"] == module and endpoint["role"] == role:
+                return endpoint["url"]
+        return None
+
+
+class HandshakeLog:
+    """The outcome of each step, kept on the connection so staff see where a handshake stopped."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+
+    def record(self, step: str, ok: bool, detail: str = "") -> None:
+        self.steps.append({"step": step, "ok": ok, "detail": detail[:500], "at": format_datetime(timezone.now())})
+
+
+def our_versions_url() -> str:
+    return f"{settings.OCPI_BASE_URL}/ocpi/versions"
+
+
+def our_credentials(token: str) -> dict[str, Any]:
+    """Our Credentials object: the token the partner must use to call us, our versions URL, our two roles."""
+    me = own_party()
+    details: dict[str, Any] = {"name": me.name}
+    if me.website:
+        details["website"] = me.website
+    return {
+        "token": token,
+        "url": our_versions_url(),
+        "roles": [
+            {"role": role, "business_details": details, "party_id": me.party_id, "country_code": me.country_code}
+            for role in ("CPO", "EMSP")
+        ],
+    }
+
+
+def _handshake_client(token: str, *, raw_token: bool = False) -> OcpiClient:
+    return OcpiClient(token, raw_token=raw_token, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+
+
+def _call(step: str, log: HandshakeLog, call) -> Any:
+    """Run one remote step; any failure to get a usable answer is OCPI 3001 (unable to use the client's API)."""
+    try:
+        reply = call()
+    except OcpiClientError as error:
+        log.record(step, False, str(error))
+        raise HandshakeError(step, UNABLE_TO_USE_CLIENT_API, str(error)) from error
+    log.record(step, True, f"HTTP {reply.http_status} in {reply.elapsed_ms:.0f} ms")
+    return reply
+
+
+def discover_platform(
+    versions_url: str, token: str, log: HandshakeLog, *, raw_token: bool = False, roles: list[str] | None = None
+) -> PartnerPlatform:
+    """GET their versions, pick the highest version we share, GET its details and check the modules we need."""
+    client = _handshake_client(token, raw_token=raw_token)
+    reply = _call("versions", log, lambda: client.get(versions_url))
+    versions = reply.data
+    if not isinstance(versions, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("version"), str) and isinstance(v.get("url"), str) for v in versions
+    ):
+        log.record("versions", False, "not a list of {version, url}")
+        raise HandshakeError("versions", UNABLE_TO_USE_CLIENT_API, "their versions answer is not a list of Version")
+    offered = {v["version"]: v["url"] for v in versions}
+    mutual = [version for version in SUPPORTED_VERSIONS if version in offered]
+    if not mutual:
+        log.record("versions", False, f"no mutual version in {sorted(offered)}")
+        raise HandshakeError(
+            "versions", UNSUPPORTED_VERSION, f"no mutual version: they offer {sorted(offered)}, we {SUPPORTED_VERSIONS}"
+        )
+    version = max(mutual, key=lambda v: tuple(int(part) for part in v.split(".")))
+
+    reply = _call("version_details", log, lambda: client.get(offered[version]))
+    details = reply.data
+    endpoints = details.get("endpoints") if isinstance(details, dict) else None
+    if not isinstance(endpoints, list) or not all(
+        isinstance(e, dict) and all(isinstance(e.get(key), str) for key in ("identifier", "role", "url"))
+        for e in endpoints
+    ):
+        log.record("version_details", False, "no valid endpoints list")
+        raise HandshakeError(
+            "version_details", UNABLE_TO_USE_CLIENT_API, "their version details have no valid endpoints list"
+        )
+    platform = PartnerPlatform(
+        versions_url=versions_url,
+        version=version,
+        endpoints=[{"identifier": e["identifier"], "role": e["role"].upper(), "url": e["url"]} for e in endpoints],
+    )
+    missing = [
+        f"{module} {role}"
+        for ocpi_role in roles or []
+        for module, role in EXPECTED_MODULES.get(ocpi_role, [])
+        if platform.endpoint_url(module, role) is None
+    ]
+    if missing:
+        log.record("version_details", False, f"missing {', '.join(sorted(set(missing)))}")
+        raise HandshakeError(
+            "version_details", NO_MATCHING_ENDPOINTS, f"missing expected endpoints: {', '.join(sorted(set(missing)))}"
+        )
+    return platform
+
+
+def _roles_of(connection: PartnerConnection, credentials_data: dict) -> list[dict]:
+    """The roles in their Credentials that belong to the party this connection is for."""
+    party = connection.party
+    return [
+        role
+        for role in credentials_data["roles"]
+        if (role["country_code"].upper(), role["party_id"].upper()) == (party.country_code, party.party_id)
+    ]
+
+
+def _update_party_from_roles(party: Party, roles: list[dict]) -> None:
+    kinds = {role["role"] for role in roles}
+    if {"CPO", "EMSP"} <= kinds:
+        party.role = Party.Role.CPO_EMSP
+    elif len(kinds) == 1:
+        party.role = OCPI_ROLE_TO_PARTY_ROLE.get(next(iter(kinds)), Party.Role.OTHER)
+    details = roles[0]["business_details"]
+    party.name = details["name"]
+    party.website = details.get("website", party.website)
+    if details.get("logo"):
+        party.logo_url = details["logo"]["url"]
+    party.save()
+
+
+def _record_failure(connection: PartnerConnection, error: HandshakeError, log: HandshakeLog) -> None:
+    """Keep what failed on the connection and touch nothing else (tokens, endpoints and status stay)."""
+    connection.last_error = f"Handshake failed (OCPI {error.status_code}) at {error.message}"
+    connection.last_error_at = timezone.now()
+    connection.handshake_log = log.steps
+    connection.save(update_fields=["last_error", "last_error_at", "handshake_log", "updated_at"])
+
+
+def _store_registration(
+    connection_pk: int,
+    *,
+    platform: PartnerPlatform,
+    token_to_them: str,
+    token_from_them: str,
+    roles: list[dict],
+    log: HandshakeLog,
+    expected_registration_hash: str | None = None,
+) -> PartnerConnection:
+    """Save the outcome of a successful handshake at once: tokens, endpoints, status, party details."""
+    with transaction.atomic():
+        connection = PartnerConnection.objects.select_for_update().select_related("party").get(pk=connection_pk)
+        if expected_registration_hash is not None and connection.registration_token_hash != expected_registration_hash:
+            # Someone else registered with the same token A while we were calling back.
+            raise OcpiError(CLIENT_ERROR, "Already registered with this token", http_status=405)
+        connection.versions_url = platform.versions_url
+        connection.version = platform.version
+        connection.endpoints = platform.endpoints
+        connection.token_to_them_encrypted = credentials.encrypt_token(token_to_them)
+        connection.token_from_them_hash = credentials.hash_token(token_from_them)
+        connection.registration_token_hash = ""
+        connection.status = PartnerConnection.Status.CONNECTED
+        connection.last_contact_at = timezone.now()
+        connection.last_error = ""
+        connection.last_error_at = None
+        connection.handshake_log = log.steps
+        connection.save()
+        if roles:
+            _update_party_from_roles(connection.party, roles)
+    return connection
+
+
+def accept_registration(connection: PartnerConnection, body: Any, *, update: bool) -> dict[str, Any]:
+    """POST (register) or PUT (update) on our credentials: call them back with their token, return our new one.
+
+    Nothing is stored until their versions and details have been fetched; a failure leaves tokens,
+    endpoints and status as they were and only records the error.
+    """
+    data = validated(CredentialsSerializer, body)
+    roles = _roles_of(connection, data)
+    if not roles:
+        party = connection.party
+        raise OcpiError(INVALID_PARAMETERS, f"roles: none is {party.ocpi_id}, the party this token was issued to")
+    log = HandshakeLog()
+    log.record("credentials_received", True, f"{'PUT' if update else 'POST'} from {connection.party.ocpi_id}")
+    try:
+        platform = discover_platform(
+            data["url"], data["token"], log, raw_token=connection.accepts_raw_token, roles=[r["role"] for r in roles]
+        )
+    except HandshakeError as error:
+        _record_failure(connection, error, log)
+        raise OcpiError(error.status_code, f"Handshake failed at {error.message}") from error
+    token_c = credentials.new_token()
+    log.record("stored", True, "token issued, endpoints stored")
+    _store_registration(
+        connection.pk,
+        platform=platform,
+        token_to_them=data["token"],
+        token_from_them=token_c,
+        roles=roles,
+        log=log,
+        expected_registration_hash=None if update else connection.registration_token_hash,
+    )
+    return our_credentials(token_c)
+
+
+def unregister(connection: PartnerConnection) -> PartnerConnection:
+    """DELETE on our credentials (or after ours at theirs): forget both tokens; the partner can no longer call us."""
+    with transaction.atomic():
+        locked = PartnerConnection.objects.select_for_update().get(pk=connection.pk)
+        locked.token_from_them_hash = ""
+        locked.token_to_them_encrypted = ""
+        locked.registration_token_hash = ""
+        locked.status = PartnerConnection.Status.DISCONNECTED
+        locked.save()
+    return locked
+
+
+def issue_registration_token(party: Party) -> str:
+    """Create token A for a partner to register with us; only its hash is kept, so it is shown once."""
+    connection, _ = PartnerConnection.objects.get_or_create(party=party)
+    if connection.via_hub_id:
+        raise ValueError(f"{party.name} is reached through a hub; register the hub instead")
+    token = credentials.new_token()
+    connection.registration_token_hash = credentials.hash_token(token)
+    if connection.status == PartnerConnection.Status.DISCONNECTED:
+        connection.status = PartnerConnection.Status.PLANNED
+    connection.save()
+    return token
+
+
+def _register_at_partner(
+    connection: PartnerConnection, *, method: str, url: str, client: OcpiClient, log: HandshakeLog, roles: list[str]
+) -> tuple[dict, str]:
+    """POST or PUT our credentials at theirs with a fresh token B; they call us back with B before answering.
+
+    Returns their Credentials and B. While the call runs, B is accepted on versions/credentials only
+    (as the registration token); the caller stores or withdraws it.
+    """
+    token_b = credentials.new_token()
+    # A queryset update: no history row for a token that may be withdrawn a second later.
+    PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=credentials.hash_token(token_b))
+    reply = _call("register", log, lambda: client.request(method, url, body=our_credentials(token_b)))
+    serializer = CredentialsSerializer(data=reply.data)
+    if not serializer.is_valid():
+        message = validation_message(serializer.errors)
+        log.record("register", False, f"their credentials are invalid: {message}")
+        raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, f"their credentials are invalid: {message}")
+    return serializer.validated_data, token_b
+
+
+def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> PartnerConnection:
+    """Register MobilityPlus at a partner: their versions with token A, then POST our credentials.
+
+    Each step's outcome lands in `handshake_log`; on failure `last_error` says where, and the old
+    tokens, endpoints and status are kept.
+    """
+    connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
+    previous_registration_hash = connection.registration_token_hash
+    party = connection.party
+    log = HandshakeLog()
+    try:
+        expected = ["CPO", "EMSP"] if party.role == Party.Role.CPO_EMSP else [party.role]
+        platform = discover_platform(versions_url, token_a, log, raw_token=connection.accepts_raw_token, roles=expected)
+        credentials_url = platform.endpoint_url("credentials", "SENDER") or platform.endpoint_url(
+            "credentials", "RECEIVER"
+        )
+        if not credentials_url:
+            log.record("version_details", False, "no credentials endpoint")
+            raise HandshakeError("version_details", NO_MATCHING_ENDPOINTS, "they offer no credentials endpoint")
+        client = _handshake_client(token_a, raw_token=connection.accepts_raw_token)
+        theirs, token_b = _register_at_partner(
+            connection, method="POST", url=credentials_url, client=client, log=log, roles=expected
+        )
+    except HandshakeError as error:
+        PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
+        connection.refresh_from_db()
+        _record_failure(connection, error, log)
+        return connection
+    log.record("stored", True, "their token and endpoints stored")
+    return _store_registration(
+        connection.pk,
+        platform=platform,
+        token_to_them=theirs["token"],
+        token_from_them=token_b,
+        roles=_roles_of(connection, theirs),
+        log=log,
+    )
+
+
+def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
+    """PUT fresh credentials at a connected partner: new token B for them, new token C for us."""
+    connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
+    previous_registration_hash = connection.registration_token_hash
+    log = HandshakeLog()
+    try:
+        credentials_url = connection.endpoint_url("credentials", "SENDER")
+        if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
+            raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
+        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        theirs, token_b = _register_at_partner(
+            connection, method="PUT", url=credentials_url, client=client, log=log, roles=[]
+        )
+        platform = discover_platform(connection.versions_url, theirs["token"], log, raw_token=client.raw_token)
+    except HandshakeError as error:
+        PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
+        connection.refresh_from_db()
+        _record_failure(connection, error, log)
+        return connection
+    log.record("stored", True, "rotated tokens stored")
+    return _store_registration(
+        connection.pk,
+        platform=platform,
+        token_to_them=theirs["token"],
+        token_from_them=token_b,
+        roles=_roles_of(connection, theirs),
+        log=log,
+    )
+
+
+def unregister_at_partner(connection_id: int) -> PartnerConnection:
+    """DELETE our credentials at the partner, then forget both tokens here."""
+    connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
+    log = HandshakeLog()
+    try:
+        credentials_url = connection.endpoint_url("credentials", "SENDER")
+        if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
+            raise HandshakeError("unregister", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
+        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        _call("unregister", log, lambda: client.delete(credentials_url))
+    except HandshakeError as error:
+        _record_failure(connection, error, log)
+        return connection
+    connection = unregister(connection)
+    connection.handshake_log = log.steps
+    connection.save(update_fields=["handshake_log", "updated_at"])
+    return connection
+
+
+# --- Staff operations -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionCheck:
+    ok: bool
+    latency_ms: float | None
+    detail: str
+
+
+def check_connection(connection: PartnerConnection) -> ConnectionCheck:
+    """Call their versions endpoint with our token (the hub's, when routed) and time it."""
+    transport = connection.transport
+    if not transport.versions_url or not transport.token_to_them_encrypted:
+        return ConnectionCheck(False, None, "not registered: no versions URL or token")
+    client = OcpiClient.for_connection(connection, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5))
+    try:
+        reply = client.get(transport.versions_url)
+    except OcpiClientError as error:
+        connection.last_error = f"Test connection failed: {error}"
+        connection.last_error_at = timezone.now()
+        connection.save(update_fields=["last_error", "last_error_at", "updated_at"])
+        return ConnectionCheck(False, None, str(error))
+    versions = reply.data if isinstance(reply.data, list) else []
+    offered = ", ".join(str(v.get("version")) for v in versions if isinstance(v, dict)) or "none"
+    connection.last_contact_at = timezone.now()
+    connection.save(update_fields=["last_contact_at", "updated_at"])
+    return ConnectionCheck(True, reply.elapsed_ms, f"versions offered: {offered}")
+
+
+def suspend_connection(connection: PartnerConnection) -> PartnerConnection:
+    """Refuse the partner's calls everywhere (the OCPI layer answers 403) until resumed."""
+    connection.status = PartnerConnection.Status.SUSPENDED
+    connection.save()
+    return connection
+
+
+def resume_connection(connection: PartnerConnection) -> PartnerConnection:
+    registered = bool(connection.transport.token_to_them_encrypted or connection.token_from_them_hash)
+    connection.status = PartnerConnection.Status.CONNECTED if registered else PartnerConnection.Status.PLANNED
+    connection.save()
+    return connection
+
+
+# --- Hub client info -------------------------------------------------------------------------------------------------
+
+
+def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tuple[PartnerConnection | None, bool]:
+    """Keep the ConnectionStatus a hub reports for one of its clients; new parties get a via-hub connection.
+
+    Returns the client's connection (None when the party is reached another way) and whether it was created.
+    An older report than the one we hold is ignored.
+    """
+    country_code, party_id = info["country_code"].upper(), info["party_id"].upper()
+    last_updated = parse_datetime(info["last_updated"], "last_updated")
+    role = OCPI_ROLE_TO_PARTY_ROLE.get(info["role"], Party.Role.OTHER)
+    with transaction.atomic():
+        party, party_created = Party.objects.get_or_create(
+            country_code=country_code, party_id=party_id, defaults={"role": role, "name": f"{country_code}*{party_id}"}
+        )
+        if not party_created and {party.role, role} == {Party.Role.CPO, Party.Role.EMSP}:
+            party.role = Party.Role.CPO_EMSP
+            party.save(update_fields=["role"])
+        connection, created = PartnerConnection.objects.select_for_update().get_or_create(
+            party=party,
+            defaults={
+                "via_hub": hub,
+                "status": PartnerConnection.Status.CONNECTED
+                if info["status"] == "CONNECTED"
+                else PartnerConnection.Status.PLANNED,
+            },
+        )
+        if connection.via_hub_id != hub.pk:
+            return None, False
+        if created or not connection.hub_client_updated_at or connection.hub_client_updated_at <= last_updated:
+            connection.hub_client_status = info["status"]
+            connection.hub_client_updated_at = last_updated
+            connection.save(update_fields=["hub_client_status", "hub_client_updated_at", "updated_at"])
+    return connection, created

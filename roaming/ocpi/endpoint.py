@@ -25,6 +25,7 @@ from roaming.ocpi.envelope import (
     error_response,
     ocpi_response,
 )
+from roaming.selectors import agreement_in_force
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ def authenticate(request: HttpRequest, module: str) -> PartnerContext:
     party = connection.party
     if module not in CONFIGURATION_MODULES:
         party = _attributed_party(request, connection)
+        # Functional modules are for partners we do business with: an ended, suspended, expired or
+        # not yet active agreement closes them (configuration modules stay open to (re)connect).
+        if not agreement_in_force(party):
+            raise OcpiError(CLIENT_ERROR, f"No roaming agreement in force with {party.ocpi_id}", http_status=403)
     return PartnerContext(request=request, connection=connection, party=party, with_registration_token=registration)
 
 
