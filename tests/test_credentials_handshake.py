@@ -1,0 +1,422 @@
+"""The OCPI 2.2.1 credentials handshake over real HTTP, both ways, between our live server and a second party.
+
+Incoming: a partner registers at our /ocpi/versions with the token A staff gave it, rotates with PUT,
+unregisters with DELETE. Outgoing: the "Connect" task registers us at the partner with its token A,
+then rotates and unregisters. Every failure leaves the connection as it was, with the error recorded.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from roaming import services
+from roaming.models import PartnerConnection
+from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
+from roaming.ocpi.credentials import authorization_header, decrypt_token, encrypt_token, hash_token
+from roaming.tasks import connect_partner, rotate_partner_tokens, unregister_partner
+from tests.factories import PartnerConnectionFactory, PartyFactory
+from tests.ocpi_peer import PeerResponse, ok
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class PeerParty:
+    """The second OCPI party (NL*PEE, a CPO) on the ocpi_peer server, following the 2.2.1 handshake rules."""
+
+    def __init__(self, peer, *, country_code: str = "NL", party_id: str = "PEE"):
+        self.peer = peer
+        self.country_code, self.party_id = country_code, party_id
+        self.accepted: set[str] = set()  # tokens it accepts (its token A, then the token C it issued us)
+        self.token_for_us: str | None = None  # token B/C we gave it: what it calls us with
+        self.our_versions_url: str | None = None
+        self.callbacks: list[int] = []  # HTTP status of each call back to us
+        self.issued = 0
+        peer.route("GET", r"/ocpi/versions", self._versions)
+        peer.route("GET", r"/ocpi/2\.2\.1", self._details)
+        peer.route("POST", r"/ocpi/2\.2\.1/credentials", self._register)
+        peer.route("PUT", r"/ocpi/2\.2\.1/credentials", self._register)
+        peer.route("DELETE", r"/ocpi/2\.2\.1/credentials", self._unregister)
+
+    @property
+    def versions_url(self) -> str:
+        return self.peer.url("/ocpi/versions")
+
+    def credentials(self, token: str) -> dict:
+        return {
+            "token": token,
+            "url": self.versions_url,
+            "roles": [
+                {
+                    "role": "CPO",
+                    "party_id": self.party_id,
+                    "country_code": self.country_code,
+                    "business_details": {"name": "Peer Charging", "website": "https://peer.example"},
+                }
+            ],
+        }
+
+    def _authorized(self, request) -> bool:
+        return any(request.header("Authorization") == authorization_header(token) for token in self.accepted)
+
+    def _unauthorized(self) -> PeerResponse:
+        return PeerResponse({"status_code": 2000, "status_message": "unknown token", "timestamp": "x"}, status=401)
+
+    def _versions(self, request):
+        if not self._authorized(request):
+            return self._unauthorized()
+        return ok(
+            [
+                {"version": "2.1.1", "url": self.peer.url("/ocpi/2.1.1")},
+                {"version": "2.2.1", "url": self.peer.url("/ocpi/2.2.1")},
+            ]
+        )
+
+    def _details(self, request):
+        if not self._authorized(request):
+            return self._unauthorized()
+        return ok(
+            {
+                "version": "2.2.1",
+                "endpoints": [
+                    {"identifier": "credentials", "role": "SENDER", "url": self.peer.url("/ocpi/2.2.1/credentials")},
+                    {"identifier": "locations", "role": "SENDER", "url": self.peer.url("/ocpi/cpo/2.2.1/locations")},
+                ],
+            }
+        )
+
+    def _register(self, request):
+        if not self._authorized(request):
+            return self._unauthorized()
+        body = request.json()
+        # Before answering, call them back with their new token, as the Receiver must.
+        client = OcpiClient(body["token"], retries=0, timeout=5)
+        try:
+            versions = client.get(body["url"])
+            self.callbacks.append(versions.http_status)
+            details = client.get(versions.data[0]["url"])
+            self.callbacks.append(details.http_status)
+        except OcpiClientError as error:
+            self.callbacks.append(error.http_status or 0)
+            return ok_status(3001, "Unable to use the client's API")
+        self.token_for_us, self.our_versions_url = body["token"], body["url"]
+        self.issued += 1
+        token_c = f"peer-token-C{self.issued}"
+        self.accepted = {token_c}
+        return ok(self.credentials(token_c))
+
+    def _unregister(self, request):
+        if not self._authorized(request):
+            return self._unauthorized()
+        self.accepted = set()
+        return ok()
+
+
+def ok_status(code: int, message: str) -> PeerResponse:
+    return PeerResponse({"status_code": code, "status_message": message, "timestamp": "2026-01-01T00:00:00Z"})
+
+
+@pytest.fixture
+def ours(live_server, settings):
+    """Our server's OCPI base, as partners see it."""
+    settings.OCPI_BASE_URL = live_server.url
+    return live_server.url
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/ocpi/versions"
+
+
+def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions", body=None):
+    """A partner's call to us; returns (HTTP status, envelope)."""
+    import requests
+
+    response = requests.request(
+        method,
+        ours + path,
+        json=body,
+        headers={"Authorization": authorization_header(token)},
+        timeout=15,
+    )
+    return response.status_code, response.json()
+
+
+# --- Incoming: a partner registers with us ---------------------------------------------------------------------
+
+
+def test_partner_registers_rotates_and_unregisters(ours, ocpi_peer):
+    peer = PeerParty(ocpi_peer)
+    party = PartyFactory(country_code="NL", party_id="PEE", name="Peer (planned)")
+    token_a = services.issue_registration_token(party)
+    connection = PartnerConnection.objects.get(party=party)
+    assert connection.status == PartnerConnection.Status.PLANNED
+    assert connection.registration_token_hash == hash_token(token_a) and token_a not in str(connection.__dict__)
+
+    # The Sender discovers us with token A.
+    client = OcpiClient(token_a, retries=0, timeout=15)
+    versions = client.get(ours + "/ocpi/versions").data
+    assert versions == [{"version": "2.2.1", "url": ours + "/ocpi/2.2.1"}]
+    details = client.get(versions[0]["url"]).data
+    endpoints = {(e["identifier"], e["role"]): e["url"] for e in details["endpoints"]}
+    assert endpoints[("credentials", "SENDER")] == ours + "/ocpi/2.2.1/credentials"
+    assert endpoints[("tokens", "SENDER")] == ours + "/ocpi/emsp/2.2.1/tokens"
+    assert endpoints[("locations", "RECEIVER")] == ours + "/ocpi/emsp/2.2.1/locations"
+    assert endpoints[("locations", "SENDER")] == ours + "/ocpi/cpo/2.2.1/locations"
+    assert endpoints[("tokens", "RECEIVER")] == ours + "/ocpi/cpo/2.2.1/tokens"
+    assert endpoints[("commands", "RECEIVER")] == ours + "/ocpi/cpo/2.2.1/commands"
+    assert endpoints[("hubclientinfo", "RECEIVER")] == ours + "/ocpi/2.2.1/hubclientinfo"
+    assert len(details["endpoints"]) == 10
+
+    # POST its credentials with token B: we call it back with B before answering with token C.
+    peer.accepted = {"peer-token-B"}
+    reply = client.post(endpoints[("credentials", "SENDER")], peer.credentials("peer-token-B"))
+    token_c = reply.data["token"]
+    assert reply.data["url"] == ours + "/ocpi/versions"
+    assert {(r["role"], r["country_code"], r["party_id"]) for r in reply.data["roles"]} == {
+        ("CPO", "BE", "MBP"),
+        ("EMSP", "BE", "MBP"),
+    }
+    callbacks = [r for r in ocpi_peer.requests if r.method == "GET"]
+    assert [r.path for r in callbacks] == ["/ocpi/versions", "/ocpi/2.2.1"]
+    assert all(r.header("Authorization") == authorization_header("peer-token-B") for r in callbacks)
+
+    connection.refresh_from_db()
+    party.refresh_from_db()
+    assert connection.status == PartnerConnection.Status.CONNECTED
+    assert connection.versions_url == peer.versions_url and connection.version == "2.2.1"
+    assert connection.endpoint_url("locations", "SENDER") == ocpi_peer.url("/ocpi/cpo/2.2.1/locations")
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-B"
+    assert connection.token_from_them_hash == hash_token(token_c)
+    assert connection.registration_token_hash == "" and connection.last_error == ""
+    assert [step["step"] for step in connection.handshake_log] == [
+        "credentials_received",
+        "versions",
+        "version_details",
+        "stored",
+    ]
+    assert party.name == "Peer Charging" and party.website == "https://peer.example"
+
+    # Token A is now invalid; token C works, and GET credentials returns it.
+    assert call(ours, token_a)[0] == 401
+    status, body = call(ours, token_c, path="/ocpi/2.2.1/credentials")
+    assert status == 200 and body["data"]["token"] == token_c
+    # Registering again with token C: HTTP 405, as 2.2.1 says.
+    status, body = call(ours, token_c, "POST", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B"))
+    assert status == 405 and body["status_code"] == 2000
+
+    # PUT rotates: new token B2 for us to call it, new token C2 for it; C is invalid afterwards.
+    peer.accepted = {"peer-token-B2"}
+    status, body = call(ours, token_c, "PUT", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B2"))
+    assert status == 200 and body["status_code"] == 1000
+    token_c2 = body["data"]["token"]
+    assert token_c2 != token_c
+    assert call(ours, token_c)[0] == 401
+    assert call(ours, token_c2)[0] == 200
+    connection.refresh_from_db()
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-B2"
+
+    # DELETE unregisters: neither token works any more.
+    status, body = call(ours, token_c2, "DELETE", "/ocpi/2.2.1/credentials")
+    assert status == 200 and body["status_code"] == 1000
+    assert call(ours, token_c2)[0] == 401
+    connection.refresh_from_db()
+    assert connection.status == PartnerConnection.Status.DISCONNECTED
+    assert connection.token_to_them_encrypted == "" and connection.token_from_them_hash == ""
+
+
+def test_wrong_token_is_401_everywhere(ours):
+    PartnerConnectionFactory(tokens__from_them="right-token")
+    for path in ("/ocpi/versions", "/ocpi/2.2.1", "/ocpi/2.2.1/credentials"):
+        status, body = call(ours, "wrong-token", path=path)
+        assert status == 401 and body["status_code"] == 2000
+    import requests
+
+    assert requests.get(ours + "/ocpi/versions", timeout=10).status_code == 401  # no Authorization at all
+
+
+def registered_state(connection: PartnerConnection) -> tuple:
+    connection.refresh_from_db()
+    return (
+        connection.status,
+        connection.token_to_them_encrypted,
+        connection.token_from_them_hash,
+        connection.registration_token_hash,
+        connection.versions_url,
+        connection.endpoints,
+    )
+
+
+@pytest.mark.parametrize(
+    ("breakage", "status_code", "step"),
+    [
+        ("unreachable", 3001, "versions"),
+        ("garbage", 3001, "versions"),
+        ("old_version_only", 3002, "versions"),
+        ("no_locations_module", 3003, "version_details"),
+        ("garbage_details", 3001, "version_details"),
+    ],
+)
+def test_failed_callback_keeps_connection_unregistered(ours, ocpi_peer, breakage, status_code, step):
+    peer = PeerParty(ocpi_peer)
+    peer.accepted = {"peer-token-B"}
+    versions_url = peer.versions_url
+    if breakage == "unreachable":
+        versions_url = closed_port_url()
+    elif breakage == "garbage":
+        ocpi_peer.route("GET", r"/ocpi/versions", lambda r: PeerResponse(raw=b"<html>maintenance</html>"))
+    elif breakage == "old_version_only":
+        ocpi_peer.route("GET", r"/ocpi/versions", lambda r: ok([{"version": "2.1.1", "url": "http://x/2.1.1"}]))
+    elif breakage == "no_locations_module":
+        ocpi_peer.route("GET", r"/ocpi/2\.2\.1", lambda r: ok({"version": "2.2.1", "endpoints": []}))
+    elif breakage == "garbage_details":
+        ocpi_peer.route("GET", r"/ocpi/2\.2\.1", lambda r: ok("these are not endpoints"))
+    party = PartyFactory(country_code="NL", party_id="PEE")
+    token_a = services.issue_registration_token(party)
+    connection = PartnerConnection.objects.get(party=party)
+    before = registered_state(connection)
+
+    body = {**peer.credentials("peer-token-B"), "url": versions_url}
+    status, reply = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", body)
+
+    assert status == 200 and reply["status_code"] == status_code
+    assert step in reply["status_message"]
+    assert registered_state(connection) == before  # nothing stored: still planned, token A still the only one
+    assert connection.last_error.startswith(f"Handshake failed (OCPI {status_code}) at {step}")
+    assert connection.handshake_log[-1]["step"] == step and connection.handshake_log[-1]["ok"] is False
+    # Token A still works, so the partner can try again once it is fixed.
+    assert call(ours, token_a)[0] == 200
+
+
+def test_invalid_credentials_body_is_2001_naming_the_field(ours):
+    party = PartyFactory(country_code="NL", party_id="PEE")
+    token_a = services.issue_registration_token(party)
+    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", {"url": "not a url", "roles": []})
+    assert status == 200 and body["status_code"] == 2001
+    assert "token" in body["status_message"] and "url" in body["status_message"] and "roles" in body["status_message"]
+    other = {
+        "token": "t",
+        "url": "http://127.0.0.1:1/v",
+        "roles": [{"role": "CPO", "party_id": "XXX", "country_code": "DE", "business_details": {"name": "X"}}],
+    }
+    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", other)
+    assert body["status_code"] == 2001 and "NL*PEE" in body["status_message"]
+    assert PartnerConnection.objects.get(party=party).status == PartnerConnection.Status.PLANNED
+
+
+def test_failed_rotation_keeps_old_tokens(ours, ocpi_peer):
+    peer = PeerParty(ocpi_peer)
+    connection = PartnerConnectionFactory(
+        party=PartyFactory(country_code="NL", party_id="PEE"),
+        versions_url=peer.versions_url,
+        tokens__from_them="token-C",
+        tokens__to_them="token-B",
+    )
+    before = registered_state(connection)
+    peer.accepted = {"someone-else"}  # it will refuse our call back with the new token
+    status, body = call(ours, "token-C", "PUT", "/ocpi/2.2.1/credentials", peer.credentials("token-B2"))
+    assert body["status_code"] == 3001
+    assert registered_state(connection) == before
+    assert call(ours, "token-C")[0] == 200
+
+
+def test_put_or_delete_before_registering_is_405(ours):
+    token_a = services.issue_registration_token(PartyFactory())
+    assert call(ours, token_a, "PUT", "/ocpi/2.2.1/credentials", {})[0] == 405
+    assert call(ours, token_a, "DELETE", "/ocpi/2.2.1/credentials")[0] == 405
+
+
+# --- Outgoing: we register at a partner ("Connect") -------------------------------------------------------------
+
+
+def test_connect_registers_us_through_a_real_worker_then_rotates_and_unregisters(ours, ocpi_peer, redis_celery_worker):
+    peer = PeerParty(ocpi_peer)
+    peer.accepted = {"their-token-A"}
+    connection = PartnerConnectionFactory(
+        party=PartyFactory(country_code="NL", party_id="PEE", name="Peer (planned)"),
+        status=PartnerConnection.Status.PLANNED,
+    )
+
+    result = connect_partner.delay(connection.pk, peer.versions_url, encrypt_token("their-token-A")).get(timeout=60)
+
+    assert result["status"] == "connected" and result["last_error"] == ""
+    # It called our versions and details back with token B, and we answered.
+    assert peer.callbacks == [200, 200]
+    connection.refresh_from_db()
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C1"
+    assert connection.token_from_them_hash == hash_token(peer.token_for_us)
+    assert connection.registration_token_hash == ""
+    assert connection.endpoint_url("credentials", "SENDER") == ocpi_peer.url("/ocpi/2.2.1/credentials")
+    assert [s["step"] for s in connection.handshake_log] == ["versions", "version_details", "register", "stored"]
+    assert connection.party.name == "Peer Charging"
+    register = next(r for r in ocpi_peer.requests if r.method == "POST")
+    assert register.header("Authorization") == authorization_header("their-token-A")
+    assert register.json()["url"] == ours + "/ocpi/versions"
+    # Token B is now its credentials at our platform.
+    token_b = peer.token_for_us
+    assert call(ours, token_b)[0] == 200
+
+    # Rotation: PUT with a new B2, receive C2.
+    assert rotate_partner_tokens.delay(connection.pk).get(timeout=60)["status"] == "connected"
+    connection.refresh_from_db()
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C2"
+    assert peer.token_for_us != token_b
+    assert call(ours, token_b)[0] == 401
+    assert call(ours, peer.token_for_us)[0] == 200
+
+    # Unregister: DELETE at theirs, then both tokens are gone here.
+    token_b2 = peer.token_for_us
+    assert unregister_partner.delay(connection.pk).get(timeout=60)["status"] == "disconnected"
+    assert ocpi_peer.requests[-1].method == "DELETE"
+    assert peer.accepted == set()
+    assert call(ours, token_b2)[0] == 401
+
+
+@pytest.mark.parametrize("breakage", ["unreachable", "wrong_token", "garbage_credentials", "refused_callback"])
+def test_failed_connect_keeps_the_old_connection(ours, ocpi_peer, breakage):
+    peer = PeerParty(ocpi_peer)
+    peer.accepted = {"their-token-A"}
+    versions_url, token_a = peer.versions_url, "their-token-A"
+    if breakage == "unreachable":
+        versions_url = closed_port_url()
+    elif breakage == "wrong_token":
+        token_a = "not-their-token"
+    elif breakage == "garbage_credentials":
+        ocpi_peer.route("POST", r"/ocpi/2\.2\.1/credentials", lambda r: ok({"token": 42}))
+    elif breakage == "refused_callback":
+        ocpi_peer.route("POST", r"/ocpi/2\.2\.1/credentials", lambda r: ok_status(3001, "could not call you back"))
+    # Already connected with older tokens: a failed re-connect must not lose them.
+    connection = PartnerConnectionFactory(
+        party=PartyFactory(country_code="NL", party_id="PEE"),
+        versions_url="https://old.example/ocpi/versions",
+        endpoints=[{"identifier": "credentials", "role": "SENDER", "url": "https://old.example/cred"}],
+        tokens__from_them="old-token-B",
+        tokens__to_them="old-token-C",
+    )
+    before = registered_state(connection)
+
+    result = connect_partner.delay(connection.pk, versions_url, encrypt_token(token_a)).get(timeout=60)
+
+    assert result["status"] == "connected"  # the old, working registration stays
+    assert registered_state(connection) == before
+    step = "versions" if breakage in ("unreachable", "wrong_token") else "register"
+    assert connection.last_error.startswith("Handshake failed (OCPI 3001) at " + step)
+    assert connection.last_error_at is not None
+    assert connection.handshake_log[-1] == {**connection.handshake_log[-1], "step": step, "ok": False}
+    assert call(ours, "old-token-B")[0] == 200
+    if peer.token_for_us:  # the token B we offered was withdrawn
+        assert call(ours, peer.token_for_us)[0] == 401
+
+
+def test_connect_to_an_unreachable_partner_leaves_a_planned_connection_with_the_error(ours):
+    connection = PartnerConnectionFactory(status=PartnerConnection.Status.PLANNED)
+    url = closed_port_url()
+    connect_partner.delay(connection.pk, url, encrypt_token("token-a"))
+    connection.refresh_from_db()
+    assert connection.status == PartnerConnection.Status.PLANNED
+    assert connection.versions_url == "" and connection.token_to_them_encrypted == ""
+    assert "versions" in connection.last_error and "transport" in connection.last_error
+    assert join_url(url) in connection.handshake_log[0]["detail"]
