@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from roaming.ocpi.envelope import OcpiError, parse_datetime
+
 OCPI_ROLES = ("CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP")
 CONNECTION_STATUSES = ("CONNECTED", "OFFLINE", "PLANNED", "SUSPENDED")
 
@@ -50,3 +52,10 @@ class ClientInfoSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=OCPI_ROLES)
     status = serializers.ChoiceField(choices=CONNECTION_STATUSES)
     last_updated = serializers.CharField()
+
+    def validate_last_updated(self, value: str) -> str:
+        try:
+            parse_datetime(value, "last_updated")
+        except OcpiError as error:
+            raise serializers.ValidationError("not an OCPI DateTime") from error
+        return value
