@@ -1,24 +1,381 @@
-from django.contrib import admin
-from simple_history.admin import SimpleHistoryAdmin
+"""The staff console for roaming: partners, their connections and agreements, feed health, history."""
 
+from __future__ import annotations
+
+import dataclasses
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+from simple_history.template_utils import HistoricalRecordContextHelper
+
+from roaming import selectors, services
 from roaming.models import PartnerConnection, Party, RoamingAgreement
+from roaming.ocpi.credentials import encrypt_token
+
+
+class RoamingAgreementInline(admin.TabularInline):
+    model = RoamingAgreement
+    fk_name = "partner"
+    extra = 0
+    fields = ("direction", "status", "valid_from", "valid_until", "hub", "notes")
+    show_change_link = True
+
+
+class PartnerConnectionInline(admin.StackedInline):
+    model = PartnerConnection
+    fk_name = "party"
+    extra = 0
+    max_num = 1
+    can_delete = False
+    fields = (
+        "status",
+        "via_hub",
+        "versions_url",
+        "version",
+        "accepts_raw_token",
+        "location_pull_interval_minutes",
+        "hub_client_status",
+        "last_contact_at",
+        "last_error",
+        "last_error_at",
+        "handshake_steps",
+    )
+    readonly_fields = (
+        "version",
+        "hub_client_status",
+        "last_contact_at",
+        "last_error",
+        "last_error_at",
+        "handshake_steps",
+    )
+
+    @admin.display(description="Latest handshake")
+    def handshake_steps(self, connection: PartnerConnection) -> str:
+        return handshake_steps(connection)
+
+
+def handshake_steps(connection: PartnerConnection) -> str:
+    if not connection.handshake_log:
+        return "-"
+    return format_html(
+        "<ol class='handshake-log'>{}</ol>",
+        format_html_join(
+            "",
+            "<li>{} <strong>{}</strong> {} <small>{}</small></li>",
+            (
+                ("✔" if step.get("ok") else "✘", step.get("step"), step.get("detail", ""), step.get("at", ""))
+                for step in connection.handshake_log
+            ),
+        ),
+    )
+
+
+class ReachedFilter(admin.SimpleListFilter):
+    title = "reached"
+    parameter_name = "reached"
+
+    def lookups(self, request, model_admin):
+        return (("direct", "Directly"), ("hub", "Through a hub"), ("none", "No connection"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "direct":
+            return queryset.filter(connection__isnull=False, connection__via_hub__isnull=True)
+        if self.value() == "hub":
+            return queryset.filter(connection__via_hub__isnull=False)
+        if self.value() == "none":
+            return queryset.filter(connection__isnull=True)
+        return queryset
+
+
+class ConnectForm(forms.Form):
+    versions_url = forms.URLField(max_length=255, assume_scheme="https", help_text="The partner's OCPI versions URL.")
+    token_a = forms.CharField(
+        max_length=64,
+        label="Their token A",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The registration token the partner gave us. It is used once and never stored.",
+    )
 
 
 @admin.register(Party)
 class PartyAdmin(SimpleHistoryAdmin):
-    list_display = ("name", "country_code", "party_id", "role")
-    list_filter = ("role",)
+    """The partners list: who they are, how we are connected and how healthy their feed is."""
+
+    list_display = (
+        "name",
+        "ocpi_id",
+        "role",
+        "connection_status",
+        "last_feed_sync",
+        "stations",
+        "open_errors",
+    )
+    list_filter = ("role", "connection__status", ReachedFilter, "agreements__status")
     search_fields = ("name", "party_id", "country_code")
+    list_per_page = 50
+    inlines = (PartnerConnectionInline, RoamingAgreementInline)
+    change_list_template = "admin/roaming/party/change_list.html"
+    actions = (
+        "issue_registration_token",
+        "connect",
+        "test_connection",
+        "suspend",
+        "resume",
+        "pull_locations_now",
+        "rotate_tokens",
+        "unregister",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return selectors.partners_for_console(super().get_queryset(request))
+
+    def get_urls(self):
+        urls = [
+            path(
+                "data-quality/",
+                self.admin_site.admin_view(self.data_quality_view),
+                name="roaming_party_data_quality",
+            )
+        ]
+        return urls + super().get_urls()
+
+    # --- columns ---
+
+    @admin.display(description="OCPI id", ordering="party_id")
+    def ocpi_id(self, party: Party) -> str:
+        return party.ocpi_id
+
+    def _connection(self, party: Party) -> PartnerConnection | None:
+        try:
+            return party.connection
+        except PartnerConnection.DoesNotExist:
+            return None
+
+    @admin.display(description="Connection", ordering="connection__status")
+    def connection_status(self, party: Party) -> str:
+        connection = self._connection(party)
+        if connection is None:
+            return "-"
+        text = connection.get_status_display()
+        if connection.via_hub_id:
+            text += f" via {connection.via_hub.party.name}"
+            if connection.hub_client_status:
+                text += f" (hub: {connection.hub_client_status})"
+        return text
+
+    @admin.display(description="Last feed sync", ordering="last_sync_at")
+    def last_feed_sync(self, party: Party):
+        return party.last_sync_at or "-"
+
+    @admin.display(description="Stations", ordering="station_count")
+    def stations(self, party: Party) -> int:
+        return party.station_count
+
+    @admin.display(description="Open errors")
+    def open_errors(self, party: Party) -> str:
+        """Rejected objects of the latest feed sync, a failed latest sync, and a connection error."""
+        connection = self._connection(party)
+        problems = []
+        if party.last_run_rejected:
+            problems.append(f"{party.last_run_rejected} rejected in last sync")
+        if party.last_run_status == "failed":
+            problems.append("last sync failed")
+        if connection is not None and connection.last_error:
+            problems.append(connection.last_error)
+        failed_sync = party.last_run_status == "failed"
+        count = party.last_run_rejected + failed_sync + bool(connection and connection.last_error)
+        if not count:
+            return "0"
+        return format_html('<span class="errornote-inline" title="{}">{}</span>', "; ".join(problems), count)
+
+    # --- actions ---
+
+    def _connections(self, request: HttpRequest, queryset: QuerySet) -> list[PartnerConnection]:
+        connections = []
+        for party in queryset:
+            connection = self._connection(party)
+            if connection is None:
+                self.message_user(request, f"{party.name}: no connection yet.", messages.WARNING)
+            else:
+                connections.append(connection)
+        return connections
+
+    @admin.action(description="Issue a registration token (token A) for the partner to register with us")
+    def issue_registration_token(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        issued = []
+        for party in queryset.filter(is_self=False):
+            try:
+                issued.append((party, services.issue_registration_token(party)))
+            except ValueError as error:
+                self.message_user(request, str(error), messages.ERROR)
+        if not issued:
+            return None
+        # Shown on this page only: the token is stored hashed and never in a message cookie.
+        return TemplateResponse(
+            request,
+            "admin/roaming/party/registration_token.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Registration tokens",
+                "opts": self.model._meta,
+                "issued": issued,
+                "versions_url": services.our_versions_url(),
+            },
+        )
+
+    @admin.action(description="Connect: register us at the partner with the token A they gave us")
+    def connect(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        from roaming.tasks import connect_partner
+
+        parties = list(queryset)
+        if len(parties) != 1 or parties[0].is_self:
+            self.message_user(request, "Connect one partner at a time.", messages.ERROR)
+            return None
+        party = parties[0]
+        connection = self._connection(party)
+        if connection is not None and connection.via_hub_id:
+            self.message_user(request, f"{party.name} is reached through a hub: connect the hub.", messages.ERROR)
+            return None
+        if connection is not None and connection.status == PartnerConnection.Status.SUSPENDED:
+            self.message_user(request, f"{party.name} is suspended: resume it first.", messages.ERROR)
+            return None
+        if "apply" in request.POST:
+            form = ConnectForm(request.POST)
+            if form.is_valid():
+                connection = connection or PartnerConnection.objects.create(party=party)
+                connect_partner.delay(
+                    connection.pk, form.cleaned_data["versions_url"], encrypt_token(form.cleaned_data["token_a"])
+                )
+                self.message_user(
+                    request,
+                    f"Connecting to {party.name} in the background: its connection shows each step's outcome.",
+                    messages.SUCCESS,
+                )
+                return None
+        else:
+            form = ConnectForm(initial={"versions_url": connection.versions_url if connection else ""})
+        return TemplateResponse(
+            request,
+            "admin/roaming/party/connect.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Connect to {party.name}",
+                "opts": self.model._meta,
+                "party": party,
+                "form": form,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Test connection (calls their versions endpoint)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for connection in self._connections(request, queryset):
+            check = services.check_connection(connection)
+            if check.ok:
+                message = f"{connection.party.name}: OK in {check.latency_ms:.0f} ms ({check.detail})"
+                self.message_user(request, message, messages.SUCCESS)
+            else:
+                self.message_user(request, f"{connection.party.name}: failed: {check.detail}", messages.ERROR)
+
+    @admin.action(description="Suspend: refuse their calls everywhere")
+    def suspend(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for connection in self._connections(request, queryset):
+            services.suspend_connection(connection)
+            self.message_user(request, f"{connection.party.name}: suspended.", messages.SUCCESS)
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for connection in self._connections(request, queryset):
+            services.resume_connection(connection)
+            self.message_user(request, f"{connection.party.name}: {connection.get_status_display()}.", messages.SUCCESS)
+
+    @admin.action(description="Pull locations now")
+    def pull_locations_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from stations.tasks import pull_locations  # the feeds capability owns it
+
+        for connection in self._connections(request, queryset):
+            pull_locations.delay(connection.pk, full=False)
+            self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
+
+    @admin.action(description="Rotate tokens (PUT our credentials at theirs)")
+    def rotate_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from roaming.tasks import rotate_partner_tokens
+
+        for connection in self._connections(request, queryset):
+            rotate_partner_tokens.delay(connection.pk)
+            self.message_user(request, f"{connection.party.name}: token rotation started.", messages.SUCCESS)
+
+    @admin.action(description="Unregister (DELETE our credentials at theirs)")
+    def unregister(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from roaming.tasks import unregister_partner
+
+        for connection in self._connections(request, queryset):
+            unregister_partner.delay(connection.pk)
+            self.message_user(request, f"{connection.party.name}: unregistering.", messages.SUCCESS)
+
+    # --- data quality ---
+
+    def data_quality_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        qualities = selectors.partner_data_quality()
+        return TemplateResponse(
+            request,
+            "admin/roaming/party/data_quality.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Partner data quality",
+                "opts": self.model._meta,
+                "qualities": qualities,
+                "chart_height": 24 * len(qualities) + 10,
+                "partners_url": reverse("admin:roaming_party_changelist"),
+            },
+        )
+
+
+SECRET_FIELDS = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash")
+
+
+class TokenMaskingContextHelper(HistoricalRecordContextHelper):
+    """History says that a token changed, never its hash or ciphertext."""
+
+    def format_delta_change(self, change):
+        if change.field in SECRET_FIELDS:
+            change = dataclasses.replace(
+                change, old="set" if change.old else "empty", new="replaced" if change.new else "cleared"
+            )
+        return super().format_delta_change(change)
 
 
 @admin.register(PartnerConnection)
 class PartnerConnectionAdmin(SimpleHistoryAdmin):
-    list_display = ("party", "status", "version", "last_contact_at")
-    list_filter = ("status",)
-    exclude = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash")
+    list_display = ("party", "status", "via_hub", "hub_client_status", "version", "last_contact_at", "last_error")
+    list_filter = ("status", "hub_client_status")
+    list_select_related = ("party", "via_hub__party")
+    search_fields = ("party__name", "party__party_id")
+    exclude = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash", "handshake_log")
+    readonly_fields = ("version", "endpoints", "last_contact_at", "last_error", "last_error_at", "handshake_steps")
+
+    @admin.display(description="Latest handshake")
+    def handshake_steps(self, connection: PartnerConnection) -> str:
+        return handshake_steps(connection)
+
+    def get_historical_record_context_helper(self, request, historical_record):
+        return TokenMaskingContextHelper(self.model, historical_record)
 
 
 @admin.register(RoamingAgreement)
 class RoamingAgreementAdmin(SimpleHistoryAdmin):
     list_display = ("partner", "direction", "status", "valid_from", "valid_until", "hub")
     list_filter = ("status", "direction")
+    list_select_related = ("partner", "hub")
+    search_fields = ("partner__name", "partner__party_id", "notes")

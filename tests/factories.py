@@ -128,3 +128,15 @@ class ConnectorFactory(factory.django.DjangoModelFactory):
     max_amperage = 32
     max_electric_power = 22000
     last_updated = factory.LazyFunction(timezone.now)
+
+
+class SyncRunFactory(factory.django.DjangoModelFactory):
+    """A finished feed pull of a partner's locations."""
+
+    class Meta:
+        model = "stations.SyncRun"
+
+    connection = factory.SubFactory(PartnerConnectionFactory)
+    status = "succeeded"
+    started_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(minutes=5))
+    finished_at = factory.LazyFunction(timezone.now)
