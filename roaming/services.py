@@ -309,7 +309,7 @@ def issue_registration_token(party: Party) -> str:
 
 
 def _register_at_partner(
-    connection: PartnerConnection, *, method: str, url: str, client: OcpiClient, log: HandshakeLog, roles: list[str]
+    connection: PartnerConnection, *, method: str, url: str, client: OcpiClient, log: HandshakeLog
 ) -> tuple[dict, str]:
     """POST or PUT our credentials at theirs with a fresh token B; they call us back with B before answering.
 
@@ -348,9 +348,7 @@ def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> P
             log.record("version_details", False, "no credentials endpoint")
             raise HandshakeError("version_details", NO_MATCHING_ENDPOINTS, "they offer no credentials endpoint")
         client = _handshake_client(token_a, raw_token=connection.accepts_raw_token)
-        theirs, token_b = _register_at_partner(
-            connection, method="POST", url=credentials_url, client=client, log=log, roles=expected
-        )
+        theirs, token_b = _register_at_partner(connection, method="POST", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
         PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
         connection.refresh_from_db()
@@ -377,9 +375,7 @@ def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
         client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
-        theirs, token_b = _register_at_partner(
-            connection, method="PUT", url=credentials_url, client=client, log=log, roles=[]
-        )
+        theirs, token_b = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
         platform = discover_platform(connection.versions_url, theirs["token"], log, raw_token=client.raw_token)
     except HandshakeError as error:
         PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
