@@ -94,6 +94,30 @@ class ReachedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ConnectionStatusFilter(admin.SimpleListFilter):
+    title = "connection status"
+    parameter_name = "connection_status"
+
+    def lookups(self, request, model_admin):
+        return PartnerConnection.Status.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(connection__status=self.value()) if self.value() else queryset
+
+
+class AgreementStatusFilter(admin.SimpleListFilter):
+    title = "agreement status"
+    parameter_name = "agreement_status"
+
+    def lookups(self, request, model_admin):
+        return RoamingAgreement.Status.choices
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(pk__in=RoamingAgreement.objects.filter(status=self.value()).values("partner_id"))
+
+
 class ConnectForm(forms.Form):
     versions_url = forms.URLField(max_length=255, assume_scheme="https", help_text="The partner's OCPI versions URL.")
     token_a = forms.CharField(
@@ -117,7 +141,7 @@ class PartyAdmin(SimpleHistoryAdmin):
         "stations",
         "open_errors",
     )
-    list_filter = ("role", "connection__status", ReachedFilter, "agreements__status")
+    list_filter = ("role", ConnectionStatusFilter, ReachedFilter, AgreementStatusFilter)
     search_fields = ("name", "party_id", "country_code")
     list_per_page = 50
     inlines = (PartnerConnectionInline, RoamingAgreementInline)

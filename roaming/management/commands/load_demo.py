@@ -186,8 +186,78 @@ class Command(BaseCommand):
                     last_updated=now,
                 )
 
+        self._load_partner_health(parties, now)
+
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
         self.stdout.write(
             f"  Driver login : {DEMO_DRIVER[0]} / {DEMO_DRIVER[1]}  (http://127.0.0.1:8000/accounts/login/)"
         )
+
+    def _load_partner_health(self, parties: dict[str, Party], now: dt.datetime) -> None:
+        """Feed syncs, rejects and a hub client, so the partners list and data-quality page have a story."""
+        from stations.models import RejectedObject, SyncRun
+
+        hub = PartnerConnection.objects.get(party=parties["HBJ"])
+        if hub.status != PartnerConnection.Status.CONNECTED:
+            hub.status = PartnerConnection.Status.CONNECTED
+            hub.save()
+        vattenfall, _ = Party.objects.update_or_create(
+            country_code="SE", party_id="VAT", defaults={"role": Party.Role.CPO, "name": "Vattenfall InCharge"}
+        )
+        PartnerConnection.objects.get_or_create(
+            party=vattenfall,
+            defaults={"via_hub": hub, "status": PartnerConnection.Status.CONNECTED, "hub_client_status": "CONNECTED"},
+        )
+        RoamingAgreement.objects.get_or_create(
+            partner=vattenfall,
+            direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS,
+            defaults={
+                "status": RoamingAgreement.Status.ACTIVE,
+                "hub": parties["HBJ"],
+                "valid_from": now.date() - dt.timedelta(days=90),
+                "notes": "Demo agreement through the hub",
+            },
+        )
+        # Ionity sends no opening hours: its access data is missing on the data-quality page.
+        Location.objects.filter(party=parties["ION"]).update(opening_times=None)
+        # (party id, minutes ago, status, rejected objects)
+        runs = [
+            ("ALL", 20, "succeeded", 0),
+            ("FST", 50, "succeeded", 2),
+            ("ION", 15, "failed", 0),
+            ("TOT", 35, "succeeded", 1),
+        ]
+        for party_id, minutes, status, rejected in runs:
+            connection = PartnerConnection.objects.get(party=parties[party_id])
+            if connection.sync_runs.exists():
+                continue
+            finished = now - dt.timedelta(minutes=minutes)
+            SyncRun.objects.create(
+                connection=connection,
+                full=False,
+                status=SyncRun.Status.SUCCEEDED,
+                started_at=finished - dt.timedelta(hours=1, minutes=1),
+                finished_at=finished - dt.timedelta(hours=1),
+                pages=1,
+                updated=3,
+            )
+            run = SyncRun.objects.create(
+                connection=connection,
+                full=False,
+                status=status,
+                started_at=finished - dt.timedelta(minutes=1),
+                finished_at=finished,
+                pages=1,
+                updated=3 if status == "succeeded" else 0,
+                rejected=rejected,
+                error="GET locations: HTTP 502" if status == "failed" else "",
+            )
+            for index in range(rejected):
+                RejectedObject.objects.create(
+                    sync_run=run,
+                    connection=connection,
+                    object_id=f"BAD{index + 1}",
+                    error="coordinates.latitude: not a GeoLocation latitude",
+                    payload={"id": f"BAD{index + 1}", "coordinates": {"latitude": "north", "longitude": "4.3"}},
+                )
