@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from kombu.exceptions import OperationalError
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
 
@@ -92,6 +93,16 @@ class ReachedFilter(admin.SimpleListFilter):
         if self.value() == "none":
             return queryset.filter(connection__isnull=True)
         return queryset
+
+
+def _queue(model_admin: admin.ModelAdmin, request: HttpRequest, task, *args, **kwargs) -> bool:
+    """Send a task; a broker that is down becomes an error message, not a server error."""
+    try:
+        task.delay(*args, **kwargs)
+    except OperationalError as error:
+        model_admin.message_user(request, f"Could not queue the job (broker unavailable: {error}).", messages.ERROR)
+        return False
+    return True
 
 
 class ConnectionStatusFilter(admin.SimpleListFilter):
@@ -274,9 +285,16 @@ class PartyAdmin(SimpleHistoryAdmin):
             form = ConnectForm(request.POST)
             if form.is_valid():
                 connection = connection or PartnerConnection.objects.create(party=party)
-                connect_partner.delay(
-                    connection.pk, form.cleaned_data["versions_url"], encrypt_token(form.cleaned_data["token_a"])
+                queued = _queue(
+                    self,
+                    request,
+                    connect_partner,
+                    connection.pk,
+                    form.cleaned_data["versions_url"],
+                    encrypt_token(form.cleaned_data["token_a"]),
                 )
+                if not queued:
+                    return None
                 self.message_user(
                     request,
                     f"Connecting to {party.name} in the background: its connection shows each step's outcome.",
@@ -325,24 +343,24 @@ class PartyAdmin(SimpleHistoryAdmin):
         from stations.tasks import pull_locations  # the feeds capability owns it
 
         for connection in self._connections(request, queryset):
-            pull_locations.delay(connection.pk, full=False)
-            self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
+            if _queue(self, request, pull_locations, connection.pk, full=False):
+                self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
 
     @admin.action(description="Rotate tokens (PUT our credentials at theirs)")
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import rotate_partner_tokens
 
         for connection in self._connections(request, queryset):
-            rotate_partner_tokens.delay(connection.pk)
-            self.message_user(request, f"{connection.party.name}: token rotation started.", messages.SUCCESS)
+            if _queue(self, request, rotate_partner_tokens, connection.pk):
+                self.message_user(request, f"{connection.party.name}: token rotation started.", messages.SUCCESS)
 
     @admin.action(description="Unregister (DELETE our credentials at theirs)")
     def unregister(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import unregister_partner
 
         for connection in self._connections(request, queryset):
-            unregister_partner.delay(connection.pk)
-            self.message_user(request, f"{connection.party.name}: unregistering.", messages.SUCCESS)
+            if _queue(self, request, unregister_partner, connection.pk):
+                self.message_user(request, f"{connection.party.name}: unregistering.", messages.SUCCESS)
 
     # --- data quality ---
 

@@ -427,7 +427,8 @@ def check_connection(connection: PartnerConnection) -> ConnectionCheck:
     transport = connection.transport
     if not transport.versions_url or not transport.token_to_them_encrypted:
         return ConnectionCheck(False, None, "not registered: no versions URL or token")
-    client = OcpiClient.for_connection(connection, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5))
+    # The versions module carries no routing headers: through a hub, this tests the hub link itself.
+    client = OcpiClient.for_connection(transport, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5))
     try:
         reply = client.get(transport.versions_url)
     except OcpiClientError as error:

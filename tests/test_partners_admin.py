@@ -363,3 +363,14 @@ def test_connection_history_says_a_token_changed_but_never_shows_it(client, staf
     assert re.search(r"(?i)<strong>registration token hash:</strong>\s*set\s*&nbsp;&rarr;&nbsp;&nbsp;replaced", page)
     assert connection.registration_token_hash not in page
     assert "stella" in page
+
+
+@pytest.mark.django_db
+def test_rotate_and_unregister_actions_record_why_they_could_not_run(client, staff):
+    party = partner_with_feed("Planned", "PLN", status=PartnerConnection.Status.PLANNED)
+    for name in ("rotate_tokens", "unregister"):
+        found = messages_of(action(client, name, [party]))
+        assert any(m.startswith("Planned: ") for m in found), found
+        party.connection.refresh_from_db()
+        assert "not registered directly with this partner" in party.connection.last_error
+        assert party.connection.status == PartnerConnection.Status.PLANNED
