@@ -374,3 +374,50 @@ def test_rotate_and_unregister_actions_record_why_they_could_not_run(client, sta
         party.connection.refresh_from_db()
         assert "not registered directly with this partner" in party.connection.last_error
         assert party.connection.status == PartnerConnection.Status.PLANNED
+
+
+@pytest.mark.django_db
+def test_staff_edit_agreement_inline_on_the_partner_page_is_in_history(client, staff):
+    party = partner_with_feed("Allego", "ALL")
+    agreement = party.agreements.get()
+    connection = party.connection
+    data = {
+        "name": "Allego",
+        "country_code": "NL",
+        "party_id": "ALL",
+        "role": Party.Role.CPO,
+        "website": "",
+        "logo_url": "",
+        "connection-TOTAL_FORMS": "1",
+        "connection-INITIAL_FORMS": "1",
+        "connection-MIN_NUM_FORMS": "0",
+        "connection-MAX_NUM_FORMS": "1",
+        "connection-0-id": connection.pk,
+        "connection-0-party": party.pk,
+        "connection-0-status": "connected",
+        "connection-0-via_hub": "",
+        "connection-0-versions_url": "https://ocpi.allego.example/ocpi/versions",
+        "connection-0-location_pull_interval_minutes": "30",
+        "agreements-TOTAL_FORMS": "1",
+        "agreements-INITIAL_FORMS": "1",
+        "agreements-MIN_NUM_FORMS": "0",
+        "agreements-MAX_NUM_FORMS": "1000",
+        "agreements-0-id": agreement.pk,
+        "agreements-0-partner": party.pk,
+        "agreements-0-direction": agreement.direction,
+        "agreements-0-status": RoamingAgreement.Status.SUSPENDED,
+        "agreements-0-valid_from": agreement.valid_from.isoformat(),
+        "agreements-0-valid_until": "",
+        "agreements-0-hub": "",
+        "agreements-0-notes": "Paused while invoices are disputed",
+    }
+    response = client.post(f"{PARTNERS_URL}{party.pk}/change/", data)
+    assert response.status_code == 302, response.context["errors"] if response.context else response
+    agreement.refresh_from_db()
+    connection.refresh_from_db()
+    assert agreement.status == RoamingAgreement.Status.SUSPENDED
+    assert connection.location_pull_interval_minutes == 30
+    assert agreement.history.first().history_user == staff
+    assert connection.history.first().history_user == staff
+    page = client.get(f"/admin/roaming/roamingagreement/{agreement.pk}/history/").content.decode()
+    assert "stella" in page and "Paused while invoices are disputed" in page
