@@ -225,6 +225,7 @@ def _store_registration(
     roles: list[dict],
     log: HandshakeLog,
     expected_registration_hash: str | None = None,
+    raw_token: bool | None = None,
 ) -> PartnerConnection:
     """Save the outcome of a successful handshake at once: tokens, endpoints, status, party details."""
     with transaction.atomic():
@@ -238,6 +239,8 @@ def _store_registration(
         connection.token_to_them_encrypted = credentials.encrypt_token(token_to_them)
         connection.token_from_them_hash = credentials.hash_token(token_from_them)
         connection.registration_token_hash = ""
+        if raw_token is not None:
+            connection.accepts_raw_token = raw_token
         connection.status = PartnerConnection.Status.CONNECTED
         connection.last_contact_at = timezone.now()
         connection.last_error = ""
@@ -249,12 +252,16 @@ def _store_registration(
     return connection
 
 
-def accept_registration(connection: PartnerConnection, body: Any, *, update: bool) -> dict[str, Any]:
+def accept_registration(
+    connection: PartnerConnection, body: Any, *, update: bool, raw_token: bool = False
+) -> dict[str, Any]:
     """POST (register) or PUT (update) on our credentials: call them back with their token, return our new one.
 
     Nothing is stored until their versions and details have been fetched; a failure leaves tokens,
-    endpoints and status as they were and only records the error.
+    endpoints and status as they were and only records the error. A partner that authenticates with
+    an unencoded token (the pre-2.2.1 habit) is called with an unencoded token too.
     """
+    raw_token = raw_token or connection.accepts_raw_token
     data = validated(CredentialsSerializer, body)
     roles = _roles_of(connection, data)
     if not roles:
@@ -264,7 +271,7 @@ def accept_registration(connection: PartnerConnection, body: Any, *, update: boo
     log.record("credentials_received", True, f"{'PUT' if update else 'POST'} from {connection.party.ocpi_id}")
     try:
         platform = discover_platform(
-            data["url"], data["token"], log, raw_token=connection.accepts_raw_token, roles=[r["role"] for r in roles]
+            data["url"], data["token"], log, raw_token=raw_token, roles=[r["role"] for r in roles]
         )
     except HandshakeError as error:
         _record_failure(connection, error, log)
@@ -279,6 +286,7 @@ def accept_registration(connection: PartnerConnection, body: Any, *, update: boo
         roles=roles,
         log=log,
         expected_registration_hash=None if update else connection.registration_token_hash,
+        raw_token=raw_token,
     )
     return our_credentials(token_c)
 

@@ -54,13 +54,15 @@ def version_details(ctx: PartnerContext) -> dict[str, Any]:
     }
 
 
-def _presented_token(ctx: PartnerContext) -> str:
-    """The token the caller authenticated with: what it must keep using to call us."""
+def _presented_token(ctx: PartnerContext) -> tuple[str, bool]:
+    """The token the caller authenticated with (what it must keep using to call us), and whether it came raw."""
     expected = ctx.connection.registration_token_hash if ctx.with_registration_token else None
     expected = expected or ctx.connection.token_from_them_hash
-    for candidate in credentials.tokens_in_header(ctx.request.headers.get("Authorization", "")):
+    header = ctx.request.headers.get("Authorization", "")
+    raw_value = header.strip().partition(" ")[2].strip()
+    for candidate in credentials.tokens_in_header(header):
         if credentials.hash_token(candidate) == expected:
-            return candidate
+            return candidate, candidate == raw_value
     raise OcpiError(CLIENT_ERROR, "Unknown or missing credentials token", http_status=401)
 
 
@@ -69,15 +71,17 @@ def credentials_module(ctx: PartnerContext):
     """The 2.2.1 credentials module: POST registers with token A, PUT rotates, DELETE unregisters."""
     method = ctx.request.method
     if method == "GET":
-        return services.our_credentials(_presented_token(ctx))
+        return services.our_credentials(_presented_token(ctx)[0])
     if method == "POST":
         if not ctx.with_registration_token:
             raise OcpiError(CLIENT_ERROR, "Already registered: use PUT to update or DELETE first", http_status=405)
-        return services.accept_registration(ctx.connection, ctx.json(), update=False)
+        raw = _presented_token(ctx)[1]
+        return services.accept_registration(ctx.connection, ctx.json(), update=False, raw_token=raw)
     if ctx.with_registration_token:
         raise OcpiError(CLIENT_ERROR, "Not registered: register with POST first", http_status=405)
     if method == "PUT":
-        return services.accept_registration(ctx.connection, ctx.json(), update=True)
+        raw = _presented_token(ctx)[1]
+        return services.accept_registration(ctx.connection, ctx.json(), update=True, raw_token=raw)
     services.unregister(ctx.connection)
     return None
 

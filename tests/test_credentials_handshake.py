@@ -33,6 +33,7 @@ class PeerParty:
         self.our_versions_url: str | None = None
         self.callbacks: list[int] = []  # HTTP status of each call back to us
         self.issued = 0
+        self.raw = False  # expects unencoded tokens (the pre-2.2.1 habit)
         peer.route("GET", r"/ocpi/versions", self._versions)
         peer.route("GET", r"/ocpi/2\.2\.1", self._details)
         peer.route("POST", r"/ocpi/2\.2\.1/credentials", self._register)
@@ -58,7 +59,9 @@ class PeerParty:
         }
 
     def _authorized(self, request) -> bool:
-        return any(request.header("Authorization") == authorization_header(token) for token in self.accepted)
+        return any(
+            request.header("Authorization") == authorization_header(token, raw=self.raw) for token in self.accepted
+        )
 
     def _unauthorized(self) -> PeerResponse:
         return PeerResponse({"status_code": 2000, "status_message": "unknown token", "timestamp": "x"}, status=401)
@@ -131,7 +134,7 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/ocpi/versions"
 
 
-def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions", body=None):
+def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions", body=None, raw: bool = False):
     """A partner's call to us; returns (HTTP status, envelope)."""
     import requests
 
@@ -139,7 +142,7 @@ def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions
         method,
         ours + path,
         json=body,
-        headers={"Authorization": authorization_header(token)},
+        headers={"Authorization": authorization_header(token, raw=raw)},
         timeout=15,
     )
     return response.status_code, response.json()
@@ -420,3 +423,19 @@ def test_connect_to_an_unreachable_partner_leaves_a_planned_connection_with_the_
     assert connection.versions_url == "" and connection.token_to_them_encrypted == ""
     assert "versions" in connection.last_error and "transport" in connection.last_error
     assert join_url(url) in connection.handshake_log[0]["detail"]
+
+
+def test_partner_sending_raw_tokens_is_answered_in_kind(ours, ocpi_peer):
+    peer = PeerParty(ocpi_peer)
+    peer.raw = True
+    peer.accepted = {"peer-token-B"}
+    party = PartyFactory(country_code="NL", party_id="PEE")
+    token_a = services.issue_registration_token(party)
+
+    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B"), raw=True)
+
+    assert status == 200 and body["status_code"] == 1000, body
+    assert ocpi_peer.requests[0].header("Authorization") == "Token peer-token-B"
+    connection = PartnerConnection.objects.get(party=party)
+    assert connection.accepts_raw_token is True
+    assert call(ours, body["data"]["token"], raw=True)[0] == 200
