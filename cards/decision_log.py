@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Bounded so a database outage cannot eat the worker's memory; beyond it the oldest rows go (and are counted).
 MAX_PENDING = 200_000
+FLUSH_BATCH = 5_000
 
 
 class DecisionLog:
@@ -73,6 +74,13 @@ class DecisionLog:
         self.written += len(rows)
         return len(rows)
 
+    def discard(self) -> int:
+        """Drop what is buffered without writing it (tests whose database is going away)."""
+        with self._lock:
+            count = len(self._pending)
+            self._pending.clear()
+        return count
+
     def _ensure_thread(self) -> None:
         # After a fork (gunicorn workers) the parent's thread does not exist in the child.
         if self._thread is not None and self._pid == os.getpid():
@@ -85,8 +93,13 @@ class DecisionLog:
             self._thread.start()
 
     def _run(self) -> None:
+        last = time.monotonic()
         while True:
-            time.sleep(max(settings.CARDS_DECISION_LOG_FLUSH_S, 0.01))
+            # Short ticks, so a changed interval or a burst (FLUSH_BATCH rows) is acted on quickly.
+            time.sleep(0.02)
+            if time.monotonic() - last < settings.CARDS_DECISION_LOG_FLUSH_S and len(self._pending) < FLUSH_BATCH:
+                continue
+            last = time.monotonic()
             try:
                 close_old_connections()
                 self.flush()
