@@ -102,7 +102,8 @@ class DecisionLog:
             last = time.monotonic()
             try:
                 close_old_connections()
-                self.flush()
+                if not self.flush():
+                    connection.close()  # idle: hold no database session
             except Exception:  # logged in flush; try again next round with a fresh connection
                 connection.close()
 
