@@ -278,11 +278,15 @@ def import_cards_csv(text: str, *, by=None) -> ImportResult:
             errors.append(f"line {line_no}: uid {uid} already belongs to a card")
         if contract_id in existing_contracts:
             errors.append(f"line {line_no}: contract_id {contract_id} already belongs to a card")
-    if not rows and not errors:
-        errors.append("the file has no cards")
     if errors:
-        return ImportResult([], sorted(errors, key=lambda e: int(e.split(":")[0].split()[1])))
+        return ImportResult([], sorted(errors, key=_line_number))
+    if not rows:
+        return ImportResult([], ["the file has no cards"])
     return ImportResult(_create_imported(rows, issuer, by), [])
+
+
+def _line_number(error: str) -> int:
+    return int(error.split(":", 1)[0].removeprefix("line "))
 
 
 @transaction.atomic
