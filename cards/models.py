@@ -73,6 +73,25 @@ class Card(models.Model):
     def valid(self) -> bool:
         return self.status == self.Status.ACTIVE
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from cards.identifiers import InvalidIdentifier, normalise_contract_id, normalise_uid
+
+        errors = {}
+        try:
+            self.uid = normalise_uid(self.uid, self.type)
+        except InvalidIdentifier as exc:
+            errors["uid"] = str(exc)
+        try:
+            self.contract_id = normalise_contract_id(self.contract_id)
+        except InvalidIdentifier as exc:
+            errors["contract_id"] = str(exc)
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            errors["valid_until"] = "must not be before valid_from"
+        if errors:
+            raise ValidationError(errors)
+
 
 class CardStatusChange(models.Model):
     """Every change of a card's status: who, when and why."""
@@ -89,3 +108,94 @@ class CardStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.card}: {self.old_status or '-'} -> {self.new_status}"
+
+
+class TokenDelivery(models.Model):
+    """Where the last change of one of our cards was pushed: one row per card and CPO partner."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed, retrying"
+        GAVE_UP = "gave_up", "Gave up"
+
+    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="deliveries")
+    partner = models.ForeignKey(Party, on_delete=models.CASCADE, related_name="token_deliveries")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    card_last_updated = models.DateTimeField(help_text="The card version this row is about.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    queued_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["card", "partner"], name="token_delivery_card_partner")]
+        indexes = [models.Index(fields=["status"], name="token_delivery_status")]
+
+    def __str__(self) -> str:
+        return f"{self.card} -> {self.partner}: {self.status}"
+
+
+class ForeignToken(models.Model):
+    """A token of another eMSP, pushed to our CPO side (or learnt), kept to authorize at our stations."""
+
+    party = models.ForeignKey(Party, on_delete=models.CASCADE, related_name="foreign_tokens")
+    uid = models.CharField(max_length=36, help_text="Upper-case (OCPI CiString), separators removed for RFID.")
+    type = models.CharField(max_length=12, choices=Card.Type.choices, default=Card.Type.RFID)
+    contract_id = models.CharField(max_length=36)
+    visual_number = models.CharField(max_length=64, blank=True)
+    issuer = models.CharField(max_length=64)
+    group_id = models.CharField(max_length=36, blank=True)
+    valid = models.BooleanField()
+    whitelist = models.CharField(max_length=16, choices=Card.Whitelist.choices)
+    language = models.CharField(max_length=2, blank=True)
+    data = models.JSONField(help_text="The Token as the eMSP sent it (extra fields kept).")
+    last_updated = models.DateTimeField(db_index=True)
+    received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["party", "uid", "type"], name="foreign_token_unique")]
+        indexes = [models.Index(fields=["uid", "type"], name="foreign_token_uid")]
+
+    def __str__(self) -> str:
+        return f"{self.party.ocpi_id} {self.uid} ({self.type})"
+
+
+class AuthorizationDecision(models.Model):
+    """Every authorization decision, both directions; written in bulk off the request path.
+
+    Plain values rather than foreign keys: the log outlives cards and partners, and rows can be
+    written without touching the rows they describe.
+    """
+
+    class Direction(models.TextChoices):
+        EMSP = "emsp", "A CPO asked us about our card"
+        CPO = "cpo", "Our station asked about a card"
+
+    class Path(models.TextChoices):
+        LOCAL = "local", "Our own card, decided locally"
+        CACHE = "cache", "Cached foreign token (whitelist ALWAYS)"
+        REALTIME = "realtime", "Real-time call to the issuing eMSP"
+        FALLBACK = "fallback", "eMSP unreachable: cached token per whitelist"
+        UNKNOWN = "unknown", "Unknown token"
+        AGREEMENT = "agreement", "No agreement covers the partner"
+
+    direction = models.CharField(max_length=4, choices=Direction.choices)
+    partner = models.CharField(max_length=7, help_text="CPO asking us, or eMSP issuing the card (CC*PID).")
+    token_uid = models.CharField(max_length=36)
+    token_type = models.CharField(max_length=12)
+    location_id = models.CharField(max_length=36, blank=True)
+    evse_uids = models.JSONField(default=list, blank=True)
+    result = models.CharField(max_length=12)
+    reason = models.CharField(max_length=255)
+    path = models.CharField(max_length=10, choices=Path.choices)
+    authorization_reference = models.CharField(max_length=36, blank=True)
+    elapsed_ms = models.FloatField(null=True, blank=True)
+    decided_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-decided_at"]
+        indexes = [models.Index(fields=["token_uid", "decided_at"], name="auth_decision_token")]
+
+    def __str__(self) -> str:
+        return f"{self.decided_at:%Y-%m-%d %H:%M:%S} {self.partner} {self.token_uid}: {self.result}"

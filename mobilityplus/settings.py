@@ -194,3 +194,19 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Cards and authorization (cards app).
+# Whitelist new RFID cards get: ALLOWED_OFFLINE lets a CPO that cannot reach us still let the driver charge.
+CARDS_DEFAULT_RFID_WHITELIST = os.environ.get("CARDS_DEFAULT_RFID_WHITELIST", "ALLOWED_OFFLINE")
+# Our stations: how long we wait for the issuing eMSP's real-time answer before the cached token decides.
+CARDS_REALTIME_DEADLINE_S = float(os.environ.get("CARDS_REALTIME_DEADLINE_S", "1.5"))
+# Token push to CPOs: first retry after this many seconds, doubling, capped at 10 minutes.
+CARDS_TOKEN_PUSH_BACKOFF_S = float(os.environ.get("CARDS_TOKEN_PUSH_BACKOFF_S", "5"))
+CARDS_TOKEN_PUSH_MAX_RETRIES = int(os.environ.get("CARDS_TOKEN_PUSH_MAX_RETRIES", "30"))
+# Authorization decision log: buffered per process and written in bulk every this many seconds (0 = at once).
+CARDS_DECISION_LOG_FLUSH_S = float(os.environ.get("CARDS_DECISION_LOG_FLUSH_S", "0.25"))
+# How often each process looks for changed cards/agreements to evict from its authorization cache.
+CARDS_CACHE_POLL_S = float(os.environ.get("CARDS_CACHE_POLL_S", "0.5"))
+# Service token our charge-point backend sends to POST /api/v1/authorizations (`Authorization: Bearer ...`).
+CARDS_BACKEND_API_TOKEN = os.environ.get("CARDS_BACKEND_API_TOKEN", "")
+CELERY_BEAT_SCHEDULE["cards-expire"] = {"task": "cards.tasks.expire_cards", "schedule": 3600.0}

@@ -7,6 +7,7 @@ import datetime as dt
 import factory
 from django.utils import timezone
 
+from cards.identifiers import normalise_contract_id
 from cards.models import Card, Driver
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.selectors import own_party
@@ -82,7 +83,7 @@ class CardFactory(factory.django.DjangoModelFactory):
     driver = factory.SubFactory(DriverFactory)
     uid = factory.Sequence(lambda n: f"04{n:012X}")
     type = Card.Type.RFID
-    contract_id = factory.Sequence(lambda n: f"BE-MBP-C{n:08d}")
+    contract_id = factory.Sequence(lambda n: normalise_contract_id(f"BE-MBP-C{n:08d}"))
     visual_number = factory.Sequence(lambda n: f"MBP-{n:06d}")
     whitelist = Card.Whitelist.ALLOWED_OFFLINE
     last_updated = factory.LazyFunction(timezone.now)

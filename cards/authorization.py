@@ -1,0 +1,405 @@
+"""Real-time authorization of our cards for CPOs (the eMSP side), kept fast by design.
+
+What one request must read: the caller (the `ocpi_endpoint` connection cache), the card and
+whether an agreement covers the caller today. The last two come from a per-process cache:
+
+- cards: loaded on first use (or all at once by `card_directory.warm()` at worker start), kept as
+  small tuples; a card saved in this process is evicted at once (signals), and every process polls
+  the cards changed since its last look every CARDS_CACHE_POLL_S (one indexed query), so a blocked
+  card is refused everywhere within that interval;
+- agreements: the set of partners whose stations take our cards today, recomputed when the
+  agreement table changes (max updated_at and count, polled with the cards), on a new day, or
+  when an agreement is saved in this process.
+
+The decision log is written by `decision_log` in bulk, off the request path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db.models import Count, Max
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from cards.decision_log import decision_log
+from cards.identifiers import lookup_uid
+from cards.models import AuthorizationDecision, Card, ForeignToken
+from cards.selectors import foreign_token_for
+from roaming.models import PartnerConnection, Party, RoamingAgreement
+from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
+from roaming.ocpi.envelope import format_datetime
+from roaming.selectors import own_party, party_ids_accepting_our_cards, party_ids_whose_cards_we_accept
+
+# Changes committed slightly after a poll could carry an older last_updated: look back this far.
+POLL_OVERLAP = dt.timedelta(seconds=5)
+# A safety net for changes no poll sees (a row edited by hand in SQL without last_updated).
+ENTRY_MAX_AGE_S = 600.0
+MAX_ENTRIES = 2_000_000
+
+BLOCKED_STATUSES = {Card.Status.BLOCKED, Card.Status.LOST, Card.Status.STOLEN, Card.Status.REPLACED}
+_FIELDS = (
+    "id",
+    "uid",
+    "type",
+    "contract_id",
+    "visual_number",
+    "issuer",
+    "group_id",
+    "whitelist",
+    "language",
+    "valid_from",
+    "valid_until",
+    "status",
+    "last_updated",
+)
+
+
+class CardEntry(NamedTuple):
+    id: int
+    uid: str
+    type: str
+    contract_id: str
+    visual_number: str
+    issuer: str
+    group_id: str
+    whitelist: str
+    language: str
+    valid_from: dt.date | None
+    valid_until: dt.date | None
+    status: str
+    last_updated: dt.datetime
+    loaded_at: float
+
+
+class CardDirectory:
+    """The per-process cache of our cards and of the agreements that let a CPO use them."""
+
+    def __init__(self) -> None:
+        self._cards: dict[tuple[str, str], CardEntry | None] = {}
+        self._lock = threading.Lock()
+        self._issuer: tuple[int, str, str] | None = None
+        self._covered: set[int] = set()
+        self._covered_key: tuple | None = None
+        self._watermark: dt.datetime | None = None
+        self._next_poll = 0.0
+
+    # -- reads -------------------------------------------------------------------------------------
+    def issuer(self) -> tuple[int, str, str]:
+        """(pk, country_code, party_id) of MobilityPlus."""
+        if self._issuer is None:
+            party = own_party()
+            self._issuer = (party.pk, party.country_code, party.party_id)
+        return self._issuer
+
+    def card(self, uid: str, token_type: str) -> CardEntry | None:
+        self._poll_if_due()
+        key = (uid, token_type)
+        entry = self._cards.get(key, False)
+        if entry is False or (entry is not None and time.monotonic() - entry.loaded_at > ENTRY_MAX_AGE_S):
+            row = (
+                Card.objects.filter(issuer_party_id=self.issuer()[0], uid=uid, type=token_type)
+                .values_list(*_FIELDS)
+                .first()
+            )
+            entry = CardEntry(*row, time.monotonic()) if row else None
+            if len(self._cards) >= MAX_ENTRIES:
+                self._cards.clear()
+            self._cards[key] = entry
+        return entry
+
+    def covers(self, party: Party) -> bool:
+        """Whether an active agreement lets `party`'s stations take our cards today."""
+        self._poll_if_due()
+        today = timezone.localdate()
+        if self._covered_key is None or self._covered_key[0] != today:
+            self._load_agreements(today)
+        return party.pk in self._covered
+
+    # -- keeping it true -------------------------------------------------------------------------------
+    def warm(self, chunk_size: int = 5000) -> int:
+        """Load every card of ours (at worker start), so no request pays for a cache miss."""
+        now = time.monotonic()
+        started = timezone.now()
+        cards = {}
+        rows = Card.objects.filter(issuer_party_id=self.issuer()[0]).values_list(*_FIELDS)
+        for row in rows.iterator(chunk_size=chunk_size):
+            cards[(row[1], row[2])] = CardEntry(*row, now)
+        with self._lock:
+            self._cards = cards
+            self._watermark = started
+        return len(cards)
+
+    def evict(self, uid: str, token_type: str) -> None:
+        self._cards.pop((uid, token_type), None)
+
+    def agreements_changed(self) -> None:
+        self._covered_key = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cards = {}
+            self._issuer = None
+            self._covered_key = None
+            self._watermark = None
+            self._next_poll = 0.0
+
+    def _poll_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_poll:
+            return
+        with self._lock:
+            if now < self._next_poll:
+                return
+            self._next_poll = now + settings.CARDS_CACHE_POLL_S
+            polled_at = timezone.now()
+            if self._watermark is not None:
+                changed = Card.objects.filter(last_updated__gte=self._watermark - POLL_OVERLAP).values_list(
+                    "uid", "type"
+                )
+                for key in changed:
+                    self._cards.pop(key, None)
+            self._watermark = polled_at
+            if self._covered_key is not None and self._agreement_version() != self._covered_key[1]:
+                self._covered_key = None
+
+    @staticmethod
+    def _agreement_version() -> tuple:
+        stats = RoamingAgreement.objects.aggregate(last=Max("updated_at"), count=Count("id"))
+        return (stats["last"], stats["count"])
+
+    def _load_agreements(self, today: dt.date) -> None:
+        version = self._agreement_version()
+        self._covered = party_ids_accepting_our_cards(on=today)
+        self._covered_key = (today, version)
+
+
+card_directory = CardDirectory()
+
+
+def _card_saved(sender: type, instance: Card, **_: Any) -> None:
+    card_directory.evict(instance.uid, instance.type)
+
+
+def _agreement_saved(**_: Any) -> None:
+    card_directory.agreements_changed()
+
+
+def _party_saved(sender: type, instance: Party, **_: Any) -> None:
+    if instance.is_self:
+        card_directory.clear()
+
+
+post_save.connect(_card_saved, sender=Card, dispatch_uid="cards-directory-card")
+post_delete.connect(_card_saved, sender=Card, dispatch_uid="cards-directory-card-delete")
+post_save.connect(_agreement_saved, sender=RoamingAgreement, dispatch_uid="cards-directory-agreement")
+post_delete.connect(_agreement_saved, sender=RoamingAgreement, dispatch_uid="cards-directory-agreement-del")
+post_save.connect(_party_saved, sender=Party, dispatch_uid="cards-directory-party")
+
+
+def token_from_entry(entry: CardEntry) -> dict:
+    """The OCPI Token of a cached card (same content as `selectors.token_payload`)."""
+    _, country_code, party_id = card_directory.issuer()
+    token = {
+        "country_code": country_code,
+        "party_id": party_id,
+        "uid": entry.uid,
+        "type": entry.type,
+        "contract_id": entry.contract_id,
+        "issuer": entry.issuer,
+        "valid": entry.status == Card.Status.ACTIVE,
+        "whitelist": entry.whitelist,
+        "last_updated": format_datetime(entry.last_updated),
+    }
+    if entry.visual_number:
+        token["visual_number"] = entry.visual_number
+    if entry.group_id:
+        token["group_id"] = entry.group_id
+    if entry.language:
+        token["language"] = entry.language
+    return token
+
+
+STATUS_TEXT = {
+    Card.Status.BLOCKED: "This card is blocked. Please contact MobilityPlus.",
+    Card.Status.LOST: "This card was reported lost and is blocked.",
+    Card.Status.STOLEN: "This card was reported stolen and is blocked.",
+    Card.Status.REPLACED: "This card was replaced by a new card; please use the new one.",
+}
+
+
+def card_verdict(entry: CardEntry, today: dt.date) -> tuple[str, str]:
+    """ALLOWED/BLOCKED/EXPIRED/NOT_ALLOWED from the card alone, with the text for the driver."""
+    if entry.status in BLOCKED_STATUSES:
+        return "BLOCKED", STATUS_TEXT[entry.status]
+    if entry.status == Card.Status.EXPIRED or (entry.valid_until and entry.valid_until < today):
+        return "EXPIRED", "This card has expired. Please contact MobilityPlus for a new one."
+    if entry.valid_from and entry.valid_from > today:
+        return "NOT_ALLOWED", f"This card is valid from {entry.valid_from.isoformat()}."
+    return "ALLOWED", "Enjoy your charge with MobilityPlus."
+
+
+def authorize_token(party: Party, token_uid: str, token_type: str, location: dict | None) -> tuple[dict | None, str]:
+    """Decide whether `party` (a CPO) may let our card charge; (AuthorizationInfo or None if unknown, reason)."""
+    started = time.perf_counter()
+    uid = lookup_uid(token_uid, token_type)
+    entry = card_directory.card(uid, token_type)
+    reference = ""
+    if entry is None:
+        info, allowed, reason = None, "UNKNOWN", "Unknown token"
+    else:
+        allowed, reason = card_verdict(entry, timezone.localdate())
+        if allowed == "ALLOWED" and not card_directory.covers(party):
+            allowed, reason = "NOT_ALLOWED", "MobilityPlus cards cannot be used at this operator's stations."
+        reference = uuid.uuid4().hex
+        info = {
+            "allowed": allowed,
+            "token": token_from_entry(entry),
+            "authorization_reference": reference,
+            "info": {"language": entry.language or "en", "text": reason},
+        }
+        if location is not None and allowed == "ALLOWED":
+            info["location"] = location
+    decision_log.record(
+        direction=AuthorizationDecision.Direction.EMSP,
+        partner=f"{party.country_code}*{party.party_id}",
+        token_uid=uid[:36],
+        token_type=token_type,
+        location_id=(location or {}).get("location_id", ""),
+        evse_uids=(location or {}).get("evse_uids", []),
+        result=allowed,
+        reason=reason[:255],
+        path=AuthorizationDecision.Path.LOCAL if entry else AuthorizationDecision.Path.UNKNOWN,
+        authorization_reference=reference,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    return info, reason
+
+
+# -- our stations (CPO side) -------------------------------------------------------------------------------
+
+# Real-time calls run here so the answer keeps its deadline even when a partner trickles bytes
+# (requests' timeout bounds each socket read, not the whole call).
+_realtime_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="emsp-authorize")
+
+
+@dataclass
+class StationDecision:
+    allowed: str
+    path: str
+    reason: str
+    authorization_reference: str = ""
+    token: dict | None = None
+    issuer: str = ""
+    elapsed_ms: float = 0.0
+
+    @property
+    def may_charge(self) -> bool:
+        return self.allowed == "ALLOWED"
+
+
+def _issuer_call(token: ForeignToken, location: dict, deadline_s: float):
+    """A prepared call to the issuing eMSP's authorize endpoint (DB reads here, in the request thread)."""
+    connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+    if connection is None or connection.status != PartnerConnection.Status.CONNECTED:
+        raise OcpiClientError("transport", f"no connected link to {token.party.ocpi_id}")
+    url = connection.endpoint_url("tokens", "SENDER")
+    if not url:
+        raise OcpiClientError("transport", f"{token.party.ocpi_id} has no tokens SENDER endpoint")
+    client = OcpiClient.for_connection(connection, retries=0, timeout=deadline_s)
+    target = join_url(url, token.uid, "authorize")
+
+    def call() -> dict:
+        reply = client.post(target, body=location, params={"type": token.type}, accept_status=(2004,))
+        if reply.status_code == 2004:
+            text = "The issuer does not know this token."
+            return {"allowed": "NOT_ALLOWED", "info": {"language": "en", "text": text}}
+        if not isinstance(reply.data, dict) or reply.data.get("allowed") not in ALLOWED_VALUES:
+            raise OcpiClientError("json", "AuthorizationInfo without a valid `allowed`")
+        return reply.data
+
+    return call
+
+
+ALLOWED_VALUES = {"ALLOWED", "BLOCKED", "EXPIRED", "NO_CREDIT", "NOT_ALLOWED"}
+
+
+def _foreign_decision(token: ForeignToken, location: dict, deadline_s: float) -> StationDecision:
+    issuer = token.party.ocpi_id
+    if token.party_id not in party_ids_whose_cards_we_accept():
+        return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.AGREEMENT, f"No agreement with {issuer}")
+    if token.whitelist == Card.Whitelist.ALWAYS:
+        if token.valid:
+            return StationDecision("ALLOWED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) and valid")
+        return StationDecision("BLOCKED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) but not valid")
+    try:
+        future = _realtime_pool.submit(_issuer_call(token, location, deadline_s))
+        info = future.result(timeout=deadline_s)
+    except (FutureTimeout, OcpiClientError, ValueError) as error:
+        problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
+        if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:
+            return StationDecision(
+                "ALLOWED", AuthorizationDecision.Path.FALLBACK, f"{issuer}: {problem}; cached {token.whitelist}"
+            )
+        why = "not valid" if not token.valid else token.whitelist
+        return StationDecision(
+            "NOT_ALLOWED", AuthorizationDecision.Path.FALLBACK, f"{issuer}: {problem}; cached token {why}"
+        )
+    text = (info.get("info") or {}).get("text") or f"Answer of {issuer}"
+    return StationDecision(
+        info["allowed"],
+        AuthorizationDecision.Path.REALTIME,
+        str(text)[:255],
+        authorization_reference=str(info.get("authorization_reference") or "")[:36],
+    )
+
+
+def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: str) -> StationDecision:
+    """May this card charge at our EVSE? Our cards locally; foreign ones by cache, issuer, or fallback.
+
+    Answers within CARDS_REALTIME_DEADLINE_S plus local work, whatever the issuer does.
+    """
+    started = time.perf_counter()
+    deadline_s = settings.CARDS_REALTIME_DEADLINE_S
+    lookup = lookup_uid(uid, token_type)
+    entry = card_directory.card(lookup, token_type)
+    issuer = ""
+    if entry is not None:
+        allowed, reason = card_verdict(entry, timezone.localdate())
+        decision = StationDecision(allowed, AuthorizationDecision.Path.LOCAL, reason, token=token_from_entry(entry))
+        if allowed == "ALLOWED":
+            decision.authorization_reference = uuid.uuid4().hex
+        issuer = "{}*{}".format(*card_directory.issuer()[1:])
+    else:
+        token = foreign_token_for(lookup, token_type)
+        if token is None:
+            decision = StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token")
+        else:
+            issuer = token.party.ocpi_id
+            location = {"location_id": location_id, "evse_uids": [evse_uid]}
+            decision = _foreign_decision(token, location, deadline_s)
+            decision.token = token.data
+    decision.issuer = issuer
+    decision.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+    decision_log.record(
+        direction=AuthorizationDecision.Direction.CPO,
+        partner=issuer,
+        token_uid=lookup[:36],
+        token_type=token_type,
+        location_id=location_id,
+        evse_uids=[evse_uid],
+        result=decision.allowed,
+        reason=decision.reason[:255],
+        path=decision.path,
+        authorization_reference=decision.authorization_reference,
+        elapsed_ms=decision.elapsed_ms,
+    )
+    return decision
