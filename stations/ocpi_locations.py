@@ -134,6 +134,9 @@ def parse_evse(obj: Any, where: str = "") -> dict[str, Any]:
         raise InvalidObject(f"{where}status: unknown value {status!r}")
     coordinates = obj.get("coordinates")
     connectors = [parse_connector(c, f"{where}connectors[{i}].") for i, c in enumerate(_list(obj, "connectors", where))]
+    ids = [c["connector_id"] for c in connectors]
+    if len(set(ids)) != len(ids):
+        raise InvalidObject(f"{where}connectors: the same id appears twice")
     if not connectors and status != EvseStatus.REMOVED:
         raise InvalidObject(f"{where}connectors: at least one connector is required")
     return {

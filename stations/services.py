@@ -7,13 +7,15 @@ Every path that changes EVSEs (feed pulls, the push receiver, demo data) ends in
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from stations.bulk_writes import bulk_upsert
 from stations.models import EVSE, Connector, EvseStatus, EvseStatusChange, Location, MapStatus, RejectedObject
 from stations.ocpi_locations import ParsedLocation
 
@@ -162,37 +164,76 @@ def _refresh_chunk(ids: list[int]) -> int:
         power[location_id] = max(power[location_id], connector_power_kw(power_type, voltage, amperage, electric_power))
         standards[location_id].add(standard)
 
-    updates = []
+    rows = []
     for pk, publish, parking_type, opening_times, when_closed in Location.objects.filter(pk__in=ids).values_list(
         "pk", "publish", "parking_type", "opening_times", "charging_when_closed"
     ):
         live = [e for e in evses.get(pk, []) if e[0] != EvseStatus.REMOVED]
         changed = [e[1] for e in live if e[1]]
-        restrictions = [r for e in live for r in e[2]]
-        updates.append(
-            Location(
-                pk=pk,
-                map_status=map_status_of(e[0] for e in live),
-                status_updated_at=max(changed) if changed else None,
-                max_power_kw=round(power.get(pk, 0.0), 1),
-                connector_standards=("," + ",".join(sorted(standards[pk])) + ",") if standards.get(pk) else "",
-                evse_count=len(live),
-                available_evse_count=sum(1 for e in live if e[0] == EvseStatus.AVAILABLE),
-                limited_access=False,
-                limited_access_reasons=[],
-            )
-        )
         reasons = limited_access_reasons(
             publish=publish,
             parking_type=parking_type,
             opening_times=opening_times,
             charging_when_closed=when_closed,
-            parking_restrictions=restrictions,
+            parking_restrictions=[r for e in live for r in e[2]],
         )
-        updates[-1].limited_access = bool(reasons)
-        updates[-1].limited_access_reasons = reasons
-    Location.objects.bulk_update(updates, SUMMARY_FIELDS, batch_size=500)
-    return len(updates)
+        rows.append(
+            (
+                pk,
+                map_status_of(e[0] for e in live),
+                max(changed) if changed else None,
+                round(power.get(pk, 0.0), 1),
+                ("," + ",".join(sorted(standards[pk])) + ",") if standards.get(pk) else "",
+                len(live),
+                sum(1 for e in live if e[0] == EvseStatus.AVAILABLE),
+                bool(reasons),
+                reasons,
+            )
+        )
+    _write_summaries(rows)
+    return len(rows)
+
+
+def _write_summaries(rows: list[tuple]) -> None:
+    """One UPDATE ... FROM (VALUES ...) per 500 locations: Django's bulk_update builds a CASE per field and row,
+    which costs seconds per thousand locations in query building alone."""
+    ops = connection.ops
+    table = Location._meta.db_table
+    postgres = connection.vendor == "postgresql"
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        params: list = []
+        for pk, status, updated_at, power, standards, count, available, limited, reasons in chunk:
+            params += [
+                pk,
+                status,
+                ops.adapt_datetimefield_value(updated_at),
+                power,
+                standards,
+                count,
+                available,
+                limited,
+                json.dumps(reasons),
+            ]
+        if postgres:
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            sql = (
+                f"UPDATE {table} AS l SET map_status = v.s, status_updated_at = v.u::timestamptz, "  # noqa: S608
+                "max_power_kw = v.p::double precision, connector_standards = v.c, evse_count = v.n::integer, "
+                "available_evse_count = v.a::integer, limited_access = v.l::boolean, "
+                "limited_access_reasons = v.r::jsonb "
+                f"FROM (VALUES {values}) AS v(id, s, u, p, c, n, a, l, r) WHERE l.id = v.id::bigint"
+            )
+        else:
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            sql = (
+                f"UPDATE {table} SET map_status = v.column2, status_updated_at = v.column3, "  # noqa: S608
+                "max_power_kw = v.column4, connector_standards = v.column5, evse_count = v.column6, "
+                "available_evse_count = v.column7, limited_access = v.column8, limited_access_reasons = v.column9 "
+                f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1"
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,17 +293,7 @@ def store_locations(parsed: list[ParsedLocation], *, source, now: dt.datetime | 
             )
             for item in changed
         ]
-        Location.objects.bulk_create(
-            locations,
-            update_conflicts=True,
-            unique_fields=["party", "ocpi_id"],
-            update_fields=LOCATION_FIELDS,
-            batch_size=1000,
-        )
-        if any(loc.pk is None for loc in locations):  # backends that do not return ids on conflict
-            ids = _existing_locations(by_key.keys())
-            for loc in locations:
-                loc.pk = ids[(loc.party_id, loc.ocpi_id)][0]
+        bulk_upsert(locations, unique_fields=["party", "ocpi_id"], update_fields=LOCATION_FIELDS)
         location_ids = [loc.pk for loc in locations]
         _store_evses(changed, locations, now)
         refresh_location_summaries(location_ids)
@@ -325,14 +356,7 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
                 )
                 removed.append(row)
                 status_changes.append((row, row.status, now))
-    if evses:
-        EVSE.objects.bulk_create(
-            evses,
-            update_conflicts=True,
-            unique_fields=["location", "uid"],
-            update_fields=EVSE_FIELDS,
-            batch_size=1000,
-        )
+    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS)
     if removed:
         # Only the status changes; the rest of the row stays as the partner last described it.
         EVSE.objects.bulk_update(removed, ["status", "status_changed_at", "last_updated"], batch_size=500)
@@ -370,14 +394,7 @@ def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict]]) -> Non
     ]
     if stale:
         Connector.objects.filter(pk__in=stale).delete()
-    if rows:
-        Connector.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["evse", "connector_id"],
-            update_fields=CONNECTOR_FIELDS,
-            batch_size=2000,
-        )
+    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS)
 
 
 def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | None = None) -> int:
