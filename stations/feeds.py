@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from roaming.models import PartnerConnection, Party
-from roaming.ocpi.client import OcpiClient, OcpiClientError
+from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import party_ids_accepting_our_cards
 from stations.models import Location, SyncRun
@@ -125,6 +127,41 @@ class SeenBitmap:
         return byte < len(self.bits) and bool(self.bits[byte] & (1 << (pk & 7)))
 
 
+def read_ahead(replies: Iterator[OcpiReply]) -> Iterator[OcpiReply]:
+    """The next page downloads and decodes while this one is written (one page ahead, no more)."""
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for reply in replies:
+                while not stop.is_set():
+                    try:
+                        slot.put(reply, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            slot.put(error)
+
+    thread = threading.Thread(target=fetch, name="feed-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slot.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def last_successful_start(connection: PartnerConnection) -> dt.datetime | None:
     """Where the next delta starts: the start of the last run that read its whole window.
 
@@ -183,7 +220,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     seen = SeenBitmap()
     first_total = None
     try:
-        for reply in client.pages(url, params=params, retry_all=True):
+        for reply in read_ahead(client.pages(url, params=params, retry_all=True)):
             if first_total is None:
                 first_total = reply.total_count
             elif reply.total_count is not None and reply.total_count < first_total:

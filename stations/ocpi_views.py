@@ -293,4 +293,3 @@ def location_sender_object(
     if location is None or location.removed_at is not None:
         raise _not_found(f"location {location_id}")
     return _one_object(location, evse_uid, connector_id)
-

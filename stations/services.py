@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from stations.bulk_writes import bulk_upsert
+from stations.bulk_writes import bulk_update_rows, bulk_upsert
 from stations.models import EVSE, Connector, EvseStatus, EvseStatusChange, Location, MapStatus, RejectedObject
 from stations.ocpi_locations import ParsedLocation
 
@@ -148,15 +148,15 @@ def refresh_location_summaries(location_ids: Iterable[int]) -> int:
 def _refresh_chunk(ids: list[int]) -> int:
     evses: dict[int, list[tuple]] = defaultdict(list)
     evse_location: dict[int, int] = {}
-    for evse_pk, location_id, status, changed_at, restrictions in EVSE.objects.filter(location_id__in=ids).values_list(
-        "pk", "location_id", "status", "status_changed_at", "parking_restrictions"
-    ):
+    for evse_pk, location_id, status, changed_at, restrictions in EVSE.objects.filter(
+        location_id__in_array=ids
+    ).values_list("pk", "location_id", "status", "status_changed_at", "parking_restrictions"):
         evses[location_id].append((status, changed_at, restrictions or []))
         evse_location[evse_pk] = location_id
     power: dict[int, float] = defaultdict(float)
     standards: dict[int, set[str]] = defaultdict(set)
     for evse_pk, standard, power_type, voltage, amperage, electric_power in (
-        Connector.objects.filter(evse__location_id__in=ids)
+        Connector.objects.filter(evse__location_id__in_array=ids)
         .exclude(evse__status=EvseStatus.REMOVED)
         .values_list("evse_id", "standard", "power_type", "max_voltage", "max_amperage", "max_electric_power")
     ):
@@ -165,7 +165,7 @@ def _refresh_chunk(ids: list[int]) -> int:
         standards[location_id].add(standard)
 
     rows = []
-    for pk, publish, parking_type, opening_times, when_closed in Location.objects.filter(pk__in=ids).values_list(
+    for pk, publish, parking_type, opening_times, when_closed in Location.objects.filter(pk__in_array=ids).values_list(
         "pk", "publish", "parking_type", "opening_times", "charging_when_closed"
     ):
         live = [e for e in evses.get(pk, []) if e[0] != EvseStatus.REMOVED]
@@ -195,45 +195,8 @@ def _refresh_chunk(ids: list[int]) -> int:
 
 
 def _write_summaries(rows: list[tuple]) -> None:
-    """One UPDATE ... FROM (VALUES ...) per 500 locations: Django's bulk_update builds a CASE per field and row,
-    which costs seconds per thousand locations in query building alone."""
-    ops = connection.ops
-    table = Location._meta.db_table
-    postgres = connection.vendor == "postgresql"
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        params: list = []
-        for pk, status, updated_at, power, standards, count, available, limited, reasons in chunk:
-            params += [
-                pk,
-                status,
-                ops.adapt_datetimefield_value(updated_at),
-                power,
-                standards,
-                count,
-                available,
-                limited,
-                json.dumps(reasons),
-            ]
-        if postgres:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            sql = (
-                f"UPDATE {table} AS l SET map_status = v.s, status_updated_at = v.u::timestamptz, "  # noqa: S608
-                "max_power_kw = v.p::double precision, connector_standards = v.c, evse_count = v.n::integer, "
-                "available_evse_count = v.a::integer, limited_access = v.l::boolean, "
-                "limited_access_reasons = v.r::jsonb "
-                f"FROM (VALUES {values}) AS v(id, s, u, p, c, n, a, l, r) WHERE l.id = v.id::bigint"
-            )
-        else:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            sql = (
-                f"UPDATE {table} SET map_status = v.column2, status_updated_at = v.column3, "  # noqa: S608
-                "max_power_kw = v.column4, connector_standards = v.column5, evse_count = v.column6, "
-                "available_evse_count = v.column7, limited_access = v.column8, limited_access_reasons = v.column9 "
-                f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1"
-            )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    columns = ["id", *SUMMARY_FIELDS]
+    bulk_update_rows(Location, columns, [(*row[:-1], json.dumps(row[-1])) for row in rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +271,7 @@ def _existing_locations(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str]
         by_party[party_id].append(ocpi_id)
     found = {}
     for party_id, ocpi_ids in by_party.items():
-        rows = Location.objects.filter(party_id=party_id, ocpi_id__in=ocpi_ids).values_list(
+        rows = Location.objects.filter(party_id=party_id, ocpi_id__in_array=ocpi_ids).values_list(
             "pk", "ocpi_id", "content_hash", "removed_at"
         )
         for pk, ocpi_id, content_hash, removed_at in rows:
@@ -319,7 +282,7 @@ def _existing_locations(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str]
 def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: dt.datetime) -> None:
     location_ids = [loc.pk for loc in locations]
     old_evses: dict[tuple[int, str], tuple[int, str, object]] = {}
-    for pk, location_id, uid, status, changed_at in EVSE.objects.filter(location_id__in=location_ids).values_list(
+    for pk, location_id, uid, status, changed_at in EVSE.objects.filter(location_id__in_array=location_ids).values_list(
         "pk", "location_id", "uid", "status", "status_changed_at"
     ):
         old_evses[(location_id, uid)] = (pk, status, changed_at)
@@ -363,7 +326,7 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
     if any(e.pk is None for e in evses):  # backends that do not return ids on conflict
         pks = {
             (lid, uid): pk
-            for pk, lid, uid in EVSE.objects.filter(location_id__in=location_ids).values_list(
+            for pk, lid, uid in EVSE.objects.filter(location_id__in_array=location_ids).values_list(
                 "pk", "location_id", "uid"
             )
         }
@@ -387,7 +350,7 @@ def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict]]) -> Non
             rows.append(Connector(evse_id=evse.pk, **data))
     stale = [
         pk
-        for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in=evse_ids).values_list(
+        for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
             "pk", "evse_id", "connector_id"
         )
         if (evse_id, connector_id) not in kept
