@@ -210,3 +210,15 @@ CARDS_CACHE_POLL_S = float(os.environ.get("CARDS_CACHE_POLL_S", "0.5"))
 # Service token our charge-point backend sends to POST /api/v1/authorizations (`Authorization: Bearer ...`).
 CARDS_BACKEND_API_TOKEN = os.environ.get("CARDS_BACKEND_API_TOKEN", "")
 CELERY_BEAT_SCHEDULE["cards-expire"] = {"task": "cards.tasks.expire_cards", "schedule": 3600.0}
+# Location feeds (stations): page size we ask for, retries per page, the per-partner lock, full syncs.
+FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
+FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))
+FEEDS_RETRY_BACKOFF_S = float(os.environ.get("FEEDS_RETRY_BACKOFF_S", "2"))
+FEEDS_LOCK_TIMEOUT_S = int(os.environ.get("FEEDS_LOCK_TIMEOUT_S", "300"))
+FEEDS_FULL_SYNC_HOURS = int(os.environ.get("FEEDS_FULL_SYNC_HOURS", "24"))
+# Our own Locations SENDER: the most locations one page may hold.
+FEEDS_SENDER_MAX_LIMIT = int(os.environ.get("FEEDS_SENDER_MAX_LIMIT", "1000"))
+CELERY_BEAT_SCHEDULE["stations-dispatch-location-pulls"] = {
+    "task": "stations.tasks.dispatch_location_pulls",
+    "schedule": 60.0,
+}

@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("roaming.urls")),
     path("", include("cards.urls")),
+    path("ocpi/", include("stations.ocpi_urls")),
 ]

@@ -193,6 +193,14 @@ class SyncRun(models.Model):
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Objects of owners we have no agreement with (hub feeds)."
+    )
+    window_shifted = models.BooleanField(
+        default=False,
+        help_text="X-Total-Count fell during the crawl: objects left the window and offsets shifted, so the "
+        "next run reads this window again.",
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -45,6 +45,7 @@ class OcpiReply:
     http_status: int
     headers: requests.structures.CaseInsensitiveDict
     elapsed_ms: float
+    url: str = ""
 
     @property
     def next_url(self) -> str | None:
@@ -127,11 +128,20 @@ class OcpiClient:
         return headers
 
     def request(
-        self, method: str, url: str, *, params: dict | None = None, body: Any = None, accept_status: tuple = ()
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict | None = None,
+        body: Any = None,
+        accept_status: tuple = (),
+        retry_all: bool = False,
     ) -> OcpiReply:
         """One call, retried with exponential backoff on transport errors, invalid JSON and 5xx.
 
         `accept_status` lists extra OCPI status codes that are answers, not errors (for example 2004).
+        `retry_all` also retries an OCPI status other than 1000 and 4xx other than 401/403 (safe GETs
+        such as feed pages, where a partner's hiccup often answers 200 with a 3000 envelope).
         """
         attempt = 0
         while True:
@@ -139,7 +149,8 @@ class OcpiClient:
                 return self._request_once(method, url, params=params, body=body, accept_status=accept_status)
             except OcpiClientError as error:
                 attempt += 1
-                if not error.retryable or attempt > self.retries:
+                retryable = error.retryable or (retry_all and error.http_status not in (401, 403))
+                if not retryable or attempt > self.retries:
                     raise
                 delay = self.backoff * (2 ** (attempt - 1))
                 logger.warning("OCPI %s %s failed (%s); retry %d in %.1fs", method, url, error, attempt, delay)
@@ -194,6 +205,7 @@ class OcpiClient:
             http_status=response.status_code,
             headers=response.headers,
             elapsed_ms=elapsed_ms,
+            url=response.url,
         )
 
     def get(self, url: str, params: dict | None = None, **kwargs) -> OcpiReply:
@@ -211,12 +223,19 @@ class OcpiClient:
     def delete(self, url: str, **kwargs) -> OcpiReply:
         return self.request("DELETE", url, **kwargs)
 
-    def pages(self, url: str, params: dict | None = None) -> Iterator[OcpiReply]:
-        """Each page of a GET list, following the `Link` header exactly as the partner gives it."""
-        reply = self.get(url, params=params)
+    def pages(self, url: str, params: dict | None = None, *, retry_all: bool = False) -> Iterator[OcpiReply]:
+        """Each page of a GET list, following the `Link` header exactly as the partner gives it.
+
+        A Link that points back to a page already fetched ends the list with an error instead of looping.
+        """
+        reply = self.get(url, params=params, retry_all=retry_all)
         yield reply
+        fetched = {reply.url} if reply.url else set()
         while (next_url := reply.next_url) is not None:
-            reply = self.get(next_url)
+            if next_url in fetched:
+                raise OcpiClientError("status", f"GET {next_url}: the Link header points to a page already fetched")
+            fetched.add(next_url)
+            reply = self.get(next_url, retry_all=retry_all)
             yield reply
 
 

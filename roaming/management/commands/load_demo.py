@@ -14,6 +14,7 @@ from cards.models import Card, Driver
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.selectors import own_party
 from stations.models import EVSE, Connector, EvseStatus, Location
+from stations.services import refresh_location_summaries
 
 DEMO_STAFF = ("staff", "mobilityplus-demo")
 DEMO_DRIVER = ("driver", "mobilityplus-demo")
@@ -140,6 +141,7 @@ class Command(BaseCommand):
 
         owners = [me, parties["ALL"], parties["FST"], parties["ION"], parties["TOT"], parties["Q8C"]]
         statuses = [EvseStatus.AVAILABLE, EvseStatus.CHARGING, EvseStatus.OUTOFORDER, EvseStatus.UNKNOWN]
+        demo_location_ids = []
         for index, (name, address, city, postal_code, lat, lon) in enumerate(SITES):
             owner = owners[index % len(owners)]
             location, created = Location.objects.get_or_create(
@@ -160,6 +162,7 @@ class Command(BaseCommand):
                     "last_updated": now,
                 },
             )
+            demo_location_ids.append(location.pk)
             if not created:
                 continue
             for evse_index in range(1 + index % 3):
@@ -187,6 +190,8 @@ class Command(BaseCommand):
                 )
 
         self._load_partner_health(parties, now)
+        # The map reads the summaries (status, power, limited access): computed like any feed's.
+        refresh_location_summaries(demo_location_ids)
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")

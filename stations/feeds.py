@@ -1,0 +1,320 @@
+"""Pulling a partner's location feed: OCPI pagination, per-page upserts, removal after a full sync.
+
+One run = one `SyncRun`. Memory stays flat: a page is parsed, stored in one transaction and dropped;
+what a full run has seen is kept as a bitmap of location primary keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from roaming.models import PartnerConnection, Party
+from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
+from roaming.ocpi.envelope import format_datetime
+from roaming.selectors import party_ids_accepting_our_cards
+from stations.models import Location, SyncRun
+from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
+from stations.services import mark_locations_removed, reject_object, store_locations
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "stations:pull_locations:{}"
+
+
+class PullBusy(Exception):
+    """Another run for this partner holds the lock."""
+
+
+class PullNotPossible(Exception):
+    """The connection has no Locations SENDER endpoint (or is not connected)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-partner lock: a cache entry with a timeout, refreshed on every page, so a dead worker's
+# lock expires by itself.
+
+
+@dataclass
+class PullLock:
+    connection_id: int
+    token: str = ""
+
+    @property
+    def key(self) -> str:
+        return LOCK_KEY.format(self.connection_id)
+
+    def acquire(self) -> bool:
+        self.token = uuid.uuid4().hex
+        return cache.add(self.key, self.token, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
+
+    def refresh(self) -> None:
+        cache.touch(self.key, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
+
+    def release(self) -> None:
+        # Only the holder releases it (a slow run whose lock expired must not free a newer run's lock).
+        if cache.get(self.key) == self.token:
+            cache.delete(self.key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Owners: whose locations a feed may carry
+
+
+class Owners:
+    """Resolves an object's own country code and party id to the Party we store it under.
+
+    A hub's feed holds many CPOs: only those we have an agreement with are kept. A CPO's own feed may
+    only carry its own locations.
+    """
+
+    def __init__(self, connection: PartnerConnection):
+        self.is_hub = connection.party.role == Party.Role.HUB
+        self.own = (connection.party.country_code, connection.party.party_id)
+        self.connection = connection
+        if self.is_hub:
+            ids = party_ids_accepting_our_cards()
+            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
+        else:
+            parties = [(connection.party_id, *self.own)]
+        self.by_code = {(cc, pid): pk for pk, cc, pid in parties}
+
+    def resolve(self, item: ParsedLocation) -> int | None:
+        """Our Party pk for the object; None when it is skipped; raises InvalidObject when not allowed."""
+        key = (item.country_code, item.party_code)
+        if self.is_hub:
+            return self.by_code.get(key)
+        if key != self.own:
+            raise InvalidObject(
+                f"country_code/party_id: {key[0]}*{key[1]} is not the sending party {self.own[0]}*{self.own[1]}"
+            )
+        return self.by_code[key]
+
+
+def feed_party_ids(connection: PartnerConnection) -> Q:
+    """The locations a full sync of this connection is the truth for."""
+    return Q(source=connection)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class SeenBitmap:
+    """Location primary keys seen in a run: one bit each, so 550,000 locations take ~70 kB."""
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+
+    def add(self, pk: int) -> None:
+        byte = pk >> 3
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(byte - len(self.bits) + 1 + 4096))
+        self.bits[byte] |= 1 << (pk & 7)
+
+    def __contains__(self, pk: int) -> bool:
+        byte = pk >> 3
+        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (pk & 7)))
+
+
+def read_ahead(replies: Iterator[OcpiReply]) -> Iterator[OcpiReply]:
+    """The next page downloads and decodes while this one is written (one page ahead, no more)."""
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for reply in replies:
+                while not stop.is_set():
+                    try:
+                        slot.put(reply, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            slot.put(error)
+
+    thread = threading.Thread(target=fetch, name="feed-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slot.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def last_successful_start(connection: PartnerConnection) -> dt.datetime | None:
+    """Where the next delta starts: the start of the last run that read its whole window.
+
+    A run whose window shifted under it (offset pages of a changing list may skip an object) does not
+    count: the next run reads from where that run started reading.
+    """
+    runs = connection.sync_runs.filter(status=SyncRun.Status.SUCCEEDED).order_by("-started_at")
+    run = runs.first()
+    if run is None:
+        return None
+    if run.window_shifted:
+        return run.date_from
+    return run.started_at
+
+
+def pull_locations(
+    connection_id: int,
+    full: bool = False,
+    *,
+    on_page: Callable[[SyncRun, int | None], None] | None = None,
+    client: OcpiClient | None = None,
+) -> SyncRun:
+    """Pull one partner's locations; raises PullBusy when a run for the partner is in progress.
+
+    Incremental runs ask for `date_from` = the start of the last successful run (so a failed run is
+    simply redone from there; unchanged objects cost no writes). `date_to` is fixed at this run's
+    start, so objects updated during the crawl are left for the next run instead of shifting pages.
+    `on_page(run, total_count)` is called after each stored page (progress bars).
+    """
+    connection = PartnerConnection.objects.select_related("party", "via_hub").get(pk=connection_id)
+    url = connection.endpoint_url("locations", "SENDER")
+    if not url:
+        raise PullNotPossible(f"{connection}: no locations SENDER endpoint")
+    lock = PullLock(connection.pk)
+    if not lock.acquire():
+        raise PullBusy(f"A location pull for {connection.party.ocpi_id} is already running")
+    try:
+        return _run(connection, url, full, lock, on_page, client)
+    finally:
+        lock.release()
+
+
+def _run(connection, url, full, lock, on_page, client) -> SyncRun:
+    started = timezone.now()
+    date_from = None if full else last_successful_start(connection)
+    run = SyncRun.objects.create(
+        connection=connection, full=date_from is None, started_at=started, date_from=date_from, date_to=started
+    )
+    client = client or OcpiClient.for_connection(
+        connection, retries=settings.FEEDS_PAGE_RETRIES, backoff=settings.FEEDS_RETRY_BACKOFF_S
+    )
+    params = {"limit": settings.FEEDS_PAGE_LIMIT, "date_to": format_datetime(started)}
+    if date_from:
+        params["date_from"] = format_datetime(date_from)
+    owners = Owners(connection)
+    seen = SeenBitmap()
+    first_total = None
+    try:
+        for reply in read_ahead(client.pages(url, params=params, retry_all=True)):
+            if first_total is None:
+                first_total = reply.total_count
+            elif reply.total_count is not None and reply.total_count < first_total:
+                # With date_to fixed nothing can enter the window; an object that left it shifted the offsets.
+                run.window_shifted = True
+            _store_page(run, connection, owners, reply.data, seen)
+            run.pages += 1
+            run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
+            lock.refresh()
+            if on_page:
+                on_page(run, reply.total_count)
+        if run.full:
+            run.removed = _remove_unseen(connection, seen)
+        run.status = SyncRun.Status.SUCCEEDED
+        if run.window_shifted:
+            run.error = "The feed changed during the crawl (X-Total-Count fell); the next run reads this window again."
+    except (OcpiClientError, FeedPageError) as error:
+        # Pages already stored stay stored; the next incremental run starts from the last successful one.
+        logger.warning("Location pull of %s failed after %d pages: %s", connection, run.pages, error)
+        run.status = SyncRun.Status.FAILED
+        run.error = str(error)
+    except Exception as error:
+        run.status = SyncRun.Status.FAILED
+        run.error = f"{error.__class__.__name__}: {error}"
+        run.finished_at = timezone.now()
+        run.save()
+        raise
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+class FeedPageError(Exception):
+    """A page whose data is not a list of objects."""
+
+
+def _store_page(run: SyncRun, connection, owners: Owners, data, seen: SeenBitmap) -> None:
+    if not isinstance(data, list):
+        raise FeedPageError(f"page {run.pages + 1}: data is not a list")
+    parsed: list[ParsedLocation] = []
+    for obj in data:
+        object_id = obj.get("id", "") if isinstance(obj, dict) else ""
+        try:
+            item = parse_location(obj)
+            party_pk = owners.resolve(item)
+        except InvalidObject as error:
+            reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
+            run.rejected += 1
+            continue
+        if party_pk is None:
+            run.skipped += 1
+            continue
+        item.party_id = party_pk
+        parsed.append(item)
+    result = store_locations(parsed, source=connection)
+    run.created += result.created
+    run.updated += result.updated
+    run.unchanged += result.unchanged
+    for pk in result.stored_ids:
+        seen.add(pk)
+
+
+def _remove_unseen(connection: PartnerConnection, seen: SeenBitmap) -> int:
+    candidates = (
+        Location.objects.filter(feed_party_ids(connection), removed_at__isnull=True)
+        .values_list("pk", flat=True)
+        .order_by("pk")
+    )
+    missing = [pk for pk in candidates.iterator(chunk_size=10000) if pk not in seen]
+    return mark_locations_removed(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling
+
+
+def connections_due(now: dt.datetime | None = None) -> list[tuple[int, bool]]:
+    """(connection id, full) for every connection whose pull interval has passed since its last run."""
+    now = now or timezone.now()
+    due = []
+    connections = PartnerConnection.objects.filter(
+        status=PartnerConnection.Status.CONNECTED, location_pull_interval_minutes__gt=0
+    ).select_related("via_hub")
+    for connection in connections:
+        if not connection.endpoint_url("locations", "SENDER"):
+            continue
+        last = connection.sync_runs.order_by("-started_at").values_list("started_at", flat=True).first()
+        if last and last + dt.timedelta(minutes=connection.location_pull_interval_minutes) > now:
+            continue
+        last_full = (
+            connection.sync_runs.filter(full=True, status=SyncRun.Status.SUCCEEDED)
+            .values_list("started_at", flat=True)
+            .first()
+        )
+        full = last_full is None or last_full + dt.timedelta(hours=settings.FEEDS_FULL_SYNC_HOURS) <= now
+        due.append((connection.pk, full))
+    return due

@@ -1,0 +1,161 @@
+"""CPOs push their locations to us: PUT/PATCH/GET /ocpi/emsp/2.2.1/locations/{cc}/{pid}/{id}[/{evse}[/{conn}]]."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from roaming.ocpi.credentials import authorization_header
+from roaming.services import store_partner_tokens
+from stations.models import EVSE, Connector, EvseStatusChange, Location
+from tests.factories import PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
+from tests.feeds_fixtures import example, location, stamp
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE = "/ocpi/emsp/2.2.1/locations"
+
+
+@pytest.fixture
+def cpo():
+    """BE*BEC, the party of the spec's location examples, connected with its own token."""
+    party = PartyFactory(country_code="BE", party_id="BEC")
+    RoamingAgreementFactory(partner=party)
+    return PartnerConnectionFactory(party=party, tokens__from_them="bec-token", tokens__to_them="to-bec")
+
+
+def call(live_server, method, path, body=None, token="bec-token", **headers):
+    headers = {"Authorization": authorization_header(token), **headers}
+    response = requests.request(method, live_server.url + BASE + path, json=body, headers=headers, timeout=10)
+    return response.status_code, response.json()
+
+
+def test_put_a_new_location_then_get_it_back(live_server, cpo):
+    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+
+    assert (status, body["status_code"]) == (201, 1000)
+    stored = Location.objects.get(party=cpo.party, ocpi_id="LOC1")
+    assert (stored.map_status, stored.evse_count, stored.source) == ("available", 2, cpo)
+    status, body = call(live_server, "GET", "/BE/BEC/LOC1")
+    assert status == 200 and body["data"]["id"] == "LOC1"
+    assert [e["uid"] for e in body["data"]["evses"]] == ["3256", "3257"]
+    status, body = call(live_server, "GET", "/BE/BEC/LOC1/3257/1")
+    assert body["data"]["standard"] == "IEC_62196_T2" and body["data"]["max_amperage"] == 16
+
+    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    assert (status, body["status_code"]) == (200, 1000)  # a replace, not a second location
+    assert Location.objects.count() == 1
+
+
+def test_a_status_patch_is_on_the_map_at_once_with_history_and_bumps_the_location(live_server, cpo):
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    patch = example("location_patch_example_status.json")  # {"status": "CHARGING", "last_updated": ...}
+    call(live_server, "PATCH", "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
+
+    status, body = call(live_server, "PATCH", "/BE/BEC/LOC1/3257", patch)
+
+    assert (status, body["status_code"]) == (200, 1000)
+    loc = Location.objects.get()
+    assert (loc.map_status, loc.available_evse_count) == ("in_use", 0)
+    evse = EVSE.objects.get(uid="3257")
+    assert evse.status == patch["status"]
+    assert loc.last_updated >= evse.last_updated  # the parent's last_updated follows its EVSE
+    assert list(EvseStatusChange.objects.filter(evse__uid="3256").values_list("status", flat=True)) == [
+        "OUTOFORDER",
+        "AVAILABLE",
+    ]
+
+
+def test_put_an_evse_and_a_connector_into_an_existing_location(live_server, cpo):
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    evse = example("location_example.json")["evses"][0] | {"uid": "3258", "status": "AVAILABLE"}
+    evse["last_updated"] = stamp()
+    assert call(live_server, "PUT", "/BE/BEC/LOC1/3258", evse)[0] == 200
+    connector = evse["connectors"][0] | {"id": "9", "standard": "IEC_62196_T2_COMBO", "power_type": "DC"}
+    connector |= {"max_voltage": 500, "max_amperage": 300, "max_electric_power": 150000, "last_updated": stamp()}
+
+    status, body = call(live_server, "PUT", "/BE/BEC/LOC1/3258/9", connector)
+
+    assert (status, body["status_code"]) == (200, 1000)
+    loc = Location.objects.get()
+    assert loc.evse_count == 3 and loc.max_power_kw == 150
+    assert loc.connector_standards == ",IEC_62196_T2,IEC_62196_T2_COMBO,"
+    assert Connector.objects.filter(evse__uid="3258").count() == 3
+
+
+def test_the_spec_bad_evse_example_is_refused_and_nothing_changes(live_server, cpo):
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    before = Location.objects.get()
+
+    status, body = call(live_server, "PUT", "/BE/BEC/LOC1/3256", example("location_put_example_add_evse.json"))
+
+    assert body["status_code"] == 2001 and "connectors[0]" in body["status_message"]
+    after = Location.objects.get()
+    assert (after.raw, after.content_hash, after.last_updated) == (before.raw, before.content_hash, before.last_updated)
+    assert EVSE.objects.get(uid="3256").evse_id == "BE*BEC*E041503001"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "code", "message"),
+    [
+        ("PATCH", "/BE/BEC/LOC1/3256", {"status": "CHARGING"}, 2001, "last_updated: required"),
+        ("PATCH", "/BE/BEC/LOC1/3256", {"status": "BROKEN", "last_updated": "2026-01-01T00:00:00Z"}, 2001, "status"),
+        ("PATCH", "/BE/BEC/NOPE", {"name": "x", "last_updated": "2026-01-01T00:00:00Z"}, 2003, "Unknown location"),
+        ("PATCH", "/BE/BEC/LOC1/NOPE", {"status": "CHARGING", "last_updated": "2026-01-01T00:00:00Z"}, 2003, "EVSE"),
+        ("PUT", "/BE/BEC/OTHER", None, 2001, "id: must be 'OTHER'"),
+        ("PUT", "/BE/BEC/LOC1/3256", {"uid": "999"}, 2001, "uid: must be '3256'"),
+    ],
+    ids=["patch-without-last-updated", "unknown-status", "unknown-location", "unknown-evse", "id-mismatch", "uid"],
+)
+def test_bad_pushes_are_refused_in_ocpi_form(live_server, cpo, method, path, body, code, message):
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    before = Location.objects.get().content_hash
+    if body is None:
+        body = example("location_example.json")
+
+    status, answer = call(live_server, method, path, body)
+
+    assert answer["status_code"] == code and message in answer["status_message"], answer
+    assert Location.objects.get().content_hash == before
+    assert Location.objects.count() == 1
+
+
+def test_invalid_json_is_http_400(live_server, cpo):
+    response = requests.put(
+        live_server.url + BASE + "/BE/BEC/LOC1",
+        data=b"{not json",
+        headers={"Authorization": authorization_header("bec-token"), "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400 and response.json()["status_code"] == 2001
+
+
+def test_a_partner_may_write_and_read_only_its_own_locations(live_server, cpo):
+    other = PartnerConnectionFactory(party=PartyFactory(country_code="NL", party_id="ALL"), tokens__from_them="t-all")
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+
+    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"), token="t-all")
+    assert (status, body["status_code"]) == (403, 2000)
+    status, body = call(live_server, "PATCH", "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
+    assert status == 200
+    status, body = call(live_server, "GET", "/BE/BEC/LOC1", token="t-all")
+    assert status == 403
+    assert call(live_server, "GET", "/BE/BEC/LOC1", token="not-a-token")[0] == 401
+    # A location under the other party's own code is its own.
+    mine = location("X1", country_code="NL", party_id="ALL", updated=stamp())
+    assert call(live_server, "PUT", "/NL/ALL/X1", mine, token="t-all")[0] == 201
+    assert Location.objects.get(ocpi_id="X1").party == other.party
+
+
+def test_a_hub_pushes_for_its_client_only_through_the_routing_headers(live_server, cpo):
+    hub = PartnerConnectionFactory(party=PartyFactory(country_code="DE", party_id="HBJ", role="HUB"))
+    PartnerConnectionFactory(
+        party=PartyFactory(country_code="NL", party_id="FST"), via_hub=hub, tokens__from_them="unused"
+    )
+    store_partner_tokens(hub, from_them="hub-token")
+    body = location("F1", country_code="NL", party_id="FST", updated=stamp())
+    routed = {"OCPI-from-country-code": "NL", "OCPI-from-party-id": "FST"}
+
+    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token", **routed)[0] == 201
+    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token")[0] == 403  # the hub itself is not NL*FST
+    assert Location.objects.get(ocpi_id="F1").party.party_id == "FST"
