@@ -186,8 +186,30 @@ class Command(BaseCommand):
                     last_updated=now,
                 )
 
+        self._map_summaries(now)
+
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
         self.stdout.write(
             f"  Driver login : {DEMO_DRIVER[0]} / {DEMO_DRIVER[1]}  (http://127.0.0.1:8000/accounts/login/)"
         )
+
+    def _map_summaries(self, now: dt.datetime) -> None:
+        """Driver map (issue 6): the map summaries of the demo sites, one limited-access site, cluster counts."""
+        from stations.map_cells import refresh_map_cells
+
+        summary = {"AVAILABLE": "available", "CHARGING": "in_use", "OUTOFORDER": "faulty"}
+        for location in Location.objects.filter(ocpi_id__startswith="LOC").prefetch_related("evses__connectors"):
+            evses = list(location.evses.all())
+            statuses = [summary.get(evse.status, "unknown") for evse in evses]
+            location.map_status = next((s for s in ("available", "in_use", "faulty") if s in statuses), "unknown")
+            location.status_updated_at = max((e.status_changed_at for e in evses if e.status_changed_at), default=now)
+            location.evse_count = len(evses)
+            location.available_evse_count = statuses.count("available")
+            connectors = [c for evse in evses for c in evse.connectors.all()]
+            location.max_power_kw = max((c.power_kw for c in connectors), default=0)
+            location.connector_standards = "," + ",".join(sorted({c.standard for c in connectors})) + ","
+            location.limited_access = any(evse.parking_restrictions for evse in evses)
+            location.limited_access_reasons = sorted({r for evse in evses for r in evse.parking_restrictions})
+            location.save()
+        refresh_map_cells()
