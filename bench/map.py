@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -181,15 +182,134 @@ def generate(total: int, seed: int = 7) -> None:
         cursor.execute("VACUUM ANALYZE stations_location")
 
 
+def viewport(lat: float, lon: float, zoom: int, width: int = 1280, height: int = 800) -> str:
+    """The bbox a browser window of width x height pixels shows around (lat, lon) at this zoom."""
+    world = 256 * 2**zoom
+    half_lon = width / world * 180
+
+    def y_of(latitude: float) -> float:
+        return math.log(math.tan(math.pi / 4 + math.radians(latitude) / 2))
+
+    def lat_of(y: float) -> float:
+        return math.degrees(2 * math.atan(math.exp(y)) - math.pi / 2)
+
+    half_y = height / world * math.pi
+    south, north = max(-85.0, lat_of(y_of(lat) - half_y)), min(85.0, lat_of(y_of(lat) + half_y))
+    west, east = max(-180.0, lon - half_lon), min(180.0, lon + half_lon)
+    return f"{west:.5f},{south:.5f},{east:.5f},{north:.5f}"
+
+
+def random_filters(rng: random.Random, operators: list[str]) -> dict:
+    """No filter most of the time (the default view); otherwise one or two of them."""
+    if rng.random() < 0.6:
+        return {}
+    choices = {
+        "standard": rng.choice(["IEC_62196_T2_COMBO", "CHADEMO", "IEC_62196_T2"]),
+        "min_power_kw": rng.choice(["22", "50", "150"]),
+        "available": "true",
+        "hide_limited": "true",
+        "operator": rng.choice(operators),
+    }
+    picked = rng.sample(sorted(choices), rng.randint(1, 2))
+    return {name: choices[name] for name in picked}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+BANDS = [
+    ("europe", (3, 4, 5)),
+    ("country", (6, 7, 8)),
+    ("region", (9, 10, 11)),
+    ("city", (12, 13, 14)),
+    ("street", (15, 16, 17)),
+]
+
+
+def row(band: str, zooms: str, times: list[float], sizes: list[int]) -> str:
+    p50, p95, p99 = (percentile(times, q) for q in (50, 95, 99))
+    kb_avg, kb_max = statistics.mean(sizes) / 1024, max(sizes) / 1024
+    timing = f"{p50:>9.1f}{p95:>9.1f}{p99:>9.1f}{max(times):>9.1f}"
+    return f"{band:<10}{zooms:<10}{len(times):>4}{timing}{kb_avg:>8.1f}{kb_max:>8.1f}"
+
+
+def run(requests_per_band: int, seed: int = 11) -> dict:
+    from django.test import Client
+
+    rng = random.Random(seed)
+    client = Client()
+    operators = [f"XX*{chr(65 + i // 26)}{chr(65 + i % 26)}B" for i in range(30)]
+    figures: dict = {}
+    print(f"{'band':<10}{'zooms':<10}{'n':>4}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'avg KB':>8}{'max KB':>8}{'features':>10}{'clustered':>10}")  # fmt: skip
+    for band, zooms in BANDS:
+        times, sizes, features, clustered = [], [], [], 0
+        for _ in range(requests_per_band):
+            _name, clat, clon, _w = weighted(rng, CITIES, 3)
+            zoom = rng.choice(zooms)
+            jitter = 20 / 2**zoom  # centre near the city, anywhere from its core to its outskirts
+            lat, lon = clat + rng.uniform(-jitter, jitter), clon + rng.uniform(-jitter, jitter)
+            params = {"bbox": viewport(lat, lon, zoom), "zoom": zoom, **random_filters(rng, operators)}
+            started = time.perf_counter()
+            response = client.get("/api/v1/stations", params)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.content[:300]
+            sizes.append(len(response.content))
+            body = response.json()
+            features.append(len(body["features"]))
+            clustered += body["meta"]["clustered"]
+        figures[band] = {"p95": percentile(times, 95), "max_kb": max(sizes) / 1024}
+        print(row(band, f"{zooms[0]}-{zooms[-1]}", times, sizes) + f"{max(features):>10}{clustered:>10}")
+    times, sizes = [], []
+    for _ in range(requests_per_band * 2):
+        _name, clat, clon, _w = weighted(rng, CITIES, 3)
+        if rng.random() < 0.3:  # countryside: fewer stations around, the search widens
+            south, west, north, east, _w = weighted(rng, RURAL, 4)
+            clat, clon = rng.uniform(south, north), rng.uniform(west, east)
+        params = {"lat": f"{clat + rng.gauss(0, 0.05):.5f}", "lon": f"{clon + rng.gauss(0, 0.05):.5f}"}
+        params.update(radius_km=rng.choice([5, 10, 25, 50]), limit=rng.choice([5, 20, 50]))
+        params.update(random_filters(rng, operators))
+        started = time.perf_counter()
+        response = client.get("/api/v1/stations/nearby", params)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.content[:300]
+        sizes.append(len(response.content))
+    figures["nearby"] = {"p95": percentile(times, 95), "max_kb": max(sizes) / 1024}
+    print(row("nearby", "", times, sizes))
+    return figures
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--stations", type=int, default=550_000)
-    parser.add_argument("--requests", type=int, default=60, help="per zoom band")
+    parser.add_argument("--requests", type=int, default=60, help="viewport requests per zoom band")
     parser.add_argument("--regenerate", action="store_true")
     args = parser.parse_args()
+    if connection.vendor != "postgresql":
+        sys.exit("bench/map.py needs PostgreSQL: set DATABASE_URL=postgres://...")
     call_command("migrate", verbosity=0)
     have = Location.objects.filter(ocpi_id__startswith=BENCH_PREFIX).count()
     if args.regenerate or have != args.stations:
         started = time.perf_counter()
         generate(args.stations)
         print(f"generated {args.stations} stations in {time.perf_counter() - started:.1f} s")
+    from stations.map_cells import refresh_map_cells
+    from stations.selectors import visible_locations
+
+    started = time.perf_counter()
+    cells = refresh_map_cells()
+    refresh_s = time.perf_counter() - started
+    visible = visible_locations().count()
+    print(f"{args.stations} stations, {visible} visible to our drivers")
+    print(f"cluster cells rebuilt: {cells} rows in {refresh_s:.1f} s")
+    # Every viewport is a fresh one (random centres), so these are server times without cache hits.
+    figures = run(args.requests)
+    worst = max(figures[band]["p95"] for band, _ in BANDS)
+    biggest = max(figures[band]["max_kb"] for band, _ in BANDS)
+    print(
+        f"stations={args.stations} viewport_p95_ms_worst_band={worst:.1f} "
+        + " ".join(f"{band}_p95_ms={figures[band]['p95']:.1f}" for band, _ in BANDS)
+        + f" max_response_kb={biggest:.1f} nearby_p95_ms={figures['nearby']['p95']:.1f} cells_refresh_s={refresh_s:.1f}"
+    )

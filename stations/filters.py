@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 
 from roaming.models import Party
 from roaming.selectors import party_ids_accepting_our_cards
+from stations.map_cells import POWER_STEPS
 from stations.selectors import MapFilters
 
 # OCPI 2.2.1 ConnectorType (plus MCS and SAE_J3400 of 2.3): anything else is an unknown filter value.
@@ -40,8 +41,6 @@ CONNECTOR_STANDARDS = [
     ],
 ]
 STANDARD_LABELS = dict(CONNECTOR_STANDARDS)
-# The steps the map offers; a minimum power must be one of them.
-POWER_STEPS = [0, 3.7, 7.4, 11, 22, 43, 50, 100, 150, 250, 350]
 
 
 TRUE_FALSE = [("true", "true"), ("false", "false")]

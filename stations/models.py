@@ -224,14 +224,16 @@ class MapCell(models.Model):
 
     Rebuilt from Location by `stations.map_cells.refresh_map_cells()`; the map reads it for clusters only.
     Cell (x, y) at `level` covers longitudes [x, x+1) * 360 / 2**level - 180 and latitudes
-    90 - [y, y+1) * 180 / 2**level. Rows split each cell by owner party (the agreement rule and the
-    operator filter), map status, limited access, maximum power and connector standards.
+    90 - [y, y+1) * 180 / 2**level. Detail rows split each cell by owner party (the agreement rule and
+    the operator filter), map status, limited access, power step and connector standards; summary rows
+    hold only the parties accepting our cards at rebuild time, split by status and limited access.
     """
 
+    summary = models.BooleanField()
     level = models.PositiveSmallIntegerField()
     x = models.IntegerField()
     y = models.IntegerField()
-    party = models.ForeignKey(Party, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    party = models.ForeignKey(Party, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     map_status = models.CharField(max_length=10, choices=MapStatus.choices)
     limited = models.BooleanField()
     max_power_kw = models.FloatField()
@@ -241,7 +243,7 @@ class MapCell(models.Model):
     sum_longitude = models.FloatField()
 
     class Meta:
-        indexes = [models.Index(fields=["level", "x", "y"], name="mapcell_level_x_y")]
+        indexes = [models.Index(fields=["summary", "level", "x", "y"], name="mapcell_level_x_y")]
 
     def __str__(self) -> str:
         return f"cell {self.level}/{self.x}/{self.y}: {self.stations}"

@@ -64,6 +64,7 @@ class BBox:
         return Q(**{f"{prefix}latitude__gte": self.south, f"{prefix}latitude__lte": self.north}) & lon
 
     def cells_q(self, level: int) -> Q:
+        """The cells at this level overlapping the box."""
         xs = Q()
         for low, high in self.longitude_ranges():
             xs |= Q(x__gte=map_cells.cell_x(low, level), x__lte=map_cells.cell_x(high, level))
@@ -90,6 +91,10 @@ class MapFilters:
             f"s={','.join(sorted(self.standards))}&p={self.min_power_kw:g}&a={int(self.available)}"
             f"&l={int(self.hide_limited)}&o={','.join(map(str, sorted(self.operators)))}"
         )
+
+    def uses_summary(self) -> bool:
+        """Whether the summary cells (status and limited access only) can answer these filters."""
+        return not (self.standards or self.min_power_kw or self.operators)
 
     def q(self, *, limited_field: str | None = None) -> Q:
         """The filters as a Q on Location (default) or on MapCell (limited_field='limited')."""
@@ -192,8 +197,12 @@ def _status_sums(count_field: str, aggregate) -> dict:
 
 def cells_in_bbox(bbox: BBox, level: int, filters: MapFilters, accepted: set[int]) -> list[dict]:
     """Cluster rows (count, coordinate sums, per-status counts) from the precomputed cells."""
+    if filters.uses_summary() and map_cells.summary_parties() == sorted(accepted):
+        cells = MapCell.objects.filter(summary=True)
+    else:
+        cells = MapCell.objects.filter(summary=False, party_id__in=accepted)
     return list(
-        MapCell.objects.filter(bbox.cells_q(level), filters.q(limited_field="limited"), party_id__in=accepted)
+        cells.filter(bbox.cells_q(level), filters.q(limited_field="limited"))
         .values("x", "y")
         .annotate(
             count=Sum("stations"),

@@ -128,3 +128,14 @@ class ConnectorFactory(factory.django.DjangoModelFactory):
     max_amperage = 32
     max_electric_power = 22000
     last_updated = factory.LazyFunction(timezone.now)
+
+
+class MapLocationFactory(LocationFactory):
+    """A location with the map summaries the feeds keep (driver map tests set them directly)."""
+
+    map_status = "available"
+    status_updated_at = factory.LazyFunction(timezone.now)
+    max_power_kw = 22.0
+    connector_standards = ",IEC_62196_T2,"
+    evse_count = 1
+    available_evse_count = factory.LazyAttribute(lambda o: 1 if o.map_status == "available" else 0)
