@@ -94,8 +94,7 @@ def refresh_map_cells() -> int:
         cursor.execute(f"SELECT COUNT(*) FROM {cells}")  # noqa: S608
         (rows,) = cursor.fetchone()
         version = bump_map_cache_version()
-        built = {"version": version, "accepted": accepted}
-        transaction.on_commit(lambda: cache.set(BUILT_FROM_KEY, built, timeout=None))
+    cache.set(BUILT_FROM_KEY, {"version": version, "accepted": accepted}, timeout=None)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {cells}")
