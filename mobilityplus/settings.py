@@ -222,3 +222,17 @@ CELERY_BEAT_SCHEDULE["stations-dispatch-location-pulls"] = {
     "task": "stations.tasks.dispatch_location_pulls",
     "schedule": 60.0,
 }
+# Driver map (stations app, issue 6).
+# A station status older than this is shown as stale rather than as current.
+MAP_STATUS_STALE_AFTER_MINUTES = int(os.environ.get("MAP_STATUS_STALE_AFTER_MINUTES", "30"))
+# A viewport with more matching stations than this gets server-side clusters instead.
+MAP_MAX_STATIONS = int(os.environ.get("MAP_MAX_STATIONS", "1000"))
+# How long a map API answer may be reused; any status change bumps the cache version first.
+MAP_CACHE_SECONDS = int(os.environ.get("MAP_CACHE_SECONDS", "30"))
+# How often the cluster counts (stations.MapCell) are rebuilt when something changed.
+MAP_CELLS_REFRESH_SECONDS = int(os.environ.get("MAP_CELLS_REFRESH_SECONDS", "60"))
+CELERY_IMPORTS = ["stations.map_tasks"]
+CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
+    "task": "stations.map_tasks.refresh_map_cells_if_changed",
+    "schedule": MAP_CELLS_REFRESH_SECONDS,
+}

@@ -1,12 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mobilityplus.health import healthz
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
@@ -15,4 +13,6 @@ urlpatterns = [
     path("", include("roaming.urls")),
     path("", include("cards.urls")),
     path("ocpi/", include("stations.ocpi_urls")),
+    path("", include("stations.urls")),  # the driver map at / and /map/
+    path("api/v1/", include("stations.api_urls")),
 ]

@@ -224,3 +224,34 @@ class RejectedObject(models.Model):
 
     def __str__(self) -> str:
         return f"Rejected {self.object_id or 'object'}: {self.error[:60]}"
+
+
+# --- Map-owned (driver map, issue 6) -------------------------------------------------------------
+class MapCell(models.Model):
+    """Station counts per grid cell and per filterable kind, so map clusters need no scan of every location.
+
+    Rebuilt from Location by `stations.map_cells.refresh_map_cells()`; the map reads it for clusters only.
+    Cell (x, y) at `level` covers longitudes [x, x+1) * 360 / 2**level - 180 and latitudes
+    90 - [y, y+1) * 180 / 2**level. Detail rows split each cell by owner party (the agreement rule and
+    the operator filter), map status, limited access, power step and connector standards; summary rows
+    hold only the parties accepting our cards at rebuild time, split by status and limited access.
+    """
+
+    summary = models.BooleanField()
+    level = models.PositiveSmallIntegerField()
+    x = models.IntegerField()
+    y = models.IntegerField()
+    party = models.ForeignKey(Party, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    map_status = models.CharField(max_length=10, choices=MapStatus.choices)
+    limited = models.BooleanField()
+    max_power_kw = models.FloatField()
+    connector_standards = models.CharField(max_length=255)
+    stations = models.PositiveIntegerField()
+    sum_latitude = models.FloatField()
+    sum_longitude = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["summary", "level", "x", "y"], name="mapcell_level_x_y")]
+
+    def __str__(self) -> str:
+        return f"cell {self.level}/{self.x}/{self.y}: {self.stations}"

@@ -141,3 +141,12 @@ class SyncRunFactory(factory.django.DjangoModelFactory):
     status = "succeeded"
     started_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(minutes=5))
     finished_at = factory.LazyFunction(timezone.now)
+class MapLocationFactory(LocationFactory):
+    """A location with the map summaries the feeds keep (driver map tests set them directly)."""
+
+    map_status = "available"
+    status_updated_at = factory.LazyFunction(timezone.now)
+    max_power_kw = 22.0
+    connector_standards = ",IEC_62196_T2,"
+    evse_count = 1
+    available_evse_count = factory.LazyAttribute(lambda o: 1 if o.map_status == "available" else 0)

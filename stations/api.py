@@ -1,0 +1,249 @@
+"""The driver map's JSON API: GeoJSON stations or clusters per viewport, one station, nearest stations."""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import quote
+
+from django.conf import settings
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from stations import selectors
+from stations.filters import STANDARD_LABELS, StationFilter
+from stations.models import EvseStatus, Location, MapStatus
+
+LIMITED_REASON_TEXT = {
+    "CUSTOMERS": "Only for customers of the site (shop, hotel, restaurant)",
+    "EV_ONLY": "Reserved for electric vehicles",
+    "PLUGGED": "Parking only while charging",
+    "DISABLED": "Reserved for disabled drivers",
+    "MOTORCYCLES": "Only for motorcycles and scooters",
+    "EMPLOYEES": "Only for employees",
+    "TENANTS": "Only for tenants",
+    "TAXIS": "Only for taxis",
+    "UNDERGROUND_GARAGE": "In an underground garage",
+    "PARKING_GARAGE": "In a parking garage (may be closed or paying)",
+    "PRIVATE": "On private ground",
+}
+EVSE_MAP_STATUS = {
+    EvseStatus.AVAILABLE: MapStatus.AVAILABLE,
+    EvseStatus.CHARGING: MapStatus.IN_USE,
+    EvseStatus.RESERVED: MapStatus.IN_USE,
+    EvseStatus.BLOCKED: MapStatus.IN_USE,
+    EvseStatus.INOPERATIVE: MapStatus.FAULTY,
+    EvseStatus.OUTOFORDER: MapStatus.FAULTY,
+}
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+class ViewportSerializer(serializers.Serializer):
+    bbox = serializers.CharField(help_text="west,south,east,north in degrees; west > east crosses the antimeridian.")
+    zoom = serializers.IntegerField(min_value=0, max_value=22, help_text="Map zoom level (Web Mercator).")
+
+    def validate_bbox(self, value: str) -> selectors.BBox:
+        parts = value.split(",")
+        if len(parts) != 4:
+            raise serializers.ValidationError("Expected four numbers: west,south,east,north.")
+        try:
+            west, south, east, north = (float(part) for part in parts)
+        except ValueError:
+            raise serializers.ValidationError("Expected four numbers: west,south,east,north.") from None
+        if not all(math.isfinite(v) for v in (west, south, east, north)):
+            raise serializers.ValidationError("Coordinates must be finite numbers.")
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise serializers.ValidationError("Longitudes must lie within -180..180.")
+        if not (-90 <= south <= 90 and -90 <= north <= 90):
+            raise serializers.ValidationError("Latitudes must lie within -90..90.")
+        if south > north:
+            raise serializers.ValidationError("south must not be greater than north.")
+        # Crossing the antimeridian, the box starts in the east (west > 0) and ends in the west (east < 0).
+        if west > east and not (west > 0 > east):
+            raise serializers.ValidationError("west is greater than east but the box does not cross the antimeridian.")
+        return selectors.BBox(west, south, east, north)
+
+
+class NearbySerializer(serializers.Serializer):
+    lat = serializers.FloatField(min_value=-90, max_value=90)
+    lon = serializers.FloatField(min_value=-180, max_value=180)
+    radius_km = serializers.FloatField(min_value=0.01, max_value=100, default=10)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
+
+
+def validated(
+    serializer_class: type[serializers.Serializer], request: Request, *, with_filters: bool = False
+) -> tuple[dict, selectors.MapFilters | None]:
+    """The query parameters, checked all at once: a 400 names every bad parameter."""
+    serializer = serializer_class(data=request.query_params)
+    errors = {} if serializer.is_valid() else dict(serializer.errors)
+    filters = None
+    if with_filters:
+        filterset = StationFilter(data=request.query_params, queryset=Location.objects.none())
+        if filterset.is_valid():
+            filters = filterset.map_filters()
+        else:
+            errors.update(filterset.errors)
+    if errors:
+        raise ValidationError(errors)
+    return serializer.validated_data, filters
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("standard", str, many=True, description="Connector standard (OCPI ConnectorType); repeatable."),
+    OpenApiParameter("min_power_kw", float, description="Minimum station power: 0, 3.7, 7.4, 11, 22, 43, 50, ..."),
+    OpenApiParameter("available", bool, description="true: only stations with an EVSE available now."),
+    OpenApiParameter("hide_limited", bool, description="true: hide stations with limited accessibility."),
+    OpenApiParameter("operator", str, many=True, description="Operator OCPI id (e.g. NL*ALL); repeatable."),
+]
+
+
+class PublicMapView(APIView):
+    # The map is public: it shows only what any driver may see.
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+
+class StationListView(PublicMapView):
+    @extend_schema(
+        operation_id="stations_in_viewport",
+        summary="Stations in a viewport (GeoJSON), or server-side clusters when there are too many",
+        parameters=[ViewportSerializer, *FILTER_PARAMETERS],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        viewport, filters = validated(ViewportSerializer, request, with_filters=True)
+        return Response(selectors.map_features(viewport["bbox"], viewport["zoom"], filters))
+
+
+class NearbyView(PublicMapView):
+    @extend_schema(
+        operation_id="stations_nearby",
+        summary="Stations nearest to a point, nearest first (GeoJSON, distance_km in properties)",
+        parameters=[NearbySerializer, *FILTER_PARAMETERS],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        params, filters = validated(NearbySerializer, request, with_filters=True)
+        features = selectors.nearby_stations(
+            params["lat"], params["lon"], params["radius_km"], params["limit"], filters
+        )
+        return Response({"type": "FeatureCollection", "features": features})
+
+
+class SearchSerializer(serializers.Serializer):
+    q = serializers.CharField(min_length=2, max_length=60, help_text="City, postal code or station name.")
+
+
+class SearchView(PublicMapView):
+    @extend_schema(
+        operation_id="stations_search",
+        summary="Places and stations matching a city, postal code or station name (our own data)",
+        parameters=[SearchSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        params, _ = validated(SearchSerializer, request)
+        return Response({"results": selectors.search_places(params["q"])})
+
+
+def opening_hours_text(opening_times: dict | None) -> str:
+    if not opening_times:
+        return "Opening times not given"
+    if opening_times.get("twentyfourseven"):
+        return "Open 24/7"
+    periods = []
+    for period in opening_times.get("regular_hours") or []:
+        day = period.get("weekday")
+        name = WEEKDAYS[day - 1] if isinstance(day, int) and 1 <= day <= 7 else "?"
+        periods.append(f"{name} {period.get('period_begin', '?')}–{period.get('period_end', '?')}")
+    return "; ".join(periods) or "Opening times not given"
+
+
+def station_payload(location: Location) -> dict:
+    now = timezone.now()
+    limited = location.is_limited_access
+    reasons = [LIMITED_REASON_TEXT.get(str(reason), str(reason)) for reason in location.limited_access_reasons or []]
+    if limited and not reasons:
+        reasons = ["Marked as limited access by MobilityPlus"]
+    operator = (location.operator or {}).get("name") or location.party.name
+    evses = []
+    for evse in location.evses.all():
+        changed = evse.status_changed_at
+        evses.append(
+            {
+                "uid": evse.uid,
+                "evse_id": evse.evse_id,
+                "status": evse.status,
+                "map_status": EVSE_MAP_STATUS.get(evse.status, MapStatus.UNKNOWN).value,
+                "status_changed_at": changed.isoformat() if changed else None,
+                "status_age_minutes": int((now - changed).total_seconds() // 60) if changed else None,
+                "stale": selectors.is_stale(changed, now),
+                "card": "RFID_READER" in (evse.capabilities or []),
+                "app": "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or []),
+                "start_url": reverse_start(location.pk, evse.uid)
+                if "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or [])
+                else None,
+                "connectors": [
+                    {
+                        "id": connector.connector_id,
+                        "standard": connector.standard,
+                        "label": STANDARD_LABELS.get(connector.standard, connector.standard),
+                        "format": connector.format,
+                        "power_type": connector.power_type,
+                        "power_kw": round(connector.power_kw, 1),
+                    }
+                    for connector in evse.connectors.all()
+                ],
+            }
+        )
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [location.longitude, location.latitude]},
+        "properties": {
+            "id": location.pk,
+            "name": location.name or location.address,
+            "address": location.address,
+            "postal_code": location.postal_code,
+            "city": location.city,
+            "country": location.country,
+            "operator": operator,
+            "opening_times": location.opening_times,
+            "opening_hours": opening_hours_text(location.opening_times),
+            "status": location.map_status,
+            "status_updated_at": location.status_updated_at.isoformat() if location.status_updated_at else None,
+            "stale": selectors.is_stale(location.status_updated_at, now),
+            "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
+            "limited": limited,
+            "limited_reasons": reasons,
+            "max_power_kw": location.max_power_kw,
+            "card": any(evse["card"] for evse in evses),
+            "app": any(evse["app"] for evse in evses),
+            "evses": evses,
+        },
+    }
+
+
+def reverse_start(location_pk: int, evse_uid: str) -> str:
+    """The agreed "Start charging" path (owned by the sessions app)."""
+    return f"/charging/start/{location_pk}/{quote(evse_uid, safe='')}/"
+
+
+class StationDetailView(PublicMapView):
+    @extend_schema(
+        operation_id="station_detail",
+        summary="One station with its EVSEs and connectors (GeoJSON Feature)",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        location = selectors.station_detail(pk)
+        if location is None:
+            raise Http404("No such station on the map.")
+        return Response(station_payload(location))

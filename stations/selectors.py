@@ -1,0 +1,377 @@
+"""Reads for the driver map: which stations a MobilityPlus driver sees, where, and in what state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import ASin, Cos, Floor, Power, Radians, Sin, Sqrt
+from django.utils import timezone
+
+from roaming.selectors import party_ids_accepting_our_cards
+from stations import map_cells
+from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus
+
+VERSION_KEY = "stations:map:version"
+EARTH_RADIUS_KM = 6371.0088
+# Zoom from which the map always lists stations (a few streets: never thousands of them).
+STATIONS_ALWAYS_ZOOM = 17
+STATUS_NAMES = [choice.value for choice in MapStatus]
+
+
+# --- cache version: bumped by every writer that changes what the map shows ---------------------
+def map_cache_version() -> int:
+    """Current version of everything the map shows; part of every map cache key."""
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        cache.add(VERSION_KEY, 1, timeout=None)
+        version = cache.get(VERSION_KEY, 1)
+    return int(version)
+
+
+def bump_map_cache_version() -> int:
+    """Call after any change of a location or EVSE status: cached map answers are dropped at once."""
+    try:
+        return cache.incr(VERSION_KEY)
+    except ValueError:  # key evicted or never set
+        cache.add(VERSION_KEY, 1, timeout=None)
+        return cache.incr(VERSION_KEY)
+
+
+# --- query shapes -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BBox:
+    """west, south, east, north in degrees; west > east means the box crosses the antimeridian."""
+
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def longitude_ranges(self) -> list[tuple[float, float]]:
+        if self.west <= self.east:
+            return [(self.west, self.east)]
+        return [(self.west, 180.0), (-180.0, self.east)]
+
+    def location_q(self, prefix: str = "") -> Q:
+        lon = Q()
+        for low, high in self.longitude_ranges():
+            lon |= Q(**{f"{prefix}longitude__gte": low, f"{prefix}longitude__lte": high})
+        return Q(**{f"{prefix}latitude__gte": self.south, f"{prefix}latitude__lte": self.north}) & lon
+
+    def cells_q(self, level: int) -> Q:
+        """The cells at this level overlapping the box."""
+        xs = Q()
+        for low, high in self.longitude_ranges():
+            xs |= Q(x__gte=map_cells.cell_x(low, level), x__lte=map_cells.cell_x(high, level))
+        return (
+            Q(level=level, y__gte=map_cells.cell_y(self.north, level), y__lte=map_cells.cell_y(self.south, level)) & xs
+        )
+
+    def key(self) -> str:
+        return f"{self.west:.5f},{self.south:.5f},{self.east:.5f},{self.north:.5f}"
+
+
+@dataclass(frozen=True)
+class MapFilters:
+    """What the driver asked to see: each empty/false field means no filtering on it."""
+
+    standards: tuple[str, ...] = ()
+    min_power_kw: float = 0.0
+    available: bool = False
+    hide_limited: bool = False
+    operators: tuple[int, ...] = field(default_factory=tuple)  # party ids
+
+    def key(self) -> str:
+        return (
+            f"s={','.join(sorted(self.standards))}&p={self.min_power_kw:g}&a={int(self.available)}"
+            f"&l={int(self.hide_limited)}&o={','.join(map(str, sorted(self.operators)))}"
+        )
+
+    def uses_summary(self) -> bool:
+        """Whether the summary cells (status and limited access only) can answer these filters."""
+        return not (self.standards or self.min_power_kw or self.operators)
+
+    def q(self, *, limited_field: str | None = None) -> Q:
+        """The filters as a Q on Location (default) or on MapCell (limited_field='limited')."""
+        q = Q()
+        if self.standards:
+            any_standard = Q()
+            for standard in self.standards:
+                any_standard |= Q(connector_standards__contains=f",{standard},")
+            q &= any_standard
+        if self.min_power_kw:
+            q &= Q(max_power_kw__gte=self.min_power_kw)
+        if self.available:
+            q &= Q(map_status=MapStatus.AVAILABLE)
+        if self.hide_limited:
+            if limited_field:
+                q &= Q(**{limited_field: False})
+            else:
+                q &= Q(limited_access_override=False) | Q(limited_access_override__isnull=True, limited_access=False)
+        if self.operators:
+            q &= Q(party_id__in=self.operators)
+        return q
+
+
+# --- which stations a driver sees ---------------------------------------------------------------
+def visible_locations(accepted_party_ids: set[int] | None = None) -> QuerySet[Location]:
+    """Locations shown on the map: owner takes our cards (or is us), published, not removed, with an EVSE."""
+    if accepted_party_ids is None:
+        accepted_party_ids = party_ids_accepting_our_cards()
+    return Location.objects.filter(
+        party_id__in=accepted_party_ids, removed_at__isnull=True, publish=True, evse_count__gt=0
+    )
+
+
+def stale_before(now: dt.datetime | None = None) -> dt.datetime:
+    return (now or timezone.now()) - dt.timedelta(minutes=settings.MAP_STATUS_STALE_AFTER_MINUTES)
+
+
+def is_stale(status_updated_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    return status_updated_at is None or status_updated_at < stale_before(now)
+
+
+def cluster_level(zoom: int) -> int:
+    """Grid level whose cells are about 128 px wide at this zoom (256 px tiles at level == zoom)."""
+    return max(map_cells.MIN_CELL_LEVEL, zoom + 1)
+
+
+# --- viewport ------------------------------------------------------------------------------------
+STATION_FIELDS = (
+    "id",
+    "name",
+    "latitude",
+    "longitude",
+    "map_status",
+    "status_updated_at",
+    "limited_access",
+    "limited_access_override",
+    "max_power_kw",
+    "evse_count",
+    "available_evse_count",
+)
+
+
+def station_feature(row: dict, now: dt.datetime) -> dict:
+    limited = row["limited_access"] if row["limited_access_override"] is None else row["limited_access_override"]
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [round(row["longitude"], 6), round(row["latitude"], 6)]},
+        "properties": {
+            "id": row["id"],
+            "name": row["name"],
+            "status": row["map_status"],
+            "stale": is_stale(row["status_updated_at"], now),
+            "limited": limited,
+            "max_power_kw": row["max_power_kw"],
+            "evses": row["evse_count"],
+            "available_evses": row["available_evse_count"],
+        },
+    }
+
+
+def cluster_feature(row: dict) -> dict:
+    count = row["count"]
+    return {
+        "type": "Feature",
+        "geometry": {
+            "type": "Point",
+            "coordinates": [round(row["sum_lon"] / count, 5), round(row["sum_lat"] / count, 5)],
+        },
+        "properties": {
+            "cluster": True,
+            "count": count,
+            "statuses": {name: row[name] or 0 for name in STATUS_NAMES},
+        },
+    }
+
+
+def _status_sums(count_field: str, aggregate) -> dict:
+    return {name: aggregate(count_field, filter=Q(map_status=name)) for name in STATUS_NAMES}
+
+
+def cells_in_bbox(bbox: BBox, level: int, filters: MapFilters, accepted: set[int]) -> list[dict]:
+    """Cluster rows (count, coordinate sums, per-status counts) from the precomputed cells."""
+    if filters.uses_summary() and map_cells.summary_parties() == sorted(accepted):
+        cells = MapCell.objects.filter(summary=True)
+    else:
+        cells = MapCell.objects.filter(summary=False, party_id__in=accepted)
+    return list(
+        cells.filter(bbox.cells_q(level), filters.q(limited_field="limited"))
+        .values("x", "y")
+        .annotate(
+            count=Sum("stations"),
+            sum_lat=Sum("sum_latitude"),
+            sum_lon=Sum("sum_longitude"),
+            **_status_sums("stations", Sum),
+        )
+        .order_by()
+    )
+
+
+def live_clusters(locations: QuerySet[Location], level: int) -> list[dict]:
+    """Cluster rows counted straight from the locations (small viewports that are still crowded)."""
+    rows = (
+        locations.annotate(
+            cx=Floor((F("longitude") + 180.0) * (2**level / 360.0)),
+            cy=Floor((90.0 - F("latitude")) * (2**level / 180.0)),
+        )
+        .values("cx", "cy")
+        .annotate(count=Count("id"), lat=Avg("latitude"), lon=Avg("longitude"), **_status_sums("id", Count))
+        .order_by()
+    )
+    return [{**row, "sum_lat": row["lat"] * row["count"], "sum_lon": row["lon"] * row["count"]} for row in rows]
+
+
+def map_features(bbox: BBox, zoom: int, filters: MapFilters) -> dict:
+    """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
+    accepted = party_ids_accepting_our_cards()
+    cache_key = (
+        f"stations:map:v{map_cache_version()}:{bbox.key()}:{zoom}:{filters.key()}"
+        f":{','.join(map(str, sorted(accepted)))}"
+    )
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached
+    result = _map_features(bbox, zoom, filters, accepted)
+    cache.set(cache_key, result, timeout=settings.MAP_CACHE_SECONDS)
+    return result
+
+
+def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]) -> dict:
+    limit = settings.MAP_MAX_STATIONS
+    now = timezone.now()
+    level = cluster_level(zoom)
+    locations = visible_locations(accepted).filter(bbox.location_q(), filters.q())
+    cells = None
+    if zoom < STATIONS_ALWAYS_ZOOM and level <= map_cells.MAX_CELL_LEVEL:
+        cells = cells_in_bbox(bbox, level, filters, accepted)
+        # Cells overlapping the edge count a few stations outside: we cluster slightly early, never late.
+        if sum(cell["count"] for cell in cells) > limit:
+            return _collection([cluster_feature(cell) for cell in cells], zoom, clustered=True)
+    rows = list(locations.values(*STATION_FIELDS)[: limit + 1])
+    if len(rows) > limit and zoom < STATIONS_ALWAYS_ZOOM:
+        clusters = cells if cells is not None else live_clusters(locations, level)
+        return _collection([cluster_feature(cell) for cell in clusters], zoom, clustered=True)
+    features = [station_feature(row, now) for row in rows[:limit]]
+    return _collection(features, zoom, clustered=False, truncated=len(rows) > limit)
+
+
+def _collection(features: list[dict], zoom: int, *, clustered: bool, truncated: bool = False) -> dict:
+    return {
+        "type": "FeatureCollection",
+        "features": features,
+        "meta": {
+            "zoom": zoom,
+            "clustered": clustered,
+            "stations": sum(f["properties"].get("count", 1) for f in features),
+            "truncated": truncated,
+            "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
+        },
+    }
+
+
+# --- nearby ---------------------------------------------------------------------------------------
+def _distance_km(lat: float, lon: float):
+    """Haversine distance from (lat, lon) to each location, as a database expression."""
+    half_dlat = (Radians(F("latitude")) - math.radians(lat)) / 2
+    half_dlon = (Radians(F("longitude")) - math.radians(lon)) / 2
+    a = Power(Sin(half_dlat), 2) + math.cos(math.radians(lat)) * Cos(Radians(F("latitude"))) * Power(Sin(half_dlon), 2)
+    return 2 * EARTH_RADIUS_KM * ASin(Sqrt(a))
+
+
+def around(lat: float, lon: float, radius_km: float) -> BBox:
+    """The box holding every point within radius_km of (lat, lon), for the lat/lon index prefilter."""
+    dlat = math.degrees(radius_km / EARTH_RADIUS_KM)
+    south, north = max(-90.0, lat - dlat), min(90.0, lat + dlat)
+    widest = max(abs(south), abs(north))
+    if widest >= 89.9:
+        return BBox(-180.0, south, 180.0, north)
+    dlon = math.degrees(radius_km / (EARTH_RADIUS_KM * math.cos(math.radians(widest))))
+    if dlon >= 180:
+        return BBox(-180.0, south, 180.0, north)
+    west, east = lon - dlon, lon + dlon
+    west = west + 360 if west < -180 else west
+    east = east - 360 if east > 180 else east
+    return BBox(west, south, east, north)
+
+
+def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filters: MapFilters) -> list[dict]:
+    """The `limit` visible stations nearest to (lat, lon) within radius_km, nearest first."""
+    accepted = party_ids_accepting_our_cards()
+    now = timezone.now()
+    # Try small circles first: in a city the nearest twenty lie within a few hundred metres, and
+    # once a circle holds `limit` stations no station outside it can be nearer.
+    radius = min(radius_km, 0.5)
+    while True:
+        rows = list(
+            visible_locations(accepted)
+            .filter(around(lat, lon, radius).location_q(), filters.q())
+            .annotate(distance_km=_distance_km(lat, lon))
+            .filter(distance_km__lte=radius)
+            .order_by("distance_km", "id")
+            .values(*STATION_FIELDS, "distance_km")[:limit]
+        )
+        if len(rows) >= limit or radius >= radius_km:
+            break
+        radius = min(radius_km, radius * 4)
+    features = []
+    for row in rows:
+        feature = station_feature(row, now)
+        feature["properties"]["distance_km"] = round(row["distance_km"], 3)
+        features.append(feature)
+    return features
+
+
+# --- one station ----------------------------------------------------------------------------------
+def station_detail(location_id: int) -> Location | None:
+    """A visible location with its current EVSEs and their connectors (three queries), or None."""
+    evses = EVSE.objects.exclude(status=EvseStatus.REMOVED).prefetch_related("connectors").order_by("uid")
+    return (
+        visible_locations()
+        .select_related("party")
+        .prefetch_related(Prefetch("evses", queryset=evses))
+        .filter(pk=location_id)
+        .first()
+    )
+
+
+def search_places(query: str, limit: int = 10) -> list[dict]:
+    """Stations and cities matching a name, city or postal code, from our own data (no outside geocoder)."""
+    query = query.strip()
+    if not query:
+        return []
+    visible = visible_locations()
+    results: list[dict] = []
+    cities = (
+        visible.filter(Q(city__istartswith=query) | Q(postal_code__istartswith=query))
+        .values("city", "postal_code" if query[:1].isdigit() else "country")
+        .annotate(stations=Count("id"), lat=Avg("latitude"), lon=Avg("longitude"))
+        .order_by("-stations")[:5]
+    )
+    for row in cities:
+        label = f"{row['postal_code']} {row['city']}" if "postal_code" in row else row["city"]
+        results.append(
+            {"kind": "place", "label": label, "stations": row["stations"], "lat": row["lat"], "lon": row["lon"]}
+        )
+    stations = (
+        visible.filter(name__icontains=query)
+        .order_by("name")
+        .values("id", "name", "city", "latitude", "longitude")[: max(0, limit - len(results))]
+    )
+    for row in stations:
+        results.append(
+            {
+                "kind": "station",
+                "id": row["id"],
+                "label": f"{row['name']}, {row['city']}",
+                "lat": row["latitude"],
+                "lon": row["longitude"],
+            }
+        )
+    return results

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from stations import views
+
+urlpatterns = [
+    path("", views.map_page, name="home"),
+    path("map/", views.map_page, name="map"),
+]
