@@ -173,7 +173,9 @@ class Command(models.Model):
         max_length=64, null=True, blank=True, unique=True, help_text="One button press sends at most one command."
     )
     request_payload = models.JSONField(default=dict, blank=True)
-    response_url = models.URLField(max_length=255, blank=True, help_text="Incoming: where the partner wants the result.")
+    response_url = models.URLField(
+        max_length=255, blank=True, help_text="Incoming: where the partner wants the result."
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     response_result = models.CharField(max_length=16, blank=True, help_text="CommandResponse.result")
     response_message = models.JSONField(default=list, blank=True)
