@@ -43,21 +43,49 @@ from stations.models import EVSE, EvseStatus, Location
 
 logger = logging.getLogger(__name__)
 
-# How long we wait for a CPO's synchronous CommandResponse, and how often we retry a connection that failed.
-COMMAND_HTTP_TIMEOUT_S = float(getattr(settings, "CHARGING_COMMAND_HTTP_TIMEOUT_S", 10))
-COMMAND_CONNECT_RETRIES = int(getattr(settings, "CHARGING_COMMAND_CONNECT_RETRIES", 2))
-COMMAND_RETRY_BACKOFF_S = float(getattr(settings, "CHARGING_COMMAND_RETRY_BACKOFF_S", 0.5))
-# A command nobody managed to send within this time is failed (and can then never be sent).
-COMMAND_SEND_GRACE_S = int(getattr(settings, "CHARGING_COMMAND_SEND_GRACE_S", 120))
+
+def _setting(name: str, default: float) -> float:
+    """Tunables, read at call time so settings (and tests) can change them."""
+    return getattr(settings, name, default)
+
+
+def command_http_timeout() -> float:
+    """How long we wait for a CPO's synchronous CommandResponse."""
+    return float(_setting("CHARGING_command_http_timeout()", 10))
+
+
+def command_connect_retries() -> int:
+    """How often a connection that could not be made is tried again (nothing else is retried)."""
+    return int(_setting("CHARGING_command_connect_retries()", 2))
+
+
+def command_retry_backoff() -> float:
+    return float(_setting("CHARGING_command_retry_backoff()", 0.5))
+
+
+def command_send_grace() -> int:
+    """A command nobody managed to send within this time is failed (and can then never be sent)."""
+    return int(_setting("CHARGING_command_send_grace()", 120))
+
+
+def charge_point_timeout() -> int:
+    """The timeout we promise partners for our own charge points' CommandResult."""
+    return int(_setting("CHARGING_CHARGE_POINT_TIMEOUT_S", 60))
+
+
 # When a CPO's CommandResponse carries no usable timeout.
 DEFAULT_RESULT_TIMEOUT_S = 120
-# The timeout we promise partners for our own charge points' CommandResult.
-CHARGE_POINT_TIMEOUT_S = int(getattr(settings, "CHARGING_CHARGE_POINT_TIMEOUT_S", 60))
 
 RESULT_STATUS = {
     "ACCEPTED": Command.Status.ACCEPTED,
     "TIMEOUT": Command.Status.TIMED_OUT,
     "FAILED": Command.Status.FAILED,
+}
+EVSE_STATE_WORDS = {
+    EvseStatus.OUTOFORDER: "out of order",
+    EvseStatus.INOPERATIVE: "temporarily unavailable",
+    EvseStatus.REMOVED: "removed",
+    EvseStatus.PLANNED: "not in service yet",
 }
 UNUSABLE_EVSE = {EvseStatus.OUTOFORDER, EvseStatus.INOPERATIVE, EvseStatus.REMOVED, EvseStatus.PLANNED}
 
@@ -304,7 +332,7 @@ def check_startable(location: Location, evse: EVSE) -> None:
     if location.party_id not in party_ids_accepting_our_cards():
         raise CommandRefused("This operator does not accept MobilityPlus cards.")
     if evse.status in UNUSABLE_EVSE:
-        raise CommandRefused(f"This charge point is {evse.get_status_display().lower()}.")
+        raise CommandRefused(f"This charge point is {EVSE_STATE_WORDS.get(evse.status, evse.status.lower())}.")
     if not location.party.is_self and commands_url(location.party) is None:
         raise CommandRefused("This operator does not support starting a session from the app.")
 
@@ -423,7 +451,7 @@ def send_command(command_id: int) -> Command:
     command.request_payload = body
     command.save(update_fields=["request_payload"])
     connection = PartnerConnection.objects.select_related("party", "via_hub").get(party=command.partner)
-    client = OcpiClient.for_connection(connection, timeout=COMMAND_HTTP_TIMEOUT_S, retries=0)
+    client = OcpiClient.for_connection(connection, timeout=command_http_timeout(), retries=0)
     attempt = 0
     while True:
         attempt += 1
@@ -432,8 +460,8 @@ def send_command(command_id: int) -> Command:
             reply = client.post(join_url(url, command.type), body)
             break
         except OcpiClientError as error:
-            if error.kind == "transport" and _not_delivered(error) and attempt <= COMMAND_CONNECT_RETRIES:
-                time.sleep(COMMAND_RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            if error.kind == "transport" and _not_delivered(error) and attempt <= command_connect_retries():
+                time.sleep(command_retry_backoff() * 2 ** (attempt - 1))
                 continue
             refused = error.kind == "status" or (error.kind == "http" and (error.http_status or 0) < 500)
             status = Command.Status.REJECTED if refused else Command.Status.FAILED
@@ -504,7 +532,7 @@ def expire_overdue_commands(*, now: dt.datetime | None = None, driver: Driver | 
     count += commands.filter(
         direction=Command.Direction.OUTGOING,
         status=Command.Status.PENDING,
-        created_at__lt=now - dt.timedelta(seconds=COMMAND_SEND_GRACE_S),
+        created_at__lt=now - dt.timedelta(seconds=command_send_grace()),
     ).update(status=Command.Status.FAILED, error="The command could not be sent in time.")
     # Our own charge points that never answered: tell the partner TIMEOUT, as the spec expects of a CPO.
     if driver is None:
@@ -519,8 +547,8 @@ def expire_overdue_commands(*, now: dt.datetime | None = None, driver: Driver | 
 # --- Commands partners send to our own stations (CPO) ---------------------------------------------------------
 
 
-def _command_response(result: str, message: str | None = None, timeout: int = CHARGE_POINT_TIMEOUT_S) -> dict:
-    response: dict[str, Any] = {"result": result, "timeout": timeout}
+def _command_response(result: str, message: str | None = None, timeout: int | None = None) -> dict:
+    response: dict[str, Any] = {"result": result, "timeout": charge_point_timeout() if timeout is None else timeout}
     if message:
         response["message"] = [{"language": "en", "text": message}]
     return response
@@ -589,7 +617,7 @@ def send_to_charge_point(command: Command) -> dict:
     if evse is not None and evse.status in UNUSABLE_EVSE:
         return _command_response("REJECTED", f"EVSE {evse.uid} is {evse.status}.")
     logger.info("Command %s %s handed to the charge-point backend", command.type, command.uid)
-    return _command_response("ACCEPTED", timeout=CHARGE_POINT_TIMEOUT_S)
+    return _command_response("ACCEPTED")
 
 
 def report_charge_point_result(command: Command, result: str, message: str | None = None) -> Command:
@@ -619,13 +647,13 @@ def post_command_result(command_id: int) -> bool:
     body: dict[str, Any] = {"result": command.result}
     if command.result_message:
         body["message"] = command.result_message
-    client = OcpiClient.for_connection(connection, timeout=COMMAND_HTTP_TIMEOUT_S, retries=0)
-    for attempt in range(1, COMMAND_CONNECT_RETRIES + 2):
+    client = OcpiClient.for_connection(connection, timeout=command_http_timeout(), retries=0)
+    for attempt in range(1, command_connect_retries() + 2):
         try:
             client.post(command.response_url, body)
         except OcpiClientError as error:
-            if error.kind == "transport" and _not_delivered(error) and attempt <= COMMAND_CONNECT_RETRIES:
-                time.sleep(COMMAND_RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            if error.kind == "transport" and _not_delivered(error) and attempt <= command_connect_retries():
+                time.sleep(command_retry_backoff() * 2 ** (attempt - 1))
                 continue
             Command.objects.filter(pk=command.pk).update(error=f"Reporting the result failed: {error}"[:2000])
             return False
