@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import uuid
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -28,7 +29,15 @@ def sessions_page(request: HttpRequest) -> HttpResponse:
     """The live session (updating by itself) and the history, filterable by month."""
     driver = _driver(request)
     month = selectors.parse_month(request.GET.get("month"))
-    context = {"driver": driver, "month": month, "live": None, "rows": [], "months": [], "stop_key": uuid.uuid4().hex}
+    context = {
+        "driver": driver,
+        "month": month,
+        "live": None,
+        "rows": [],
+        "months": [],
+        "stop_key": uuid.uuid4().hex,
+        "poll_ms": int(getattr(settings, "CHARGING_LIVE_POLL_MS", 3000)),
+    }
     if driver is not None:
         services.expire_overdue_commands(driver=driver)
         context.update(
