@@ -51,21 +51,21 @@ def _setting(name: str, default: float) -> float:
 
 def command_http_timeout() -> float:
     """How long we wait for a CPO's synchronous CommandResponse."""
-    return float(_setting("CHARGING_command_http_timeout()", 10))
+    return float(_setting("CHARGING_COMMAND_HTTP_TIMEOUT_S", 10))
 
 
 def command_connect_retries() -> int:
     """How often a connection that could not be made is tried again (nothing else is retried)."""
-    return int(_setting("CHARGING_command_connect_retries()", 2))
+    return int(_setting("CHARGING_COMMAND_CONNECT_RETRIES", 2))
 
 
 def command_retry_backoff() -> float:
-    return float(_setting("CHARGING_command_retry_backoff()", 0.5))
+    return float(_setting("CHARGING_COMMAND_RETRY_BACKOFF_S", 0.5))
 
 
 def command_send_grace() -> int:
     """A command nobody managed to send within this time is failed (and can then never be sent)."""
-    return int(_setting("CHARGING_command_send_grace()", 120))
+    return int(_setting("CHARGING_COMMAND_SEND_GRACE_S", 120))
 
 
 def charge_point_timeout() -> int:
@@ -512,7 +512,9 @@ def record_command_result(command: Command, result: dict) -> Command:
     if not _finish(
         command,
         status,
-        only_from=(Command.Status.PENDING, Command.Status.SENT, Command.Status.TIMED_OUT),
+        # A result on the unique response_url proves the CPO got the command: it overrides our own guesses
+        # (timed out, or failed when its answer was lost on the way), never the CPO's own REJECTED.
+        only_from=(Command.Status.PENDING, Command.Status.SENT, Command.Status.TIMED_OUT, Command.Status.FAILED),
         **fields,
     ):
         Command.objects.filter(pk=command.pk).update(**fields)  # final already: keep the status, record the answer

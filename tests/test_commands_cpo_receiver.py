@@ -113,7 +113,9 @@ def test_start_is_accepted_handed_to_the_charge_point_and_the_result_posted_back
     assert command.status == Command.Status.ACCEPTED and command.result_reported_at is not None
 
 
-def test_charge_point_that_never_answers_reports_timeout(client, emsp, station, ocpi_peer, django_capture_on_commit_callbacks):
+def test_charge_point_that_never_answers_reports_timeout(
+    client, emsp, station, ocpi_peer, django_capture_on_commit_callbacks
+):
     ocpi_peer.route("POST", r"/ocpi/emsp/2\.2\.1/commands/START_SESSION/abc-1", lambda r: ok())
     send(client, "START_SESSION", start_body(ocpi_peer))
     Command.objects.update(deadline_at=timezone.now() - timezone.timedelta(seconds=1))

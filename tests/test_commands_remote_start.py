@@ -295,3 +295,24 @@ def test_command_goes_through_a_real_celery_worker(client, ocpi_peer, redis_cele
     assert Command.objects.get().status == Command.Status.SENT
     time.sleep(0.3)
     assert len(ocpi_peer.requests) == 1
+
+
+@override_settings(**FAST, CHARGING_COMMAND_HTTP_TIMEOUT_S=0.3)
+def test_cpo_too_slow_to_answer_is_failed_not_resent_and_a_later_result_still_counts(
+    client, world, ocpi_peer, django_capture_on_commit_callbacks
+):
+    ocpi_peer.route(
+        "POST",
+        r"/ocpi/cpo/2\.2\.1/commands/START_SESSION",
+        lambda r: (time.sleep(1), ok({"result": "ACCEPTED", "timeout": 30}))[1],
+    )
+    client.force_login(world.driver.user)
+    press_start(client, world, django_capture_on_commit_callbacks)
+    command = Command.objects.get()
+    # The request may have reached the CPO: resending could start the charge point twice, so it is not resent.
+    assert command.status == Command.Status.FAILED and command.attempts == 1
+    time.sleep(0.8)
+    assert len(ocpi_peer.requests) == 1
+    # The CPO did get it and reports the charge point started: the driver sees the truth.
+    post_result(client, command, {"result": "ACCEPTED"})
+    assert live(client)["command"]["status"] == "accepted"
