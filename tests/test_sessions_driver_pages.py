@@ -144,3 +144,17 @@ def test_user_without_driver_profile_sees_an_explanation(client):
     client.force_login(user)
     assert "no driver profile" in client.get("/charging/").content.decode()
     assert client.get("/charging/live.json").json() == {"session": None, "command": None}
+
+
+def test_demo_driver_has_an_active_session_and_a_history(client):
+    from django.core.management import call_command
+
+    from charging.models import CDR
+
+    call_command("load_demo", stdout=io.StringIO())
+    call_command("load_demo", stdout=io.StringIO())  # safe to run twice
+    client.login(username="driver", password="mobilityplus-demo")
+    live = client.get("/charging/live.json").json()
+    assert live["session"]["status"] == "ACTIVE" and live["session"]["can_stop"]
+    assert len(client.get("/charging/").context["rows"]) == 5
+    assert CDR.objects.filter(unknown_session=True).count() == 1

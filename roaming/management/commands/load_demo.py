@@ -186,6 +186,11 @@ class Command(BaseCommand):
                     last_updated=now,
                 )
 
+        # charging: the demo driver's active session and history (with CDRs).
+        from charging.demo import load_charging_demo
+
+        load_charging_demo(driver)
+
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
         self.stdout.write(
