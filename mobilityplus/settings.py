@@ -115,6 +115,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic work; each entry's task lives in the app that owns it.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# charging: commands whose CommandResult never came within the CPO's timeout become "timed out".
+CELERY_BEAT_SCHEDULE["charging-expire-commands"] = {"task": "charging.expire_commands", "schedule": 30.0}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

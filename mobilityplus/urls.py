@@ -15,4 +15,6 @@ urlpatterns = [
     path("ocpi/", include("stations.ocpi_urls")),
     path("", include("stations.urls")),  # the driver map at / and /map/
     path("api/v1/", include("stations.api_urls")),
+    path("ocpi/", include("charging.ocpi_urls")),
+    path("charging/", include("charging.urls")),
 ]

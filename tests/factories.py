@@ -150,3 +150,54 @@ class MapLocationFactory(LocationFactory):
     connector_standards = ",IEC_62196_T2,"
     evse_count = 1
     available_evse_count = factory.LazyAttribute(lambda o: 1 if o.map_status == "available" else 0)
+# --- charging (sessions, CDRs, commands) ---
+
+
+class SessionFactory(factory.django.DjangoModelFactory):
+    """A session at a partner's location, charged with one of our cards unless told otherwise."""
+
+    class Meta:
+        model = "charging.Session"
+
+    party = factory.SubFactory(PartyFactory)
+    ocpi_id = factory.Sequence(lambda n: f"SES{n}")
+    card = factory.SubFactory(CardFactory)
+    cdr_token = factory.LazyAttribute(
+        lambda o: (
+            {
+                "country_code": o.card.issuer_party.country_code,
+                "party_id": o.card.issuer_party.party_id,
+                "uid": o.card.uid,
+                "type": o.card.type,
+                "contract_id": o.card.contract_id,
+            }
+            if o.card
+            else {}
+        )
+    )
+    start_date_time = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(minutes=30))
+    kwh = 5
+    auth_method = "COMMAND"
+    location_ocpi_id = "LOC1"
+    evse_uid = "EVSE1"
+    connector_id = "1"
+    currency = "EUR"
+    status = "ACTIVE"
+    last_updated = factory.LazyFunction(timezone.now)
+
+
+class CdrFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "charging.CDR"
+
+    party = factory.SubFactory(PartyFactory)
+    ocpi_id = factory.Sequence(lambda n: f"CDR{n}")
+    start_date_time = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(hours=2))
+    end_date_time = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(hours=1))
+    auth_method = "COMMAND"
+    currency = "EUR"
+    total_cost_excl_vat = 10
+    total_cost_incl_vat = 12.1
+    total_energy = 20
+    total_time = 1
+    last_updated = factory.LazyFunction(timezone.now)

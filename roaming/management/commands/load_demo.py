@@ -13,8 +13,8 @@ from django.utils import timezone
 from cards.models import Card, Driver
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.selectors import own_party
-from stations.models import EVSE, Connector, EvseStatus, Location
 from stations.map_cells import refresh_map_cells
+from stations.models import EVSE, Connector, EvseStatus, Location
 from stations.services import refresh_location_summaries
 
 DEMO_STAFF = ("staff", "mobilityplus-demo")
@@ -194,6 +194,10 @@ class Command(BaseCommand):
         # The map reads the summaries (status, power, limited access): computed like any feed's.
         refresh_location_summaries(demo_location_ids)
         refresh_map_cells()
+        # charging: the demo driver's active session and history (with CDRs).
+        from charging.demo import load_charging_demo
+
+        load_charging_demo(driver)
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")

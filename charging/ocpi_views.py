@@ -1,0 +1,109 @@
+"""OCPI receivers: sessions and CDRs (eMSP), our response_url for CommandResults, commands for our stations (CPO)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from charging import selectors, services
+from charging.models import CDR, Command
+from charging.serializers import (
+    CdrSerializer,
+    CommandResultSerializer,
+    SessionSerializer,
+    StartSessionSerializer,
+    StopSessionSerializer,
+)
+from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
+from roaming.ocpi.envelope import CLIENT_ERROR, INVALID_PARAMETERS, OcpiError, ocpi_response, validated
+
+OTHER_COMMANDS = {"CANCEL_RESERVATION", "RESERVE_NOW", "UNLOCK_CONNECTOR"}
+
+
+def _json_object(ctx: PartnerContext) -> dict:
+    body = ctx.json()
+    if not isinstance(body, dict):
+        raise OcpiError(INVALID_PARAMETERS, "body: must be a JSON object")
+    return body
+
+
+@ocpi_endpoint("sessions", methods=("GET", "PUT", "PATCH"))
+def session_receiver(ctx: PartnerContext, country_code: str, party_id: str, session_id: str):
+    """GET, PUT and PATCH of one Session; a partner reaches only its own (or, for a hub, its clients')."""
+    owner = services.check_writer(ctx.party, country_code, party_id, ctx.connection)
+    if ctx.request.method == "GET":
+        session = owner.sessions.filter(ocpi_id__iexact=session_id).select_related("party").first()
+        if session is None:
+            raise OcpiError(CLIENT_ERROR, f"Unknown session {session_id}", http_status=404)
+        return selectors.session_ocpi(session)
+    body = _json_object(ctx)
+    if ctx.request.method == "PUT":
+        data = validated(SessionSerializer, body)
+        for key, value in (("country_code", country_code), ("party_id", party_id), ("id", session_id)):
+            if data[key].upper() != value.upper():
+                raise OcpiError(INVALID_PARAMETERS, f"{key}: {data[key]!r} does not match the URL ({value!r})")
+        _, created = services.put_session(owner, session_id, data, body)
+        return ocpi_response(None, http_status=201 if created else 200)
+    data = validated(SessionSerializer, body, partial=True)
+    services.patch_session(owner, session_id, data, body)
+    return None
+
+
+@ocpi_endpoint("cdrs", methods=("POST",))
+def cdr_receiver(ctx: PartnerContext):
+    """POST of a final CDR: stored (flagged if it matches nothing of ours), answered with its Location."""
+    body = _json_object(ctx)
+    data = validated(CdrSerializer, body)
+    owner = services.check_writer(ctx.party, data["country_code"], data["party_id"], ctx.connection)
+    cdr, created = services.store_cdr(owner, data, body)
+    location = f"{settings.OCPI_BASE_URL}/ocpi/emsp/2.2.1/cdrs/{cdr.pk}"
+    return ocpi_response(None, http_status=201 if created else 200, headers={"Location": location})
+
+
+@ocpi_endpoint("cdrs", methods=("GET",))
+def cdr_detail(ctx: PartnerContext, cdr_pk: int):
+    """GET of a CDR we stored, for the party that posted it."""
+    cdr = CDR.objects.filter(pk=cdr_pk).select_related("party").first()
+    try:
+        allowed = (
+            cdr is not None
+            and services.check_writer(ctx.party, cdr.party.country_code, cdr.party.party_id, ctx.connection)
+            == cdr.party
+        )
+    except OcpiError:
+        allowed = False
+    if not allowed:
+        raise OcpiError(CLIENT_ERROR, f"Unknown CDR {cdr_pk}", http_status=404)
+    return cdr.raw
+
+
+@ocpi_endpoint("commands", methods=("POST",))
+def command_result_receiver(ctx: PartnerContext, command: str, command_uid):
+    """Our unique response_url: the CommandResult of one command, accepted only from the CPO we sent it to."""
+    target = Command.objects.filter(uid=command_uid, type=command, direction=Command.Direction.OUTGOING).first()
+    if target is None:
+        raise OcpiError(CLIENT_ERROR, f"Unknown command {command}/{command_uid}", http_status=404)
+    try:
+        sender = services.check_writer(ctx.party, target.partner.country_code, target.partner.party_id, ctx.connection)
+    except OcpiError:
+        sender = None
+    if sender is None or sender.pk != target.partner_id:
+        # The same answer as for an unknown command: nobody learns which commands exist.
+        raise OcpiError(CLIENT_ERROR, f"Unknown command {command}/{command_uid}", http_status=404)
+    data = validated(CommandResultSerializer, _json_object(ctx))
+    with transaction.atomic():
+        services.record_command_result(target, data)
+    return None
+
+
+@ocpi_endpoint("commands", methods=("POST",))
+def command_receiver(ctx: PartnerContext, command: str):
+    """Commands partners send to our own stations; answered with a CommandResponse."""
+    if command in OTHER_COMMANDS:
+        return {"result": "NOT_SUPPORTED", "timeout": 0}
+    serializers = {"START_SESSION": StartSessionSerializer, "STOP_SESSION": StopSessionSerializer}
+    if command not in serializers:
+        raise OcpiError(INVALID_PARAMETERS, f"command: unknown command {command!r}", http_status=404)
+    body = _json_object(ctx)
+    data = validated(serializers[command], body)
+    return services.receive_partner_command(ctx.party, command, data, body)

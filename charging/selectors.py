@@ -1,0 +1,295 @@
+"""Reads about sessions, CDRs and commands: the OCPI view of what we stored, and the driver's pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Prefetch, Q, QuerySet
+from django.db.models.functions import TruncMonth
+from django.utils import timezone
+
+from cards.models import Driver
+from charging.models import CDR, Command, Session
+from roaming.ocpi.envelope import format_datetime
+
+# How long an ended session stays on the live panel, and a finished command's outcome with it.
+RECENT_END = dt.timedelta(hours=12)
+RECENT_COMMAND = dt.timedelta(minutes=30)
+
+
+def session_ocpi(session: Session) -> dict:
+    """Our stored Session as an OCPI object (GET on the receiver)."""
+    body: dict[str, Any] = {
+        "country_code": session.party.country_code,
+        "party_id": session.party.party_id,
+        "id": session.ocpi_id,
+        "start_date_time": format_datetime(session.start_date_time),
+        "kwh": float(session.kwh),
+        "cdr_token": session.cdr_token,
+        "auth_method": session.auth_method,
+        "location_id": session.location_ocpi_id,
+        "evse_uid": session.evse_uid,
+        "connector_id": session.connector_id,
+        "currency": session.currency,
+        "charging_periods": session.charging_periods,
+        "status": session.status,
+        "last_updated": format_datetime(session.last_updated),
+    }
+    if session.end_date_time:
+        body["end_date_time"] = format_datetime(session.end_date_time)
+    if session.authorization_reference:
+        body["authorization_reference"] = session.authorization_reference
+    if session.meter_id:
+        body["meter_id"] = session.meter_id
+    if session.total_cost_excl_vat is not None:
+        body["total_cost"] = {"excl_vat": float(session.total_cost_excl_vat)}
+        if session.total_cost_incl_vat is not None:
+            body["total_cost"]["incl_vat"] = float(session.total_cost_incl_vat)
+    return body
+
+
+def driver_sessions(driver: Driver) -> QuerySet[Session]:
+    """A driver's sessions: those charged with one of their cards."""
+    return Session.objects.filter(card__driver=driver).select_related("party", "location", "evse", "card")
+
+
+def charge_point_commands() -> QuerySet[Command]:
+    """Commands waiting for our own charge points (what the charge-point backend works through)."""
+    return Command.objects.filter(status=Command.Status.SENT).filter(
+        Q(direction=Command.Direction.INCOMING) | Q(direction=Command.Direction.OUTGOING, partner__is_self=True)
+    )
+
+
+def format_money(amount: Decimal | None, currency: str) -> str | None:
+    if amount is None:
+        return None
+    symbol = {"EUR": "€", "GBP": "£", "USD": "$"}.get(currency, currency + " ")
+    return f"{symbol}{amount:.2f}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _cost(excl: Decimal | None, incl: Decimal | None) -> Decimal | None:
+    """What the driver pays: incl. VAT when the CPO gives it."""
+    return incl if incl is not None else excl
+
+
+def _station(session: Session) -> str:
+    if session.location is not None:
+        return session.location.name or session.location.address
+    return session.location_ocpi_id
+
+
+def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.datetime | None = None) -> dict:
+    """What the live panel shows of one session (also the JSON the page polls)."""
+    now = now or timezone.now()
+    if cdrs is None:
+        cdrs = list(session.cdrs.all())
+    ended = session.status in (Session.Status.COMPLETED, Session.Status.INVALID)
+    end = session.end_date_time or (session.last_updated if ended else None)
+    duration = ((end or now) - session.start_date_time).total_seconds()
+    final = [c for c in cdrs if not c.credit]
+    cdr = None
+    if final:
+        total = sum((_cost(c.total_cost_excl_vat, c.total_cost_incl_vat) for c in cdrs), Decimal(0))
+        cdr = {
+            "total_energy": f"{final[0].total_energy:.2f}",
+            "total_cost": format_money(total, final[0].currency),
+            "credited": any(c.credit for c in cdrs),
+        }
+    return {
+        "id": session.pk,
+        "station": _station(session),
+        "address": f"{session.location.address}, {session.location.city}" if session.location else "",
+        "operator": session.party.name,
+        "evse": (session.evse.evse_id or session.evse.uid) if session.evse else session.evse_uid,
+        "connector": session.connector_id,
+        "start": format_datetime(session.start_date_time),
+        "start_display": timezone.localtime(session.start_date_time).strftime("%d %b %Y %H:%M"),
+        "end_display": timezone.localtime(end).strftime("%d %b %Y %H:%M") if end else None,
+        "kwh": f"{session.kwh:.2f}",
+        "duration": format_duration(duration),
+        "cost": format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency),
+        "status": session.status,
+        "status_label": session.get_status_display(),
+        "ended": ended,
+        "can_stop": session.status in (Session.Status.ACTIVE, Session.Status.PENDING),
+        "cdr": cdr,
+    }
+
+
+COMMAND_LABELS = {
+    (Command.Type.START_SESSION, Command.Status.PENDING): "Asking the operator to start…",
+    (Command.Type.START_SESSION, Command.Status.SENT): "The operator accepted; waiting for the charge point…",
+    (Command.Type.START_SESSION, Command.Status.ACCEPTED): "The charge point accepted: plug in and charge.",
+    (Command.Type.START_SESSION, Command.Status.REJECTED): "The start was rejected.",
+    (Command.Type.START_SESSION, Command.Status.FAILED): "The start failed: the operator could not be reached.",
+    (Command.Type.START_SESSION, Command.Status.TIMED_OUT): "No answer from the charge point in time.",
+    (Command.Type.STOP_SESSION, Command.Status.PENDING): "Asking the operator to stop…",
+    (Command.Type.STOP_SESSION, Command.Status.SENT): "The operator accepted; waiting for the charge point…",
+    (Command.Type.STOP_SESSION, Command.Status.ACCEPTED): "The charge point is stopping the session.",
+    (Command.Type.STOP_SESSION, Command.Status.REJECTED): "The stop was rejected.",
+    (Command.Type.STOP_SESSION, Command.Status.FAILED): "The stop failed: the operator could not be reached.",
+    (Command.Type.STOP_SESSION, Command.Status.TIMED_OUT): "No answer from the charge point in time.",
+}
+
+
+def command_card(command: Command) -> dict:
+    """What the driver sees of a command: pending / accepted / rejected / failed / timed out, and why."""
+    messages = [m.get("text", "") for m in (command.result_message or command.response_message or [])]
+    reason = command.result or (command.response_result if command.response_result != "ACCEPTED" else "")
+    shown_status = "pending" if command.status == Command.Status.SENT else command.status
+    return {
+        "uid": str(command.uid),
+        "type": command.type,
+        "action": "Start" if command.type == Command.Type.START_SESSION else "Stop",
+        "status": shown_status,
+        "status_label": "Pending" if shown_status == "pending" else command.get_status_display(),
+        "text": COMMAND_LABELS[(command.type, command.status)],
+        "reason": " ".join(m for m in messages if m) or (reason if reason not in ("", "ACCEPTED") else ""),
+        "station": (command.location.name or command.location.address) if command.location else "",
+        "evse": (command.evse.evse_id or command.evse.uid) if command.evse else "",
+    }
+
+
+def live_view(driver: Driver, now: dt.datetime | None = None) -> dict:
+    """The driver's live panel: the session going on (or just ended) and the latest command's outcome."""
+    now = now or timezone.now()
+    sessions = driver_sessions(driver).prefetch_related("cdrs")
+    session = sessions.filter(status__in=Session.LIVE_STATUSES).order_by("-start_date_time").first()
+    if session is None:
+        session = (
+            sessions.filter(status__in=(Session.Status.COMPLETED, Session.Status.INVALID))
+            .filter(
+                Q(end_date_time__gte=now - RECENT_END)
+                | Q(end_date_time__isnull=True, last_updated__gte=now - RECENT_END)
+            )
+            .order_by("-start_date_time")
+            .first()
+        )
+    command = (
+        Command.objects.filter(driver=driver, created_at__gte=now - RECENT_COMMAND)
+        .select_related("location", "evse")
+        .order_by("-created_at")
+        .first()
+    )
+    return {
+        "session": session_card(session, now=now) if session else None,
+        "command": command_card(command) if command else None,
+        "now": format_datetime(now),
+    }
+
+
+@dataclass
+class HistoryRow:
+    date: dt.datetime
+    end: dt.datetime | None
+    station: str
+    operator: str
+    evse: str
+    card: str
+    kwh: Decimal
+    cost: Decimal | None
+    currency: str
+    status: str
+    billed: bool
+    session_id: str
+    cdr_id: str
+
+    @property
+    def cost_display(self) -> str:
+        return format_money(self.cost, self.currency) or "—"
+
+
+def history_months(driver: Driver) -> list[dt.date]:
+    """Months in which the driver charged, newest first (for the filter)."""
+    months = (
+        Session.objects.filter(card__driver=driver)
+        .annotate(month=TruncMonth("start_date_time"))
+        .values_list("month", flat=True)
+        .distinct()
+    )
+    return sorted({m.date() if isinstance(m, dt.datetime) else m for m in months if m}, reverse=True)
+
+
+def parse_month(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.strptime(value, "%Y-%m").date()
+    except ValueError:
+        return None
+
+
+def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
+    """A driver's past sessions with their CDR totals, plus CDRs of their cards whose session never reached us."""
+    sessions = (
+        driver_sessions(driver)
+        .exclude(status__in=Session.LIVE_STATUSES)
+        .prefetch_related(Prefetch("cdrs", queryset=CDR.objects.order_by("received_at")))
+    )
+    orphans = CDR.objects.filter(card__driver=driver, session__isnull=True).select_related(
+        "party", "location", "evse", "card"
+    )
+    if month is not None:
+        start = timezone.make_aware(dt.datetime(month.year, month.month, 1))
+        end = timezone.make_aware(dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1))
+        sessions = sessions.filter(start_date_time__gte=start, start_date_time__lt=end)
+        orphans = orphans.filter(start_date_time__gte=start, start_date_time__lt=end)
+    rows = []
+    for session in sessions:
+        cdrs = list(session.cdrs.all())
+        billed = [c for c in cdrs if not c.credit]
+        if billed:
+            cost = sum((_cost(c.total_cost_excl_vat, c.total_cost_incl_vat) for c in cdrs), Decimal(0))
+            kwh, currency = billed[0].total_energy, billed[0].currency
+        else:
+            cost = _cost(session.total_cost_excl_vat, session.total_cost_incl_vat)
+            kwh, currency = session.kwh, session.currency
+        rows.append(
+            HistoryRow(
+                date=session.start_date_time,
+                end=session.end_date_time,
+                station=_station(session),
+                operator=session.party.name,
+                evse=(session.evse.evse_id or session.evse.uid) if session.evse else session.evse_uid,
+                card=session.card.visual_number or session.card.contract_id,
+                kwh=kwh,
+                cost=cost,
+                currency=currency,
+                status=session.get_status_display(),
+                billed=bool(billed),
+                session_id=session.ocpi_id,
+                cdr_id=billed[0].ocpi_id if billed else "",
+            )
+        )
+    for cdr in orphans:
+        rows.append(
+            HistoryRow(
+                date=cdr.start_date_time,
+                end=cdr.end_date_time,
+                station=(cdr.location.name if cdr.location else "")
+                or cdr.cdr_location.get("name")
+                or cdr.cdr_location.get("address", ""),
+                operator=cdr.party.name,
+                evse=cdr.cdr_location.get("evse_id", ""),
+                card=cdr.card.visual_number or cdr.card.contract_id,
+                kwh=cdr.total_energy,
+                cost=_cost(cdr.total_cost_excl_vat, cdr.total_cost_incl_vat),
+                currency=cdr.currency,
+                status="Credit" if cdr.credit else "Ended",
+                billed=True,
+                session_id=cdr.session_ocpi_id,
+                cdr_id=cdr.ocpi_id,
+            )
+        )
+    rows.sort(key=lambda row: row.date, reverse=True)
+    return rows

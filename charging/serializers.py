@@ -1,0 +1,206 @@
+"""Validation of partner input (OCPI 2.2.1 Session, CDR, CommandResponse/Result, StartSession, StopSession).
+
+Used through `roaming.ocpi.envelope.validated()`, so a bad field becomes OCPI 2001 naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from charging.models import AuthMethod, Command, Session
+from roaming.ocpi.envelope import OcpiError, parse_datetime
+
+
+class OcpiDateTimeField(serializers.Field):
+    """OCPI DateTime: RFC 3339 UTC, `Z` optional, fractions allowed."""
+
+    def to_internal_value(self, data: Any):
+        try:
+            return parse_datetime(data)
+        except OcpiError as exc:
+            raise serializers.ValidationError(f"not an OCPI DateTime: {data!r}") from exc
+
+    def to_representation(self, value):  # pragma: no cover - input only
+        return value
+
+
+class NumberField(serializers.FloatField):
+    """An OCPI number (JSON number, 4 decimals); booleans are not numbers."""
+
+    def to_internal_value(self, data: Any):
+        if isinstance(data, (bool, str)):
+            raise serializers.ValidationError("must be a JSON number")
+        return super().to_internal_value(data)
+
+
+class PriceSerializer(serializers.Serializer):
+    excl_vat = NumberField()
+    incl_vat = NumberField(required=False, allow_null=True)
+
+
+class CdrTokenSerializer(serializers.Serializer):
+    country_code = serializers.CharField(min_length=2, max_length=2)
+    party_id = serializers.CharField(min_length=3, max_length=3)
+    uid = serializers.CharField(max_length=36)
+    type = serializers.ChoiceField(choices=["AD_HOC_USER", "APP_USER", "OTHER", "RFID"])
+    contract_id = serializers.CharField(max_length=36)
+
+
+class CdrDimensionSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(
+        choices=[
+            "CURRENT",
+            "ENERGY",
+            "ENERGY_EXPORT",
+            "ENERGY_IMPORT",
+            "MAX_CURRENT",
+            "MIN_CURRENT",
+            "MAX_POWER",
+            "MIN_POWER",
+            "PARKING_TIME",
+            "POWER",
+            "RESERVATION_TIME",
+            "STATE_OF_CHARGE",
+            "TIME",
+        ]
+    )
+    volume = NumberField()
+
+
+class ChargingPeriodSerializer(serializers.Serializer):
+    start_date_time = OcpiDateTimeField()
+    dimensions = CdrDimensionSerializer(many=True, allow_empty=False)
+    tariff_id = serializers.CharField(max_length=36, required=False)
+
+
+class SessionSerializer(serializers.Serializer):
+    """A whole Session (PUT); with partial=True a PATCH, which must still carry last_updated."""
+
+    country_code = serializers.CharField(min_length=2, max_length=2)
+    party_id = serializers.CharField(min_length=3, max_length=3)
+    id = serializers.CharField(max_length=36)
+    start_date_time = OcpiDateTimeField()
+    end_date_time = OcpiDateTimeField(required=False, allow_null=True)
+    kwh = NumberField(min_value=0)
+    cdr_token = CdrTokenSerializer()
+    auth_method = serializers.ChoiceField(choices=AuthMethod.values)
+    authorization_reference = serializers.CharField(max_length=36, required=False, allow_null=True)
+    location_id = serializers.CharField(max_length=36)
+    evse_uid = serializers.CharField(max_length=36)
+    connector_id = serializers.CharField(max_length=36)
+    meter_id = serializers.CharField(max_length=255, required=False, allow_null=True)
+    currency = serializers.CharField(min_length=3, max_length=3)
+    charging_periods = ChargingPeriodSerializer(many=True, required=False)
+    total_cost = PriceSerializer(required=False, allow_null=True)
+    status = serializers.ChoiceField(choices=Session.Status.values)
+    last_updated = OcpiDateTimeField()
+
+    def validate(self, attrs: dict) -> dict:
+        if self.partial and "last_updated" not in attrs:
+            raise serializers.ValidationError({"last_updated": ["a PATCH must carry last_updated"]})
+        return attrs
+
+
+class CdrLocationSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=36)
+    name = serializers.CharField(max_length=255, required=False, allow_null=True)
+    address = serializers.CharField(max_length=255)
+    city = serializers.CharField(max_length=45)
+    postal_code = serializers.CharField(max_length=10, required=False, allow_null=True)
+    state = serializers.CharField(max_length=45, required=False, allow_null=True)
+    country = serializers.CharField(min_length=3, max_length=3)
+    coordinates = serializers.DictField()
+    evse_uid = serializers.CharField(max_length=36)
+    evse_id = serializers.CharField(max_length=48)
+    connector_id = serializers.CharField(max_length=36)
+    connector_standard = serializers.CharField(max_length=40)
+    connector_format = serializers.ChoiceField(choices=["SOCKET", "CABLE"])
+    connector_power_type = serializers.CharField(max_length=16)
+
+
+class CdrSerializer(serializers.Serializer):
+    country_code = serializers.CharField(min_length=2, max_length=2)
+    party_id = serializers.CharField(min_length=3, max_length=3)
+    id = serializers.CharField(max_length=39)
+    start_date_time = OcpiDateTimeField()
+    end_date_time = OcpiDateTimeField()
+    session_id = serializers.CharField(max_length=36, required=False, allow_null=True)
+    cdr_token = CdrTokenSerializer()
+    auth_method = serializers.ChoiceField(choices=AuthMethod.values)
+    authorization_reference = serializers.CharField(max_length=36, required=False, allow_null=True)
+    cdr_location = CdrLocationSerializer()
+    meter_id = serializers.CharField(max_length=255, required=False, allow_null=True)
+    currency = serializers.CharField(min_length=3, max_length=3)
+    tariffs = serializers.ListField(child=serializers.DictField(), required=False)
+    charging_periods = ChargingPeriodSerializer(many=True, allow_empty=False)
+    total_cost = PriceSerializer()
+    total_fixed_cost = PriceSerializer(required=False, allow_null=True)
+    total_energy = NumberField()
+    total_energy_cost = PriceSerializer(required=False, allow_null=True)
+    total_time = NumberField(min_value=0)
+    total_time_cost = PriceSerializer(required=False, allow_null=True)
+    total_parking_time = NumberField(required=False, allow_null=True, min_value=0)
+    total_parking_cost = PriceSerializer(required=False, allow_null=True)
+    total_reservation_cost = PriceSerializer(required=False, allow_null=True)
+    remark = serializers.CharField(max_length=255, required=False, allow_null=True)
+    invoice_reference_id = serializers.CharField(max_length=39, required=False, allow_null=True)
+    credit = serializers.BooleanField(required=False, allow_null=True)
+    credit_reference_id = serializers.CharField(max_length=39, required=False, allow_null=True)
+    home_charging_compensation = serializers.BooleanField(required=False, allow_null=True)
+    last_updated = OcpiDateTimeField()
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["end_date_time"] < attrs["start_date_time"]:
+            raise serializers.ValidationError({"end_date_time": ["is before start_date_time"]})
+        if attrs.get("credit") and not attrs.get("credit_reference_id"):
+            raise serializers.ValidationError({"credit_reference_id": ["required on a credit CDR"]})
+        return attrs
+
+
+class DisplayTextSerializer(serializers.Serializer):
+    language = serializers.CharField(max_length=2)
+    text = serializers.CharField(max_length=512)
+
+
+class CommandResponseSerializer(serializers.Serializer):
+    result = serializers.ChoiceField(choices=Command.RESPONSE_RESULTS)
+    timeout = serializers.IntegerField(min_value=0)
+    message = DisplayTextSerializer(many=True, required=False)
+
+
+class CommandResultSerializer(serializers.Serializer):
+    result = serializers.ChoiceField(choices=Command.RESULT_VALUES)
+    message = DisplayTextSerializer(many=True, required=False)
+
+
+class TokenSerializer(serializers.Serializer):
+    country_code = serializers.CharField(min_length=2, max_length=2)
+    party_id = serializers.CharField(min_length=3, max_length=3)
+    uid = serializers.CharField(max_length=36)
+    type = serializers.ChoiceField(choices=["AD_HOC_USER", "APP_USER", "OTHER", "RFID"])
+    contract_id = serializers.CharField(max_length=36)
+    issuer = serializers.CharField(max_length=64)
+    valid = serializers.BooleanField()
+    whitelist = serializers.ChoiceField(choices=["ALWAYS", "ALLOWED", "ALLOWED_OFFLINE", "NEVER"])
+    last_updated = OcpiDateTimeField()
+
+
+class StartSessionSerializer(serializers.Serializer):
+    response_url = serializers.URLField(max_length=255)
+    token = TokenSerializer()
+    location_id = serializers.CharField(max_length=36)
+    evse_uid = serializers.CharField(max_length=36, required=False, allow_null=True)
+    connector_id = serializers.CharField(max_length=36, required=False, allow_null=True)
+    authorization_reference = serializers.CharField(max_length=36, required=False, allow_null=True)
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("connector_id") and not attrs.get("evse_uid"):
+            raise serializers.ValidationError({"evse_uid": ["required when connector_id is given"]})
+        return attrs
+
+
+class StopSessionSerializer(serializers.Serializer):
+    response_url = serializers.URLField(max_length=255)
+    session_id = serializers.CharField(max_length=36)

@@ -1,0 +1,28 @@
+"""Celery tasks of the charging app: thin wrappers around charging.services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from charging import services
+
+
+@shared_task(name="charging.send_command", acks_late=False)
+def send_command(command_id: int) -> str:
+    """Send one of our OCPI commands to its CPO (at most once per button press; see services.send_command).
+
+    acks_late is off on purpose: a worker dying mid-send must not make the broker deliver the press again.
+    """
+    return services.send_command(command_id).status
+
+
+@shared_task(name="charging.post_command_result", acks_late=False)
+def post_command_result(command_id: int) -> bool:
+    """Post our charge point's CommandResult to the partner's response_url."""
+    return services.post_command_result(command_id)
+
+
+@shared_task(name="charging.expire_commands")
+def expire_commands() -> int:
+    """Periodic: commands whose result never came within the CPO's timeout become timed out."""
+    return services.expire_overdue_commands()

@@ -1,0 +1,155 @@
+"""The driver's charging pages: live session, history (and CSV), start and stop from the app."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cards.models import Driver
+from charging import selectors, services
+from charging.models import Session
+from roaming.ocpi.envelope import format_datetime
+from stations.models import EVSE, Location
+
+
+def _driver(request: HttpRequest) -> Driver | None:
+    return Driver.objects.filter(user=request.user).first()
+
+
+@login_required
+@require_GET
+def sessions_page(request: HttpRequest) -> HttpResponse:
+    """The live session (updating by itself) and the history, filterable by month."""
+    driver = _driver(request)
+    month = selectors.parse_month(request.GET.get("month"))
+    context = {
+        "driver": driver,
+        "month": month,
+        "live": None,
+        "rows": [],
+        "months": [],
+        "stop_key": uuid.uuid4().hex,
+        "poll_ms": int(getattr(settings, "CHARGING_LIVE_POLL_MS", 3000)),
+    }
+    if driver is not None:
+        services.expire_overdue_commands(driver=driver)
+        context.update(
+            live=selectors.live_view(driver),
+            rows=selectors.history(driver, month),
+            months=selectors.history_months(driver),
+        )
+    return render(request, "charging/sessions.html", context)
+
+
+@login_required
+@require_GET
+def live_json(request: HttpRequest) -> JsonResponse:
+    """What the live panel polls: the current (or just ended) session and the latest command."""
+    driver = _driver(request)
+    if driver is None:
+        return JsonResponse({"session": None, "command": None})
+    # Checked on read as well as by the periodic task, so a driver never waits on beat to see "timed out".
+    services.expire_overdue_commands(driver=driver)
+    response = JsonResponse(selectors.live_view(driver))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def history_csv(request: HttpRequest) -> HttpResponse:
+    driver = _driver(request)
+    month = selectors.parse_month(request.GET.get("month"))
+    rows = selectors.history(driver, month) if driver else []
+    name = f"charging-sessions-{month:%Y-%m}.csv" if month else "charging-sessions.csv"
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            "start",
+            "end",
+            "station",
+            "operator",
+            "evse",
+            "card",
+            "kwh",
+            "cost",
+            "currency",
+            "status",
+            "session_id",
+            "cdr_id",
+        ]
+    )
+    for row in rows:
+        writer.writerow(
+            [
+                format_datetime(row.date),
+                format_datetime(row.end) or "",
+                row.station,
+                row.operator,
+                row.evse,
+                row.card,
+                f"{row.kwh:.3f}",
+                "" if row.cost is None else f"{row.cost:.2f}",
+                row.currency,
+                row.status,
+                row.session_id,
+                row.cdr_id,
+            ]
+        )
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpResponse:
+    """GET: confirm starting at this EVSE (choose a card). POST: send START_SESSION, once per press."""
+    location = get_object_or_404(Location.objects.select_related("party"), pk=location_pk)
+    evse = EVSE.objects.filter(location=location, uid__iexact=evse_uid).first()
+    if evse is None:
+        raise Http404("No such charge point")
+    driver = _driver(request)
+    cards = list(services.active_cards(driver)) if driver else []
+    problem = None if cards else "You need an active MobilityPlus card to start charging."
+    if problem is None:
+        try:
+            services.check_startable(location, evse)
+        except services.CommandRefused as refused:
+            problem = str(refused)
+    if request.method == "POST" and problem is None:
+        card = next((c for c in cards if str(c.pk) == request.POST.get("card")), None)
+        key = request.POST.get("idempotency_key", "")
+        if card is None or not key:
+            problem = "Choose one of your active cards."
+        else:
+            try:
+                services.request_start(driver, card, location, evse, idempotency_key=f"start:{driver.pk}:{key}"[:64])
+            except services.CommandRefused as refused:
+                problem = str(refused)
+            else:
+                return redirect("charging:sessions")
+    status = 200 if problem is None or request.method == "GET" else 400
+    context = {"location": location, "evse": evse, "cards": cards, "problem": problem, "key": uuid.uuid4().hex}
+    return render(request, "charging/start.html", context, status=status)
+
+
+@login_required
+@require_POST
+def stop_session(request: HttpRequest, session_pk: int) -> HttpResponse:
+    """Send STOP_SESSION for the driver's own live session, once per press."""
+    driver = _driver(request)
+    session = get_object_or_404(Session.objects.select_related("party", "card"), pk=session_pk, card__driver=driver)
+    key = request.POST.get("idempotency_key") or uuid.uuid4().hex
+    try:
+        services.request_stop(driver, session, idempotency_key=f"stop:{driver.pk}:{key}"[:64])
+    except services.CommandRefused as refused:
+        messages.error(request, str(refused))
+    return redirect("charging:sessions")

@@ -1,0 +1,95 @@
+// The driver's live charging panel: polls /charging/live.json and redraws, so the page never needs a reload.
+(function () {
+  "use strict";
+  var panel = document.getElementById("live");
+  if (!panel) { return; }
+  var url = panel.dataset.url;
+  var interval = parseInt(panel.dataset.interval, 10) || 3000;
+  var stopKey = null;  // one key per live session: a double press sends one STOP_SESSION
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      if (name === "text") { node.textContent = attrs[name]; } else { node.setAttribute(name, attrs[name]); }
+    });
+    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+    return node;
+  }
+
+  function figure(label, value, testid) {
+    return el("div", {}, [el("dt", {text: label}), el("dd", {text: value, "data-testid": testid})]);
+  }
+
+  function newKey() {
+    return (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : String(Date.now()) + Math.random();
+  }
+
+  function renderCommand(c) {
+    var children = [
+      el("strong", {text: c.action + " charging" + (c.station ? " at " + c.station : "") + ": "}),
+      el("span", {"class": "badge", "data-testid": "command-status", text: c.status_label}),
+      el("span", {text: " " + c.text})
+    ];
+    if (c.reason) { children.push(el("span", {"class": "reason", text: " (" + c.reason + ")"})); }
+    return el("div", {"class": "command command-" + c.status, "data-testid": "command", role: "status"}, children);
+  }
+
+  function renderSession(s) {
+    var figures = [figure("Charge point", s.evse, "evse"), figure("Started", s.start_display, "start")];
+    if (s.ended) { figures.push(figure("Ended", s.end_display || "", "ended")); }
+    figures.push(figure("Energy", s.kwh + " kWh", "kwh"));
+    figures.push(figure("Duration", s.duration, "duration"));
+    figures.push(figure(s.ended ? "Cost (operator's estimate)" : "Cost so far", s.cost || "not sent by the operator", "cost"));
+    var box = el("div", {"class": "session" + (s.ended ? " session-ended" : ""), "data-testid": "session"}, [
+      el("h2", {}, [
+        el("span", {"data-field": "station", text: s.station + " "}),
+        el("span", {"class": "badge status-" + s.status.toLowerCase(), "data-testid": "session-status", text: s.status_label})
+      ]),
+      el("p", {"class": "muted", text: (s.address ? s.address + " · " : "") + s.operator}),
+      el("dl", {"class": "figures"}, figures)
+    ]);
+    if (s.ended) {
+      if (s.cdr) {
+        box.appendChild(el("p", {"class": "bill", "data-testid": "cdr"}, [
+          document.createTextNode("Final bill: "),
+          el("strong", {"data-testid": "cdr-energy", text: s.cdr.total_energy + " kWh"}),
+          document.createTextNode(", total "),
+          el("strong", {"data-testid": "cdr-cost", text: s.cdr.total_cost}),
+          document.createTextNode(s.cdr.credited ? " (corrected)" : "")
+        ]));
+      } else {
+        box.appendChild(el("p", {"class": "muted", "data-testid": "cdr-waiting", text: "Waiting for the operator's final bill…"}));
+      }
+    } else if (s.can_stop) {
+      stopKey = stopKey || newKey();
+      var form = el("form", {method: "post", action: "/charging/stop/" + s.id + "/"}, [
+        el("input", {type: "hidden", name: "csrfmiddlewaretoken", value: panel.dataset.csrf}),
+        el("input", {type: "hidden", name: "idempotency_key", value: stopKey}),
+        el("button", {type: "submit", "data-testid": "stop", text: "Stop charging"})
+      ]);
+      form.addEventListener("submit", function () { form.querySelector("button").disabled = true; });
+      box.appendChild(form);
+    }
+    return box;
+  }
+
+  function render(data) {
+    var nodes = [];
+    if (data.command) { nodes.push(renderCommand(data.command)); }
+    if (data.session) { nodes.push(renderSession(data.session)); }
+    if (!nodes.length) { nodes.push(el("p", {"class": "muted", "data-testid": "no-session", text: "No charging session right now."})); }
+    // Keep a stop button the driver is pressing right now.
+    if (panel.contains(document.activeElement) && document.activeElement.dataset.testid === "stop") { return; }
+    panel.replaceChildren.apply(panel, nodes);
+    panel.dataset.updated = data.now || "";
+  }
+
+  function poll() {
+    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) { if (data) { render(data); } })
+      .catch(function () { /* offline for a moment: try again next tick */ })
+      .finally(function () { window.setTimeout(poll, interval); });
+  }
+  window.setTimeout(poll, interval);
+})();

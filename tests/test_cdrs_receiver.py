@@ -1,0 +1,161 @@
+"""OCPI CDRs receiver (we are the eMSP): CPOs POST final CDRs, we answer with the stored CDR's URL.
+
+Bad input and what happens to it:
+- a required field missing or malformed -> OCPI 2001 naming the field, nothing stored;
+- a CDR of another party -> HTTP 404 + 2000, nothing stored;
+- the same CDR posted twice -> the first one stays, the answer points at it;
+- a CDR for a session or token we do not know -> stored and flagged for staff, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from charging.models import CDR
+from roaming.models import Party
+from roaming.ocpi.credentials import authorization_header
+from roaming.selectors import own_party
+from tests.factories import (
+    CardFactory,
+    CdrFactory,
+    EVSEFactory,
+    LocationFactory,
+    PartnerConnectionFactory,
+    PartyFactory,
+    SessionFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+EXAMPLE = json.loads((Path("/work/shared/ocpi/examples") / "cdr_example.json").read_text())
+TOKEN = "cpo-token-cdrs"
+URL = "/ocpi/emsp/2.2.1/cdrs"
+
+
+@pytest.fixture
+def cpo():
+    party = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO, name="Becharged")
+    PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
+    return party
+
+
+def cdr(**changes) -> dict:
+    body = json.loads(json.dumps(EXAMPLE))
+    body.update(changes)
+    return body
+
+
+def post(client, body, token: str = TOKEN):
+    data = body if isinstance(body, str) else json.dumps(body)
+    return client.post(URL, data=data, content_type="application/json", HTTP_AUTHORIZATION=authorization_header(token))
+
+
+def get(client, url: str, token: str = TOKEN):
+    return client.get(url, HTTP_AUTHORIZATION=authorization_header(token))
+
+
+@override_settings(OCPI_BASE_URL="https://roaming.example")
+def test_spec_example_is_stored_flagged_and_readable_at_its_location(client, cpo):
+    response = post(client, cdr())
+    assert response.status_code == 201 and response.json()["status_code"] == 1000
+    stored = CDR.objects.get()
+    assert response["Location"] == f"https://roaming.example/ocpi/emsp/2.2.1/cdrs/{stored.pk}"
+    # Its token is DE*TNM and it names no session: kept, and flagged for staff.
+    assert stored.unknown_token and stored.unknown_session and stored.flagged
+    assert float(stored.total_energy) == 15.342 and float(stored.total_cost_incl_vat) == 4.4
+    got = get(client, response["Location"].replace("https://roaming.example", ""))
+    assert got.status_code == 200 and got.json()["data"] == EXAMPLE
+
+
+def test_the_same_cdr_twice_keeps_the_first(client, cpo):
+    first = post(client, cdr())
+    second = post(client, cdr(total_cost={"excl_vat": 99}))
+    assert second.status_code == 200 and second.json()["status_code"] == 1000
+    assert second["Location"] == first["Location"]
+    assert CDR.objects.count() == 1 and float(CDR.objects.get().total_cost_excl_vat) == 4.0
+
+
+def test_cdr_of_our_drivers_session_is_matched(client, cpo):
+    card = CardFactory()
+    location = LocationFactory(party=cpo, ocpi_id="LOC1")
+    evse = EVSEFactory(location=location, uid="3256")
+    session = SessionFactory(party=cpo, ocpi_id="SES-9", card=card, status="COMPLETED")
+    token = {
+        "country_code": own_party().country_code,
+        "party_id": own_party().party_id,
+        "uid": card.uid.lower(),
+        "type": "RFID",
+        "contract_id": card.contract_id,
+    }
+    assert post(client, cdr(session_id="ses-9", cdr_token=token)).status_code == 201
+    stored = CDR.objects.get()
+    assert (stored.session, stored.card, stored.location, stored.evse) == (session, card, location, evse)
+    assert not stored.flagged
+
+
+def test_credit_cdr_refers_to_the_original(client, cpo):
+    post(client, cdr())
+    credit = cdr(
+        id="12345-C", credit=True, credit_reference_id="12345", total_cost={"excl_vat": -4.0, "incl_vat": -4.4}
+    )
+    assert post(client, credit).status_code == 201
+    credit_cdr = CDR.objects.get(ocpi_id="12345-C")
+    assert credit_cdr.credit and credit_cdr.credited_cdr == CDR.objects.get(ocpi_id="12345")
+    no_reference = post(client, cdr(id="12345-D", credit=True))
+    assert no_reference.json()["status_code"] == 2001 and "credit_reference_id" in no_reference.json()["status_message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"total_energy": None}, "total_energy"),
+        ({"total_cost": {"incl_vat": 3}}, "total_cost.excl_vat"),
+        ({"charging_periods": []}, "charging_periods"),
+        ({"cdr_location": {"id": "LOC1"}}, "cdr_location.address"),
+        ({"end_date_time": "2015-06-29T20:00:00Z"}, "end_date_time"),
+        ({"auth_method": "CARD"}, "auth_method"),
+    ],
+)
+def test_bad_cdr_is_2001_naming_the_field_and_not_stored(client, cpo, change, field):
+    response = post(client, cdr(**change))
+    assert response.status_code == 200
+    assert response.json()["status_code"] == 2001 and field in response.json()["status_message"]
+    assert not CDR.objects.exists()
+
+
+def test_partners_write_and_read_only_their_own_cdrs(client, cpo):
+    other = PartyFactory(country_code="NL", party_id="OTH", role=Party.Role.CPO)
+    PartnerConnectionFactory(party=other, tokens__from_them="other-token")
+    refused = post(client, cdr(), token="other-token")  # the body says BE*BEC
+    assert refused.status_code == 404 and refused.json()["status_code"] == 2000
+    assert not CDR.objects.exists()
+
+    location = post(client, cdr())["Location"]
+    path = location[location.index("/ocpi/") :]
+    assert get(client, path, token="other-token").status_code == 404
+    assert get(client, "/ocpi/emsp/2.2.1/cdrs/999999").status_code == 404
+    assert post(client, "{broken").status_code == 400
+
+
+def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
+    matched_session = SessionFactory(party=cpo)
+    CdrFactory(party=cpo, ocpi_id="MATCHED", session=matched_session, card=matched_session.card)
+    CdrFactory(party=cpo, ocpi_id="ORPHAN", unknown_session=True, session_ocpi_id="LOST-1")
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    page = client.get("/admin/charging/cdr/?match=no_session")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "ORPHAN" in text and "MATCHED" not in text
+    by_partner = client.get(f"/admin/charging/cdr/?party__id__exact={cpo.pk}")
+    assert "ORPHAN" in by_partner.content.decode() and "MATCHED" in by_partner.content.decode()
+    sessions = client.get("/admin/charging/session/?status__exact=ACTIVE")
+    assert matched_session.ocpi_id in sessions.content.decode()
+    driver_user = UserFactory()
+    client.force_login(driver_user)
+    assert client.get("/admin/charging/cdr/").status_code == 302  # staff only
