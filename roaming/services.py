@@ -202,9 +202,12 @@ def _update_party_from_roles(party: Party, roles: list[dict]) -> None:
         party.role = OCPI_ROLE_TO_PARTY_ROLE.get(next(iter(kinds)), Party.Role.OTHER)
     details = roles[0]["business_details"]
     party.name = details["name"]
-    party.website = details.get("website", party.website)
-    if details.get("logo"):
-        party.logo_url = details["logo"]["url"]
+    # OCPI URLs may be 255 long, our columns 200: an over-long one is left out rather than failing the handshake.
+    website, logo = details.get("website", ""), (details.get("logo") or {}).get("url", "")
+    if website and len(website) <= Party._meta.get_field("website").max_length:
+        party.website = website
+    if logo and len(logo) <= Party._meta.get_field("logo_url").max_length:
+        party.logo_url = logo
     party.save()
 
 

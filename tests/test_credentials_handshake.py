@@ -7,14 +7,17 @@ then rotates and unregisters. Every failure leaves the connection as it was, wit
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 
 from roaming import services
-from roaming.models import PartnerConnection
+from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.credentials import authorization_header, decrypt_token, encrypt_token, hash_token
+from roaming.serializers import CredentialsSerializer
 from roaming.tasks import connect_partner, rotate_partner_tokens, unregister_partner
 from tests.factories import PartnerConnectionFactory, PartyFactory
 from tests.ocpi_peer import PeerResponse, ok
@@ -439,3 +442,33 @@ def test_partner_sending_raw_tokens_is_answered_in_kind(ours, ocpi_peer):
     connection = PartnerConnection.objects.get(party=party)
     assert connection.accepts_raw_token is True
     assert call(ours, body["data"]["token"], raw=True)[0] == 200
+
+
+EXAMPLES = Path("/work/shared/ocpi/examples")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["credentials_example.json", "credentials_example2.json", "credentials_example3.json", "credentials_example4.json"],
+)
+def test_spec_credentials_examples_are_accepted(name):
+    data = json.loads((EXAMPLES / name).read_text())
+    serializer = CredentialsSerializer(data=data)
+    assert serializer.is_valid(), serializer.errors
+
+
+def test_registration_with_the_spec_example_takes_business_details_of_our_party_only(ours, ocpi_peer):
+    """credentials_example4 lists three CPOs on one platform; the token was issued to NL*PFC."""
+    peer = PeerParty(ocpi_peer, party_id="PFC")
+    peer.accepted = {"peer-token-B"}
+    body = json.loads((EXAMPLES / "credentials_example4.json").read_text())
+    body.update(token="peer-token-B", url=peer.versions_url)
+    party = PartyFactory(country_code="NL", party_id="PFC", name="Planned PFC")
+    token_a = services.issue_registration_token(party)
+
+    status, reply = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", body)
+
+    assert reply["status_code"] == 1000, reply
+    party.refresh_from_db()
+    assert party.name == "Plug Flex Charging" and party.role == "CPO"
+    assert not Party.objects.filter(party_id__in=["EXO", "CGP"]).exists()
