@@ -131,6 +131,8 @@ def test_history_query_count_does_not_grow_with_sessions(client, driver, card, d
         session = SessionFactory(party=cpo, card=card, status="COMPLETED", end_date_time=timezone.now())
         CdrFactory(party=cpo, session=session, card=card, ocpi_id=f"C{index}")
     client.force_login(driver.user)
+    with django_assert_max_num_queries(10):
+        assert client.get("/charging/live.json").json()["session"]["ended"]
     with django_assert_max_num_queries(14):
         assert len(client.get("/charging/").context["rows"]) == 30
     with django_assert_max_num_queries(8):
