@@ -26,6 +26,7 @@ from tests.factories import (
     LocationFactory,
     PartnerConnectionFactory,
     PartyFactory,
+    RoamingAgreementFactory,
     SessionFactory,
     UserFactory,
 )
@@ -41,6 +42,7 @@ URL = "/ocpi/emsp/2.2.1/cdrs"
 def cpo():
     party = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO, name="Becharged")
     PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
+    RoamingAgreementFactory(partner=party)
     return party
 
 
@@ -131,6 +133,7 @@ def test_bad_cdr_is_2001_naming_the_field_and_not_stored(client, cpo, change, fi
 def test_partners_write_and_read_only_their_own_cdrs(client, cpo):
     other = PartyFactory(country_code="NL", party_id="OTH", role=Party.Role.CPO)
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
+    RoamingAgreementFactory(partner=other)
     refused = post(client, cdr(), token="other-token")  # the body says BE*BEC
     assert refused.status_code == 404 and refused.json()["status_code"] == 2000
     assert not CDR.objects.exists()

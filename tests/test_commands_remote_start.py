@@ -126,6 +126,7 @@ def test_start_sends_one_start_session_and_follows_the_result(
     # Only the CPO we sent it to may answer; anyone else gets the same 404 as for an unknown command.
     intruder = PartyFactory(country_code="BE", party_id="EVL", role=Party.Role.CPO)
     PartnerConnectionFactory(party=intruder, tokens__from_them="intruder")
+    RoamingAgreementFactory(partner=intruder)
     refused = post_result(client, command, {"result": "REJECTED"}, token="intruder")
     assert refused.status_code == 404 and refused.json()["status_code"] == 2000
     bad = post_result(client, command, {"result": "MAYBE"})
