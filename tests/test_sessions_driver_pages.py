@@ -121,6 +121,11 @@ def test_history_by_month_with_cdr_totals_and_csv(client, driver, card, django_a
     lines = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [line["cost"] for line in lines] == ["3.30", "14.20"]
     assert lines[1]["session_id"] == october.ocpi_id and lines[1]["operator"] == "Fastned"
+    # Partner-supplied text cannot turn into a spreadsheet formula.
+    october.location_ocpi_id = "=HYPERLINK(1)"
+    october.save()
+    lines = list(csv.DictReader(io.StringIO(client.get("/charging/history.csv?month=2026-10").content.decode())))
+    assert lines[1]["station"] == "'=HYPERLINK(1)"
     # A month that makes no sense just shows everything.
     assert len(client.get("/charging/?month=2026-99").context["rows"]) == 5
 
