@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -77,6 +78,16 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def local_time(value: dt.datetime, location=None) -> dt.datetime:
+    """A moment as the clock at the station showed it (its OCPI time_zone), else in our own time zone."""
+    if location is not None and location.time_zone:
+        try:
+            return value.astimezone(zoneinfo.ZoneInfo(location.time_zone))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return timezone.localtime(value)
+
+
 def _cost(excl: Decimal | None, incl: Decimal | None) -> Decimal | None:
     """What the driver pays: incl. VAT when the CPO gives it."""
     return incl if incl is not None else excl
@@ -113,8 +124,8 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "evse": (session.evse.evse_id or session.evse.uid) if session.evse else session.evse_uid,
         "connector": session.connector_id,
         "start": format_datetime(session.start_date_time),
-        "start_display": timezone.localtime(session.start_date_time).strftime("%d %b %Y %H:%M"),
-        "end_display": timezone.localtime(end).strftime("%d %b %Y %H:%M") if end else None,
+        "start_display": local_time(session.start_date_time, session.location).strftime("%d %b %Y %H:%M"),
+        "end_display": local_time(end, session.location).strftime("%d %b %Y %H:%M") if end else None,
         "kwh": f"{session.kwh:.2f}",
         "duration": format_duration(duration),
         "cost": format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency),
@@ -204,6 +215,12 @@ class HistoryRow:
     session_id: str
     cdr_id: str
 
+    location: object = None
+
+    @property
+    def date_display(self) -> str:
+        return local_time(self.date, self.location).strftime("%d %b %Y %H:%M")
+
     @property
     def cost_display(self) -> str:
         return format_money(self.cost, self.currency) or "—"
@@ -269,6 +286,7 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
                 billed=bool(billed),
                 session_id=session.ocpi_id,
                 cdr_id=billed[0].ocpi_id if billed else "",
+                location=session.location,
             )
         )
     for cdr in orphans:
@@ -289,6 +307,7 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
                 billed=True,
                 session_id=cdr.session_ocpi_id,
                 cdr_id=cdr.ocpi_id,
+                location=cdr.location,
             )
         )
     rows.sort(key=lambda row: row.date, reverse=True)

@@ -165,3 +165,20 @@ def test_demo_driver_has_an_active_session_and_a_history(client):
     assert live["session"]["status"] == "ACTIVE" and live["session"]["can_stop"]
     assert len(client.get("/charging/").context["rows"]) == 5
     assert CDR.objects.filter(unknown_session=True).count() == 1
+
+
+def test_times_are_shown_as_the_stations_clock_shows_them(client, driver, card):
+    brussels = LocationFactory(time_zone="Europe/Brussels", name="Brussel Zuid")
+    SessionFactory(
+        party=brussels.party,
+        card=card,
+        location=brussels,
+        status="COMPLETED",
+        start_date_time=aware(2026, 10, 3, 10),
+        end_date_time=aware(2026, 10, 3, 11),
+    )
+    client.force_login(driver.user)
+    page = client.get("/charging/").content.decode()
+    assert "03 Oct 2026 12:00" in page  # 10:00 UTC is noon in Brussels in October (CEST)
+    lines = list(csv.DictReader(io.StringIO(client.get("/charging/history.csv").content.decode())))
+    assert lines[0]["start"] == "2026-10-03T10:00:00Z"  # the CSV stays in UTC
