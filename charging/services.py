@@ -214,6 +214,11 @@ def put_session(party: Party, session_id: str, data: dict, raw: dict) -> tuple[S
             return put_session(party, session_id, data, raw)
     else:
         session.save()
+    if created:
+        # A CDR may have come first (pushes cross on the wire): it now has its session.
+        CDR.objects.filter(party=party, session__isnull=True, session_ocpi_id__iexact=session_id).update(
+            session=session, unknown_session=False
+        )
     _link_command(session)
     return session, created
 
@@ -296,6 +301,11 @@ def store_cdr(party: Party, data: dict, raw: dict) -> tuple[CDR, bool]:
             cdr.save()
     except IntegrityError:  # the same CDR pushed twice at once
         return CDR.objects.get(party=party, ocpi_id=data["id"]), False
+    if session is not None and session.status in Session.LIVE_STATUSES:
+        # The CDR is the final word: the session is over even if its COMPLETED push never reached us.
+        Session.objects.filter(pk=session.pk).update(
+            status=Session.Status.COMPLETED, end_date_time=session.end_date_time or cdr.end_date_time
+        )
     if cdr.flagged:
         logger.warning("CDR %s stored with flags: unknown session=%s token=%s", cdr, cdr.unknown_session, card is None)
     return cdr, True

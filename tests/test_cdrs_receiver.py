@@ -162,3 +162,45 @@ def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
     driver_user = UserFactory()
     client.force_login(driver_user)
     assert client.get("/admin/charging/cdr/").status_code == 302  # staff only
+
+
+def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_live_one(client, cpo):
+    card = CardFactory()
+    token = {
+        "country_code": own_party().country_code,
+        "party_id": own_party().party_id,
+        "uid": card.uid,
+        "type": "RFID",
+        "contract_id": card.contract_id,
+    }
+    post(client, cdr(session_id="LATE-1", cdr_token=token))
+    assert CDR.objects.get().unknown_session
+    session = {
+        "country_code": "BE",
+        "party_id": "BEC",
+        "id": "LATE-1",
+        "start_date_time": "2015-06-29T21:39:09Z",
+        "kwh": 15.0,
+        "cdr_token": token,
+        "auth_method": "WHITELIST",
+        "location_id": "LOC1",
+        "evse_uid": "3256",
+        "connector_id": "1",
+        "currency": "EUR",
+        "status": "COMPLETED",
+        "last_updated": "2015-06-29T23:40:00Z",
+    }
+    client.put(
+        "/ocpi/emsp/2.2.1/sessions/BE/BEC/LATE-1",
+        data=json.dumps(session),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=authorization_header(TOKEN),
+    )
+    stored = CDR.objects.get()
+    assert stored.session.ocpi_id == "LATE-1" and not stored.unknown_session
+
+    # A CDR for a session still shown as charging ends it: the driver is not left watching a finished charge.
+    live = SessionFactory(party=cpo, ocpi_id="LIVE-1", card=card, status="ACTIVE")
+    post(client, cdr(id="C-LIVE-1", session_id="LIVE-1", cdr_token=token))
+    live.refresh_from_db()
+    assert live.status == "COMPLETED" and live.end_date_time.isoformat().startswith("2015-06-29T23:37:32")
