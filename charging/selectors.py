@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMonth
+from django.urls import reverse
 from django.utils import timezone
 
 from cards.models import Driver
@@ -62,6 +63,13 @@ def charge_point_commands() -> QuerySet[Command]:
     return Command.objects.filter(status=Command.Status.SENT).filter(
         Q(direction=Command.Direction.INCOMING) | Q(direction=Command.Direction.OUTGOING, partner__is_self=True)
     )
+
+
+def start_url(evse) -> str | None:
+    """Where a driver starts charging at this EVSE from the app."""
+    if evse is None:
+        return None
+    return reverse("charging:start", kwargs={"location_pk": evse.location_id, "evse_uid": evse.uid})
 
 
 def format_money(amount: Decimal | None, currency: str) -> str | None:
@@ -134,6 +142,7 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "ended": ended,
         "can_stop": session.status in (Session.Status.ACTIVE, Session.Status.PENDING),
         "cdr": cdr,
+        "again_url": start_url(session.evse) if ended else None,
     }
 
 
@@ -168,6 +177,10 @@ def command_card(command: Command) -> dict:
         "reason": " ".join(m for m in messages if m) or (reason if reason not in ("", "ACCEPTED") else ""),
         "station": (command.location.name or command.location.address) if command.location else "",
         "evse": (command.evse.evse_id or command.evse.uid) if command.evse else "",
+        "retry_url": start_url(command.evse)
+        if command.type == Command.Type.START_SESSION
+        and command.status in (Command.Status.REJECTED, Command.Status.FAILED, Command.Status.TIMED_OUT)
+        else None,
     }
 
 

@@ -162,6 +162,7 @@ def test_cpo_rejects(client, world, ocpi_peer, django_capture_on_commit_callback
     press_start(client, world, django_capture_on_commit_callbacks)
     shown = live(client)["command"]
     assert shown["status"] == "rejected" and shown["reason"] == "EVSE reserved"
+    assert shown["retry_url"] == world.start_url  # the driver can try again from the session page
 
 
 @override_settings(**FAST)

@@ -219,6 +219,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     expect(page.get_by_test_id("cdr-energy")).to_have_text("6.10 kWh", timeout=WAIT_MS)
     expect(page.get_by_test_id("cdr-cost")).to_have_text("€3.69")
     assert page.evaluate("window.stillTheSamePage") is True
+    expect(page.get_by_test_id("again")).to_have_attribute("href", f"/charging/start/{location.pk}/3256/")
     page.screenshot(path=str(OUTPUT / "charging-ended-with-cdr.png"), full_page=True)
 
     # The history (after a reload) lists it with the CDR's totals.

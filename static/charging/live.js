@@ -33,6 +33,10 @@
       el("span", {text: " " + c.text})
     ];
     if (c.reason) { children.push(el("span", {"class": "reason", text: " (" + c.reason + ")"})); }
+    if (c.retry_url) {
+      children.push(document.createTextNode(" "));
+      children.push(el("a", {href: c.retry_url, "data-testid": "retry", text: "Try again"}));
+    }
     return el("div", {"class": "command command-" + c.status, "data-testid": "command", role: "status"}, children);
   }
 
@@ -61,6 +65,9 @@
         ]));
       } else {
         box.appendChild(el("p", {"class": "muted", "data-testid": "cdr-waiting", text: "Waiting for the operator's final bill…"}));
+      }
+      if (s.again_url) {
+        box.appendChild(el("p", {}, [el("a", {href: s.again_url, "data-testid": "again", text: "Start charging here again"})]));
       }
     } else if (s.can_stop) {
       stopKey = stopKey || newKey();
