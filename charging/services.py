@@ -180,11 +180,11 @@ def _link_command(session: Session) -> None:
     """A session started by one of our commands: tie it to the command (by authorization_reference)."""
     if session.authorization_reference:
         Command.objects.filter(
-            authorization_reference_q(session.authorization_reference), partner=session.party, session__isnull=True
+            _authorization_reference_q(session.authorization_reference), partner=session.party, session__isnull=True
         ).update(session=session)
 
 
-def authorization_reference_q(reference: str) -> Q:
+def _authorization_reference_q(reference: str) -> Q:
     return Q(request_payload__authorization_reference=reference)
 
 
@@ -232,7 +232,7 @@ def patch_session(party: Party, session_id: str, data: dict, raw: dict) -> Sessi
     if data["last_updated"] < session.last_updated:
         return session  # stale: already superseded
     for key in ("id", "country_code", "party_id"):
-        if key in data and str(data[key]).upper() != str(getattr_ocpi(session, key)).upper():
+        if key in data and str(data[key]).upper() != str(_url_value(session, key)).upper():
             raise OcpiError(INVALID_PARAMETERS, f"{key}: {data[key]!r} does not match the URL")
     _refuse_reopening(session, data.get("status"))
     periods = [p for p in raw.get("charging_periods") or [] if p not in session.charging_periods]
@@ -247,7 +247,7 @@ def patch_session(party: Party, session_id: str, data: dict, raw: dict) -> Sessi
     return session
 
 
-def getattr_ocpi(session: Session, key: str) -> str:
+def _url_value(session: Session, key: str) -> str:
     return {"id": session.ocpi_id, "country_code": session.party.country_code, "party_id": session.party.party_id}[key]
 
 
