@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from cards.selectors import token_payload
@@ -70,7 +71,10 @@ def browser():
         chromium.close()
 
 
-def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, settings, browser):
+def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, settings, browser, monkeypatch):
+    # The live server answers in short-lived threads: each closes its database connection when its request
+    # is done, so none is left open when the test database is dropped.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
     settings.OCPI_BASE_URL = live_server.url
     settings.CHARGING_LIVE_POLL_MS = 500
     cpo = PartyFactory(country_code="NL", party_id="ALL", role=Party.Role.CPO, name="Allego")
