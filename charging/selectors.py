@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMonth
+from django.urls import reverse
 from django.utils import timezone
 
 from cards.models import Driver
@@ -63,6 +65,13 @@ def charge_point_commands() -> QuerySet[Command]:
     )
 
 
+def start_url(evse) -> str | None:
+    """Where a driver starts charging at this EVSE from the app."""
+    if evse is None:
+        return None
+    return reverse("charging:start", kwargs={"location_pk": evse.location_id, "evse_uid": evse.uid})
+
+
 def format_money(amount: Decimal | None, currency: str) -> str | None:
     if amount is None:
         return None
@@ -75,6 +84,16 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def local_time(value: dt.datetime, location=None) -> dt.datetime:
+    """A moment as the clock at the station showed it (its OCPI time_zone), else in our own time zone."""
+    if location is not None and location.time_zone:
+        try:
+            return value.astimezone(zoneinfo.ZoneInfo(location.time_zone))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return timezone.localtime(value)
 
 
 def _cost(excl: Decimal | None, incl: Decimal | None) -> Decimal | None:
@@ -113,8 +132,8 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "evse": (session.evse.evse_id or session.evse.uid) if session.evse else session.evse_uid,
         "connector": session.connector_id,
         "start": format_datetime(session.start_date_time),
-        "start_display": timezone.localtime(session.start_date_time).strftime("%d %b %Y %H:%M"),
-        "end_display": timezone.localtime(end).strftime("%d %b %Y %H:%M") if end else None,
+        "start_display": local_time(session.start_date_time, session.location).strftime("%d %b %Y %H:%M"),
+        "end_display": local_time(end, session.location).strftime("%d %b %Y %H:%M") if end else None,
         "kwh": f"{session.kwh:.2f}",
         "duration": format_duration(duration),
         "cost": format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency),
@@ -123,6 +142,7 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "ended": ended,
         "can_stop": session.status in (Session.Status.ACTIVE, Session.Status.PENDING),
         "cdr": cdr,
+        "again_url": start_url(session.evse) if ended else None,
     }
 
 
@@ -157,6 +177,10 @@ def command_card(command: Command) -> dict:
         "reason": " ".join(m for m in messages if m) or (reason if reason not in ("", "ACCEPTED") else ""),
         "station": (command.location.name or command.location.address) if command.location else "",
         "evse": (command.evse.evse_id or command.evse.uid) if command.evse else "",
+        "retry_url": start_url(command.evse)
+        if command.type == Command.Type.START_SESSION
+        and command.status in (Command.Status.REJECTED, Command.Status.FAILED, Command.Status.TIMED_OUT)
+        else None,
     }
 
 
@@ -203,6 +227,12 @@ class HistoryRow:
     billed: bool
     session_id: str
     cdr_id: str
+
+    location: object = None
+
+    @property
+    def date_display(self) -> str:
+        return local_time(self.date, self.location).strftime("%d %b %Y %H:%M")
 
     @property
     def cost_display(self) -> str:
@@ -269,6 +299,7 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
                 billed=bool(billed),
                 session_id=session.ocpi_id,
                 cdr_id=billed[0].ocpi_id if billed else "",
+                location=session.location,
             )
         )
     for cdr in orphans:
@@ -289,6 +320,7 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
                 billed=True,
                 session_id=cdr.session_ocpi_id,
                 cdr_id=cdr.ocpi_id,
+                location=cdr.location,
             )
         )
     rows.sort(key=lambda row: row.date, reverse=True)

@@ -180,11 +180,11 @@ def _link_command(session: Session) -> None:
     """A session started by one of our commands: tie it to the command (by authorization_reference)."""
     if session.authorization_reference:
         Command.objects.filter(
-            authorization_reference_q(session.authorization_reference), partner=session.party, session__isnull=True
+            _authorization_reference_q(session.authorization_reference), partner=session.party, session__isnull=True
         ).update(session=session)
 
 
-def authorization_reference_q(reference: str) -> Q:
+def _authorization_reference_q(reference: str) -> Q:
     return Q(request_payload__authorization_reference=reference)
 
 
@@ -214,6 +214,11 @@ def put_session(party: Party, session_id: str, data: dict, raw: dict) -> tuple[S
             return put_session(party, session_id, data, raw)
     else:
         session.save()
+    if created:
+        # A CDR may have come first (pushes cross on the wire): it now has its session.
+        CDR.objects.filter(party=party, session__isnull=True, session_ocpi_id__iexact=session_id).update(
+            session=session, unknown_session=False
+        )
     _link_command(session)
     return session, created
 
@@ -227,7 +232,7 @@ def patch_session(party: Party, session_id: str, data: dict, raw: dict) -> Sessi
     if data["last_updated"] < session.last_updated:
         return session  # stale: already superseded
     for key in ("id", "country_code", "party_id"):
-        if key in data and str(data[key]).upper() != str(getattr_ocpi(session, key)).upper():
+        if key in data and str(data[key]).upper() != str(_url_value(session, key)).upper():
             raise OcpiError(INVALID_PARAMETERS, f"{key}: {data[key]!r} does not match the URL")
     _refuse_reopening(session, data.get("status"))
     periods = [p for p in raw.get("charging_periods") or [] if p not in session.charging_periods]
@@ -242,7 +247,7 @@ def patch_session(party: Party, session_id: str, data: dict, raw: dict) -> Sessi
     return session
 
 
-def getattr_ocpi(session: Session, key: str) -> str:
+def _url_value(session: Session, key: str) -> str:
     return {"id": session.ocpi_id, "country_code": session.party.country_code, "party_id": session.party.party_id}[key]
 
 
@@ -296,6 +301,11 @@ def store_cdr(party: Party, data: dict, raw: dict) -> tuple[CDR, bool]:
             cdr.save()
     except IntegrityError:  # the same CDR pushed twice at once
         return CDR.objects.get(party=party, ocpi_id=data["id"]), False
+    if session is not None and session.status in Session.LIVE_STATUSES:
+        # The CDR is the final word: the session is over even if its COMPLETED push never reached us.
+        Session.objects.filter(pk=session.pk).update(
+            status=Session.Status.COMPLETED, end_date_time=session.end_date_time or cdr.end_date_time
+        )
     if cdr.flagged:
         logger.warning("CDR %s stored with flags: unknown session=%s token=%s", cdr, cdr.unknown_session, card is None)
     return cdr, True

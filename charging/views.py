@@ -62,6 +62,11 @@ def live_json(request: HttpRequest) -> JsonResponse:
     return response
 
 
+def _cell(value: str) -> str:
+    """Partner-supplied text in a CSV: never let a spreadsheet read it as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 @login_required
 @require_GET
 def history_csv(request: HttpRequest) -> HttpResponse:
@@ -93,16 +98,16 @@ def history_csv(request: HttpRequest) -> HttpResponse:
             [
                 format_datetime(row.date),
                 format_datetime(row.end) or "",
-                row.station,
-                row.operator,
-                row.evse,
-                row.card,
+                _cell(row.station),
+                _cell(row.operator),
+                _cell(row.evse),
+                _cell(row.card),
                 f"{row.kwh:.3f}",
                 "" if row.cost is None else f"{row.cost:.2f}",
                 row.currency,
                 row.status,
-                row.session_id,
-                row.cdr_id,
+                _cell(row.session_id),
+                _cell(row.cdr_id),
             ]
         )
     return response

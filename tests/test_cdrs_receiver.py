@@ -26,6 +26,7 @@ from tests.factories import (
     LocationFactory,
     PartnerConnectionFactory,
     PartyFactory,
+    RoamingAgreementFactory,
     SessionFactory,
     UserFactory,
 )
@@ -41,6 +42,7 @@ URL = "/ocpi/emsp/2.2.1/cdrs"
 def cpo():
     party = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO, name="Becharged")
     PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
+    RoamingAgreementFactory(partner=party)
     return party
 
 
@@ -131,6 +133,7 @@ def test_bad_cdr_is_2001_naming_the_field_and_not_stored(client, cpo, change, fi
 def test_partners_write_and_read_only_their_own_cdrs(client, cpo):
     other = PartyFactory(country_code="NL", party_id="OTH", role=Party.Role.CPO)
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
+    RoamingAgreementFactory(partner=other)
     refused = post(client, cdr(), token="other-token")  # the body says BE*BEC
     assert refused.status_code == 404 and refused.json()["status_code"] == 2000
     assert not CDR.objects.exists()
@@ -159,3 +162,45 @@ def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
     driver_user = UserFactory()
     client.force_login(driver_user)
     assert client.get("/admin/charging/cdr/").status_code == 302  # staff only
+
+
+def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_live_one(client, cpo):
+    card = CardFactory()
+    token = {
+        "country_code": own_party().country_code,
+        "party_id": own_party().party_id,
+        "uid": card.uid,
+        "type": "RFID",
+        "contract_id": card.contract_id,
+    }
+    post(client, cdr(session_id="LATE-1", cdr_token=token))
+    assert CDR.objects.get().unknown_session
+    session = {
+        "country_code": "BE",
+        "party_id": "BEC",
+        "id": "LATE-1",
+        "start_date_time": "2015-06-29T21:39:09Z",
+        "kwh": 15.0,
+        "cdr_token": token,
+        "auth_method": "WHITELIST",
+        "location_id": "LOC1",
+        "evse_uid": "3256",
+        "connector_id": "1",
+        "currency": "EUR",
+        "status": "COMPLETED",
+        "last_updated": "2015-06-29T23:40:00Z",
+    }
+    client.put(
+        "/ocpi/emsp/2.2.1/sessions/BE/BEC/LATE-1",
+        data=json.dumps(session),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=authorization_header(TOKEN),
+    )
+    stored = CDR.objects.get()
+    assert stored.session.ocpi_id == "LATE-1" and not stored.unknown_session
+
+    # A CDR for a session still shown as charging ends it: the driver is not left watching a finished charge.
+    live = SessionFactory(party=cpo, ocpi_id="LIVE-1", card=card, status="ACTIVE")
+    post(client, cdr(id="C-LIVE-1", session_id="LIVE-1", cdr_token=token))
+    live.refresh_from_db()
+    assert live.status == "COMPLETED" and live.end_date_time.isoformat().startswith("2015-06-29T23:37:32")

@@ -151,7 +151,8 @@ def test_refusals(client, emsp, station, ocpi_peer):
     assert send(client, "DANCE", {})["status_code"] == 2001
     assert not Command.objects.exists()
 
-    RoamingAgreement.objects.update(status=RoamingAgreement.Status.ENDED)
+    # An agreement for our cards at their stations only does not let their cards start ours.
+    RoamingAgreement.objects.update(direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     no_agreement = send(client, "START_SESSION", start_body(ocpi_peer))
     assert no_agreement["data"]["result"] == "REJECTED"
 

@@ -126,6 +126,7 @@ def test_start_sends_one_start_session_and_follows_the_result(
     # Only the CPO we sent it to may answer; anyone else gets the same 404 as for an unknown command.
     intruder = PartyFactory(country_code="BE", party_id="EVL", role=Party.Role.CPO)
     PartnerConnectionFactory(party=intruder, tokens__from_them="intruder")
+    RoamingAgreementFactory(partner=intruder)
     refused = post_result(client, command, {"result": "REJECTED"}, token="intruder")
     assert refused.status_code == 404 and refused.json()["status_code"] == 2000
     bad = post_result(client, command, {"result": "MAYBE"})
@@ -161,6 +162,7 @@ def test_cpo_rejects(client, world, ocpi_peer, django_capture_on_commit_callback
     press_start(client, world, django_capture_on_commit_callbacks)
     shown = live(client)["command"]
     assert shown["status"] == "rejected" and shown["reason"] == "EVSE reserved"
+    assert shown["retry_url"] == world.start_url  # the driver can try again from the session page
 
 
 @override_settings(**FAST)

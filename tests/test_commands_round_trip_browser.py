@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from cards.selectors import token_payload
@@ -70,7 +71,10 @@ def browser():
         chromium.close()
 
 
-def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, settings, browser):
+def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, settings, browser, monkeypatch):
+    # The live server answers in short-lived threads: each closes its database connection when its request
+    # is done, so none is left open when the test database is dropped.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
     settings.OCPI_BASE_URL = live_server.url
     settings.CHARGING_LIVE_POLL_MS = 500
     cpo = PartyFactory(country_code="NL", party_id="ALL", role=Party.Role.CPO, name="Allego")
@@ -105,6 +109,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     # The CPO got exactly one START_SESSION for our card; the driver sees it pending.
     page.wait_for_url(f"{live_server.url}/charging/")
     expect(page.get_by_test_id("command-status")).to_have_text("Pending")
+    page.evaluate("window.stillTheSamePage = true")  # a reload would lose it
     starts = [r for r in ocpi_peer.requests if r.path.endswith("START_SESSION")]
     assert len(starts) == 1
     start = starts[0].json()
@@ -154,14 +159,17 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
         )
         expect(page.get_by_test_id("kwh")).to_have_text(f"{kwh:.2f} kWh", timeout=WAIT_MS)
     expect(page.get_by_test_id("cost")).to_have_text("€3.48")
+    assert page.evaluate("window.stillTheSamePage") is True  # it all came in without a reload
     expect(page.locator("[data-field=station]")).to_contain_text("Gent Sint-Pieters")
     assert Command.objects.get(type="START_SESSION").session == Session.objects.get()
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "charging-live-session.png"), full_page=True)
 
     # The driver stops from the app; the CPO answers and ends the session.
-    page.get_by_test_id("stop").click()
-    page.wait_for_url(f"{live_server.url}/charging/")
+    with page.expect_navigation():  # the stop is a form post, answered with a redirect back here
+        page.get_by_test_id("stop").click()
+    expect(page.get_by_test_id("command-status")).to_have_text("Pending")
+    page.evaluate("window.stillTheSamePage = true")
     stops = [r for r in ocpi_peer.requests if r.path.endswith("STOP_SESSION")]
     assert len(stops) == 1 and stops[0].json()["session_id"] == "SESS-42"
     as_cpo("POST", stops[0].json()["response_url"], {"result": "ACCEPTED"})
@@ -214,6 +222,8 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     assert created.headers["Location"].startswith(live_server.url)
     expect(page.get_by_test_id("cdr-energy")).to_have_text("6.10 kWh", timeout=WAIT_MS)
     expect(page.get_by_test_id("cdr-cost")).to_have_text("€3.69")
+    assert page.evaluate("window.stillTheSamePage") is True
+    expect(page.get_by_test_id("again")).to_have_attribute("href", f"/charging/start/{location.pk}/3256/")
     page.screenshot(path=str(OUTPUT / "charging-ended-with-cdr.png"), full_page=True)
 
     # The history (after a reload) lists it with the CDR's totals.

@@ -121,6 +121,11 @@ def test_history_by_month_with_cdr_totals_and_csv(client, driver, card, django_a
     lines = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [line["cost"] for line in lines] == ["3.30", "14.20"]
     assert lines[1]["session_id"] == october.ocpi_id and lines[1]["operator"] == "Fastned"
+    # Partner-supplied text cannot turn into a spreadsheet formula.
+    october.location_ocpi_id = "=HYPERLINK(1)"
+    october.save()
+    lines = list(csv.DictReader(io.StringIO(client.get("/charging/history.csv?month=2026-10").content.decode())))
+    assert lines[1]["station"] == "'=HYPERLINK(1)"
     # A month that makes no sense just shows everything.
     assert len(client.get("/charging/?month=2026-99").context["rows"]) == 5
 
@@ -131,6 +136,8 @@ def test_history_query_count_does_not_grow_with_sessions(client, driver, card, d
         session = SessionFactory(party=cpo, card=card, status="COMPLETED", end_date_time=timezone.now())
         CdrFactory(party=cpo, session=session, card=card, ocpi_id=f"C{index}")
     client.force_login(driver.user)
+    with django_assert_max_num_queries(10):
+        assert client.get("/charging/live.json").json()["session"]["ended"]
     with django_assert_max_num_queries(14):
         assert len(client.get("/charging/").context["rows"]) == 30
     with django_assert_max_num_queries(8):
@@ -158,3 +165,20 @@ def test_demo_driver_has_an_active_session_and_a_history(client):
     assert live["session"]["status"] == "ACTIVE" and live["session"]["can_stop"]
     assert len(client.get("/charging/").context["rows"]) == 5
     assert CDR.objects.filter(unknown_session=True).count() == 1
+
+
+def test_times_are_shown_as_the_stations_clock_shows_them(client, driver, card):
+    brussels = LocationFactory(time_zone="Europe/Brussels", name="Brussel Zuid")
+    SessionFactory(
+        party=brussels.party,
+        card=card,
+        location=brussels,
+        status="COMPLETED",
+        start_date_time=aware(2026, 10, 3, 10),
+        end_date_time=aware(2026, 10, 3, 11),
+    )
+    client.force_login(driver.user)
+    page = client.get("/charging/").content.decode()
+    assert "03 Oct 2026 12:00" in page  # 10:00 UTC is noon in Brussels in October (CEST)
+    lines = list(csv.DictReader(io.StringIO(client.get("/charging/history.csv").content.decode())))
+    assert lines[0]["start"] == "2026-10-03T10:00:00Z"  # the CSV stays in UTC

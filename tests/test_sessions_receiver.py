@@ -21,7 +21,14 @@ from charging.models import Session
 from roaming.models import Party
 from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
-from tests.factories import CardFactory, EVSEFactory, LocationFactory, PartnerConnectionFactory, PartyFactory
+from tests.factories import (
+    CardFactory,
+    EVSEFactory,
+    LocationFactory,
+    PartnerConnectionFactory,
+    PartyFactory,
+    RoamingAgreementFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +44,7 @@ def example(name: str) -> dict:
 def cpo():
     party = PartyFactory(country_code="NL", party_id="STK", role=Party.Role.CPO, name="Stekker")
     PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
+    RoamingAgreementFactory(partner=party)
     return party
 
 
@@ -190,6 +198,7 @@ def test_invalid_json_and_mismatched_ids(client, cpo, card):
 def test_a_partner_cannot_push_or_read_another_partys_session(client, cpo, card):
     other = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO)
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
+    RoamingAgreementFactory(partner=other)  # a partner in good standing, still not the owner
     call(client, "PUT", URL, our_session(card, status="ACTIVE"))
 
     # BEC writing under STK's URL, or under its own URL with STK's body: refused, nothing changes.
@@ -217,6 +226,7 @@ def test_a_hub_pushes_for_its_client_cpo(client, cpo, card):
     hub_connection = PartnerConnectionFactory(party=hub, tokens__from_them="hub-token")
     client_party = PartyFactory(country_code="FR", party_id="TOT", role=Party.Role.CPO)
     PartnerConnectionFactory(party=client_party, via_hub=hub_connection)
+    RoamingAgreementFactory(partner=client_party, hub=hub)
     body = our_session(card, country_code="FR", party_id="TOT")
     url = "/ocpi/emsp/2.2.1/sessions/FR/TOT/101"
     response = call(

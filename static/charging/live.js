@@ -17,7 +17,9 @@
   }
 
   function figure(label, value, testid) {
-    return el("div", {}, [el("dt", {text: label}), el("dd", {text: value, "data-testid": testid})]);
+    var dd = el("dd", {text: value, "data-testid": testid});
+    if (testid === "duration") { dd.setAttribute("aria-live", "off"); }  // ticks every poll: not announced
+    return el("div", {}, [el("dt", {text: label}), dd]);
   }
 
   function newKey() {
@@ -31,6 +33,10 @@
       el("span", {text: " " + c.text})
     ];
     if (c.reason) { children.push(el("span", {"class": "reason", text: " (" + c.reason + ")"})); }
+    if (c.retry_url) {
+      children.push(document.createTextNode(" "));
+      children.push(el("a", {href: c.retry_url, "data-testid": "retry", text: "Try again"}));
+    }
     return el("div", {"class": "command command-" + c.status, "data-testid": "command", role: "status"}, children);
   }
 
@@ -60,6 +66,9 @@
       } else {
         box.appendChild(el("p", {"class": "muted", "data-testid": "cdr-waiting", text: "Waiting for the operator's final bill…"}));
       }
+      if (s.again_url) {
+        box.appendChild(el("p", {}, [el("a", {href: s.again_url, "data-testid": "again", text: "Start charging here again"})]));
+      }
     } else if (s.can_stop) {
       stopKey = stopKey || newKey();
       var form = el("form", {method: "post", action: "/charging/stop/" + s.id + "/"}, [
@@ -73,13 +82,31 @@
     return box;
   }
 
+  var lastSignature = null;
+
+  // What the driver would notice changing; the ticking duration alone does not count.
+  function signature(data) {
+    var copy = JSON.parse(JSON.stringify(data));
+    delete copy.now;
+    if (copy.session) { delete copy.session.duration; }
+    return JSON.stringify(copy);
+  }
+
   function render(data) {
+    var current = signature(data);
+    if (current === lastSignature) {
+      // Nothing new: only the clock moves, and the live region is not re-announced.
+      var duration = panel.querySelector("[data-testid=duration]");
+      if (duration && data.session) { duration.textContent = data.session.duration; }
+      return;
+    }
+    // Keep a stop button the driver is pressing right now; redraw on the next poll.
+    if (panel.contains(document.activeElement) && document.activeElement.dataset.testid === "stop") { return; }
+    lastSignature = current;
     var nodes = [];
     if (data.command) { nodes.push(renderCommand(data.command)); }
     if (data.session) { nodes.push(renderSession(data.session)); }
     if (!nodes.length) { nodes.push(el("p", {"class": "muted", "data-testid": "no-session", text: "No charging session right now."})); }
-    // Keep a stop button the driver is pressing right now.
-    if (panel.contains(document.activeElement) && document.activeElement.dataset.testid === "stop") { return; }
     panel.replaceChildren.apply(panel, nodes);
     panel.dataset.updated = data.now || "";
   }
