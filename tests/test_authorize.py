@@ -213,8 +213,13 @@ def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, se
     assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
 
 
-def test_a_warm_cache_answers_without_database_queries(client, cpo, django_assert_max_num_queries, settings):
+def test_a_warm_cache_answers_without_database_queries(
+    client, cpo, django_assert_max_num_queries, settings, monkeypatch
+):
+    from roaming.ocpi import endpoint
+
     settings.CARDS_DECISION_LOG_FLUSH_S = 60  # buffered: the log is written later, in bulk
+    monkeypatch.setattr(endpoint, "CONNECTION_CHECK_SECONDS", 60)  # nor is the look for changed connections
     cards = CardFactory.create_batch(5)
     assert card_directory.warm() == 5
     settings.CARDS_CACHE_POLL_S = 60  # the next look for changes is not due during this test
