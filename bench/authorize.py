@@ -8,7 +8,8 @@ from `wrk` (another process; `apt-get install -y wrk`), random cards and random 
 throughput, latency percentiles, errors and whether the decision log kept up (every answered
 request has its row shortly after the load stops). Last line: name=value figures.
 
-Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 4), BENCH_CONNECTIONS (50),
+Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 2), BENCH_CONNECTIONS (50),
+BENCH_WORKER_CLASS (gthread: keeps client connections alive) and BENCH_THREADS (4),
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
 
 This file is also the gunicorn config (`-c bench/authorize.py`): `post_worker_init` warms each worker's cache.
@@ -33,9 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CARDS = int(os.environ.get("BENCH_CARDS", "100000"))
 PARTNERS = int(os.environ.get("BENCH_PARTNERS", "200"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
-WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
 
 
@@ -127,11 +130,17 @@ math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 local tokens = {%(tokens)s}
 local body = '{"location_id": "BENCH-LOC-1", "evse_uids": ["BENCH-EVSE-1"]}'
 local bad = 0
+local counter = 0
+local prefix = string.format("%%08x", math.random(0, 2147483647))
 request = function()
+  counter = counter + 1
   local uid = string.format("%(prefix)s%%011X", math.random(0, %(cards)d - 1))
   local headers = {}
   headers["Authorization"] = tokens[math.random(1, #tokens)]
   headers["Content-Type"] = "application/json"
+  -- Partners send a unique X-Request-ID with every call (OCPI 2.2.1), so the server need not invent one.
+  headers["X-Request-ID"] = prefix .. "-" .. counter
+  headers["X-Correlation-ID"] = prefix .. "-" .. counter
   return wrk.format("POST", "/ocpi/emsp/2.2.1/tokens/" .. uid .. "/authorize?type=RFID", headers, body)
 end
 response = function(status, headers, body)
@@ -154,6 +163,24 @@ def wrk_script(directory: Path) -> Path:
     path = directory / "authorize.lua"
     path.write_text(WRK_SCRIPT % {"tokens": tokens, "prefix": UID_PREFIX, "cards": CARDS})
     return path
+
+
+def baseline(seconds: int = 5) -> float:
+    """What this machine gives right now for a request Django refuses at once (405 from the OCPI layer)."""
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            f"http://127.0.0.1:{PORT}/ocpi/emsp/2.2.1/tokens/X/authorize",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Requests/sec:\s+([\d.]+)", completed.stdout)
+    return float(match.group(1)) if match else 0.0
 
 
 def run_wrk(script: Path, seconds: int) -> dict:
@@ -194,7 +221,7 @@ def main() -> int:
         "DEBUG": "false",
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "ERROR",
         "DB_CONN_MAX_AGE": "600",
         "REDIS_URL": "",
     }
@@ -230,6 +257,7 @@ def main() -> int:
             time.sleep(1)
             before = AuthorizationDecision.objects.count()
             result = run_wrk(script, SECONDS)
+            ceiling = baseline()
         # The log is written by each worker's background thread; it has kept up if every answered
         # request has its row within a couple of flush intervals after the load stops.
         answered = result["requests"] - result["socket_errors"]
@@ -251,17 +279,22 @@ def main() -> int:
         AuthorizationDecision.objects.order_by("-decided_at").values_list("result", flat=True)[: answered or 1]
     )
     mix = {r: recent.count(r) for r in sorted(set(recent))}
-    print(f"gunicorn workers: {WORKERS}, connections: {CONNECTIONS}, duration: {seconds:.1f}s")
+    print(
+        f"gunicorn: {WORKERS} {WORKER_CLASS} workers x {THREADS} threads, connections: {CONNECTIONS}, "
+        f"duration: {seconds:.1f}s"
+    )
     print(f"requests: {result['requests']}, throughput: {throughput:.0f}/s, errors: {errors}")
     print(
         f"latency: p50 {result['p50_us'] / 1000:.1f} ms, p95 {result['p95_us'] / 1000:.1f} ms, "
         f"p99 {result['p99_us'] / 1000:.1f} ms, max {result['max_us'] / 1000:.1f} ms"
     )
     print(f"answers: {json.dumps(mix)}")
+    print(f"machine ceiling now: {ceiling:.0f}/s for a request refused at once by the same server (no work)")
     print(f"decision log: {written} rows for {answered} answered requests, {lag_s:.1f}s after the load stopped")
     print(
         f"throughput_per_s={throughput:.0f} p50_ms={result['p50_us'] / 1000:.1f} p95_ms={result['p95_us'] / 1000:.1f} "
         f"p99_ms={result['p99_us'] / 1000:.1f} errors={errors} log_rows={written} log_kept_up={int(kept_up)} "
+        f"ceiling_per_s={ceiling:.0f} "
         f"cards={CARDS} partners={PARTNERS} workers={WORKERS} connections={CONNECTIONS}"
     )
     return 0
