@@ -8,7 +8,7 @@ from `wrk` (another process; `apt-get install -y wrk`), random cards and random 
 throughput, latency percentiles, errors and whether the decision log kept up (every answered
 request has its row shortly after the load stops). Last line: name=value figures.
 
-Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 2), BENCH_CONNECTIONS (50),
+Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50),
 BENCH_WORKER_CLASS (gthread: keeps client connections alive) and BENCH_THREADS (4),
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CARDS = int(os.environ.get("BENCH_CARDS", "100000"))
 PARTNERS = int(os.environ.get("BENCH_PARTNERS", "200"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
-WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
