@@ -12,7 +12,7 @@ from cards.decision_log import decision_log
 from cards.models import AuthorizationDecision, Card
 from roaming.models import Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header
-from tests.factories import CardFactory, PartnerConnectionFactory, RoamingAgreementFactory
+from tests.factories import CardFactory, PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 
 URL = "/ocpi/emsp/2.2.1/tokens/{uid}/authorize"
 
@@ -122,6 +122,11 @@ def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     assert via_hub(covered.party).json()["data"]["allowed"] == "ALLOWED"
     assert via_hub(uncovered.party).json()["data"]["allowed"] == "NOT_ALLOWED"
     assert AuthorizationDecision.objects.filter(partner=covered.party.ocpi_id).exists()
+    stranger = PartyFactory(role=Party.Role.CPO)  # not one of the hub's clients
+    assert via_hub(stranger).status_code == 403
+    covered.status = covered.Status.SUSPENDED
+    covered.save()
+    assert via_hub(covered.party).status_code == 403  # the cached hub client is forgotten at once
 
 
 def test_unknown_token_is_404_with_2004_and_logged(client, cpo):

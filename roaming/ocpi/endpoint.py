@@ -142,11 +142,19 @@ def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> Pa
         return connection.party
     if connection.party.role != Party.Role.HUB:
         raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
-    client = (
-        PartnerConnection.objects.select_related("party")
-        .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
-        .first()
-    )
+    # Cached with the connections (same lifetime and invalidation): through a hub this is every request.
+    key = f"hub:{connection.pk}:{country}*{party_id}"
+    now = time.monotonic()
+    cached = _connections.get(key)
+    if cached and cached[0] > now:
+        client = cached[1]
+    else:
+        client = (
+            PartnerConnection.objects.select_related("party")
+            .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
+            .first()
+        )
+        _connections[key] = (now + CONNECTION_CACHE_SECONDS, client, False)
     if client is None:
         raise OcpiError(CLIENT_ERROR, f"The hub may not speak for {country}*{party_id}", http_status=403)
     if client.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):
