@@ -88,6 +88,10 @@ class CardAdmin(admin.ModelAdmin):
     actions = ["block_cards", "unblock_cards", "report_lost", "replace_cards"]
     change_list_template = "admin/cards/card/change_list.html"
 
+    def save_model(self, request, obj, form, change) -> None:
+        # Edited Token fields must reach the CPOs like a status change does.
+        services.save_card_details(obj)
+
     def has_delete_permission(self, request, obj=None) -> bool:
         # Cards are never deleted: their history and the CPOs' copies must stay consistent.
         return False

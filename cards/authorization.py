@@ -17,9 +17,11 @@ The decision log is written by `decision_log` in bulk, off the request path.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
+import secrets
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -76,8 +78,36 @@ class CardEntry(NamedTuple):
     valid_from: dt.date | None
     valid_until: dt.date | None
     status: str
-    last_updated: dt.datetime
+    last_updated: str  # already in OCPI DateTime form: formatted once, not per request
     loaded_at: float
+
+
+def _entry(row: tuple, loaded_at: float) -> CardEntry:
+    return CardEntry(*row[:-1], format_datetime(row[-1]), loaded_at)
+
+
+_today: list = [0.0, None]
+
+
+def today() -> dt.date:
+    """The local date, recomputed at most once a second (timezone.localdate() costs more than the rest)."""
+    now = time.monotonic()
+    if now >= _today[0]:
+        _today[0], _today[1] = now + 1.0, timezone.localdate()
+    return _today[1]
+
+
+_references = {"pid": 0, "prefix": "", "count": itertools.count()}
+
+
+def new_authorization_reference() -> str:
+    """A unique reference (CiString(36)): a random per-process prefix and a counter.
+
+    uuid4() reads the kernel's random source each time, which costs more than the whole decision here.
+    """
+    if _references["pid"] != os.getpid():
+        _references.update(pid=os.getpid(), prefix=secrets.token_hex(10), count=itertools.count(1))
+    return f"{_references['prefix']}{next(_references['count']):012x}"
 
 
 class CardDirectory:
@@ -110,7 +140,7 @@ class CardDirectory:
                 .values_list(*_FIELDS)
                 .first()
             )
-            entry = CardEntry(*row, time.monotonic()) if row else None
+            entry = _entry(row, time.monotonic()) if row else None
             if len(self._cards) >= MAX_ENTRIES:
                 self._cards.clear()
             self._cards[key] = entry
@@ -119,9 +149,9 @@ class CardDirectory:
     def covers(self, party: Party) -> bool:
         """Whether an active agreement lets `party`'s stations take our cards today."""
         self._poll_if_due()
-        today = timezone.localdate()
-        if self._covered_key is None or self._covered_key[0] != today:
-            self._load_agreements(today)
+        day = today()
+        if self._covered_key is None or self._covered_key[0] != day:
+            self._load_agreements(day)
         return party.pk in self._covered
 
     # -- keeping it true -------------------------------------------------------------------------------
@@ -132,7 +162,7 @@ class CardDirectory:
         cards = {}
         rows = Card.objects.filter(issuer_party_id=self.issuer()[0]).values_list(*_FIELDS)
         for row in rows.iterator(chunk_size=chunk_size):
-            cards[(row[1], row[2])] = CardEntry(*row, now)
+            cards[(row[1], row[2])] = _entry(row, now)
         with self._lock:
             self._cards = cards
             self._watermark = started
@@ -217,7 +247,7 @@ def token_from_entry(entry: CardEntry) -> dict:
         "issuer": entry.issuer,
         "valid": entry.status == Card.Status.ACTIVE,
         "whitelist": entry.whitelist,
-        "last_updated": format_datetime(entry.last_updated),
+        "last_updated": entry.last_updated,
     }
     if entry.visual_number:
         token["visual_number"] = entry.visual_number
@@ -256,10 +286,10 @@ def authorize_token(party: Party, token_uid: str, token_type: str, location: dic
     if entry is None:
         info, allowed, reason = None, "UNKNOWN", "Unknown token"
     else:
-        allowed, reason = card_verdict(entry, timezone.localdate())
+        allowed, reason = card_verdict(entry, today())
         if allowed == "ALLOWED" and not card_directory.covers(party):
             allowed, reason = "NOT_ALLOWED", "MobilityPlus cards cannot be used at this operator's stations."
-        reference = uuid.uuid4().hex
+        reference = new_authorization_reference()
         info = {
             "allowed": allowed,
             "token": token_from_entry(entry),
@@ -373,10 +403,10 @@ def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: 
     entry = card_directory.card(lookup, token_type)
     issuer = ""
     if entry is not None:
-        allowed, reason = card_verdict(entry, timezone.localdate())
+        allowed, reason = card_verdict(entry, today())
         decision = StationDecision(allowed, AuthorizationDecision.Path.LOCAL, reason, token=token_from_entry(entry))
         if allowed == "ALLOWED":
-            decision.authorization_reference = uuid.uuid4().hex
+            decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
     else:
         token = foreign_token_for(lookup, token_type)

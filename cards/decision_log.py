@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -29,9 +30,39 @@ MAX_PENDING = 200_000
 FLUSH_BATCH = 5_000
 
 
+COLUMNS = (
+    "direction",
+    "partner",
+    "token_uid",
+    "token_type",
+    "location_id",
+    "evse_uids",
+    "result",
+    "reason",
+    "path",
+    "authorization_reference",
+    "elapsed_ms",
+    "decided_at",
+)
+DEFAULTS: dict[str, Any] = {"location_id": "", "evse_uids": [], "authorization_reference": ""}
+
+
+def _write(rows: list[tuple]) -> None:
+    """Insert many decisions at once: COPY on PostgreSQL (the cheapest way in), bulk_create elsewhere."""
+    if connection.vendor == "postgresql":
+        table = AuthorizationDecision._meta.db_table
+        with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row[:5] + (json.dumps(row[5]),) + row[6:])
+        return
+    AuthorizationDecision.objects.bulk_create(
+        [AuthorizationDecision(**dict(zip(COLUMNS, row, strict=True))) for row in rows], batch_size=2000
+    )
+
+
 class DecisionLog:
     def __init__(self) -> None:
-        self._pending: deque[AuthorizationDecision] = deque()
+        self._pending: deque[tuple] = deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -41,11 +72,12 @@ class DecisionLog:
     def record(self, **fields: Any) -> None:
         """Store one decision (fields of AuthorizationDecision; decided_at defaults to now)."""
         fields.setdefault("decided_at", dt.datetime.now(dt.UTC))
-        row = AuthorizationDecision(**fields)
         if settings.CARDS_DECISION_LOG_FLUSH_S <= 0:
-            row.save()
+            AuthorizationDecision.objects.create(**fields)
             self.written += 1
             return
+        # A plain tuple: building model instances per request costs more than the decision itself.
+        row = tuple(fields.get(name, DEFAULTS.get(name)) for name in COLUMNS)
         self._ensure_thread()
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
@@ -65,7 +97,7 @@ class DecisionLog:
         if not rows:
             return 0
         try:
-            AuthorizationDecision.objects.bulk_create(rows, batch_size=2000)
+            _write(rows)
         except Exception:
             logger.exception("Writing %d authorization decisions failed; kept for the next flush", len(rows))
             with self._lock:

@@ -101,6 +101,15 @@ def issue_card(
     return card
 
 
+def save_card_details(card: Card) -> Card:
+    """Save edited Token fields (whitelist, validity, visual number...) and push the new Token to CPOs."""
+    card.full_clean(exclude=["issuer_party", "driver", "replaced_by"])
+    card.last_updated = timezone.now()
+    card.save()
+    _queue_push(card)
+    return card
+
+
 def new_contract_id() -> str:
     """A fresh eMAID of ours: our country and party id, `C` and 8 random digits, check digit."""
     me = own_party()

@@ -12,7 +12,7 @@ from cards.decision_log import decision_log
 from cards.models import AuthorizationDecision, Card
 from roaming.models import Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header
-from tests.factories import CardFactory, PartnerConnectionFactory, RoamingAgreementFactory
+from tests.factories import CardFactory, PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 
 URL = "/ocpi/emsp/2.2.1/tokens/{uid}/authorize"
 
@@ -122,6 +122,11 @@ def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     assert via_hub(covered.party).json()["data"]["allowed"] == "ALLOWED"
     assert via_hub(uncovered.party).json()["data"]["allowed"] == "NOT_ALLOWED"
     assert AuthorizationDecision.objects.filter(partner=covered.party.ocpi_id).exists()
+    stranger = PartyFactory(role=Party.Role.CPO)  # not one of the hub's clients
+    assert via_hub(stranger).status_code == 403
+    covered.status = covered.Status.SUSPENDED
+    covered.save()
+    assert via_hub(covered.party).status_code == 403  # the cached hub client is forgotten at once
 
 
 def test_unknown_token_is_404_with_2004_and_logged(client, cpo):
@@ -213,8 +218,13 @@ def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, se
     assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
 
 
-def test_a_warm_cache_answers_without_database_queries(client, cpo, django_assert_max_num_queries, settings):
+def test_a_warm_cache_answers_without_database_queries(
+    client, cpo, django_assert_max_num_queries, settings, monkeypatch
+):
+    from roaming.ocpi import endpoint
+
     settings.CARDS_DECISION_LOG_FLUSH_S = 60  # buffered: the log is written later, in bulk
+    monkeypatch.setattr(endpoint, "CONNECTION_CHECK_SECONDS", 60)  # nor is the look for changed connections
     cards = CardFactory.create_batch(5)
     assert card_directory.warm() == 5
     settings.CARDS_CACHE_POLL_S = 60  # the next look for changes is not due during this test

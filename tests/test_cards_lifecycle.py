@@ -198,6 +198,33 @@ def test_admin_search_filters_and_actions(admin_client, db):
     assert mine.status == "replaced" and mine.replaced_by.uid == "041234"
 
 
+def test_admin_edit_normalises_and_bumps_last_updated(admin_client, db):
+    card = CardFactory(uid="04AB")
+    before = card.last_updated
+    page = admin_client.get(f"/admin/cards/card/{card.pk}/change/")
+    assert page.status_code == 200
+    form = {
+        "uid": "04:ab:cd",
+        "type": "RFID",
+        "contract_id": "BE-MBP-C99999999",
+        "visual_number": "V",
+        "issuer": "MobilityPlus",
+        "whitelist": "ALWAYS",
+        "status_changes-TOTAL_FORMS": "0",
+        "status_changes-INITIAL_FORMS": "0",
+        "deliveries-TOTAL_FORMS": "0",
+        "deliveries-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(f"/admin/cards/card/{card.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    card.refresh_from_db()
+    assert card.uid == "04ABCD" and card.contract_id == normalise_contract_id("BE-MBP-C99999999")
+    assert card.whitelist == "ALWAYS" and card.last_updated > before
+    form["contract_id"] = "BE-MBP-C99999999-1"
+    refused = admin_client.post(f"/admin/cards/card/{card.pk}/change/", form)
+    assert refused.status_code == 200 and "check digit" in refused.content.decode()
+
+
 def test_admin_csv_import_page_shows_line_errors_and_imports_nothing(admin_client, db):
     page = admin_client.get("/admin/cards/card/import/")
     assert page.status_code == 200 and "Import cards from CSV" in page.content.decode()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -30,8 +31,12 @@ from roaming.selectors import agreement_in_force
 logger = logging.getLogger(__name__)
 
 CONFIGURATION_MODULES = {"versions", "credentials", "hubclientinfo"}
-# How long a process trusts its copy of a connection; saves clear it at once in this process.
-CONNECTION_CACHE_SECONDS = 2.0
+# How long a process trusts its copy of a connection at most; saves clear it at once in this process,
+# and other processes see a change within CONNECTION_CHECK_SECONDS (one cheap query on the table's
+# last updated_at and row count), so the per-connection lifetime can be long: with many partners
+# a short one means a query on almost every request.
+CONNECTION_CACHE_SECONDS = 30.0
+CONNECTION_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -62,8 +67,23 @@ class PartnerContext:
 _connections: dict[str, tuple[float, PartnerConnection | None, bool]] = {}
 
 
+_connections_seen: dict[str, Any] = {"version": None, "next_check": 0.0}
+
+
 def _clear_connection_cache(**_: Any) -> None:
     _connections.clear()
+
+
+def _check_connections_version(now: float) -> None:
+    """Forget cached connections when any connection changed in another process."""
+    if now < _connections_seen["next_check"]:
+        return
+    _connections_seen["next_check"] = now + CONNECTION_CHECK_SECONDS
+    stats = PartnerConnection.objects.order_by().aggregate(last=Max("updated_at"), count=Count("id"))
+    version = (stats["last"], stats["count"])
+    if version != _connections_seen["version"]:
+        _connections.clear()
+        _connections_seen["version"] = version
 
 
 post_save.connect(_clear_connection_cache, sender=PartnerConnection)
@@ -74,8 +94,9 @@ post_save.connect(_clear_connection_cache, sender=Party)
 def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
     """The connection a token belongs to, and whether it is a registration token (token A)."""
     digest = credentials.hash_token(token)
-    cached = _connections.get(digest)
     now = time.monotonic()
+    _check_connections_version(now)
+    cached = _connections.get(digest)
     if cached and cached[0] > now:
         return cached[1], cached[2]
     connection = (
@@ -126,11 +147,19 @@ def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> Pa
         return connection.party
     if connection.party.role != Party.Role.HUB:
         raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
-    client = (
-        PartnerConnection.objects.select_related("party")
-        .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
-        .first()
-    )
+    # Cached with the connections (same lifetime and invalidation): through a hub this is every request.
+    key = f"hub:{connection.pk}:{country}*{party_id}"
+    now = time.monotonic()
+    cached = _connections.get(key)
+    if cached and cached[0] > now:
+        client = cached[1]
+    else:
+        client = (
+            PartnerConnection.objects.select_related("party")
+            .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
+            .first()
+        )
+        _connections[key] = (now + CONNECTION_CACHE_SECONDS, client, False)
     if client is None:
         raise OcpiError(CLIENT_ERROR, f"The hub may not speak for {country}*{party_id}", http_status=403)
     if client.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):

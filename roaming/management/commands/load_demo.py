@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from cards.models import Card, Driver
+from cards.identifiers import normalise_contract_id
+from cards.models import Card, CardStatusChange, Driver, ForeignToken
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.selectors import own_party
 from stations.map_cells import refresh_map_cells
@@ -132,13 +133,45 @@ class Command(BaseCommand):
                 type=Card.Type.RFID,
                 defaults={
                     "driver": driver,
-                    "contract_id": f"BE-MBP-C1234567{index}",
+                    "contract_id": normalise_contract_id(f"BE-MBP-C1234567{index}"),
                     "visual_number": visual,
                     "whitelist": Card.Whitelist.ALLOWED_OFFLINE,
                     "valid_until": today + dt.timedelta(days=3 * 365),
                     "last_updated": now,
                 },
             )
+
+        # Cards: an old card the driver lost (replaced), and a Shell Recharge token cached for our stations.
+        old, created = Card.objects.get_or_create(
+            issuer_party=me,
+            uid="04DEAD00BEEF01",
+            type=Card.Type.RFID,
+            defaults={
+                "driver": driver,
+                "contract_id": normalise_contract_id("BE-MBP-C00000099"),
+                "visual_number": "MBP-0000",
+                "whitelist": Card.Whitelist.ALLOWED_OFFLINE,
+                "status": Card.Status.REPLACED,
+                "replaced_by": Card.objects.get(issuer_party=me, uid="04A2B3C4D5E680"),
+                "last_updated": now,
+            },
+        )
+        if created:
+            CardStatusChange.objects.create(card=old, old_status="active", new_status="lost", reason="Lost in Gent")
+            CardStatusChange.objects.create(card=old, old_status="lost", new_status="replaced", reason="New card sent")
+        ForeignToken.objects.get_or_create(
+            party=parties["SHL"],
+            uid="12345678905880",
+            type=Card.Type.RFID,
+            defaults={
+                "contract_id": "NL-SHL-C00000001-X",
+                "issuer": "Shell Recharge",
+                "valid": True,
+                "whitelist": Card.Whitelist.ALLOWED,
+                "data": {"country_code": "NL", "party_id": "SHL", "uid": "12345678905880", "type": "RFID"},
+                "last_updated": now,
+            },
+        )
 
         owners = [me, parties["ALL"], parties["FST"], parties["ION"], parties["TOT"], parties["Q8C"]]
         statuses = [EvseStatus.AVAILABLE, EvseStatus.CHARGING, EvseStatus.OUTOFORDER, EvseStatus.UNKNOWN]

@@ -1,0 +1,309 @@
+"""Benchmark of our real-time authorize endpoint (OCPI 2.2.1, eMSP side).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/mp_cards_bench .venv/bin/python bench/authorize.py
+
+Loads 100,000 cards and 200 CPO partners (180 with an agreement), serves the platform with gunicorn
+on PostgreSQL, and drives POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize with 50 concurrent connections
+from `wrk` (another process; `apt-get install -y wrk`), random cards and random partners. Prints
+throughput, latency percentiles, errors and whether the decision log kept up (every answered
+request has its row shortly after the load stops). Last line: name=value figures.
+
+Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50),
+BENCH_WORKER_CLASS (gthread: keeps client connections alive) and BENCH_THREADS (4),
+BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
+
+This file is also the gunicorn config (`-c bench/authorize.py`): `post_worker_init` warms each worker's cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CARDS = int(os.environ.get("BENCH_CARDS", "100000"))
+PARTNERS = int(os.environ.get("BENCH_PARTNERS", "200"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
+
+
+def post_worker_init(worker) -> None:  # gunicorn hook: in each worker, once the app is loaded, before it serves
+    from cards.authorization import card_directory
+
+    started = time.monotonic()
+    count = card_directory.warm()
+    worker.log.info("worker %s: %d cards cached in %.1fs", worker.pid, count, time.monotonic() - started)
+
+
+def token_of(index: int) -> str:
+    return f"bench-partner-token-{index:04d}"
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilityplus.settings")
+    import django
+
+    django.setup()
+
+
+def load_data() -> None:
+    from django.core.management import call_command
+    from django.db import transaction
+    from django.utils import timezone
+
+    from cards.identifiers import normalise_contract_id
+    from cards.models import Card
+    from roaming.models import PartnerConnection, Party, RoamingAgreement
+    from roaming.ocpi.credentials import hash_token
+    from roaming.selectors import own_party
+
+    call_command("migrate", verbosity=0)
+    me = own_party()
+    existing = Card.objects.filter(issuer_party=me, uid__startswith=UID_PREFIX).count()
+    started = time.monotonic()
+    if existing != CARDS:
+        Card.objects.filter(issuer_party=me, uid__startswith=UID_PREFIX).delete()
+        now = timezone.now()
+        statuses = [Card.Status.ACTIVE] * 17 + [Card.Status.BLOCKED, Card.Status.LOST, Card.Status.EXPIRED]
+        batch = []
+        for i in range(CARDS):
+            batch.append(
+                Card(
+                    issuer_party=me,
+                    uid=f"{UID_PREFIX}{i:011X}",
+                    type=Card.Type.RFID,
+                    contract_id=normalise_contract_id(f"BEMBPB{i:08d}"),
+                    visual_number=f"MBP-B{i:08d}",
+                    issuer="MobilityPlus",
+                    whitelist=Card.Whitelist.ALLOWED_OFFLINE,
+                    status=statuses[i % len(statuses)],
+                    last_updated=now,
+                )
+            )
+            if len(batch) == 5000:
+                Card.objects.bulk_create(batch)
+                batch = []
+        Card.objects.bulk_create(batch)
+    print(f"cards: {CARDS} ({'reused' if existing == CARDS else 'loaded'} in {time.monotonic() - started:.1f}s)")
+    with transaction.atomic():
+        for i in range(PARTNERS):
+            party, _ = Party.objects.get_or_create(
+                country_code="NL",
+                party_id=f"{chr(65 + i // 26 % 26)}{chr(65 + i % 26)}{i % 10}",
+                defaults={"role": Party.Role.CPO, "name": f"Bench CPO {i}"},
+            )
+            PartnerConnection.objects.update_or_create(
+                party=party,
+                defaults={
+                    "status": PartnerConnection.Status.CONNECTED,
+                    "token_from_them_hash": hash_token(token_of(i)),
+                },
+            )
+            if i % 10 != 9 and not RoamingAgreement.objects.filter(partner=party).exists():  # 90% have an agreement
+                RoamingAgreement.objects.create(
+                    partner=party,
+                    direction=RoamingAgreement.Direction.BOTH,
+                    status=RoamingAgreement.Status.ACTIVE,
+                    valid_from=timezone.localdate().replace(year=2020),
+                )
+    print(f"partners: {PARTNERS}, with an agreement: {RoamingAgreement.objects.filter(status='active').count()}")
+
+
+WRK_SCRIPT = """
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local tokens = {%(tokens)s}
+local body = '{"location_id": "BENCH-LOC-1", "evse_uids": ["BENCH-EVSE-1"]}'
+local bad = 0
+local counter = 0
+local prefix = string.format("%%08x", math.random(0, 2147483647))
+request = function()
+  counter = counter + 1
+  local uid = string.format("%(prefix)s%%011X", math.random(0, %(cards)d - 1))
+  local headers = {}
+  headers["Authorization"] = tokens[math.random(1, #tokens)]
+  headers["Content-Type"] = "application/json"
+  -- Partners send a unique X-Request-ID with every call (OCPI 2.2.1), so the server need not invent one.
+  headers["X-Request-ID"] = prefix .. "-" .. counter
+  headers["X-Correlation-ID"] = prefix .. "-" .. counter
+  return wrk.format("POST", "/ocpi/emsp/2.2.1/tokens/" .. uid .. "/authorize?type=RFID", headers, body)
+end
+response = function(status, headers, body)
+  if status ~= 200 or not string.find(body, '"status_code": 1000', 1, true) then
+    bad = bad + 1
+  end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p95_us=%%d p99_us=%%d max_us=%%d "
+    .. "socket_errors=%%d non2xx=%%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+"""
+
+
+def wrk_script(directory: Path) -> Path:
+    tokens = ", ".join('"Token ' + base64.b64encode(token_of(i).encode()).decode() + '"' for i in range(PARTNERS))
+    path = directory / "authorize.lua"
+    path.write_text(WRK_SCRIPT % {"tokens": tokens, "prefix": UID_PREFIX, "cards": CARDS})
+    return path
+
+
+def baseline(seconds: int = 5) -> float:
+    """What this machine gives right now for a request Django refuses at once (405 from the OCPI layer)."""
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            f"http://127.0.0.1:{PORT}/ocpi/emsp/2.2.1/tokens/X/authorize",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Requests/sec:\s+([\d.]+)", completed.stdout)
+    return float(match.group(1)) if match else 0.0
+
+
+def run_wrk(script: Path, seconds: int) -> dict:
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{PORT}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def main() -> int:
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
+        return 2
+    if not shutil.which("wrk"):
+        print("wrk is needed as the load generator: apt-get install -y wrk")
+        return 2
+    setup_django()
+    load_data()
+    from cards.models import AuthorizationDecision
+
+    env = {
+        **os.environ,
+        "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "ERROR",
+        "DB_CONN_MAX_AGE": "600",
+        "REDIS_URL": "",
+    }
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "mobilityplus.wsgi",
+        "-c",
+        str(Path(__file__).resolve()),
+        "--bind",
+        f"127.0.0.1:{PORT}",
+        "--workers",
+        str(WORKERS),
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    print("gunicorn did not start")
+                    return 1
+                time.sleep(0.5)
+        with tempfile.TemporaryDirectory() as tmp:
+            script = wrk_script(Path(tmp))
+            run_wrk(script, 3)  # warm-up: every worker has loaded its cache and connections
+            time.sleep(1)
+            ceiling_before = baseline()
+            time.sleep(1)
+            before = AuthorizationDecision.objects.count()
+            result = run_wrk(script, SECONDS)
+            # The log is written by each worker's background thread; it has kept up if every answered
+            # request has its row within a couple of flush intervals after the load stops.
+            answered = result["requests"] - result["socket_errors"]
+            waited_started = time.monotonic()
+            written = AuthorizationDecision.objects.count() - before
+            while written < answered and time.monotonic() - waited_started < 10:
+                time.sleep(0.1)
+                written = AuthorizationDecision.objects.count() - before
+            lag_s = time.monotonic() - waited_started
+            ceiling = (ceiling_before + baseline()) / 2  # the machine is shared: bracket the run
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    seconds = result["duration_us"] / 1e6
+    throughput = result["requests"] / seconds
+    errors = result["socket_errors"] + result["non2xx"]
+    kept_up = written >= answered and lag_s < 2
+    recent = list(
+        AuthorizationDecision.objects.order_by("-decided_at").values_list("result", flat=True)[: answered or 1]
+    )
+    mix = {r: recent.count(r) for r in sorted(set(recent))}
+    print(
+        f"gunicorn: {WORKERS} {WORKER_CLASS} workers x {THREADS} threads, connections: {CONNECTIONS}, "
+        f"duration: {seconds:.1f}s"
+    )
+    print(f"requests: {result['requests']}, throughput: {throughput:.0f}/s, errors: {errors}")
+    print(
+        f"latency: p50 {result['p50_us'] / 1000:.1f} ms, p95 {result['p95_us'] / 1000:.1f} ms, "
+        f"p99 {result['p99_us'] / 1000:.1f} ms, max {result['max_us'] / 1000:.1f} ms"
+    )
+    print(f"answers: {json.dumps(mix)}")
+    print(
+        f"machine ceiling now: {ceiling:.0f}/s (mean of before and after) for a request the same server refuses "
+        f"at once (no work); this run reached {throughput / ceiling:.0%} of it"
+    )
+    print(f"decision log: {written} rows for {answered} answered requests, {lag_s:.1f}s after the load stopped")
+    print(
+        f"throughput_per_s={throughput:.0f} p50_ms={result['p50_us'] / 1000:.1f} p95_ms={result['p95_us'] / 1000:.1f} "
+        f"p99_ms={result['p99_us'] / 1000:.1f} errors={errors} log_rows={written} log_kept_up={int(kept_up)} "
+        f"ceiling_per_s={ceiling:.0f} "
+        f"cards={CARDS} partners={PARTNERS} workers={WORKERS} connections={CONNECTIONS}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
