@@ -7,9 +7,8 @@ whether an agreement covers the caller today. The last two come from a per-proce
   small tuples; a card saved in this process is evicted at once (signals), and every process polls
   the cards changed since its last look every CARDS_CACHE_POLL_S (one indexed query), so a blocked
   card is refused everywhere within that interval;
-- agreements: the set of partners whose stations take our cards today, recomputed when the
-  agreement table changes (max updated_at and count, polled with the cards), on a new day, or
-  when an agreement is saved in this process.
+- agreements: `roaming.selectors.agreements_in_force`, the per-process copy of the one agreement
+  rule that the OCPI gate reads too.
 
 The decision log is written by `decision_log` in bulk, off the request path.
 """
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -36,10 +34,10 @@ from cards.decision_log import decision_log
 from cards.identifiers import lookup_uid
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.selectors import foreign_token_for
-from roaming.models import PartnerConnection, Party, RoamingAgreement
+from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.envelope import format_datetime
-from roaming.selectors import own_party, party_ids_accepting_our_cards, party_ids_whose_cards_we_accept
+from roaming.selectors import agreements_in_force, own_party, party_ids_whose_cards_we_accept
 
 # Changes committed slightly after a poll could carry an older last_updated: look back this far.
 POLL_OVERLAP = dt.timedelta(seconds=5)
@@ -117,8 +115,6 @@ class CardDirectory:
         self._cards: dict[tuple[str, str], CardEntry | None] = {}
         self._lock = threading.Lock()
         self._issuer: tuple[int, str, str] | None = None
-        self._covered: set[int] = set()
-        self._covered_key: tuple | None = None
         self._watermark: dt.datetime | None = None
         self._next_poll = 0.0
 
@@ -148,11 +144,7 @@ class CardDirectory:
 
     def covers(self, party: Party) -> bool:
         """Whether an active agreement lets `party`'s stations take our cards today."""
-        self._poll_if_due()
-        day = today()
-        if self._covered_key is None or self._covered_key[0] != day:
-            self._load_agreements(day)
-        return party.pk in self._covered
+        return party.pk in agreements_in_force.accepting_our_cards()
 
     # -- keeping it true -------------------------------------------------------------------------------
     def warm(self, chunk_size: int = 5000) -> int:
@@ -171,14 +163,10 @@ class CardDirectory:
     def evict(self, uid: str, token_type: str) -> None:
         self._cards.pop((uid, token_type), None)
 
-    def agreements_changed(self) -> None:
-        self._covered_key = None
-
     def clear(self) -> None:
         with self._lock:
             self._cards = {}
             self._issuer = None
-            self._covered_key = None
             self._watermark = None
             self._next_poll = 0.0
 
@@ -198,18 +186,6 @@ class CardDirectory:
                 for key in changed:
                     self._cards.pop(key, None)
             self._watermark = polled_at
-            if self._covered_key is not None and self._agreement_version() != self._covered_key[1]:
-                self._covered_key = None
-
-    @staticmethod
-    def _agreement_version() -> tuple:
-        stats = RoamingAgreement.objects.aggregate(last=Max("updated_at"), count=Count("id"))
-        return (stats["last"], stats["count"])
-
-    def _load_agreements(self, today: dt.date) -> None:
-        version = self._agreement_version()
-        self._covered = party_ids_accepting_our_cards(on=today)
-        self._covered_key = (today, version)
 
 
 card_directory = CardDirectory()
@@ -219,10 +195,6 @@ def _card_saved(sender: type, instance: Card, **_: Any) -> None:
     card_directory.evict(instance.uid, instance.type)
 
 
-def _agreement_saved(**_: Any) -> None:
-    card_directory.agreements_changed()
-
-
 def _party_saved(sender: type, instance: Party, **_: Any) -> None:
     if instance.is_self:
         card_directory.clear()
@@ -230,8 +202,6 @@ def _party_saved(sender: type, instance: Party, **_: Any) -> None:
 
 post_save.connect(_card_saved, sender=Card, dispatch_uid="cards-directory-card")
 post_delete.connect(_card_saved, sender=Card, dispatch_uid="cards-directory-card-delete")
-post_save.connect(_agreement_saved, sender=RoamingAgreement, dispatch_uid="cards-directory-agreement")
-post_delete.connect(_agreement_saved, sender=RoamingAgreement, dispatch_uid="cards-directory-agreement-del")
 post_save.connect(_party_saved, sender=Party, dispatch_uid="cards-directory-party")
 
 

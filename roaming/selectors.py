@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, IntegerField, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from roaming.models import PartnerConnection, Party, RoamingAgreement
@@ -63,9 +66,69 @@ def agreement_covers(partner: Party, *, our_cards: bool, on: dt.date | None = No
     return active_agreements(on=on, our_cards=our_cards).filter(partner=partner).exists()
 
 
-def agreement_in_force(party: Party, on: dt.date | None = None) -> bool:
+class AgreementsInForce:
+    """This process's copy of which partners have an agreement in force today.
+
+    Every partner call reads it (the OCPI gate, real-time authorization), so it lives in memory:
+    a save in this process clears it at once (signals), a change made by another process is seen
+    by a cheap version query (latest updated_at and row count) at most every
+    ROAMING_AGREEMENTS_CHECK_S, and a new day reloads it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._next_check = 0.0
+        self._in_force: frozenset[int] = frozenset()
+        self._accepting_our_cards: frozenset[int] = frozenset()
+
+    def clear(self) -> None:
+        self._key = None
+
+    def party_in_force(self, party: Party) -> bool:
+        """Whether a partner may use functional modules: an agreement in force with it, or routed through it (hub)."""
+        self._refresh_if_due()
+        return party.pk in self._in_force
+
+    def accepting_our_cards(self) -> frozenset[int]:
+        """Ids of parties whose stations take our cards today (our own party included)."""
+        self._refresh_if_due()
+        return self._accepting_our_cards
+
+    def _refresh_if_due(self) -> None:
+        now = time.monotonic()
+        day = timezone.localdate()
+        if self._key is not None and self._key[0] == day and now < self._next_check:
+            return
+        with self._lock:
+            stats = RoamingAgreement.objects.order_by().aggregate(last=Max("updated_at"), count=Count("id"))
+            key = (day, stats["last"], stats["count"])
+            self._next_check = now + settings.ROAMING_AGREEMENTS_CHECK_S
+            if key == self._key:
+                return
+            rows = list(active_agreements(on=day).values_list("partner_id", "hub_id", "direction"))
+            self._in_force = frozenset({partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub})
+            self._accepting_our_cards = frozenset(
+                {partner for partner, _, direction in rows if direction in OUR_CARDS} | {own_party().pk}
+            )
+            self._key = key
+
+
+agreements_in_force = AgreementsInForce()
+
+
+def _agreements_changed(**_: object) -> None:
+    agreements_in_force.clear()
+
+
+post_save.connect(_agreements_changed, sender=RoamingAgreement, dispatch_uid="roaming-agreements-in-force")
+post_delete.connect(_agreements_changed, sender=RoamingAgreement, dispatch_uid="roaming-agreements-in-force-del")
+post_save.connect(_agreements_changed, sender=Party, dispatch_uid="roaming-agreements-in-force-party")
+
+
+def agreement_in_force(party: Party) -> bool:
     """Whether a partner may use functional modules: an agreement in force with it, or routed through it (hub)."""
-    return active_agreements(on=on).filter(Q(partner=party) | Q(hub=party)).exists()
+    return agreements_in_force.party_in_force(party)
 
 
 def connected_connections():

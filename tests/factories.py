@@ -141,6 +141,8 @@ class SyncRunFactory(factory.django.DjangoModelFactory):
     status = "succeeded"
     started_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(minutes=5))
     finished_at = factory.LazyFunction(timezone.now)
+
+
 class MapLocationFactory(LocationFactory):
     """A location with the map summaries the feeds keep (driver map tests set them directly)."""
 
@@ -150,6 +152,8 @@ class MapLocationFactory(LocationFactory):
     connector_standards = ",IEC_62196_T2,"
     evse_count = 1
     available_evse_count = factory.LazyAttribute(lambda o: 1 if o.map_status == "available" else 0)
+
+
 # --- charging (sessions, CDRs, commands) ---
 
 

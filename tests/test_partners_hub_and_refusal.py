@@ -72,7 +72,10 @@ def test_suspended_connection_is_refused_everywhere(client, partner):
     ],
 )
 def test_agreement_not_in_force_is_refused_on_functional_modules(client, partner, change):
-    RoamingAgreement.objects.filter(partner=partner.party).update(**change)
+    for agreement in RoamingAgreement.objects.filter(partner=partner.party):
+        for field, value in change.items():
+            setattr(agreement, field, value)
+        agreement.save()
     response = get(client, "partner-token")
     assert response.status_code == 403
     assert response.json()["status_code"] == 2000
