@@ -82,6 +82,17 @@
     return [west, south, east, north].map(function (v) { return v.toFixed(5); }).join(",");
   }
 
+  // Markers are focusable buttons: Enter or Space selects them, as a click does.
+  function onActivate(el, action) {
+    el.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        event.stopPropagation();
+        action();
+      }
+    });
+  }
+
   // --- markers -----------------------------------------------------------------------------------
   function stationLabel(p) {
     var text = p.name + ": " + STATUS[p.status].label;
@@ -109,6 +120,7 @@
       el.dataset.status = p.status;
       el.dataset.limited = p.limited ? "true" : "false";
       el.dataset.stale = p.stale ? "true" : "false";
+      onActivate(el, function () { openStation(p.id); });
     });
     return marker;
   }
@@ -129,9 +141,11 @@
       title: label,
       keyboard: true
     });
-    marker.on("click", function () { map.setView(latlng, Math.min(map.getZoom() + 2, map.getMaxZoom())); });
+    function zoomIn() { map.setView(latlng, Math.min(map.getZoom() + 2, map.getMaxZoom())); }
+    marker.on("click", zoomIn);
     marker.on("add", function () {
       var el = marker.getElement();
+      onActivate(el, zoomIn);
       el.setAttribute("role", "button");
       el.setAttribute("aria-label", label);
       el.dataset.count = p.count;
