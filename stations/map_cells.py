@@ -1,9 +1,12 @@
 """The map's cluster counts: stations per grid cell, rebuilt from Location in the database.
 
 Counting 550,000 locations on every Europe-wide map request is too slow, so the counts are kept per
-cell at every cluster level (see stations.models.MapCell) and refreshed in bulk, in one transaction,
-whenever the map's cache version moved (beat, every MAP_CELLS_REFRESH_SECONDS). Station markers
-always read Location itself; only cluster counts may lag by that interval.
+cell at every cluster level (see stations.models.MapCell) and rebuilt in bulk whenever the map's cache
+version or the set of parties accepting our cards moved (beat, every MAP_CELLS_REFRESH_SECONDS).
+Station markers always read Location itself; only cluster counts may lag by that interval.
+
+On PostgreSQL the new counts are built in an unlogged shadow table (derived data: no WAL, no dead rows,
+index built once) and swapped in by renaming, so readers never wait for a rebuild.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ MIN_CELL_LEVEL = 3
 MAX_CELL_LEVEL = 14
 BUILT_FROM_KEY = "stations:map:cells-built-from"
 _LOCK_ID = 604_206  # PostgreSQL advisory lock: one rebuild at a time
+_COLUMNS = "party_id, map_status, limited, max_power_kw, connector_standards"
 
 
 def cell_x(longitude: float, level: int) -> int:
@@ -32,72 +36,87 @@ def cell_y(latitude: float, level: int) -> int:
     return min(int((90.0 - latitude) / 180.0 * 2**level), 2**level - 1)
 
 
+def _fill(cursor, table: str, accepted: list[int]) -> None:
+    """Insert every level's detail rows and the summary rows into `table` (empty)."""
+    top = 2**MAX_CELL_LEVEL
+    least = "MIN" if connection.vendor == "sqlite" else "LEAST"
+    # Cells keep the power step a station reaches (the filter offers only steps): far fewer distinct rows.
+    power_step = "CASE " + " ".join(f"WHEN max_power_kw >= {step} THEN {step}" for step in reversed(POWER_STEPS[1:]))
+    insert = f"INSERT INTO {table} (summary, level, x, y, {_COLUMNS}, stations, sum_latitude, sum_longitude)"
+    # Finest level straight from the locations, with the same visibility rules as the map.
+    cursor.execute(
+        f"""
+        {insert}
+        SELECT %s, %s, cx, cy, {_COLUMNS}, COUNT(*), SUM(latitude), SUM(longitude) FROM (
+            SELECT {least}(FLOOR((longitude + 180.0) / 360.0 * %s), %s - 1) AS cx,
+                   {least}(FLOOR((90.0 - latitude) / 180.0 * %s), %s - 1) AS cy,
+                   party_id, map_status, COALESCE(limited_access_override, limited_access) AS limited,
+                   {power_step} ELSE 0 END AS max_power_kw, connector_standards, latitude, longitude
+            FROM {Location._meta.db_table}
+            WHERE removed_at IS NULL AND publish = %s AND evse_count > 0
+        ) AS located
+        GROUP BY cx, cy, {_COLUMNS}
+        ORDER BY cx, cy
+        """,  # noqa: S608
+        [False, MAX_CELL_LEVEL, top, top, top, top, True],
+    )
+    # Each coarser level from the one below it: never the locations again.
+    for level in range(MAX_CELL_LEVEL - 1, MIN_CELL_LEVEL - 1, -1):
+        cursor.execute(
+            f"""
+            {insert}
+            SELECT %s, %s, x / 2, y / 2, {_COLUMNS}, SUM(stations), SUM(sum_latitude), SUM(sum_longitude)
+            FROM {table} WHERE summary = %s AND level = %s
+            GROUP BY x / 2, y / 2, {_COLUMNS}
+            ORDER BY x / 2, y / 2
+            """,  # noqa: S608
+            [False, level, False, level + 1],
+        )
+    # Summary rows for the unfiltered map (and "available now", "hide limited"): a few rows per cell.
+    marks = ", ".join(["%s"] * len(accepted)) or "NULL"
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (summary, level, x, y, party_id, map_status, limited, max_power_kw,
+                             connector_standards, stations, sum_latitude, sum_longitude)
+        SELECT %s, level, x, y, NULL, map_status, limited, 0, '', SUM(stations), SUM(sum_latitude),
+               SUM(sum_longitude)
+        FROM {table} WHERE summary = %s AND party_id IN ({marks})
+        GROUP BY level, x, y, map_status, limited
+        ORDER BY level, x, y
+        """,  # noqa: S608
+        [True, False, *accepted],
+    )
+
+
 def refresh_map_cells() -> int:
     """Rebuild every cluster level from the visible locations; returns the number of cell rows."""
     from stations.selectors import bump_map_cache_version
 
-    cells = MapCell._meta.db_table
-    locations = Location._meta.db_table
-    columns = "party_id, map_status, limited, max_power_kw, connector_standards"
-    top = 2**MAX_CELL_LEVEL
-    # Cells keep the power step a station reaches (the filter offers only steps): far fewer distinct rows.
-    power_step = "CASE " + " ".join(f"WHEN max_power_kw >= {step} THEN {step}" for step in reversed(POWER_STEPS[1:]))
-    power_step += " ELSE 0 END"
+    table = MapCell._meta.db_table
+    accepted = sorted(party_ids_accepting_our_cards())
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor != "postgresql":
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+            _fill(cursor, table, accepted)
+        else:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-        cursor.execute(f"DELETE FROM {cells}")  # noqa: S608
-        # Finest level straight from the locations, with the same visibility rules as the map.
-        cursor.execute(
-            f"""
-            INSERT INTO {cells} (summary, level, x, y, {columns}, stations, sum_latitude, sum_longitude)
-            SELECT %s, %s, cx, cy, {columns}, COUNT(*), SUM(latitude), SUM(longitude) FROM (
-                SELECT LEAST(FLOOR((longitude + 180.0) / 360.0 * %s), %s - 1) AS cx,
-                       LEAST(FLOOR((90.0 - latitude) / 180.0 * %s), %s - 1) AS cy,
-                       party_id, map_status, COALESCE(limited_access_override, limited_access) AS limited,
-                       {power_step} AS max_power_kw, connector_standards, latitude, longitude
-                FROM {locations}
-                WHERE removed_at IS NULL AND publish = %s AND evse_count > 0
-            ) AS located
-            GROUP BY cx, cy, {columns}
-            ORDER BY cx, cy
-            """.replace("LEAST(", "MIN(" if connection.vendor == "sqlite" else "LEAST("),  # noqa: S608
-            [False, MAX_CELL_LEVEL, top, top, top, top, True],
-        )
-        # Each coarser level from the one below it: a few hundred thousand rows at most, never the locations.
-        for level in range(MAX_CELL_LEVEL - 1, MIN_CELL_LEVEL - 1, -1):
-            cursor.execute(
-                f"""
-                INSERT INTO {cells} (summary, level, x, y, {columns}, stations, sum_latitude, sum_longitude)
-                SELECT %s, %s, x / 2, y / 2, {columns}, SUM(stations), SUM(sum_latitude), SUM(sum_longitude)
-                FROM {cells} WHERE summary = %s AND level = %s
-                GROUP BY x / 2, y / 2, {columns}
-                ORDER BY x / 2, y / 2
-                """,  # noqa: S608
-                [False, level, False, level + 1],
-            )
-        # Summary rows for the unfiltered map (and "available now", "hide limited"): a few rows per cell.
-        accepted = sorted(party_ids_accepting_our_cards())
-        marks = ", ".join(["%s"] * len(accepted))
-        cursor.execute(
-            f"""
-            INSERT INTO {cells} (summary, level, x, y, party_id, map_status, limited, max_power_kw,
-                                 connector_standards, stations, sum_latitude, sum_longitude)
-            SELECT %s, level, x, y, NULL, map_status, limited, 0, '', SUM(stations), SUM(sum_latitude),
-                   SUM(sum_longitude)
-            FROM {cells} WHERE summary = %s AND party_id IN ({marks})
-            GROUP BY level, x, y, map_status, limited
-            ORDER BY level, x, y
-            """,  # noqa: S608
-            [True, False, *accepted],
-        )
-        cursor.execute(f"SELECT COUNT(*) FROM {cells}")  # noqa: S608
+            shadow, index = f"{table}_next", MapCell._meta.indexes[0]
+            cursor.execute(f"DROP TABLE IF EXISTS {shadow}")
+            cursor.execute(f"CREATE UNLOGGED TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING IDENTITY)")
+            _fill(cursor, shadow, accepted)
+            fields = ", ".join(index.fields)
+            cursor.execute(f"CREATE INDEX {shadow}_idx ON {shadow} ({fields})")
+            cursor.execute(f"ALTER TABLE {shadow} ADD CONSTRAINT {shadow}_pk PRIMARY KEY (id)")
+            cursor.execute(f"ANALYZE {shadow}")
+            # The swap: readers wait only for these renames, never for the build above.
+            cursor.execute(f"DROP TABLE {table}")
+            cursor.execute(f"ALTER TABLE {shadow} RENAME TO {table}")
+            cursor.execute(f"ALTER INDEX {shadow}_idx RENAME TO {index.name}")
+            cursor.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {shadow}_pk TO {table}_pkey")
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
         (rows,) = cursor.fetchone()
         version = bump_map_cache_version()
     cache.set(BUILT_FROM_KEY, {"version": version, "accepted": accepted}, timeout=None)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {cells}")
     return rows
 
 
@@ -113,7 +132,8 @@ def refresh_map_cells_if_changed() -> bool:
 
     built = cache.get(BUILT_FROM_KEY) or {}
     current = {"version": map_cache_version(), "accepted": sorted(party_ids_accepting_our_cards())}
-    if built == current:
+    # An unlogged table is emptied by a database crash: rebuild then too.
+    if built == current and (MapCell.objects.exists() or not Location.objects.exists()):
         return False
     refresh_map_cells()
     return True

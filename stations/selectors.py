@@ -256,7 +256,8 @@ def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]
             return _collection([cluster_feature(cell) for cell in cells], zoom, clustered=True)
     rows = list(locations.values(*STATION_FIELDS)[: limit + 1])
     if len(rows) > limit and zoom < STATIONS_ALWAYS_ZOOM:
-        clusters = cells if cells is not None else live_clusters(locations, level)
+        # The cells said few stations but there are many: they are out of date (or not built yet).
+        clusters = live_clusters(locations, level)
         return _collection([cluster_feature(cell) for cell in clusters], zoom, clustered=True)
     features = [station_feature(row, now) for row in rows[:limit]]
     return _collection(features, zoom, clustered=False, truncated=len(rows) > limit)
@@ -349,8 +350,12 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
     visible = visible_locations()
     results: list[dict] = []
     cities = (
-        visible.filter(Q(city__istartswith=query) | Q(postal_code__istartswith=query))
-        .values("city", "postal_code" if query[:1].isdigit() else "country")
+        visible.filter(postal_code__istartswith=query)
+        if query[:1].isdigit()
+        else visible.filter(city__istartswith=query)
+    )
+    cities = (
+        cities.values("city", "postal_code" if query[:1].isdigit() else "country")
         .annotate(stations=Count("id"), lat=Avg("latitude"), lon=Avg("longitude"))
         .order_by("-stations")[:5]
     )
@@ -359,12 +364,13 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
         results.append(
             {"kind": "place", "label": label, "stations": row["stations"], "lat": row["lat"], "lon": row["lon"]}
         )
+    # Unordered so the database stops at the first few matches (a city name matches thousands of stations).
     stations = (
         visible.filter(name__icontains=query)
-        .order_by("name")
+        .order_by()
         .values("id", "name", "city", "latitude", "longitude")[: max(0, limit - len(results))]
     )
-    for row in stations:
+    for row in sorted(stations, key=lambda row: row["name"]):
         results.append(
             {
                 "kind": "station",

@@ -3,6 +3,37 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+# Driver map search (city, postal code, station name, case-insensitive, any part): trigram indexes on
+# PostgreSQL, matching the UPPER(...) LIKE that Django's icontains/istartswith generate. Skipped where
+# pg_trgm cannot be created (search still works, by a scan) and on SQLite.
+SEARCH_COLUMNS = ["name", "city", "postal_code"]
+
+
+def create_search_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SAVEPOINT map_trgm")
+        try:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        except Exception:  # noqa: BLE001  (no right to create extensions: keep the slower search)
+            cursor.execute("ROLLBACK TO SAVEPOINT map_trgm")
+            return
+        cursor.execute("RELEASE SAVEPOINT map_trgm")
+        for column in SEARCH_COLUMNS:
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS location_map_search_{column} "
+                f"ON stations_location USING gin ((UPPER({column}::text)) gin_trgm_ops)"
+            )
+
+
+def drop_search_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        for column in SEARCH_COLUMNS:
+            cursor.execute(f"DROP INDEX IF EXISTS location_map_search_{column}")
+
 
 class Migration(migrations.Migration):
 
@@ -33,4 +64,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['summary', 'level', 'x', 'y'], name='mapcell_level_x_y')],
             },
         ),
+        migrations.RunPython(create_search_indexes, drop_search_indexes),
     ]
