@@ -37,12 +37,14 @@ def cell_y(latitude: float, level: int) -> int:
 
 
 def _fill(cursor, table: str, accepted: list[int]) -> None:
-    """Insert every level's detail rows and the summary rows into `table` (empty)."""
+    """Insert every level's rows of each kind into `table` (empty)."""
+    party, filters, summary = MapCell.Kind.PARTY, MapCell.Kind.FILTERS, MapCell.Kind.SUMMARY
     top = 2**MAX_CELL_LEVEL
     least = "MIN" if connection.vendor == "sqlite" else "LEAST"
     # Cells keep the power step a station reaches (the filter offers only steps): far fewer distinct rows.
     power_step = "CASE " + " ".join(f"WHEN max_power_kw >= {step} THEN {step}" for step in reversed(POWER_STEPS[1:]))
-    insert = f"INSERT INTO {table} (summary, level, x, y, {_COLUMNS}, stations, sum_latitude, sum_longitude)"
+    insert = f"INSERT INTO {table} (kind, level, x, y, {_COLUMNS}, stations, sum_latitude, sum_longitude)"
+    sums = "SUM(stations), SUM(sum_latitude), SUM(sum_longitude)"
     # Finest level straight from the locations, with the same visibility rules as the map.
     cursor.execute(
         f"""
@@ -56,35 +58,44 @@ def _fill(cursor, table: str, accepted: list[int]) -> None:
             WHERE removed_at IS NULL AND publish = %s AND evse_count > 0
         ) AS located
         GROUP BY cx, cy, {_COLUMNS}
-        ORDER BY cx, cy
+        ORDER BY party_id, cx, cy
         """,  # noqa: S608
-        [False, MAX_CELL_LEVEL, top, top, top, top, True],
+        [party, MAX_CELL_LEVEL, top, top, top, top, True],
     )
     # Each coarser level from the one below it: never the locations again.
     for level in range(MAX_CELL_LEVEL - 1, MIN_CELL_LEVEL - 1, -1):
         cursor.execute(
             f"""
             {insert}
-            SELECT %s, %s, x / 2, y / 2, {_COLUMNS}, SUM(stations), SUM(sum_latitude), SUM(sum_longitude)
-            FROM {table} WHERE summary = %s AND level = %s
+            SELECT %s, %s, x / 2, y / 2, {_COLUMNS}, {sums}
+            FROM {table} WHERE kind = %s AND level = %s
             GROUP BY x / 2, y / 2, {_COLUMNS}
-            ORDER BY x / 2, y / 2
+            ORDER BY party_id, x / 2, y / 2
             """,  # noqa: S608
-            [False, level, False, level + 1],
+            [party, level, party, level + 1],
         )
-    # Summary rows for the unfiltered map (and "available now", "hide limited"): a few rows per cell.
+    # Rows without the party, for the parties accepting our cards now: the agreement rule baked in.
     marks = ", ".join(["%s"] * len(accepted)) or "NULL"
+    rest = "map_status, limited, max_power_kw, connector_standards"
     cursor.execute(
         f"""
-        INSERT INTO {table} (summary, level, x, y, party_id, map_status, limited, max_power_kw,
-                             connector_standards, stations, sum_latitude, sum_longitude)
-        SELECT %s, level, x, y, NULL, map_status, limited, 0, '', SUM(stations), SUM(sum_latitude),
-               SUM(sum_longitude)
-        FROM {table} WHERE summary = %s AND party_id IN ({marks})
+        {insert}
+        SELECT %s, level, x, y, NULL, {rest}, {sums}
+        FROM {table} WHERE kind = %s AND party_id IN ({marks})
+        GROUP BY level, x, y, {rest}
+        ORDER BY level, x, y
+        """,  # noqa: S608
+        [filters, party, *accepted],
+    )
+    cursor.execute(
+        f"""
+        {insert}
+        SELECT %s, level, x, y, NULL, map_status, limited, 0, '', {sums}
+        FROM {table} WHERE kind = %s
         GROUP BY level, x, y, map_status, limited
         ORDER BY level, x, y
         """,  # noqa: S608
-        [True, False, *accepted],
+        [summary, filters],
     )
 
 
@@ -104,7 +115,7 @@ def refresh_map_cells() -> int:
             cursor.execute(f"DROP TABLE IF EXISTS {shadow}")
             cursor.execute(f"CREATE UNLOGGED TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING IDENTITY)")
             _fill(cursor, shadow, accepted)
-            fields = ", ".join(index.fields)
+            fields = ", ".join(MapCell._meta.get_field(name).column for name in index.fields)
             cursor.execute(f"CREATE INDEX {shadow}_idx ON {shadow} ({fields})")
             cursor.execute(f"ALTER TABLE {shadow} ADD CONSTRAINT {shadow}_pk PRIMARY KEY (id)")
             cursor.execute(f"ANALYZE {shadow}")
@@ -121,7 +132,7 @@ def refresh_map_cells() -> int:
 
 
 def summary_parties() -> list[int] | None:
-    """The accepting parties the summary rows were built for (None before the first rebuild)."""
+    """The accepting parties the party-less rows were built for (None before the first rebuild)."""
     built = cache.get(BUILT_FROM_KEY)
     return built["accepted"] if built else None
 

@@ -92,9 +92,13 @@ class MapFilters:
             f"&l={int(self.hide_limited)}&o={','.join(map(str, sorted(self.operators)))}"
         )
 
-    def uses_summary(self) -> bool:
-        """Whether the summary cells (status and limited access only) can answer these filters."""
-        return not (self.standards or self.min_power_kw or self.operators)
+    def cell_kind(self) -> int:
+        """The smallest kind of precomputed cell rows that can answer these filters."""
+        if self.operators:
+            return MapCell.Kind.PARTY
+        if self.standards or self.min_power_kw:
+            return MapCell.Kind.FILTERS
+        return MapCell.Kind.SUMMARY
 
     def q(self, *, limited_field: str | None = None) -> Q:
         """The filters as a Q on Location (default) or on MapCell (limited_field='limited')."""
@@ -197,10 +201,11 @@ def _status_sums(count_field: str, aggregate) -> dict:
 
 def cells_in_bbox(bbox: BBox, level: int, filters: MapFilters, accepted: set[int]) -> list[dict]:
     """Cluster rows (count, coordinate sums, per-status counts) from the precomputed cells."""
-    if filters.uses_summary() and map_cells.summary_parties() == sorted(accepted):
-        cells = MapCell.objects.filter(summary=True)
-    else:
-        cells = MapCell.objects.filter(summary=False, party_id__in=accepted)
+    kind = filters.cell_kind()
+    if kind != MapCell.Kind.PARTY and map_cells.summary_parties() == sorted(accepted):
+        cells = MapCell.objects.filter(kind=kind, party__isnull=True)
+    else:  # the agreements changed since the last rebuild: apply the rule to the per-party rows
+        cells = MapCell.objects.filter(kind=MapCell.Kind.PARTY, party_id__in=accepted)
     return list(
         cells.filter(bbox.cells_q(level), filters.q(limited_field="limited"))
         .values("x", "y")
@@ -306,9 +311,9 @@ def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filter
     """The `limit` visible stations nearest to (lat, lon) within radius_km, nearest first."""
     accepted = party_ids_accepting_our_cards()
     now = timezone.now()
-    # Try small circles first: in a city the nearest twenty lie within a few hundred metres, and
+    # Try small circles first: in a city the nearest twenty lie within a kilometre, and
     # once a circle holds `limit` stations no station outside it can be nearer.
-    radius = min(radius_km, 0.5)
+    radius = min(radius_km, 1.0)
     while True:
         rows = list(
             visible_locations(accepted)
@@ -320,7 +325,7 @@ def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filter
         )
         if len(rows) >= limit or radius >= radius_km:
             break
-        radius = min(radius_km, radius * 4)
+        radius = min(radius_km, radius * 8)
     features = []
     for row in rows:
         feature = station_feature(row, now)

@@ -155,9 +155,12 @@ def test_crowded_views_get_clusters_counted_on_the_server(client, partner, setti
     lon, lat = next(f for f in body["features"] if f["properties"]["count"] == 6)["geometry"]["coordinates"]
     assert lat == pytest.approx(50.8525, abs=1e-3) and lon == pytest.approx(4.3525, abs=1e-3)
 
-    # Filters apply to clusters too: the summary cells (available now) and the detailed ones (operator).
+    # Filters apply to clusters too, from each kind of cell: summary (available now), filter values
+    # (connector, power) and per party (operator).
     available = client.get("/api/v1/stations", {**EUROPE, "available": "true"}).json()
     assert available["meta"]["clustered"] is True and available["meta"]["stations"] == 6
+    type2 = client.get("/api/v1/stations", {**EUROPE, "standard": "IEC_62196_T2", "min_power_kw": "22"}).json()
+    assert type2["meta"]["clustered"] is True and type2["meta"]["stations"] == 10
     mine = client.get("/api/v1/stations", {**EUROPE, "operator": partner.ocpi_id, "standard": "IEC_62196_T2"}).json()
     assert mine["meta"]["stations"] == 10
 
@@ -281,7 +284,7 @@ def test_nearby_is_ordered_by_distance_within_the_radius(client, partner, django
     far = MapLocationFactory(party=partner, latitude=50.09, longitude=4.0, map_status="in_use")  # 10 km
     MapLocationFactory(party=partner, latitude=50.3, longitude=4.0)  # 33 km: outside 25 km
 
-    with django_assert_max_num_queries(6):  # agreement rule (2) + widening circles (4)
+    with django_assert_max_num_queries(5):  # agreement rule (2) + widening circles: 1, 8, 25 km (3)
         response = client.get("/api/v1/stations/nearby", {"lat": 50.0, "lon": 4.0, "radius_km": 25})
     features = response.json()["features"]
     assert [f["properties"]["id"] for f in features] == [nearer.pk, near.pk, far.pk]
@@ -392,3 +395,17 @@ def test_openapi_schema_and_docs(client):
     for path in ("/api/v1/stations:", "/api/v1/stations/{id}:", "/api/v1/stations/nearby:", "bbox", "min_power_kw"):
         assert path in text
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_beat_task_rebuilds_cells_only_after_a_change(partner, settings):
+    from mobilityplus.celery import app as celery_app
+    from stations.map_tasks import refresh_map_cells_if_changed as task
+
+    celery_app.loader.import_default_modules()
+    assert "stations.map_tasks.refresh_map_cells_if_changed" in celery_app.tasks
+    assert settings.CELERY_BEAT_SCHEDULE["map-cells-refresh"]["task"] == task.name
+    _spread(partner, 2, 50.85, 4.35)
+    assert task.delay().get() is True
+    assert task.delay().get() is False
+    bump_map_cache_version()
+    assert task.delay().get() is True
