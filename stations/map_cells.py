@@ -23,6 +23,9 @@ POWER_STEPS = [0, 3.7, 7.4, 11, 22, 43, 50, 100, 150, 250, 350]
 # Cluster levels: level L splits the world into 2**L columns (360 degrees) by 2**L rows (180 degrees).
 MIN_CELL_LEVEL = 3
 MAX_CELL_LEVEL = 14
+# Per-party rows (the operator filter) only up to here: one operator rarely crowds a closer view, and
+# when it does the view is clustered live from the locations.
+PARTY_MAX_LEVEL = 10
 BUILT_FROM_KEY = "stations:map:cells-built-from"
 _LOCK_ID = 604_206  # PostgreSQL advisory lock: one rebuild at a time
 _COLUMNS = "party_id, map_status, limited, max_power_kw, connector_standards"
@@ -45,58 +48,74 @@ def _fill(cursor, table: str, accepted: list[int]) -> None:
     power_step = "CASE " + " ".join(f"WHEN max_power_kw >= {step} THEN {step}" for step in reversed(POWER_STEPS[1:]))
     insert = f"INSERT INTO {table} (kind, level, x, y, {_COLUMNS}, stations, sum_latitude, sum_longitude)"
     sums = "SUM(stations), SUM(sum_latitude), SUM(sum_longitude)"
-    # Finest level straight from the locations, with the same visibility rules as the map.
+    # Finest level straight from the locations, with the same visibility rules as the map. Each level
+    # is kept in a small temporary table too, so the next coarser one reads it, not the whole result.
+    cursor.execute("DROP TABLE IF EXISTS map_cells_level")
     cursor.execute(
         f"""
-        {insert}
-        SELECT %s, %s, cx, cy, {_COLUMNS}, COUNT(*), SUM(latitude), SUM(longitude) FROM (
-            SELECT {least}(FLOOR((longitude + 180.0) / 360.0 * %s), %s - 1) AS cx,
-                   {least}(FLOOR((90.0 - latitude) / 180.0 * %s), %s - 1) AS cy,
+        CREATE TEMPORARY TABLE map_cells_level AS
+        SELECT cx AS x, cy AS y, {_COLUMNS}, COUNT(*) AS stations, SUM(latitude) AS sum_latitude,
+               SUM(longitude) AS sum_longitude
+        FROM (
+            SELECT CAST({least}(FLOOR((longitude + 180.0) / 360.0 * %s), %s - 1) AS INTEGER) AS cx,
+                   CAST({least}(FLOOR((90.0 - latitude) / 180.0 * %s), %s - 1) AS INTEGER) AS cy,
                    party_id, map_status, COALESCE(limited_access_override, limited_access) AS limited,
                    {power_step} ELSE 0 END AS max_power_kw, connector_standards, latitude, longitude
             FROM {Location._meta.db_table}
             WHERE removed_at IS NULL AND publish = %s AND evse_count > 0
         ) AS located
         GROUP BY cx, cy, {_COLUMNS}
-        ORDER BY party_id, cx, cy
         """,  # noqa: S608
-        [party, MAX_CELL_LEVEL, top, top, top, top, True],
+        [top, top, top, top, True],
     )
-    # Each coarser level from the one below it: never the locations again.
-    for level in range(MAX_CELL_LEVEL - 1, MIN_CELL_LEVEL - 1, -1):
+    marks = ", ".join(["%s"] * len(accepted)) or "NULL"
+    rest = "map_status, limited, max_power_kw, connector_standards"
+    for level in range(MAX_CELL_LEVEL, MIN_CELL_LEVEL - 1, -1):
+        if level <= PARTY_MAX_LEVEL:
+            cursor.execute(
+                f"""
+                {insert}
+                SELECT %s, %s, x, y, {_COLUMNS}, stations, sum_latitude, sum_longitude
+                FROM map_cells_level ORDER BY party_id, x, y
+                """,  # noqa: S608
+                [party, level],
+            )
+        # Rows without the party, for the parties accepting our cards now: the agreement rule baked in.
         cursor.execute(
             f"""
             {insert}
-            SELECT %s, %s, x / 2, y / 2, {_COLUMNS}, {sums}
-            FROM {table} WHERE kind = %s AND level = %s
-            GROUP BY x / 2, y / 2, {_COLUMNS}
-            ORDER BY party_id, x / 2, y / 2
+            SELECT %s, %s, x, y, NULL, {rest}, {sums}
+            FROM map_cells_level WHERE party_id IN ({marks})
+            GROUP BY x, y, {rest}
+            ORDER BY x, y
             """,  # noqa: S608
-            [party, level, party, level + 1],
+            [filters, level, *accepted],
         )
-    # Rows without the party, for the parties accepting our cards now: the agreement rule baked in.
-    marks = ", ".join(["%s"] * len(accepted)) or "NULL"
-    rest = "map_status, limited, max_power_kw, connector_standards"
-    cursor.execute(
-        f"""
-        {insert}
-        SELECT %s, level, x, y, NULL, {rest}, {sums}
-        FROM {table} WHERE kind = %s AND party_id IN ({marks})
-        GROUP BY level, x, y, {rest}
-        ORDER BY level, x, y
-        """,  # noqa: S608
-        [filters, party, *accepted],
-    )
-    cursor.execute(
-        f"""
-        {insert}
-        SELECT %s, level, x, y, NULL, map_status, limited, 0, '', {sums}
-        FROM {table} WHERE kind = %s
-        GROUP BY level, x, y, map_status, limited
-        ORDER BY level, x, y
-        """,  # noqa: S608
-        [summary, filters],
-    )
+        cursor.execute(
+            f"""
+            {insert}
+            SELECT %s, %s, x, y, NULL, map_status, limited, 0, '', {sums}
+            FROM map_cells_level WHERE party_id IN ({marks})
+            GROUP BY x, y, map_status, limited
+            ORDER BY x, y
+            """,  # noqa: S608
+            [summary, level, *accepted],
+        )
+        if level == MIN_CELL_LEVEL:
+            break
+        cursor.execute("DROP TABLE IF EXISTS map_cells_coarser")
+        cursor.execute(
+            f"""
+            CREATE TEMPORARY TABLE map_cells_coarser AS
+            SELECT x / 2 AS x, y / 2 AS y, {_COLUMNS}, SUM(stations) AS stations,
+                   SUM(sum_latitude) AS sum_latitude, SUM(sum_longitude) AS sum_longitude
+            FROM map_cells_level
+            GROUP BY x / 2, y / 2, {_COLUMNS}
+            """  # noqa: S608
+        )
+        cursor.execute("DROP TABLE map_cells_level")
+        cursor.execute("ALTER TABLE map_cells_coarser RENAME TO map_cells_level")
+    cursor.execute("DROP TABLE map_cells_level")
 
 
 def refresh_map_cells() -> int:
