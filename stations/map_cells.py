@@ -11,6 +11,9 @@ index built once) and swapped in by renaming, so readers never wait for a rebuil
 
 from __future__ import annotations
 
+import time
+
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
@@ -146,7 +149,7 @@ def refresh_map_cells() -> int:
         cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
         (rows,) = cursor.fetchone()
         version = bump_map_cache_version()
-    cache.set(BUILT_FROM_KEY, {"version": version, "accepted": accepted}, timeout=None)
+    cache.set(BUILT_FROM_KEY, {"version": version, "accepted": accepted, "at": time.time()}, timeout=None)
     return rows
 
 
@@ -161,9 +164,12 @@ def refresh_map_cells_if_changed() -> bool:
     from stations.selectors import map_cache_version
 
     built = cache.get(BUILT_FROM_KEY) or {}
-    current = {"version": map_cache_version(), "accepted": sorted(party_ids_accepting_our_cards())}
-    # An unlogged table is emptied by a database crash: rebuild then too.
-    if built == current and (MapCell.objects.exists() or not Location.objects.exists()):
+    unchanged = built.get("version") == map_cache_version() and built.get("accepted") == sorted(
+        party_ids_accepting_our_cards()
+    )
+    # Safety nets: a writer that forgot to bump the version, and an unlogged table emptied by a crash.
+    recent = time.time() - built.get("at", 0) < settings.MAP_CELLS_MAX_AGE_SECONDS
+    if unchanged and recent and (MapCell.objects.exists() or not Location.objects.exists()):
         return False
     refresh_map_cells()
     return True

@@ -409,3 +409,6 @@ def test_beat_task_rebuilds_cells_only_after_a_change(partner, settings):
     assert task.delay().get() is False
     bump_map_cache_version()
     assert task.delay().get() is True
+    # Rebuilt now and then even when no writer bumped the version.
+    settings.MAP_CELLS_MAX_AGE_SECONDS = 0
+    assert task.delay().get() is True

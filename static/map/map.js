@@ -95,7 +95,7 @@
 
   // --- markers -----------------------------------------------------------------------------------
   function stationLabel(p) {
-    var text = p.name + ": " + STATUS[p.status].label;
+    var text = p.name + ": " + (STATUS[p.status] || STATUS.unknown).label;
     if (p.stale) text += " (status may be out of date)";
     if (p.limited) text += ", limited access";
     return text;
@@ -103,8 +103,9 @@
 
   function stationMarker(feature) {
     var p = feature.properties;
-    var info = STATUS[p.status] || STATUS.unknown;
-    var html = '<span class="marker-shape status-' + p.status + (p.stale ? " is-stale" : "") + '">' + info.letter +
+    var status = STATUS[p.status] ? p.status : "unknown";
+    var info = STATUS[status];
+    var html = '<span class="marker-shape status-' + status + (p.stale ? " is-stale" : "") + '">' + info.letter +
       (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") + "</span>";
     var marker = L.marker([feature.geometry.coordinates[1], feature.geometry.coordinates[0]], {
       icon: L.divIcon({ className: "station-icon", html: html, iconSize: [24, 24], iconAnchor: [12, 12] }),
@@ -117,7 +118,7 @@
       el.setAttribute("role", "button");
       el.setAttribute("aria-label", stationLabel(p));
       el.dataset.stationId = p.id;
-      el.dataset.status = p.status;
+      el.dataset.status = status;
       el.dataset.limited = p.limited ? "true" : "false";
       el.dataset.stale = p.stale ? "true" : "false";
       onActivate(el, function () { openStation(p.id); });
@@ -187,12 +188,13 @@
 
   // --- station panel -------------------------------------------------------------------------
   function renderStation(p) {
-    var status = STATUS[p.status] || STATUS.unknown;
+    var key = STATUS[p.status] ? p.status : "unknown";
+    var status = STATUS[key];
     var html = '<h2 id="station-name">' + escapeHtml(p.name) + "</h2>" +
       "<p>" + escapeHtml(p.address) + ", " + escapeHtml(p.postal_code) + " " + escapeHtml(p.city) + "</p>" +
       "<p><strong>Operator:</strong> " + escapeHtml(p.operator) + "<br><strong>Opening times:</strong> " +
       escapeHtml(p.opening_hours) + "<br><strong>Up to:</strong> " + escapeHtml(p.max_power_kw) + " kW</p>" +
-      '<p class="station-status"><span class="marker-shape status-' + p.status + (p.stale ? " is-stale" : "") +
+      '<p class="station-status"><span class="marker-shape status-' + key + (p.stale ? " is-stale" : "") +
       '" aria-hidden="true">' + status.letter + "</span> " + status.label +
       ", updated " + ago(p.status_updated_at) + " ago" + "</p>";
     if (p.stale) {
@@ -206,8 +208,9 @@
     html += '<p class="how-to-start"><strong>Start with:</strong> ' +
       (p.card ? "your MobilityPlus card" : "not with the card") + " · " + (p.app ? "the app" : "not from the app") + "</p>";
     html += '<h3>Charge points</h3><ul class="evse-list">' + p.evses.map(function (e) {
-      var s = STATUS[e.map_status] || STATUS.unknown;
-      return '<li><div class="evse-head"><span class="marker-shape status-' + e.map_status + (e.stale ? " is-stale" : "") +
+      var sKey = STATUS[e.map_status] ? e.map_status : "unknown";
+      var s = STATUS[sKey];
+      return '<li><div class="evse-head"><span class="marker-shape status-' + sKey + (e.stale ? " is-stale" : "") +
         '" aria-hidden="true">' + s.letter + "</span><strong>" + escapeHtml(e.evse_id || e.uid) + "</strong> " + s.label +
         (e.status_changed_at ? " for " + ago(e.status_changed_at) : "") + "</div><ul>" +
         e.connectors.map(function (c) {
