@@ -261,7 +261,8 @@ def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]
             return _collection([cluster_feature(cell) for cell in cells], zoom, clustered=True)
     rows = list(locations.values(*STATION_FIELDS)[: limit + 1])
     if len(rows) > limit and zoom < STATIONS_ALWAYS_ZOOM:
-        # The cells said few stations but there are many: they are out of date (or not built yet).
+        # The cells said few stations but there are many: out of date, not built yet, or (per-party
+        # rows) not kept at this level. Count them live.
         clusters = live_clusters(locations, level)
         return _collection([cluster_feature(cell) for cell in clusters], zoom, clustered=True)
     features = [station_feature(row, now) for row in rows[:limit]]
