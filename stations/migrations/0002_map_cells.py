@@ -27,6 +27,26 @@ def create_search_indexes(apps, schema_editor):
             )
 
 
+# Viewport and nearby reads of the visible locations, answered from the index alone (PostgreSQL):
+# partial (what the map may show) and covering (what a marker needs and what the filters read).
+VISIBLE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS location_map_visible ON stations_location (latitude, longitude) "
+    "INCLUDE (id, party_id, map_status, status_updated_at, max_power_kw, connector_standards, limited_access, "
+    "limited_access_override, evse_count, available_evse_count, name) "
+    "WHERE removed_at IS NULL AND publish AND evse_count > 0"
+)
+
+
+def create_visible_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(VISIBLE_INDEX)
+
+
+def drop_visible_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("DROP INDEX IF EXISTS location_map_visible")
+
+
 def drop_search_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
@@ -66,4 +86,5 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(create_search_indexes, drop_search_indexes),
+        migrations.RunPython(create_visible_index, drop_visible_index),
     ]
