@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -414,3 +415,16 @@ def test_beat_task_rebuilds_cells_only_after_a_change(partner, settings):
     # Rebuilt now and then even when no writer bumped the version.
     settings.MAP_CELLS_MAX_AGE_SECONDS = 0
     assert task.delay().get() is True
+
+
+@pytest.mark.parametrize("path", ["/", "/map/"])
+def test_map_page_serves_its_own_scripts_and_the_operators_taking_our_card(client, partner, path):
+    stranger = PartyFactory(name="Stranger Charging")
+    response = client.get(path)
+    assert response.status_code == 200
+    html = response.content.decode()
+    scripts = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assert scripts and all(src.startswith("/static/") for src in scripts), scripts  # no CDN
+    assert "leaflet/leaflet" in html and "map/map.js" in html
+    assert f'<option value="{partner.ocpi_id}">{partner.name}</option>' in html
+    assert stranger.name not in html
