@@ -139,6 +139,8 @@ def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo
     stale = page.locator(f'.station-icon[data-station-id="{demo_map["brussels3"].pk}"]')
     expect(stale).to_have_attribute("data-stale", "true")
     expect(stale.locator(".marker-shape.is-stale")).to_have_count(1)
+    expect(stale.locator(".stale-badge")).to_have_count(1)  # a clock, not only a fainter colour
+    assert page.locator(".station-icon .stale-badge").count() == 1
 
     # The limited-access station carries the lock; its panel says why and how to start.
     locked = page.locator(f'.station-icon[data-station-id="{demo_map["limited"].pk}"]')

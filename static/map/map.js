@@ -12,6 +12,10 @@
   var LOCK_SVG = '<svg class="lock-icon" viewBox="0 0 12 14" width="10" height="12" aria-hidden="true">' +
     '<rect x="1" y="6" width="10" height="8" rx="1.5" fill="currentColor"/>' +
     '<path d="M3.2 6V4.2a2.8 2.8 0 0 1 5.6 0V6" stroke="currentColor" stroke-width="1.6" fill="none"/></svg>';
+  // A small clock: the status is old (stale), drawn so that it does not depend on colour.
+  var STALE_SVG = '<svg class="stale-icon" viewBox="0 0 12 12" width="10" height="10" aria-hidden="true">' +
+    '<circle cx="6" cy="6" r="4.6" fill="#fff" stroke="currentColor" stroke-width="1.6"/>' +
+    '<path d="M6 3.2V6l2 1.4" stroke="currentColor" stroke-width="1.4" fill="none"/></svg>';
   var FILTERS = ["standard", "min_power_kw", "operator", "available", "hide_limited"];
 
   var map, layer, inflight, debounce, openStationId = null;
@@ -106,7 +110,8 @@
     var status = STATUS[p.status] ? p.status : "unknown";
     var info = STATUS[status];
     var html = '<span class="marker-shape status-' + status + (p.stale ? " is-stale" : "") + '">' + info.letter +
-      (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") + "</span>";
+      (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") +
+      (p.stale ? '<span class="stale-badge">' + STALE_SVG + "</span>" : "") + "</span>";
     var marker = L.marker([feature.geometry.coordinates[1], feature.geometry.coordinates[0]], {
       icon: L.divIcon({ className: "station-icon", html: html, iconSize: [24, 24], iconAnchor: [12, 12] }),
       title: stationLabel(p),
