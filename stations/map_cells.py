@@ -25,7 +25,7 @@ POWER_STEPS = [0, 3.7, 7.4, 11, 22, 43, 50, 100, 150, 250, 350]
 
 # Cluster levels: level L splits the world into 2**L columns (360 degrees) by 2**L rows (180 degrees).
 MIN_CELL_LEVEL = 3
-MAX_CELL_LEVEL = 14
+MAX_CELL_LEVEL = 12  # zoom 11; closer views are counted live from the covering index
 # Per-party rows (the operator filter) only up to here: one operator rarely crowds a closer view, and
 # when it does the view is clustered live from the locations.
 PARTY_MAX_LEVEL = 10
