@@ -235,6 +235,8 @@ MAP_MAX_STATIONS = int(os.environ.get("MAP_MAX_STATIONS", "1000"))
 MAP_CACHE_SECONDS = int(os.environ.get("MAP_CACHE_SECONDS", "30"))
 # How often the cluster counts (stations.MapCell) are rebuilt when something changed.
 MAP_CELLS_REFRESH_SECONDS = int(os.environ.get("MAP_CELLS_REFRESH_SECONDS", "60"))
+# ...and at least this often even when no writer bumped the map's cache version.
+MAP_CELLS_MAX_AGE_SECONDS = int(os.environ.get("MAP_CELLS_MAX_AGE_SECONDS", "900"))
 CELERY_IMPORTS = ["stations.map_tasks"]
 CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
     "task": "stations.map_tasks.refresh_map_cells_if_changed",

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
@@ -105,6 +105,62 @@ FILTER_PARAMETERS = [
 ]
 
 
+STATION_EXAMPLE = {
+    "type": "Feature",
+    "geometry": {"type": "Point", "coordinates": [4.35247, 50.84673]},
+    "properties": {
+        "id": 1,
+        "name": "Grand-Place",
+        "status": "available",
+        "stale": False,
+        "limited": False,
+        "max_power_kw": 22.0,
+        "evses": 2,
+        "available_evses": 1,
+    },
+}
+CLUSTER_EXAMPLE = {
+    "type": "Feature",
+    "geometry": {"type": "Point", "coordinates": [4.4012, 50.9031]},
+    "properties": {
+        "cluster": True,
+        "count": 1532,
+        "statuses": {"available": 802, "in_use": 401, "faulty": 61, "unknown": 268},
+    },
+}
+META_EXAMPLE = {"zoom": 7, "stations": 1532, "truncated": False, "stale_after_minutes": 30}
+VIEWPORT_EXAMPLES = [
+    OpenApiExample(
+        "Stations (few in view)",
+        value={
+            "type": "FeatureCollection",
+            "features": [STATION_EXAMPLE],
+            "meta": {**META_EXAMPLE, "clustered": False},
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "Clusters (many in view)",
+        value={"type": "FeatureCollection", "features": [CLUSTER_EXAMPLE], "meta": {**META_EXAMPLE, "clustered": True}},
+        response_only=True,
+    ),
+    OpenApiExample(
+        "Bad parameters",
+        value={"bbox": ["south must not be greater than north."]},
+        response_only=True,
+        status_codes=["400"],
+    ),
+]
+NEARBY_EXAMPLE = OpenApiExample(
+    "Nearest first",
+    value={
+        "type": "FeatureCollection",
+        "features": [{**STATION_EXAMPLE, "properties": {**STATION_EXAMPLE["properties"], "distance_km": 0.42}}],
+    },
+    response_only=True,
+)
+
+
 class PublicMapView(APIView):
     # The map is public: it shows only what any driver may see.
     permission_classes = [AllowAny]
@@ -116,7 +172,8 @@ class StationListView(PublicMapView):
         operation_id="stations_in_viewport",
         summary="Stations in a viewport (GeoJSON), or server-side clusters when there are too many",
         parameters=[ViewportSerializer, *FILTER_PARAMETERS],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        examples=VIEWPORT_EXAMPLES,
     )
     def get(self, request: Request) -> Response:
         viewport, filters = validated(ViewportSerializer, request, with_filters=True)
@@ -128,7 +185,8 @@ class NearbyView(PublicMapView):
         operation_id="stations_nearby",
         summary="Stations nearest to a point, nearest first (GeoJSON, distance_km in properties)",
         parameters=[NearbySerializer, *FILTER_PARAMETERS],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        examples=[NEARBY_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         params, filters = validated(NearbySerializer, request, with_filters=True)
@@ -240,7 +298,7 @@ class StationDetailView(PublicMapView):
     @extend_schema(
         operation_id="station_detail",
         summary="One station with its EVSEs and connectors (GeoJSON Feature)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request, pk: int) -> Response:
         location = selectors.station_detail(pk)

@@ -232,12 +232,17 @@ class MapCell(models.Model):
 
     Rebuilt from Location by `stations.map_cells.refresh_map_cells()`; the map reads it for clusters only.
     Cell (x, y) at `level` covers longitudes [x, x+1) * 360 / 2**level - 180 and latitudes
-    90 - [y, y+1) * 180 / 2**level. Detail rows split each cell by owner party (the agreement rule and
-    the operator filter), map status, limited access, power step and connector standards; summary rows
-    hold only the parties accepting our cards at rebuild time, split by status and limited access.
+    90 - [y, y+1) * 180 / 2**level. Three kinds of rows, from the most detailed to the smallest:
+    per party (the operator filter), per filter values for the parties accepting our cards at rebuild
+    time (connector, power step), and per status and limited access only (the unfiltered map).
     """
 
-    summary = models.BooleanField()
+    class Kind(models.IntegerChoices):
+        PARTY = 0
+        FILTERS = 1
+        SUMMARY = 2
+
+    kind = models.PositiveSmallIntegerField(choices=Kind.choices)
     level = models.PositiveSmallIntegerField()
     x = models.IntegerField()
     y = models.IntegerField()
@@ -251,7 +256,7 @@ class MapCell(models.Model):
     sum_longitude = models.FloatField()
 
     class Meta:
-        indexes = [models.Index(fields=["summary", "level", "x", "y"], name="mapcell_level_x_y")]
+        indexes = [models.Index(fields=["kind", "level", "party", "x", "y"], name="mapcell_kind_level_party_x_y")]
 
     def __str__(self) -> str:
         return f"cell {self.level}/{self.x}/{self.y}: {self.stations}"

@@ -92,9 +92,13 @@ class MapFilters:
             f"&l={int(self.hide_limited)}&o={','.join(map(str, sorted(self.operators)))}"
         )
 
-    def uses_summary(self) -> bool:
-        """Whether the summary cells (status and limited access only) can answer these filters."""
-        return not (self.standards or self.min_power_kw or self.operators)
+    def cell_kind(self) -> int:
+        """The smallest kind of precomputed cell rows that can answer these filters."""
+        if self.operators:
+            return MapCell.Kind.PARTY
+        if self.standards or self.min_power_kw:
+            return MapCell.Kind.FILTERS
+        return MapCell.Kind.SUMMARY
 
     def q(self, *, limited_field: str | None = None) -> Q:
         """The filters as a Q on Location (default) or on MapCell (limited_field='limited')."""
@@ -197,10 +201,11 @@ def _status_sums(count_field: str, aggregate) -> dict:
 
 def cells_in_bbox(bbox: BBox, level: int, filters: MapFilters, accepted: set[int]) -> list[dict]:
     """Cluster rows (count, coordinate sums, per-status counts) from the precomputed cells."""
-    if filters.uses_summary() and map_cells.summary_parties() == sorted(accepted):
-        cells = MapCell.objects.filter(summary=True)
-    else:
-        cells = MapCell.objects.filter(summary=False, party_id__in=accepted)
+    kind = filters.cell_kind()
+    if kind != MapCell.Kind.PARTY and map_cells.summary_parties() == sorted(accepted):
+        cells = MapCell.objects.filter(kind=kind, party__isnull=True)
+    else:  # the agreements changed since the last rebuild: apply the rule to the per-party rows
+        cells = MapCell.objects.filter(kind=MapCell.Kind.PARTY, party_id__in=accepted)
     return list(
         cells.filter(bbox.cells_q(level), filters.q(limited_field="limited"))
         .values("x", "y")
@@ -256,7 +261,9 @@ def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]
             return _collection([cluster_feature(cell) for cell in cells], zoom, clustered=True)
     rows = list(locations.values(*STATION_FIELDS)[: limit + 1])
     if len(rows) > limit and zoom < STATIONS_ALWAYS_ZOOM:
-        clusters = cells if cells is not None else live_clusters(locations, level)
+        # The cells said few stations but there are many: out of date, not built yet, or (per-party
+        # rows) not kept at this level. Count them live.
+        clusters = live_clusters(locations, level)
         return _collection([cluster_feature(cell) for cell in clusters], zoom, clustered=True)
     features = [station_feature(row, now) for row in rows[:limit]]
     return _collection(features, zoom, clustered=False, truncated=len(rows) > limit)
@@ -305,9 +312,9 @@ def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filter
     """The `limit` visible stations nearest to (lat, lon) within radius_km, nearest first."""
     accepted = party_ids_accepting_our_cards()
     now = timezone.now()
-    # Try small circles first: in a city the nearest twenty lie within a few hundred metres, and
+    # Try small circles first: in a city the nearest twenty lie within a kilometre, and
     # once a circle holds `limit` stations no station outside it can be nearer.
-    radius = min(radius_km, 0.5)
+    radius = min(radius_km, 1.0)
     while True:
         rows = list(
             visible_locations(accepted)
@@ -319,7 +326,7 @@ def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filter
         )
         if len(rows) >= limit or radius >= radius_km:
             break
-        radius = min(radius_km, radius * 4)
+        radius = min(radius_km, radius * 8)
     features = []
     for row in rows:
         feature = station_feature(row, now)
@@ -349,8 +356,12 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
     visible = visible_locations()
     results: list[dict] = []
     cities = (
-        visible.filter(Q(city__istartswith=query) | Q(postal_code__istartswith=query))
-        .values("city", "postal_code" if query[:1].isdigit() else "country")
+        visible.filter(postal_code__istartswith=query)
+        if query[:1].isdigit()
+        else visible.filter(city__istartswith=query)
+    )
+    cities = (
+        cities.values("city", "postal_code" if query[:1].isdigit() else "country")
         .annotate(stations=Count("id"), lat=Avg("latitude"), lon=Avg("longitude"))
         .order_by("-stations")[:5]
     )
@@ -359,12 +370,13 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
         results.append(
             {"kind": "place", "label": label, "stations": row["stations"], "lat": row["lat"], "lon": row["lon"]}
         )
+    # Unordered so the database stops at the first few matches (a city name matches thousands of stations).
     stations = (
         visible.filter(name__icontains=query)
-        .order_by("name")
+        .order_by()
         .values("id", "name", "city", "latitude", "longitude")[: max(0, limit - len(results))]
     )
-    for row in stations:
+    for row in sorted(stations, key=lambda row: row["name"]):
         results.append(
             {
                 "kind": "station",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -78,7 +79,7 @@ def test_only_stations_taking_our_card_are_shown(client, partner):
     assert ids(client.get("/api/v1/stations", BRUSSELS_STREETS)) == {ours.pk, both_ways.pk}
 
 
-def test_filters_narrow_the_stations(client, partner):
+def test_filters_narrow_the_stations(client, partner, django_assert_max_num_queries):
     other = RoamingAgreementFactory(direction=RoamingAgreement.Direction.BOTH).partner
     ac = MapLocationFactory(party=partner, max_power_kw=22, connector_standards=",IEC_62196_T2,")
     dc = MapLocationFactory(
@@ -93,7 +94,8 @@ def test_filters_narrow_the_stations(client, partner):
         return ids(client.get("/api/v1/stations", {**BRUSSELS_STREETS, **filters}))
 
     everything = {ac.pk, dc.pk, faulty.pk, limited.pk, unlocked.pk, locked.pk}
-    assert shown() == everything
+    with django_assert_max_num_queries(3):  # agreement rule (2) + the stations
+        assert shown() == everything
     assert shown(standard="CHADEMO") == {dc.pk, faulty.pk}
     assert shown(standard=["IEC_62196_T2_COMBO", "CHADEMO"]) == {dc.pk, faulty.pk}
     assert shown(min_power_kw="50") == {dc.pk, faulty.pk}
@@ -103,7 +105,8 @@ def test_filters_narrow_the_stations(client, partner):
     assert shown(hide_limited="true") == {ac.pk, dc.pk, faulty.pk, unlocked.pk}
     assert shown(operator=other.ocpi_id) == {faulty.pk, limited.pk, unlocked.pk, locked.pk}
     assert shown(operator=[other.ocpi_id, partner.ocpi_id]) == everything
-    assert shown(operator=partner.ocpi_id, standard="IEC_62196_T2") == {ac.pk}
+    with django_assert_max_num_queries(7):  # + operator validation (3) and lookup (1)
+        assert shown(operator=partner.ocpi_id, standard="IEC_62196_T2") == {ac.pk}
 
     features = {f["properties"]["id"]: f for f in client.get("/api/v1/stations", BRUSSELS_STREETS).json()["features"]}
     assert features[limited.pk]["properties"]["limited"] is True
@@ -155,9 +158,12 @@ def test_crowded_views_get_clusters_counted_on_the_server(client, partner, setti
     lon, lat = next(f for f in body["features"] if f["properties"]["count"] == 6)["geometry"]["coordinates"]
     assert lat == pytest.approx(50.8525, abs=1e-3) and lon == pytest.approx(4.3525, abs=1e-3)
 
-    # Filters apply to clusters too: the summary cells (available now) and the detailed ones (operator).
+    # Filters apply to clusters too, from each kind of cell: summary (available now), filter values
+    # (connector, power) and per party (operator).
     available = client.get("/api/v1/stations", {**EUROPE, "available": "true"}).json()
     assert available["meta"]["clustered"] is True and available["meta"]["stations"] == 6
+    type2 = client.get("/api/v1/stations", {**EUROPE, "standard": "IEC_62196_T2", "min_power_kw": "22"}).json()
+    assert type2["meta"]["clustered"] is True and type2["meta"]["stations"] == 10
     mine = client.get("/api/v1/stations", {**EUROPE, "operator": partner.ocpi_id, "standard": "IEC_62196_T2"}).json()
     assert mine["meta"]["stations"] == 10
 
@@ -181,7 +187,10 @@ def test_crowded_views_get_clusters_counted_on_the_server(client, partner, setti
 def test_cluster_cells_follow_changes_once_rebuilt(client, partner, settings):
     settings.MAP_MAX_STATIONS = 1
     first = _spread(partner, 3, 50.85, 4.35)
-    refresh_map_cells()
+    # Cells not built yet (or out of date): the crowded view is still clustered, counted live.
+    body = client.get("/api/v1/stations", EUROPE).json()
+    assert body["meta"]["clustered"] is True and body["meta"]["stations"] == 3
+    refresh_map_cells()  # bumps the cache version itself
     assert refresh_map_cells_if_changed() is False  # nothing moved since
     assert client.get("/api/v1/stations", EUROPE).json()["meta"]["stations"] == 3
     first[0].removed_at = timezone.now()
@@ -278,7 +287,7 @@ def test_nearby_is_ordered_by_distance_within_the_radius(client, partner, django
     far = MapLocationFactory(party=partner, latitude=50.09, longitude=4.0, map_status="in_use")  # 10 km
     MapLocationFactory(party=partner, latitude=50.3, longitude=4.0)  # 33 km: outside 25 km
 
-    with django_assert_max_num_queries(6):  # agreement rule (2) + widening circles (4)
+    with django_assert_max_num_queries(5):  # agreement rule (2) + widening circles: 1, 8, 25 km (3)
         response = client.get("/api/v1/stations/nearby", {"lat": 50.0, "lon": 4.0, "radius_km": 25})
     features = response.json()["features"]
     assert [f["properties"]["id"] for f in features] == [nearer.pk, near.pk, far.pk]
@@ -389,3 +398,33 @@ def test_openapi_schema_and_docs(client):
     for path in ("/api/v1/stations:", "/api/v1/stations/{id}:", "/api/v1/stations/nearby:", "bbox", "min_power_kw"):
         assert path in text
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_beat_task_rebuilds_cells_only_after_a_change(partner, settings):
+    from mobilityplus.celery import app as celery_app
+    from stations.map_tasks import refresh_map_cells_if_changed as task
+
+    celery_app.loader.import_default_modules()
+    assert "stations.map_tasks.refresh_map_cells_if_changed" in celery_app.tasks
+    assert settings.CELERY_BEAT_SCHEDULE["map-cells-refresh"]["task"] == task.name
+    _spread(partner, 2, 50.85, 4.35)
+    assert task.delay().get() is True
+    assert task.delay().get() is False
+    bump_map_cache_version()
+    assert task.delay().get() is True
+    # Rebuilt now and then even when no writer bumped the version.
+    settings.MAP_CELLS_MAX_AGE_SECONDS = 0
+    assert task.delay().get() is True
+
+
+@pytest.mark.parametrize("path", ["/", "/map/"])
+def test_map_page_serves_its_own_scripts_and_the_operators_taking_our_card(client, partner, path):
+    stranger = PartyFactory(name="Stranger Charging")
+    response = client.get(path)
+    assert response.status_code == 200
+    html = response.content.decode()
+    scripts = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assert scripts and all(src.startswith("/static/") for src in scripts), scripts  # no CDN
+    assert "leaflet/leaflet" in html and "map/map.js" in html
+    assert f'<option value="{partner.ocpi_id}">{partner.name}</option>' in html
+    assert stranger.name not in html

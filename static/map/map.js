@@ -12,6 +12,10 @@
   var LOCK_SVG = '<svg class="lock-icon" viewBox="0 0 12 14" width="10" height="12" aria-hidden="true">' +
     '<rect x="1" y="6" width="10" height="8" rx="1.5" fill="currentColor"/>' +
     '<path d="M3.2 6V4.2a2.8 2.8 0 0 1 5.6 0V6" stroke="currentColor" stroke-width="1.6" fill="none"/></svg>';
+  // A small clock: the status is old (stale), drawn so that it does not depend on colour.
+  var STALE_SVG = '<svg class="stale-icon" viewBox="0 0 12 12" width="10" height="10" aria-hidden="true">' +
+    '<circle cx="6" cy="6" r="4.6" fill="#fff" stroke="currentColor" stroke-width="1.6"/>' +
+    '<path d="M6 3.2V6l2 1.4" stroke="currentColor" stroke-width="1.4" fill="none"/></svg>';
   var FILTERS = ["standard", "min_power_kw", "operator", "available", "hide_limited"];
 
   var map, layer, inflight, debounce, openStationId = null;
@@ -82,9 +86,20 @@
     return [west, south, east, north].map(function (v) { return v.toFixed(5); }).join(",");
   }
 
+  // Markers are focusable buttons: Enter or Space selects them, as a click does.
+  function onActivate(el, action) {
+    el.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        event.stopPropagation();
+        action();
+      }
+    });
+  }
+
   // --- markers -----------------------------------------------------------------------------------
   function stationLabel(p) {
-    var text = p.name + ": " + STATUS[p.status].label;
+    var text = p.name + ": " + (STATUS[p.status] || STATUS.unknown).label;
     if (p.stale) text += " (status may be out of date)";
     if (p.limited) text += ", limited access";
     return text;
@@ -92,9 +107,11 @@
 
   function stationMarker(feature) {
     var p = feature.properties;
-    var info = STATUS[p.status] || STATUS.unknown;
-    var html = '<span class="marker-shape status-' + p.status + (p.stale ? " is-stale" : "") + '">' + info.letter +
-      (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") + "</span>";
+    var status = STATUS[p.status] ? p.status : "unknown";
+    var info = STATUS[status];
+    var html = '<span class="marker-shape status-' + status + (p.stale ? " is-stale" : "") + '">' + info.letter +
+      (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") +
+      (p.stale ? '<span class="stale-badge">' + STALE_SVG + "</span>" : "") + "</span>";
     var marker = L.marker([feature.geometry.coordinates[1], feature.geometry.coordinates[0]], {
       icon: L.divIcon({ className: "station-icon", html: html, iconSize: [24, 24], iconAnchor: [12, 12] }),
       title: stationLabel(p),
@@ -106,9 +123,10 @@
       el.setAttribute("role", "button");
       el.setAttribute("aria-label", stationLabel(p));
       el.dataset.stationId = p.id;
-      el.dataset.status = p.status;
+      el.dataset.status = status;
       el.dataset.limited = p.limited ? "true" : "false";
       el.dataset.stale = p.stale ? "true" : "false";
+      onActivate(el, function () { openStation(p.id); });
     });
     return marker;
   }
@@ -129,9 +147,11 @@
       title: label,
       keyboard: true
     });
-    marker.on("click", function () { map.setView(latlng, Math.min(map.getZoom() + 2, map.getMaxZoom())); });
+    function zoomIn() { map.setView(latlng, Math.min(map.getZoom() + 2, map.getMaxZoom())); }
+    marker.on("click", zoomIn);
     marker.on("add", function () {
       var el = marker.getElement();
+      onActivate(el, zoomIn);
       el.setAttribute("role", "button");
       el.setAttribute("aria-label", label);
       el.dataset.count = p.count;
@@ -173,12 +193,13 @@
 
   // --- station panel -------------------------------------------------------------------------
   function renderStation(p) {
-    var status = STATUS[p.status] || STATUS.unknown;
+    var key = STATUS[p.status] ? p.status : "unknown";
+    var status = STATUS[key];
     var html = '<h2 id="station-name">' + escapeHtml(p.name) + "</h2>" +
       "<p>" + escapeHtml(p.address) + ", " + escapeHtml(p.postal_code) + " " + escapeHtml(p.city) + "</p>" +
       "<p><strong>Operator:</strong> " + escapeHtml(p.operator) + "<br><strong>Opening times:</strong> " +
       escapeHtml(p.opening_hours) + "<br><strong>Up to:</strong> " + escapeHtml(p.max_power_kw) + " kW</p>" +
-      '<p class="station-status"><span class="marker-shape status-' + p.status + (p.stale ? " is-stale" : "") +
+      '<p class="station-status"><span class="marker-shape status-' + key + (p.stale ? " is-stale" : "") +
       '" aria-hidden="true">' + status.letter + "</span> " + status.label +
       ", updated " + ago(p.status_updated_at) + " ago" + "</p>";
     if (p.stale) {
@@ -192,8 +213,9 @@
     html += '<p class="how-to-start"><strong>Start with:</strong> ' +
       (p.card ? "your MobilityPlus card" : "not with the card") + " · " + (p.app ? "the app" : "not from the app") + "</p>";
     html += '<h3>Charge points</h3><ul class="evse-list">' + p.evses.map(function (e) {
-      var s = STATUS[e.map_status] || STATUS.unknown;
-      return '<li><div class="evse-head"><span class="marker-shape status-' + e.map_status + (e.stale ? " is-stale" : "") +
+      var sKey = STATUS[e.map_status] ? e.map_status : "unknown";
+      var s = STATUS[sKey];
+      return '<li><div class="evse-head"><span class="marker-shape status-' + sKey + (e.stale ? " is-stale" : "") +
         '" aria-hidden="true">' + s.letter + "</span><strong>" + escapeHtml(e.evse_id || e.uid) + "</strong> " + s.label +
         (e.status_changed_at ? " for " + ago(e.status_changed_at) : "") + "</div><ul>" +
         e.connectors.map(function (c) {
