@@ -91,16 +91,21 @@ def test_validity_dates_expire_and_not_yet_valid(client, cpo):
     assert response["allowed"] == "NOT_ALLOWED" and "valid from" in response["info"]["text"]
 
 
-def test_cpo_without_agreement_gets_not_allowed(client, db):
+def test_cpo_without_agreement_in_force_is_refused_and_the_wrong_direction_is_not_allowed(client, db):
     PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="stranger")
     ended = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="ended")
     RoamingAgreementFactory(partner=ended.party, valid_until=timezone.localdate() - dt.timedelta(days=1))
     wrong_way = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="wrong-way")
     RoamingAgreementFactory(partner=wrong_way.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     card = CardFactory()
-    for token in ("stranger", "ended", "wrong-way"):
-        data = authorize(client, card.uid, token=token).json()["data"]
-        assert data["allowed"] == "NOT_ALLOWED" and "operator" in data["info"]["text"], token
+    # No agreement in force at all: the OCPI gate refuses the call, and nothing about the card is said.
+    for token in ("stranger", "ended"):
+        response = authorize(client, card.uid, token=token)
+        assert response.status_code == 403 and response.json()["status_code"] == 2000, token
+        assert "data" not in response.json() and card.uid not in response.content.decode()
+    # An agreement in force, but not for our cards at their stations: the driver is told why.
+    data = authorize(client, card.uid, token="wrong-way").json()["data"]
+    assert data["allowed"] == "NOT_ALLOWED" and "operator" in data["info"]["text"]
 
 
 def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
@@ -108,6 +113,7 @@ def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     covered = PartnerConnectionFactory(party__role=Party.Role.CPO, via_hub=hub)
     RoamingAgreementFactory(partner=covered.party)
     uncovered = PartnerConnectionFactory(party__role=Party.Role.CPO, via_hub=hub)
+    RoamingAgreementFactory(partner=uncovered.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     card = CardFactory()
 
     def via_hub(party):
@@ -199,23 +205,32 @@ def test_a_change_is_seen_at_once_in_this_process(client, cpo):
     assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
     services.block_card(card, reason="test")
     assert authorize(client, card.uid).json()["data"]["allowed"] == "BLOCKED"
-    RoamingAgreement.objects.filter(partner=cpo.party).get().delete()
+    agreement = RoamingAgreement.objects.filter(partner=cpo.party).get()
+    agreement.direction = RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS
+    agreement.save()
     services.unblock_card(card, reason="test")
     assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+    agreement.delete()  # no agreement in force at all: the OCPI gate refuses the partner
+    assert authorize(client, card.uid).status_code == 403
 
 
 def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, settings):
     """Another worker changed the rows: no signal reached us, the poll of last_updated/updated_at does."""
     settings.CARDS_CACHE_POLL_S = 0
+    settings.ROAMING_AGREEMENTS_CHECK_S = 0
     card = CardFactory()
     assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
     Card.objects.filter(pk=card.pk).update(status=Card.Status.BLOCKED, last_updated=timezone.now())
     assert authorize(client, card.uid).json()["data"]["allowed"] == "BLOCKED"
     Card.objects.filter(pk=card.pk).update(status=Card.Status.ACTIVE, last_updated=timezone.now())
     RoamingAgreement.objects.filter(partner=cpo.party).update(
-        status=RoamingAgreement.Status.SUSPENDED, updated_at=timezone.now()
+        direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS, updated_at=timezone.now()
     )
     assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+    RoamingAgreement.objects.filter(partner=cpo.party).update(
+        status=RoamingAgreement.Status.SUSPENDED, updated_at=timezone.now()
+    )
+    assert authorize(client, card.uid).status_code == 403
 
 
 def test_a_warm_cache_answers_without_database_queries(
@@ -225,6 +240,7 @@ def test_a_warm_cache_answers_without_database_queries(
 
     settings.CARDS_DECISION_LOG_FLUSH_S = 60  # buffered: the log is written later, in bulk
     monkeypatch.setattr(endpoint, "CONNECTION_CHECK_SECONDS", 60)  # nor is the look for changed connections
+    settings.ROAMING_AGREEMENTS_CHECK_S = 60  # nor the look for changed agreements
     cards = CardFactory.create_batch(5)
     assert card_directory.warm() == 5
     settings.CARDS_CACHE_POLL_S = 60  # the next look for changes is not due during this test

@@ -64,9 +64,12 @@ def test_partner_without_agreement_sees_no_tokens_and_strangers_get_401(client, 
     wrong_way = PartnerConnectionFactory(party__role=Party.Role.EMSP, tokens__from_them="emsp")
     RoamingAgreementFactory(partner=wrong_way.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     CardFactory.create_batch(3)
-    for token in ("no-deal", "emsp"):
-        response = get(client, LIST_URL, token)
-        assert response.json()["data"] == [] and response["X-Total-Count"] == "0"
+    # No agreement in force: refused by the OCPI gate.
+    refused = get(client, LIST_URL, "no-deal")
+    assert refused.status_code == 403 and "data" not in refused.json()
+    # An agreement that does not cover our cards at their stations: an empty list.
+    response = get(client, LIST_URL, "emsp")
+    assert response.json()["data"] == [] and response["X-Total-Count"] == "0"
     assert get(client, LIST_URL, "guess").status_code == 401
 
 
@@ -102,6 +105,7 @@ def send(client, method, party, uid, body, token="emsp", query=""):
 @pytest.fixture
 def emsp(db):
     connection = PartnerConnectionFactory(party__role=Party.Role.EMSP, tokens__from_them="emsp")
+    RoamingAgreementFactory(partner=connection.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     return connection.party
 
 
@@ -178,6 +182,7 @@ def test_a_partner_writes_and_reads_only_under_its_own_ids(client, emsp):
     response = send(client, "put", other, "AA11", token_body(other, uid="AA11"))
     assert response.status_code == 403 and response.json()["status_code"] == 2000
     sneaky = PartnerConnectionFactory(party=other, tokens__from_them="other")
+    RoamingAgreementFactory(partner=other, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     assert sneaky.party == other
     peek = client.get(
         f"/ocpi/cpo/2.2.1/tokens/{emsp.country_code}/{emsp.party_id}/AA11",
