@@ -77,3 +77,10 @@ def test_production_refuses_to_start_without_secret_key():
     )
     assert completed.returncode != 0
     assert "SECRET_KEY must be set" in completed.stderr
+
+
+@pytest.mark.django_db
+def test_api_docs_load_their_scripts_from_our_static_files(client):
+    page = client.get("/api/docs/").content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn" not in page.lower()
