@@ -131,6 +131,24 @@ def agreement_in_force(party: Party) -> bool:
     return agreements_in_force.party_in_force(party)
 
 
+def roaming_partners_for_drivers():
+    """Partners whose stations take our cards today, with how many of their stations are on the map."""
+    from stations.models import Location
+
+    stations = (
+        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True, publish=True)
+        .order_by()
+        .values("party")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Party.objects.filter(pk__in=active_agreements(our_cards=True).values("partner_id"), is_self=False)
+        .annotate(station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0))
+        .order_by("name")
+    )
+
+
 def connected_connections():
     return PartnerConnection.objects.filter(status=PartnerConnection.Status.CONNECTED).select_related(
         "party", "via_hub"
