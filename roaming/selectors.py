@@ -107,7 +107,10 @@ class AgreementsInForce:
             if key == self._key:
                 return
             rows = list(active_agreements(on=day).values_list("partner_id", "hub_id", "direction"))
-            self._in_force = frozenset({partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub})
+            # Our own party counts as in force: it only ever calls us over a loopback connection.
+            self._in_force = frozenset(
+                {partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub} | {own_party().pk}
+            )
             self._accepting_our_cards = frozenset(
                 {partner for partner, _, direction in rows if direction in OUR_CARDS} | {own_party().pk}
             )

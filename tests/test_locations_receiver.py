@@ -132,6 +132,7 @@ def test_invalid_json_is_http_400(live_server, cpo):
 
 def test_a_partner_may_write_and_read_only_its_own_locations(live_server, cpo):
     other = PartnerConnectionFactory(party=PartyFactory(country_code="NL", party_id="ALL"), tokens__from_them="t-all")
+    RoamingAgreementFactory(partner=other.party)
     call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
 
     status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"), token="t-all")
@@ -149,9 +150,10 @@ def test_a_partner_may_write_and_read_only_its_own_locations(live_server, cpo):
 
 def test_a_hub_pushes_for_its_client_only_through_the_routing_headers(live_server, cpo):
     hub = PartnerConnectionFactory(party=PartyFactory(country_code="DE", party_id="HBJ", role="HUB"))
-    PartnerConnectionFactory(
+    client = PartnerConnectionFactory(
         party=PartyFactory(country_code="NL", party_id="FST"), via_hub=hub, tokens__from_them="unused"
     )
+    RoamingAgreementFactory(partner=client.party, hub=hub.party)
     store_partner_tokens(hub, from_them="hub-token")
     body = location("F1", country_code="NL", party_id="FST", updated=stamp())
     routed = {"OCPI-from-country-code": "NL", "OCPI-from-party-id": "FST"}
