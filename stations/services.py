@@ -18,6 +18,7 @@ from django.utils import timezone
 from stations.bulk_writes import bulk_update_rows, bulk_upsert
 from stations.models import EVSE, Connector, EvseStatus, EvseStatusChange, Location, MapStatus, RejectedObject
 from stations.ocpi_locations import ParsedLocation
+from stations.selectors import bump_map_cache_version
 
 IN_USE_STATUSES = {EvseStatus.CHARGING, EvseStatus.RESERVED, EvseStatus.BLOCKED}
 FAULTY_STATUSES = {EvseStatus.OUTOFORDER, EvseStatus.INOPERATIVE}
@@ -142,6 +143,9 @@ def refresh_location_summaries(location_ids: Iterable[int]) -> int:
     for start in range(0, len(ids), 2000):
         chunk = ids[start : start + 2000]
         written += _refresh_chunk(chunk)
+    if written:
+        # Cached map answers are dropped at once; cluster counts follow at the next cells refresh.
+        bump_map_cache_version()
     return written
 
 
@@ -369,4 +373,6 @@ def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | No
         count += Location.objects.filter(pk__in=ids[start : start + 5000], removed_at__isnull=True).update(
             removed_at=now
         )
+    if count:
+        bump_map_cache_version()
     return count

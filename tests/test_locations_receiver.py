@@ -161,3 +161,21 @@ def test_a_hub_pushes_for_its_client_only_through_the_routing_headers(live_serve
     assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token", **routed)[0] == 201
     assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token")[0] == 403  # the hub itself is not NL*FST
     assert Location.objects.get(ocpi_id="F1").party.party_id == "FST"
+
+
+def test_a_status_patch_reaches_the_drivers_map_api_at_once(live_server, cpo):
+    """The map caches its answers; a CPO's status push must not wait for that cache to expire."""
+    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    loc = Location.objects.get()
+    streets = {"bbox": f"{loc.longitude - 0.01},{loc.latitude - 0.01},{loc.longitude + 0.01},{loc.latitude + 0.01}"}
+    streets["zoom"] = 17
+
+    def map_status() -> str:
+        features = requests.get(live_server.url + "/api/v1/stations", params=streets, timeout=10).json()["features"]
+        return features[0]["properties"]["status"]
+
+    assert map_status() == "available"
+    assert map_status() == "available"  # now served from the cache
+    for uid in ("3256", "3257"):
+        call(live_server, "PATCH", f"/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": stamp()})
+    assert map_status() == "faulty"
