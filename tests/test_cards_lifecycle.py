@@ -270,32 +270,18 @@ def test_driver_sees_and_blocks_only_own_cards(client, db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_driver_blocks_a_card_in_the_browser(live_server):
-    from playwright.sync_api import sync_playwright
-
+def test_driver_blocks_a_card_in_the_browser(live_server, browser):
     driver = DriverFactory(user__username="carla")
     CardFactory(driver=driver, visual_number="CARLA-1")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
-        page = browser.new_page()
-        page.goto(f"{live_server.url}/cards/")
-        page.fill("input[name=username]", "carla")
-        page.fill("input[name=password]", "secret-password")
-        page.click("button[type=submit], input[type=submit]")
-        page.wait_for_url(f"{live_server.url}/cards/")
-        assert page.locator("td", has_text="CARLA-1").is_visible()
-        page.get_by_label("Why block this card?").fill("Left it at the station")
-        page.get_by_role("button", name="Block this card").click()
-        page.wait_for_selector("text=is blocked everywhere")
-        assert page.locator("td.status").inner_text() == "Blocked"
-        browser.close()
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/cards/")
+    page.fill("input[name=username]", "carla")
+    page.fill("input[name=password]", "secret-password")
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/cards/")
+    assert page.locator("td", has_text="CARLA-1").is_visible()
+    page.get_by_label("Why block this card?").fill("Left it at the station")
+    page.get_by_role("button", name="Block this card").click()
+    page.wait_for_selector("text=is blocked everywhere")
+    assert page.locator("td.status").inner_text() == "Blocked"
     assert Card.objects.get(visual_number="CARLA-1").status == Card.Status.BLOCKED

@@ -8,13 +8,12 @@ growing energy, stops it and POSTs the CDR. Headless Chromium checks that the dr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import requests
 from django.db import connections
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from cards.selectors import token_payload
 from charging.models import Command, Session
@@ -33,18 +32,8 @@ from tests.factories import (
 )
 from tests.ocpi_peer import ok
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the test are still synchronous.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 CPO_TOKEN = "allego-calls-us"
 WAIT_MS = 15000
@@ -61,14 +50,6 @@ def as_cpo(method: str, url: str, body: dict) -> requests.Response:
     assert response.status_code in (200, 201), response.text
     assert response.json()["status_code"] == 1000, response.text
     return response
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, settings, browser, monkeypatch):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from roaming.models import RoamingAgreement
 from roaming.selectors import own_party
@@ -17,18 +16,8 @@ from stations.map_cells import refresh_map_cells
 from stations.selectors import bump_map_cache_version
 from tests.factories import ConnectorFactory, EVSEFactory, MapLocationFactory, PartyFactory, RoamingAgreementFactory
 
-# pytest-django's live_server runs in this process; Playwright's sync API runs an event loop in this thread.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 
 @pytest.fixture
@@ -80,14 +69,6 @@ def demo_map(settings):
     )
     refresh_map_cells()
     return stations
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_map(browser, url: str, **context_options):

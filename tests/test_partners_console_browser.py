@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import sync_playwright
 
 from tests.factories import EVSEFactory, LocationFactory, PartnerConnectionFactory, PartyFactory, UserFactory
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_data_quality_chart_in_a_browser(live_server, monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop shares the test thread
+def test_data_quality_chart_in_a_browser(live_server, browser):
     UserFactory(username="stella", is_staff=True, is_superuser=True)
     good = PartyFactory(name="Good Data", party_id="GOO")
     PartnerConnectionFactory(party=good)
@@ -32,23 +22,16 @@ def test_data_quality_chart_in_a_browser(live_server, monkeypatch):
     PartnerConnectionFactory(party=poor)
     EVSEFactory(location=LocationFactory(party=poor, address="#NA"), status="UNKNOWN")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/roaming/party/")
-            page.fill("#id_username", "stella")
-            page.fill("#id_password", "secret-password")
-            page.click("input[type=submit]")
-            page.click("text=Partner data quality")
-            page.wait_for_selector("svg.dq-chart")
-            labels = page.locator("svg.dq-chart g text:first-child").all_text_contents()
-            widths = [
-                float(w) for w in page.locator("svg.dq-chart rect").evaluate_all("rs => rs.map(r => r.getBBox().width)")
-            ]
-            rows = page.locator("#data-quality tbody tr td:first-child a").all_inner_texts()
-        finally:
-            browser.close()
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/roaming/party/")
+    page.fill("#id_username", "stella")
+    page.fill("#id_password", "secret-password")
+    page.click("input[type=submit]")
+    page.click("text=Partner data quality")
+    page.wait_for_selector("svg.dq-chart")
+    labels = page.locator("svg.dq-chart g text:first-child").all_text_contents()
+    widths = [float(w) for w in page.locator("svg.dq-chart rect").evaluate_all("rs => rs.map(r => r.getBBox().width)")]
+    rows = page.locator("#data-quality tbody tr td:first-child a").all_inner_texts()
 
     assert labels == ["Poor Data", "Good Data"]
     assert rows == ["Poor Data", "Good Data"]
