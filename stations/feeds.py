@@ -83,8 +83,9 @@ class Owners:
         self.own = (connection.party.country_code, connection.party.party_id)
         self.connection = connection
         if self.is_hub:
+            # Our own stations come from our own tables, never from a hub's copy of them.
             ids = party_ids_accepting_our_cards()
-            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
+            parties = Party.objects.filter(pk__in=ids, is_self=False).values_list("pk", "country_code", "party_id")
         else:
             parties = [(connection.party_id, *self.own)]
         self.by_code = {(cc, pid): pk for pk, cc, pid in parties}

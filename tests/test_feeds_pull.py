@@ -448,3 +448,15 @@ def test_pulled_locations_keep_a_copy_independent_of_the_payload(ocpi_peer):
     LocationFeed(ocpi_peer, [copy.deepcopy(obj)])
     pull(conn)
     assert Location.objects.get().raw == obj
+
+
+def test_a_hub_copy_of_our_own_stations_is_never_stored_over_them(ocpi_peer):
+    from roaming.selectors import own_party
+
+    hub = cpo_connection(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
+    me = own_party()
+    LocationFeed(ocpi_peer, [location("MBP1", country_code=me.country_code, party_id=me.party_id)])
+
+    run = pull(hub)
+
+    assert (run.created, run.skipped) == (0, 1)
