@@ -288,7 +288,7 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
         old_evses[(location_id, uid)] = (pk, status, changed_at)
 
     evses: list[EVSE] = []
-    connectors_of: list[list[dict]] = []
+    connectors_of: list[list[dict] | None] = []
     removed: list[EVSE] = []
     status_changes: list[tuple[EVSE, str, dt.datetime]] = []
     for item, loc in zip(changed, locations, strict=True):
@@ -305,7 +305,8 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
             else:
                 row.status_changed_at = old[2]
             evses.append(row)
-            connectors_of.append(connectors)
+            # A REMOVED EVSE sent without connectors keeps the ones we knew (staff still see what it was).
+            connectors_of.append(None if row.status == EvseStatus.REMOVED and not connectors else connectors)
         # EVSEs the new version no longer lists are gone: keep them (and their history) as REMOVED.
         for (location_id, uid), (pk, status, _changed) in old_evses.items():
             if location_id == loc.pk and uid not in seen and status != EvseStatus.REMOVED:
@@ -340,12 +341,12 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
     _store_connectors(evses, connectors_of)
 
 
-def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict]]) -> None:
-    evse_ids = [e.pk for e in evses]
+def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict] | None]) -> None:
+    evse_ids = [e.pk for e, connectors in zip(evses, connectors_of, strict=True) if connectors is not None]
     kept: set[tuple[int, str]] = set()
     rows: list[Connector] = []
     for evse, connectors in zip(evses, connectors_of, strict=True):
-        for data in connectors:
+        for data in connectors or []:
             kept.add((evse.pk, data["connector_id"]))
             rows.append(Connector(evse_id=evse.pk, **data))
     stale = [
