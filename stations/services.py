@@ -320,7 +320,9 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
                 )
                 removed.append(row)
                 status_changes.append((row, row.status, now))
-    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS)
+    # A changed location often changes one EVSE status: the others are not rewritten.
+    known = {key: value[0] for key, value in old_evses.items()}
+    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS, known_pks=known)
     if removed:
         # Only the status changes; the rest of the row stays as the partner last described it.
         EVSE.objects.bulk_update(removed, ["status", "status_changed_at", "last_updated"], batch_size=500)
@@ -349,16 +351,18 @@ def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict] | None])
         for data in connectors or []:
             kept.add((evse.pk, data["connector_id"]))
             rows.append(Connector(evse_id=evse.pk, **data))
-    stale = [
-        pk
-        for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
-            "pk", "evse_id", "connector_id"
-        )
-        if (evse_id, connector_id) not in kept
-    ]
+    known: dict[tuple, int] = {}
+    stale = []
+    for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
+        "pk", "evse_id", "connector_id"
+    ):
+        if (evse_id, connector_id) in kept:
+            known[(evse_id, connector_id)] = pk
+        else:
+            stale.append(pk)
     if stale:
         Connector.objects.filter(pk__in=stale).delete()
-    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS)
+    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS, known_pks=known)
 
 
 def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | None = None) -> int:
