@@ -206,7 +206,8 @@ def test_objects_updated_during_the_crawl_are_caught_by_the_next_delta(ocpi_peer
     assert pull(conn).date_from == delta.started_at  # a clean run moves the mark on
 
 
-def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer):
+def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer, settings):
+    settings.FEEDS_WRITE_BEHIND = False  # every statement on this thread's connection, where we can see it
     conn = cpo_connection(ocpi_peer)
     objects = [location(f"L{i}") for i in range(5)]
     LocationFeed(ocpi_peer, objects)
@@ -224,7 +225,8 @@ def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer):
     assert Location.objects.get(ocpi_id="L0").last_updated == stored
 
 
-def test_a_second_full_pull_with_nothing_changed_writes_no_rows(ocpi_peer):
+def test_a_second_full_pull_with_nothing_changed_writes_no_rows(ocpi_peer, settings):
+    settings.FEEDS_WRITE_BEHIND = False  # every statement on this thread's connection, where we can see it
     conn = cpo_connection(ocpi_peer)
     LocationFeed(ocpi_peer, [location(f"L{i}", statuses=("AVAILABLE", "CHARGING")) for i in range(40)], max_limit=15)
     pull(conn, full=True)
