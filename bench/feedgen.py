@@ -54,8 +54,10 @@ def _mix(i: int, salt: int = 0) -> int:
 
 def _status(hk: int, version: int) -> str:
     status = STATUSES[(hk >> 9) % len(STATUSES)]
-    if version % 2:  # a changed location: every EVSE flips between available and busy
+    if version == 1:  # a changed location: every EVSE flips between available and busy
         return "CHARGING" if status == "AVAILABLE" else "AVAILABLE"
+    if version >= 2:  # another change, different from version 1 for every EVSE
+        return "OUTOFORDER" if status == "AVAILABLE" else ("BLOCKED" if status == "RESERVED" else "RESERVED")
     return status
 
 
@@ -144,6 +146,7 @@ class FeedServer:
         self.party = (country_code, party_id)
         self.changed_every = 0  # every n-th location changed (0: none)
         self.changed_at: dt.datetime | None = None
+        self.changed_version = 1
         self.pages_served = 0
         feed = self
 
@@ -187,8 +190,9 @@ class FeedServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def change_percent(self, percent: float, at: dt.datetime | None = None) -> int:
+    def change_percent(self, percent: float, at: dt.datetime | None = None, version: int = 1) -> int:
         """Change every (100/percent)-th location: new statuses, last_updated = `at`. Returns how many."""
+        self.changed_version = version
         self.changed_every = round(100 / percent)
         self.changed_at = at or dt.datetime.now(dt.UTC)
         return len(range(3, self.count, self.changed_every))
@@ -230,7 +234,11 @@ class FeedServer:
                 i = changed[position - len(base)]
                 data.append(
                     generate_location(
-                        i, version=1, updated=self.changed_at, country_code=self.party[0], party_id=self.party[1]
+                        i,
+                        version=self.changed_version,
+                        updated=self.changed_at,
+                        country_code=self.party[0],
+                        party_id=self.party[1],
                     )
                 )
         self.last_headers = {"X-Total-Count": str(total), "X-Limit": str(self.max_limit)}

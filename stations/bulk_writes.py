@@ -24,8 +24,18 @@ def _value(field: models.Field, obj: models.Model):
     return value
 
 
-def bulk_upsert(objs: Sequence[models.Model], *, unique_fields: list[str], update_fields: list[str]) -> None:
-    """Insert or update `objs` on their unique fields; sets each object's pk."""
+def bulk_upsert(
+    objs: Sequence[models.Model],
+    *,
+    unique_fields: list[str],
+    update_fields: list[str],
+    known_pks: dict[tuple, int] | None = None,
+) -> None:
+    """Insert or update `objs` on their unique fields; sets each object's pk.
+
+    With `known_pks` (unique values -> pk of the rows already stored), rows whose values are all the
+    same are not rewritten on PostgreSQL (no new row version, no index churn) and take their pk from it.
+    """
     if not objs:
         return
     model = type(objs[0])
@@ -54,11 +64,19 @@ def bulk_upsert(objs: Sequence[models.Model], *, unique_fields: list[str], updat
             f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM {stage} "  # noqa: S608
             f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+            + (
+                f" WHERE ({', '.join(f'{table}.{c}' for c in updates)}) IS DISTINCT FROM "
+                f"({', '.join(f'EXCLUDED.{c}' for c in updates)})"
+                if known_pks is not None
+                else ""
+            )
             + f" RETURNING id, {', '.join(unique)}"
         )
         ids = {tuple(row[1:]): row[0] for row in cursor.fetchall()}
+    attnames = [model._meta.get_field(name).attname for name in unique_fields]
     for obj in objs:
-        obj.pk = ids[tuple(getattr(obj, model._meta.get_field(name).attname) for name in unique_fields)]
+        key = tuple(getattr(obj, a) for a in attnames)
+        obj.pk = ids[key] if key in ids else known_pks[key]
 
 
 def bulk_insert(objs: Sequence[models.Model]) -> None:

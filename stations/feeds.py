@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection as db
 from django.db.models import Q
 from django.utils import timezone
 
@@ -25,7 +26,7 @@ from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import party_ids_accepting_our_cards
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
-from stations.services import mark_locations_removed, reject_object, store_locations
+from stations.services import StoreResult, mark_locations_removed, reject_object, store_locations
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ class Owners:
         self.own = (connection.party.country_code, connection.party.party_id)
         self.connection = connection
         if self.is_hub:
+            # Our own stations come from our own tables, never from a hub's copy of them.
             ids = party_ids_accepting_our_cards()
-            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
+            parties = Party.objects.filter(pk__in=ids, is_self=False).values_list("pk", "country_code", "party_id")
         else:
             parties = [(connection.party_id, *self.own)]
         self.by_code = {(cc, pid): pk for pk, cc, pid in parties}
@@ -219,19 +221,41 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     owners = Owners(connection)
     seen = SeenBitmap()
     first_total = None
+    writer = PageWriter(connection) if settings.FEEDS_WRITE_BEHIND and db.vendor == "postgresql" else None
+
+    def stored(result: StoreResult) -> None:
+        run.pages += 1
+        run.created += result.created
+        run.updated += result.updated
+        run.unchanged += result.unchanged
+        for pk in result.stored_ids:
+            seen.add(pk)
+
     try:
-        for reply in read_ahead(client.pages(url, params=params, retry_all=True)):
-            if first_total is None:
-                first_total = reply.total_count
-            elif reply.total_count is not None and reply.total_count < first_total:
-                # With date_to fixed nothing can enter the window; an object that left it shifted the offsets.
-                run.window_shifted = True
-            _store_page(run, connection, owners, reply.data, seen)
-            run.pages += 1
-            run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
-            lock.refresh()
-            if on_page:
-                on_page(run, reply.total_count)
+        try:
+            for reply in read_ahead(client.pages(url, params=params, retry_all=True)):
+                if first_total is None:
+                    first_total = reply.total_count
+                elif reply.total_count is not None and reply.total_count < first_total:
+                    # With date_to fixed nothing can enter the window; an object that left it shifted the offsets.
+                    run.window_shifted = True
+                parsed = _checked_page(run, connection, owners, reply.data)
+                if writer:
+                    for result in writer.submit(parsed):
+                        stored(result)
+                else:
+                    stored(store_locations(parsed, source=connection))
+                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
+                lock.refresh()
+                if on_page:
+                    on_page(run, reply.total_count)
+        finally:
+            # Pages handed to the writer are stored (or its error raised) before the run ends.
+            if writer:
+                for result in writer.finish():
+                    stored(result)
+                if on_page:
+                    on_page(run, None)
         if run.full:
             run.removed = _remove_unseen(connection, seen)
         run.status = SyncRun.Status.SUCCEEDED
@@ -257,7 +281,8 @@ class FeedPageError(Exception):
     """A page whose data is not a list of objects."""
 
 
-def _store_page(run: SyncRun, connection, owners: Owners, data, seen: SeenBitmap) -> None:
+def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[ParsedLocation]:
+    """The page's objects we store; invalid ones are rejected (kept with their error), others' skipped."""
     if not isinstance(data, list):
         raise FeedPageError(f"page {run.pages + 1}: data is not a list")
     parsed: list[ParsedLocation] = []
@@ -275,12 +300,53 @@ def _store_page(run: SyncRun, connection, owners: Owners, data, seen: SeenBitmap
             continue
         item.party_id = party_pk
         parsed.append(item)
-    result = store_locations(parsed, source=connection)
-    run.created += result.created
-    run.updated += result.updated
-    run.unchanged += result.unchanged
-    for pk in result.stored_ids:
-        seen.add(pk)
+    return parsed
+
+
+class PageWriter:
+    """Stores pages in a thread of its own (its own database connection), one page behind the reader.
+
+    The database works on page N while this process checks page N+1; pages are stored in order, each in
+    its own transaction. At most one page waits, so memory stays flat.
+    """
+
+    def __init__(self, source: PartnerConnection):
+        self.source = source
+        self.jobs: queue.Queue = queue.Queue(maxsize=1)
+        self.results: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="feed-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                if self.error is None:
+                    try:
+                        self.results.put(store_locations(job, source=self.source))
+                    except BaseException as error:  # raised in the reading thread
+                        self.error = error
+        finally:
+            db.close()
+
+    def _done(self) -> list[StoreResult]:
+        if self.error is not None:
+            raise self.error
+        done = []
+        while not self.results.empty():
+            done.append(self.results.get())
+        return done
+
+    def submit(self, parsed: list[ParsedLocation]) -> list[StoreResult]:
+        """Queue a page; returns the results of pages stored since the last call."""
+        done = self._done()
+        self.jobs.put(parsed)
+        return done
+
+    def finish(self) -> list[StoreResult]:
+        self.jobs.put(None)
+        self.thread.join()
+        return self._done()
 
 
 def _remove_unseen(connection: PartnerConnection, seen: SeenBitmap) -> int:

@@ -198,7 +198,12 @@ def parse_location(obj: Any) -> ParsedLocation:
         "time_zone": _text(obj, "time_zone", 255),
         "opening_times": opening_times,
         "charging_when_closed": when_closed,
-        "last_updated": _stamp(obj, ""),
+        # A parent is at least as recent as its children, even when a CPO forgets to bump it.
+        "last_updated": max(
+            [_stamp(obj, "")]
+            + [e["last_updated"] for e in evses]
+            + [c["last_updated"] for e in evses for c in e["connectors"]]
+        ),
         "raw": obj,
     }
     return ParsedLocation(

@@ -270,7 +270,8 @@ def location_sender_list(ctx: PartnerContext) -> JsonResponse:
     cursor = request.GET.get("cursor")
     if cursor:
         stamp, pk = _decode_cursor(cursor)
-        page = page.filter(Q(last_updated__gt=stamp) | Q(last_updated=stamp, pk__gt=pk))
+        # The `>=` bound gives the index a range to start from; the OR alone would scan from the first row.
+        page = page.filter(last_updated__gte=stamp).filter(Q(last_updated__gt=stamp) | Q(pk__gt=pk))
     elif offset:
         # A partner that pages by offset itself still gets an answer; our own Links never use it.
         page = page[offset:]

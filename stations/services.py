@@ -292,7 +292,7 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
         old_evses[(location_id, uid)] = (pk, status, changed_at)
 
     evses: list[EVSE] = []
-    connectors_of: list[list[dict]] = []
+    connectors_of: list[list[dict] | None] = []
     removed: list[EVSE] = []
     status_changes: list[tuple[EVSE, str, dt.datetime]] = []
     for item, loc in zip(changed, locations, strict=True):
@@ -309,7 +309,8 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
             else:
                 row.status_changed_at = old[2]
             evses.append(row)
-            connectors_of.append(connectors)
+            # A REMOVED EVSE sent without connectors keeps the ones we knew (staff still see what it was).
+            connectors_of.append(None if row.status == EvseStatus.REMOVED and not connectors else connectors)
         # EVSEs the new version no longer lists are gone: keep them (and their history) as REMOVED.
         for (location_id, uid), (pk, status, _changed) in old_evses.items():
             if location_id == loc.pk and uid not in seen and status != EvseStatus.REMOVED:
@@ -323,7 +324,9 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
                 )
                 removed.append(row)
                 status_changes.append((row, row.status, now))
-    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS)
+    # A changed location often changes one EVSE status: the others are not rewritten.
+    known = {key: value[0] for key, value in old_evses.items()}
+    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS, known_pks=known)
     if removed:
         # Only the status changes; the rest of the row stays as the partner last described it.
         EVSE.objects.bulk_update(removed, ["status", "status_changed_at", "last_updated"], batch_size=500)
@@ -344,24 +347,26 @@ def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: 
     _store_connectors(evses, connectors_of)
 
 
-def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict]]) -> None:
-    evse_ids = [e.pk for e in evses]
+def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict] | None]) -> None:
+    evse_ids = [e.pk for e, connectors in zip(evses, connectors_of, strict=True) if connectors is not None]
     kept: set[tuple[int, str]] = set()
     rows: list[Connector] = []
     for evse, connectors in zip(evses, connectors_of, strict=True):
-        for data in connectors:
+        for data in connectors or []:
             kept.add((evse.pk, data["connector_id"]))
             rows.append(Connector(evse_id=evse.pk, **data))
-    stale = [
-        pk
-        for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
-            "pk", "evse_id", "connector_id"
-        )
-        if (evse_id, connector_id) not in kept
-    ]
+    known: dict[tuple, int] = {}
+    stale = []
+    for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
+        "pk", "evse_id", "connector_id"
+    ):
+        if (evse_id, connector_id) in kept:
+            known[(evse_id, connector_id)] = pk
+        else:
+            stale.append(pk)
     if stale:
         Connector.objects.filter(pk__in=stale).delete()
-    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS)
+    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS, known_pks=known)
 
 
 def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | None = None) -> int:

@@ -19,6 +19,9 @@ def pull_locations(connection_id: int, full: bool = False) -> dict:
     except feeds.PullBusy as busy:
         logger.info("%s", busy)
         return {"status": "busy"}
+    except feeds.PullNotPossible as error:
+        logger.warning("%s", error)
+        return {"status": "not_possible", "error": str(error)}
     return {
         "status": run.status,
         "sync_run": run.pk,

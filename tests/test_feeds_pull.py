@@ -206,7 +206,8 @@ def test_objects_updated_during_the_crawl_are_caught_by_the_next_delta(ocpi_peer
     assert pull(conn).date_from == delta.started_at  # a clean run moves the mark on
 
 
-def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer):
+def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer, settings):
+    settings.FEEDS_WRITE_BEHIND = False  # every statement on this thread's connection, where we can see it
     conn = cpo_connection(ocpi_peer)
     objects = [location(f"L{i}") for i in range(5)]
     LocationFeed(ocpi_peer, objects)
@@ -224,7 +225,8 @@ def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer):
     assert Location.objects.get(ocpi_id="L0").last_updated == stored
 
 
-def test_a_second_full_pull_with_nothing_changed_writes_no_rows(ocpi_peer):
+def test_a_second_full_pull_with_nothing_changed_writes_no_rows(ocpi_peer, settings):
+    settings.FEEDS_WRITE_BEHIND = False  # every statement on this thread's connection, where we can see it
     conn = cpo_connection(ocpi_peer)
     LocationFeed(ocpi_peer, [location(f"L{i}", statuses=("AVAILABLE", "CHARGING")) for i in range(40)], max_limit=15)
     pull(conn, full=True)
@@ -245,6 +247,7 @@ def test_a_delta_with_a_removed_evse_keeps_it_as_removed_and_the_map_ignores_it(
     assert Location.objects.get().map_status == "available"
 
     objects[0]["evses"][1]["status"] = "REMOVED"
+    objects[0]["evses"][1]["connectors"] = []  # as some CPOs send it
     objects[0]["last_updated"] = objects[0]["evses"][1]["last_updated"] = stamp()
     run = pull(conn)
 
@@ -254,6 +257,7 @@ def test_a_delta_with_a_removed_evse_keeps_it_as_removed_and_the_map_ignores_it(
     removed = EVSE.objects.get(uid="L1-2")
     assert removed.status == "REMOVED"
     assert list(removed.status_changes.values_list("status", flat=True)) == ["REMOVED", "AVAILABLE"]
+    assert removed.connectors.count() == 1  # what it was stays for staff
 
 
 def test_an_evse_missing_from_a_new_version_is_marked_removed_not_deleted(ocpi_peer):
@@ -448,3 +452,15 @@ def test_pulled_locations_keep_a_copy_independent_of_the_payload(ocpi_peer):
     LocationFeed(ocpi_peer, [copy.deepcopy(obj)])
     pull(conn)
     assert Location.objects.get().raw == obj
+
+
+def test_a_hub_copy_of_our_own_stations_is_never_stored_over_them(ocpi_peer):
+    from roaming.selectors import own_party
+
+    hub = cpo_connection(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
+    me = own_party()
+    LocationFeed(ocpi_peer, [location("MBP1", country_code=me.country_code, party_id=me.party_id)])
+
+    run = pull(hub)
+
+    assert (run.created, run.skipped) == (0, 1)

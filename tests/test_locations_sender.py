@@ -36,10 +36,20 @@ def our_stations():
     locations = []
     for i in range(25):
         # Pairs share a last_updated, so the cursor must break ties on the id.
-        loc = LocationFactory(party=me, ocpi_id=f"MBP{i:03d}", last_updated=BASE_TIME + dt.timedelta(minutes=i // 2))
-        evse = EVSEFactory(location=loc, uid=f"MBP{i:03d}-1", evse_id=f"BE*MBP*E{i:03d}1", status="AVAILABLE")
-        ConnectorFactory(evse=evse, connector_id="1")
-        ConnectorFactory(evse=evse, connector_id="2", standard="IEC_62196_T2_COMBO", power_type="DC", format="CABLE")
+        stamp = BASE_TIME + dt.timedelta(minutes=i // 2)  # a location is as recent as its EVSEs and connectors
+        loc = LocationFactory(party=me, ocpi_id=f"MBP{i:03d}", last_updated=stamp)
+        evse = EVSEFactory(
+            location=loc, uid=f"MBP{i:03d}-1", evse_id=f"BE*MBP*E{i:03d}1", status="AVAILABLE", last_updated=stamp
+        )
+        ConnectorFactory(evse=evse, connector_id="1", last_updated=stamp)
+        ConnectorFactory(
+            evse=evse,
+            connector_id="2",
+            standard="IEC_62196_T2_COMBO",
+            power_type="DC",
+            format="CABLE",
+            last_updated=stamp,
+        )
         locations.append(loc)
     gone = LocationFactory(party=me, ocpi_id="GONE", last_updated=BASE_TIME, removed_at=timezone.now())
     LocationFactory(party=PartyFactory(), ocpi_id="THEIRS", last_updated=BASE_TIME)  # a partner's: not ours to serve
