@@ -225,8 +225,9 @@ FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))
 FEEDS_RETRY_BACKOFF_S = float(os.environ.get("FEEDS_RETRY_BACKOFF_S", "2"))
 FEEDS_LOCK_TIMEOUT_S = int(os.environ.get("FEEDS_LOCK_TIMEOUT_S", "300"))
 FEEDS_FULL_SYNC_HOURS = int(os.environ.get("FEEDS_FULL_SYNC_HOURS", "24"))
-# PostgreSQL: store each page in a second thread while the next one is checked.
-FEEDS_WRITE_BEHIND = env_bool("FEEDS_WRITE_BEHIND", True)
+# PostgreSQL: store each page in a second thread while the next one is checked. Off by default: with the
+# database on the same host the worker is CPU-bound and the two threads only contend for the GIL (bench/ingest).
+FEEDS_WRITE_BEHIND = env_bool("FEEDS_WRITE_BEHIND", False)
 # Our own Locations SENDER: the most locations one page may hold.
 FEEDS_SENDER_MAX_LIMIT = int(os.environ.get("FEEDS_SENDER_MAX_LIMIT", "1000"))
 CELERY_BEAT_SCHEDULE["stations-dispatch-location-pulls"] = {

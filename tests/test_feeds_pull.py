@@ -98,7 +98,9 @@ def test_a_cpo_feed_may_not_carry_another_partys_locations(ocpi_peer):
     assert "NL*OTH is not the sending party NL*ALL" in RejectedObject.objects.get().error
 
 
-def test_hub_pages_of_100_are_followed_through_the_link_header(ocpi_peer):
+@pytest.mark.parametrize("write_behind", [False, True], ids=["inline", "write-behind"])
+def test_hub_pages_of_100_are_followed_through_the_link_header(ocpi_peer, settings, write_behind):
+    settings.FEEDS_WRITE_BEHIND = write_behind
     conn = cpo_connection(ocpi_peer)
     feed = LocationFeed(ocpi_peer, [location(f"L{i:03d}") for i in range(250)], max_limit=100)
 
@@ -333,7 +335,9 @@ def test_a_failing_page_is_retried(ocpi_peer, failure):
     assert (run.status, run.created, run.pages) == ("succeeded", 20, 2)
 
 
-def test_a_page_that_keeps_failing_ends_the_run_failed_and_the_next_run_resumes(ocpi_peer):
+@pytest.mark.parametrize("write_behind", [False, True], ids=["inline", "write-behind"])
+def test_a_page_that_keeps_failing_ends_the_run_failed_and_the_next_run_resumes(ocpi_peer, settings, write_behind):
+    settings.FEEDS_WRITE_BEHIND = write_behind
     conn = cpo_connection(ocpi_peer)
     objects = [location(f"L{i:02d}", updated=f"2026-01-01T10:{i:02d}:00Z") for i in range(30)]
     feed = LocationFeed(ocpi_peer, objects, max_limit=10)
