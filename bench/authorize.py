@@ -2,8 +2,9 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/mp_cards_bench .venv/bin/python bench/authorize.py
 
-Loads 100,000 cards and 200 CPO partners (180 with an agreement), serves the platform with gunicorn
-on PostgreSQL, and drives POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize with 50 concurrent connections
+Loads 100,000 cards and 200 CPO partners (all with an agreement in force, 20 of them only for their
+cards at our stations), serves the platform with gunicorn on PostgreSQL, and drives
+POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize with 50 concurrent connections
 from `wrk` (another process; `apt-get install -y wrk`), random cards and random partners. Prints
 throughput, latency percentiles, errors and whether the decision log kept up (every answered
 request has its row shortly after the load stops). Last line: name=value figures.
@@ -115,10 +116,14 @@ def load_data() -> None:
                     "token_from_them_hash": hash_token(token_of(i)),
                 },
             )
-            if i % 10 != 9 and not RoamingAgreement.objects.filter(partner=party).exists():  # 90% have an agreement
+            # Every partner has an agreement in force (the OCPI gate refuses others); for one in ten it covers
+            # only their cards at our stations, so our cards get NOT_ALLOWED there.
+            if not RoamingAgreement.objects.filter(partner=party).exists():
                 RoamingAgreement.objects.create(
                     partner=party,
-                    direction=RoamingAgreement.Direction.BOTH,
+                    direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS
+                    if i % 10 == 9
+                    else RoamingAgreement.Direction.BOTH,
                     status=RoamingAgreement.Status.ACTIVE,
                     valid_from=timezone.localdate().replace(year=2020),
                 )

@@ -28,6 +28,7 @@ from roaming.ocpi.envelope import (
     ocpi_response,
     parse_datetime,
 )
+from roaming.ocpi.pagination import page_request
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
 from stations.ocpi_locations import (
@@ -239,33 +240,18 @@ def _decode_cursor(value: str) -> tuple[dt.datetime, int]:
         raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers") from exc
 
 
-def _integer(request, name: str, default: int) -> int:
-    raw = request.GET.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise OcpiError(INVALID_PARAMETERS, f"{name}: not an integer: {raw!r}") from exc
-    if value < 0:
-        raise OcpiError(INVALID_PARAMETERS, f"{name}: must not be negative")
-    return value
-
-
 @ocpi_endpoint("locations", methods=("GET",))
 def location_sender_list(ctx: PartnerContext) -> JsonResponse:
     request = ctx.request
     max_limit = settings.FEEDS_SENDER_MAX_LIMIT
-    limit = min(_integer(request, "limit", max_limit) or max_limit, max_limit)
-    offset = _integer(request, "offset", 0)
-    date_from = parse_datetime(request.GET["date_from"], "date_from") if request.GET.get("date_from") else None
-    date_to = parse_datetime(request.GET["date_to"], "date_to") if request.GET.get("date_to") else None
+    params = page_request(request, default_limit=max_limit, max_limit=max_limit)
+    limit, offset = params.limit, params.offset
 
     window = Location.objects.filter(party=own_party(), removed_at__isnull=True)
-    if date_from:
-        window = window.filter(last_updated__gte=date_from)
-    if date_to:
-        window = window.filter(last_updated__lt=date_to)
+    if params.date_from:
+        window = window.filter(last_updated__gte=params.date_from)
+    if params.date_to:
+        window = window.filter(last_updated__lt=params.date_to)
     page = window.select_related("party").order_by("last_updated", "pk")
     cursor = request.GET.get("cursor")
     if cursor:
