@@ -421,3 +421,26 @@ def test_staff_edit_agreement_inline_on_the_partner_page_is_in_history(client, s
     assert connection.history.first().history_user == staff
     page = client.get(f"/admin/roaming/roamingagreement/{agreement.pk}/history/").content.decode()
     assert "stella" in page and "Paused while invoices are disputed" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pull_locations_now_pulls_the_partners_feed(client, staff, ocpi_peer):
+    from stations.models import Location, SyncRun
+    from tests.feeds_fixtures import location
+
+    party = PartyFactory(name="Allego", country_code="NL", party_id="ALL")
+    RoamingAgreementFactory(partner=party)
+    PartnerConnectionFactory(
+        party=party,
+        endpoints=[{"identifier": "locations", "role": "SENDER", "url": ocpi_peer.url("/ocpi/cpo/2.2.1/locations")}],
+        tokens__to_them="token-for-allego",
+    )
+    ocpi_peer.route("GET", r"/ocpi/cpo/2.2.1/locations", lambda r: ok([location("A1"), location("A2")]))
+
+    response = action(client, "pull_locations_now", [party])
+
+    assert "Allego: location pull queued." in messages_of(response)
+    run = SyncRun.objects.get(connection__party=party)
+    assert (run.status, run.created) == ("succeeded", 2)
+    assert set(Location.objects.filter(party=party).values_list("ocpi_id", flat=True)) == {"A1", "A2"}
+    assert ocpi_peer.requests[0].header("Authorization") == authorization_header("token-for-allego")
