@@ -33,4 +33,4 @@ beat: install
 	$(VENV)/bin/celery -A mobilityplus beat --loglevel=info --schedule=/tmp/mobilityplus-celerybeat-schedule
 
 serve: install
-	$(VENV)/bin/gunicorn mobilityplus.wsgi --bind 127.0.0.1:8000 --workers 4
+	$(VENV)/bin/gunicorn mobilityplus.wsgi -c mobilityplus/gunicorn.conf.py

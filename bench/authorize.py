@@ -10,10 +10,10 @@ throughput, latency percentiles, errors and whether the decision log kept up (ev
 request has its row shortly after the load stops). Last line: name=value figures.
 
 Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50),
-BENCH_WORKER_CLASS (gthread: keeps client connections alive) and BENCH_THREADS (4),
+BENCH_WORKER_CLASS (sync; gthread keeps client connections alive but has a longer tail here) and BENCH_THREADS (1),
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
 
-This file is also the gunicorn config (`-c bench/authorize.py`): `post_worker_init` warms each worker's cache.
+gunicorn runs with mobilityplus/gunicorn.conf.py, as in production: each worker warms its card cache.
 """
 
 from __future__ import annotations
@@ -38,17 +38,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
-WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
-THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
-
-
-def post_worker_init(worker) -> None:  # gunicorn hook: in each worker, once the app is loaded, before it serves
-    from cards.authorization import card_directory
-
-    started = time.monotonic()
-    count = card_directory.warm()
-    worker.log.info("worker %s: %d cards cached in %.1fs", worker.pid, count, time.monotonic() - started)
 
 
 def token_of(index: int) -> str:
@@ -234,11 +226,15 @@ def main() -> int:
         str(ROOT / ".venv/bin/gunicorn"),
         "mobilityplus.wsgi",
         "-c",
-        str(Path(__file__).resolve()),
+        str(ROOT / "mobilityplus" / "gunicorn.conf.py"),  # warms each worker's card cache before it serves
         "--bind",
         f"127.0.0.1:{PORT}",
         "--workers",
         str(WORKERS),
+        "--worker-class",
+        WORKER_CLASS,
+        "--threads",
+        str(THREADS),
         "--backlog",
         "2048",
         "--log-level",
