@@ -206,7 +206,8 @@ class Command(BaseCommand):
                     uid=f"{location.ocpi_id}-{evse_index + 1}",
                     evse_id=f"{owner.country_code}*{owner.party_id}*E{index + 1:03d}{evse_index + 1}",
                     status=status,
-                    status_changed_at=now - dt.timedelta(minutes=random.randint(5, 600)),
+                    # Live statuses are minutes old; one site's feed went quiet hours ago and shows as stale.
+                    status_changed_at=now - dt.timedelta(minutes=240 if index == 6 else random.randint(2, 25)),
                     capabilities=["RFID_READER", "REMOTE_START_STOP_CAPABLE"],
                     parking_restrictions=["CUSTOMERS"] if index % 5 == 4 else [],
                     last_updated=now,
