@@ -339,6 +339,30 @@ def _register_at_partner(
     return serializer.validated_data, token_b
 
 
+def _abandon_registration(
+    connection: PartnerConnection, previous_registration_hash: str, error: HandshakeError, log: HandshakeLog
+) -> PartnerConnection:
+    """A failed handshake: withdraw the callback token it issued and record where it failed; nothing else changes."""
+    PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
+    connection.refresh_from_db()
+    _record_failure(connection, error, log)
+    return connection
+
+
+def _finish_registration(
+    connection: PartnerConnection, platform, theirs: dict, token_b: str, log: HandshakeLog, note: str
+) -> PartnerConnection:
+    log.record("stored", True, note)
+    return _store_registration(
+        connection.pk,
+        platform=platform,
+        token_to_them=theirs["token"],
+        token_from_them=token_b,
+        roles=_roles_of(connection, theirs),
+        log=log,
+    )
+
+
 def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> PartnerConnection:
     """Register MobilityPlus at a partner: their versions with token A, then POST our credentials.
 
@@ -361,19 +385,8 @@ def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> P
         client = _handshake_client(token_a, raw_token=connection.accepts_raw_token)
         theirs, token_b = _register_at_partner(connection, method="POST", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
-        PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
-        connection.refresh_from_db()
-        _record_failure(connection, error, log)
-        return connection
-    log.record("stored", True, "their token and endpoints stored")
-    return _store_registration(
-        connection.pk,
-        platform=platform,
-        token_to_them=theirs["token"],
-        token_from_them=token_b,
-        roles=_roles_of(connection, theirs),
-        log=log,
-    )
+        return _abandon_registration(connection, previous_registration_hash, error, log)
+    return _finish_registration(connection, platform, theirs, token_b, log, "their token and endpoints stored")
 
 
 def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
@@ -389,19 +402,8 @@ def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
         theirs, token_b = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
         platform = discover_platform(connection.versions_url, theirs["token"], log, raw_token=client.raw_token)
     except HandshakeError as error:
-        PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=previous_registration_hash)
-        connection.refresh_from_db()
-        _record_failure(connection, error, log)
-        return connection
-    log.record("stored", True, "rotated tokens stored")
-    return _store_registration(
-        connection.pk,
-        platform=platform,
-        token_to_them=theirs["token"],
-        token_from_them=token_b,
-        roles=_roles_of(connection, theirs),
-        log=log,
-    )
+        return _abandon_registration(connection, previous_registration_hash, error, log)
+    return _finish_registration(connection, platform, theirs, token_b, log, "rotated tokens stored")
 
 
 def unregister_at_partner(connection_id: int) -> PartnerConnection:

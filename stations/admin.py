@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from stations.models import EVSE, Connector, EvseStatusChange, Location, RejectedObject, SyncRun
+from stations.services import SUMMARY_FIELDS
 
 
 class EVSEInline(admin.TabularInline):
@@ -36,14 +37,7 @@ class LocationAdmin(admin.ModelAdmin):
     list_select_related = ("party",)
     show_full_result_count = False  # no COUNT(*) over 550,000 rows on every page
     readonly_fields = (
-        "map_status",
-        "status_updated_at",
-        "max_power_kw",
-        "connector_standards",
-        "evse_count",
-        "available_evse_count",
-        "limited_access",
-        "limited_access_reasons",
+        *SUMMARY_FIELDS,  # derived from the EVSEs by the feeds; staff decide only the override
         "content_hash",
         "removed_at",
         "raw",
