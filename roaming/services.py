@@ -350,7 +350,12 @@ def _abandon_registration(
 
 
 def _finish_registration(
-    connection: PartnerConnection, platform, theirs: dict, token_b: str, log: HandshakeLog, note: str
+    connection: PartnerConnection,
+    platform: PartnerPlatform,
+    theirs: dict,
+    token_b: str,
+    log: HandshakeLog,
+    note: str,
 ) -> PartnerConnection:
     log.record("stored", True, note)
     return _store_registration(
