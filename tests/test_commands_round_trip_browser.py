@@ -7,18 +7,21 @@ growing energy, stops it and POSTs the CDR. Headless Chromium checks that the dr
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 import requests
 from django.db import connections
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from cards.selectors import token_payload
 from charging.models import Command, Session
 from roaming.models import Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header
+from roaming.ocpi.envelope import format_datetime
 from tests.factories import (
     CardFactory,
     ConnectorFactory,
@@ -37,6 +40,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 CPO_TOKEN = "allego-calls-us"
 WAIT_MS = 15000
+
+
+def at(minute: int) -> str:
+    """A time in the last hour (the driver's page shows a session that ended in the last 12 hours)."""
+    start = (timezone.now() - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    return format_datetime(start + dt.timedelta(minutes=minute))
 
 
 def as_cpo(method: str, url: str, body: dict) -> requests.Response:
@@ -107,7 +116,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
         "country_code": "NL",
         "party_id": "ALL",
         "id": "SESS-42",
-        "start_date_time": "2026-11-24T17:00:00Z",
+        "start_date_time": at(0),
         "kwh": 0.0,
         "cdr_token": cdr_token,
         "auth_method": "COMMAND",
@@ -117,7 +126,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
         "connector_id": "1",
         "currency": "EUR",
         "status": "ACTIVE",
-        "last_updated": "2026-11-24T17:00:00Z",
+        "last_updated": at(0),
     }
     assert as_cpo("PUT", session_url, session).status_code == 201
     expect(page.get_by_test_id("session-status")).to_have_text("Charging", timeout=WAIT_MS)
@@ -130,12 +139,12 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
                 "kwh": kwh,
                 "charging_periods": [
                     {
-                        "start_date_time": f"2026-11-24T17:{minute:02d}:00Z",
+                        "start_date_time": at(minute),
                         "dimensions": [{"type": "ENERGY", "volume": kwh}],
                     }
                 ],
                 "total_cost": {"excl_vat": cost, "incl_vat": round(cost * 1.21, 2)},
-                "last_updated": f"2026-11-24T17:{minute:02d}:00Z",
+                "last_updated": at(minute),
             },
         )
         expect(page.get_by_test_id("kwh")).to_have_text(f"{kwh:.2f} kWh", timeout=WAIT_MS)
@@ -159,9 +168,9 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
         session_url,
         {
             "status": "COMPLETED",
-            "end_date_time": "2026-11-24T17:40:00Z",
+            "end_date_time": at(40),
             "kwh": 6.1,
-            "last_updated": "2026-11-24T17:40:00Z",
+            "last_updated": at(40),
         },
     )
     expect(page.get_by_test_id("session-status")).to_have_text("Ended", timeout=WAIT_MS)
@@ -172,8 +181,8 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
         "country_code": "NL",
         "party_id": "ALL",
         "id": "CDR-42",
-        "start_date_time": "2026-11-24T17:00:00Z",
-        "end_date_time": "2026-11-24T17:40:00Z",
+        "start_date_time": at(0),
+        "end_date_time": at(40),
         "session_id": "SESS-42",
         "cdr_token": cdr_token,
         "auth_method": "COMMAND",
@@ -191,13 +200,11 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
             "connector_power_type": "AC_3_PHASE",
         },
         "currency": "EUR",
-        "charging_periods": [
-            {"start_date_time": "2026-11-24T17:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 6.1}]}
-        ],
+        "charging_periods": [{"start_date_time": at(0), "dimensions": [{"type": "ENERGY", "volume": 6.1}]}],
         "total_cost": {"excl_vat": 3.05, "incl_vat": 3.69},
         "total_energy": 6.1,
         "total_time": 0.667,
-        "last_updated": "2026-11-24T17:41:00Z",
+        "last_updated": at(41),
     }
     created = as_cpo("POST", f"{live_server.url}/ocpi/emsp/2.2.1/cdrs", cdr)
     assert created.headers["Location"].startswith(live_server.url)
