@@ -9,43 +9,64 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from django.db import connection, models
+
+Row = dict[str, Any]  # one row to write: field attname -> value; a missing field takes its default
+
+
+def json_text(value: Any) -> str:
+    """JSON for a jsonb column (orjson: a feed page holds thousands of JSON values)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, which the standard encoder writes
+        return json.dumps(value, ensure_ascii=False)
 
 
 def _columns(model: type[models.Model], skip_pk: bool = True) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if not (skip_pk and f.primary_key)]
 
 
-def _value(field: models.Field, obj: models.Model):
-    value = getattr(obj, field.attname)
-    if isinstance(field, models.JSONField) and value is not None:
-        return json.dumps(value, ensure_ascii=False)
-    return value
+def _copy_rows(model: type[models.Model], fields: list[models.Field], rows: Sequence[Row]):
+    """Each row as the COPY values of `fields`, defaults filled in and JSON serialised."""
+    defaults = {f.attname: f.get_default() for f in fields}
+    json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
+    for row in rows:
+        values = []
+        for f in fields:
+            value = row.get(f.attname, defaults[f.attname])
+            if f.attname in json_fields and value is not None:
+                value = json_text(value)
+            values.append(value)
+        yield values
 
 
 def bulk_upsert(
-    objs: Sequence[models.Model],
+    model: type[models.Model],
+    rows: Sequence[Row],
     *,
     unique_fields: list[str],
     update_fields: list[str],
     known_pks: dict[tuple, int] | None = None,
-) -> None:
-    """Insert or update `objs` on their unique fields; sets each object's pk.
+) -> list[int]:
+    """Insert or update `rows` on their unique fields; returns each row's pk, in order.
 
     With `known_pks` (unique values -> pk of the rows already stored), rows whose values are all the
     same are not rewritten on PostgreSQL (no new row version, no index churn) and take their pk from it.
     """
-    if not objs:
-        return
-    model = type(objs[0])
+    if not rows:
+        return []
+    attnames = [model._meta.get_field(name).attname for name in unique_fields]
     if connection.vendor != "postgresql":
+        objs = [model(**row) for row in rows]
         model.objects.bulk_create(
             objs, update_conflicts=True, unique_fields=unique_fields, update_fields=update_fields, batch_size=500
         )
         if any(obj.pk is None for obj in objs):
             _fill_pks(model, objs, unique_fields)
-        return
+        return [obj.pk for obj in objs]
     fields = _columns(model)
     names = [connection.ops.quote_name(f.column) for f in fields]
     unique = [model._meta.get_field(name).column for name in unique_fields]
@@ -58,8 +79,8 @@ def bulk_upsert(
         )
         cursor.execute(f"TRUNCATE {stage}")
         with cursor.cursor.copy(f"COPY {stage} ({', '.join(names)}) FROM STDIN") as copy:
-            for obj in objs:
-                copy.write_row([_value(f, obj) for f in fields])
+            for values in _copy_rows(model, fields, rows):
+                copy.write_row(values)
         cursor.execute(
             f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM {stage} "  # noqa: S608
             f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET "
@@ -73,27 +94,27 @@ def bulk_upsert(
             + f" RETURNING id, {', '.join(unique)}"
         )
         ids = {tuple(row[1:]): row[0] for row in cursor.fetchall()}
-    attnames = [model._meta.get_field(name).attname for name in unique_fields]
-    for obj in objs:
-        key = tuple(getattr(obj, a) for a in attnames)
-        obj.pk = ids[key] if key in ids else known_pks[key]
+    pks = []
+    for row in rows:
+        key = tuple(row[a] for a in attnames)
+        pks.append(ids[key] if key in ids else known_pks[key])
+    return pks
 
 
-def bulk_insert(objs: Sequence[models.Model]) -> None:
-    """Plain inserts (history rows) by COPY on PostgreSQL; pks are not set."""
-    if not objs:
+def bulk_insert(model: type[models.Model], rows: Sequence[Row]) -> None:
+    """Plain inserts (history rows) by COPY on PostgreSQL."""
+    if not rows:
         return
-    model = type(objs[0])
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objs, batch_size=1000)
+        model.objects.bulk_create([model(**row) for row in rows], batch_size=1000)
         return
     fields = _columns(model)
     names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     with connection.cursor() as cursor:
         table = connection.ops.quote_name(model._meta.db_table)
         with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for obj in objs:
-                copy.write_row([_value(f, obj) for f in fields])
+            for values in _copy_rows(model, fields, rows):
+                copy.write_row(values)
 
 
 def _fill_pks(model, objs, unique_fields) -> None:

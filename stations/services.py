@@ -11,11 +11,13 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
 
-from stations.bulk_writes import bulk_update_rows, bulk_upsert
+from stations.bulk_writes import Row, bulk_insert, bulk_update_rows, bulk_upsert
 from stations.models import EVSE, Connector, EvseStatus, EvseStatusChange, Location, MapStatus, RejectedObject
 from stations.ocpi_locations import ParsedLocation
 from stations.selectors import bump_map_cache_version
@@ -149,51 +151,73 @@ def refresh_location_summaries(location_ids: Iterable[int]) -> int:
     return written
 
 
+@dataclass
+class EvseSummaryInput:
+    """What a location's summary needs of one EVSE."""
+
+    status: str
+    status_changed_at: dt.datetime | None
+    parking_restrictions: list[str]
+    connectors: list[tuple[str, str, int, int, int | None]]  # standard, power_type, volts, amps, watts
+
+
+def location_summary(
+    *,
+    publish: bool,
+    parking_type: str,
+    opening_times: dict | None,
+    charging_when_closed: bool | None,
+    evses: Iterable[EvseSummaryInput],
+) -> dict[str, Any]:
+    """The map summary and limited-access fields (SUMMARY_FIELDS) of a location, from its EVSEs."""
+    live = [e for e in evses if e.status != EvseStatus.REMOVED]
+    changed = [e.status_changed_at for e in live if e.status_changed_at]
+    connectors = [c for e in live for c in e.connectors]
+    reasons = limited_access_reasons(
+        publish=publish,
+        parking_type=parking_type,
+        opening_times=opening_times,
+        charging_when_closed=charging_when_closed,
+        parking_restrictions=[r for e in live for r in e.parking_restrictions],
+    )
+    standards = sorted({c[0] for c in connectors})
+    return {
+        "map_status": map_status_of(e.status for e in live),
+        "status_updated_at": max(changed) if changed else None,
+        "max_power_kw": round(max((connector_power_kw(*c[1:]) for c in connectors), default=0.0), 1),
+        "connector_standards": ("," + ",".join(standards) + ",") if standards else "",
+        "evse_count": len(live),
+        "available_evse_count": sum(1 for e in live if e.status == EvseStatus.AVAILABLE),
+        "limited_access": bool(reasons),
+        "limited_access_reasons": reasons,
+    }
+
+
 def _refresh_chunk(ids: list[int]) -> int:
-    evses: dict[int, list[tuple]] = defaultdict(list)
-    evse_location: dict[int, int] = {}
+    evses: dict[int, list[EvseSummaryInput]] = defaultdict(list)
+    by_pk: dict[int, EvseSummaryInput] = {}
     for evse_pk, location_id, status, changed_at, restrictions in EVSE.objects.filter(
         location_id__in_array=ids
     ).values_list("pk", "location_id", "status", "status_changed_at", "parking_restrictions"):
-        evses[location_id].append((status, changed_at, restrictions or []))
-        evse_location[evse_pk] = location_id
-    power: dict[int, float] = defaultdict(float)
-    standards: dict[int, set[str]] = defaultdict(set)
-    for evse_pk, standard, power_type, voltage, amperage, electric_power in (
-        Connector.objects.filter(evse__location_id__in_array=ids)
-        .exclude(evse__status=EvseStatus.REMOVED)
-        .values_list("evse_id", "standard", "power_type", "max_voltage", "max_amperage", "max_electric_power")
+        by_pk[evse_pk] = EvseSummaryInput(status, changed_at, restrictions or [], [])
+        evses[location_id].append(by_pk[evse_pk])
+    for evse_pk, *connector in Connector.objects.filter(evse__location_id__in_array=ids).values_list(
+        "evse_id", "standard", "power_type", "max_voltage", "max_amperage", "max_electric_power"
     ):
-        location_id = evse_location[evse_pk]
-        power[location_id] = max(power[location_id], connector_power_kw(power_type, voltage, amperage, electric_power))
-        standards[location_id].add(standard)
+        by_pk[evse_pk].connectors.append(tuple(connector))
 
     rows = []
     for pk, publish, parking_type, opening_times, when_closed in Location.objects.filter(pk__in_array=ids).values_list(
         "pk", "publish", "parking_type", "opening_times", "charging_when_closed"
     ):
-        live = [e for e in evses.get(pk, []) if e[0] != EvseStatus.REMOVED]
-        changed = [e[1] for e in live if e[1]]
-        reasons = limited_access_reasons(
+        summary = location_summary(
             publish=publish,
             parking_type=parking_type,
             opening_times=opening_times,
             charging_when_closed=when_closed,
-            parking_restrictions=[r for e in live for r in e[2]],
+            evses=evses.get(pk, []),
         )
-        rows.append(
-            (
-                pk,
-                map_status_of(e[0] for e in live),
-                max(changed) if changed else None,
-                round(power.get(pk, 0.0), 1),
-                ("," + ",".join(sorted(standards[pk])) + ",") if standards.get(pk) else "",
-                len(live),
-                sum(1 for e in live if e[0] == EvseStatus.AVAILABLE),
-                bool(reasons),
-                reasons,
-            )
-        )
+        rows.append((pk, *(summary[name] for name in SUMMARY_FIELDS)))
     _write_summaries(rows)
     return len(rows)
 
@@ -222,12 +246,19 @@ def reject_object(connection, payload, error: str, *, sync_run=None, object_id: 
     )
 
 
-def store_locations(parsed: list[ParsedLocation], *, source, now: dt.datetime | None = None) -> StoreResult:
-    """Upsert whole locations (with their EVSEs and connectors) in one transaction.
+def store_locations(
+    parsed: list[ParsedLocation], *, source, now: dt.datetime | None = None, durable: bool = True
+) -> StoreResult:
+    """Upsert whole locations (with their EVSEs, connectors and map summaries) in one transaction.
 
     A location whose content digest is unchanged (and that is not marked removed) is not written.
     EVSEs absent from a stored location's new version are set to REMOVED, never deleted, so their
-    status history stays; connectors absent from an EVSE are deleted.
+    status history stays; connectors absent from an EVSE are deleted. The map summary is computed
+    from the new version itself (as `refresh_location_summaries` would from the stored rows), so each
+    location row is written once.
+
+    `durable=False` (feed pages) does not wait for the commit to reach the disk: a crash may lose the
+    last pages, which the next run reads again from the last successful run's start.
     """
     now = now or timezone.now()
     result = StoreResult()
@@ -253,17 +284,31 @@ def store_locations(parsed: list[ParsedLocation], *, source, now: dt.datetime | 
     if not changed:
         return result
 
+    old_evses = _stored_evses([existing[key][0] for key in by_key if key in existing])
     with transaction.atomic():
-        locations = [
-            Location(
-                party_id=item.party_id, source=source, content_hash=item.content_hash, removed_at=None, **item.location
-            )
+        if not durable and db.vendor == "postgresql":
+            with db.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        plans = [
+            _plan_evses(item, existing.get((item.party_id, item.location["ocpi_id"])), old_evses, now)
             for item in changed
         ]
-        bulk_upsert(locations, unique_fields=["party", "ocpi_id"], update_fields=LOCATION_FIELDS)
-        location_ids = [loc.pk for loc in locations]
-        _store_evses(changed, locations, now)
-        refresh_location_summaries(location_ids)
+        location_rows = [
+            {
+                "party_id": item.party_id,
+                "source_id": source.pk if source else None,
+                "content_hash": item.content_hash,
+                "removed_at": None,
+                **item.location,
+                **plan.summary(item),
+            }
+            for item, plan in zip(changed, plans, strict=True)
+        ]
+        location_ids = bulk_upsert(
+            Location, location_rows, unique_fields=["party", "ocpi_id"], update_fields=LOCATION_FIELDS + SUMMARY_FIELDS
+        )
+        _store_evses(plans, location_ids, old_evses, now)
+    bump_map_cache_version()
     result.changed_ids = location_ids
     result.stored_ids.extend(location_ids)
     return result
@@ -283,78 +328,109 @@ def _existing_locations(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str]
     return found
 
 
-def _store_evses(changed: list[ParsedLocation], locations: list[Location], now: dt.datetime) -> None:
-    location_ids = [loc.pk for loc in locations]
-    old_evses: dict[tuple[int, str], tuple[int, str, object]] = {}
-    for pk, location_id, uid, status, changed_at in EVSE.objects.filter(location_id__in_array=location_ids).values_list(
-        "pk", "location_id", "uid", "status", "status_changed_at"
-    ):
-        old_evses[(location_id, uid)] = (pk, status, changed_at)
+def _stored_evses(location_ids: list[int]) -> dict[tuple[int, str], tuple[int, str, dt.datetime | None]]:
+    """(location pk, uid) -> (pk, status, status_changed_at) of the EVSEs we hold for these locations."""
+    return {
+        (location_id, uid): (pk, status, changed_at)
+        for pk, location_id, uid, status, changed_at in EVSE.objects.filter(
+            location_id__in_array=location_ids
+        ).values_list("pk", "location_id", "uid", "status", "status_changed_at")
+    }
 
-    evses: list[EVSE] = []
-    connectors_of: list[list[dict] | None] = []
-    removed: list[EVSE] = []
-    status_changes: list[tuple[EVSE, str, dt.datetime]] = []
-    for item, loc in zip(changed, locations, strict=True):
-        seen = set()
-        for evse in item.evses:
-            data = dict(evse)
-            connectors = data.pop("connectors")
-            seen.add(data["uid"])
-            old = old_evses.get((loc.pk, data["uid"]))
-            row = EVSE(location_id=loc.pk, **data)
-            if old is None or old[1] != row.status:
-                row.status_changed_at = min(row.last_updated, now)
-                status_changes.append((row, row.status, row.status_changed_at))
-            else:
-                row.status_changed_at = old[2]
-            evses.append(row)
-            # A REMOVED EVSE sent without connectors keeps the ones we knew (staff still see what it was).
-            connectors_of.append(None if row.status == EvseStatus.REMOVED and not connectors else connectors)
+
+@dataclass
+class EvsePlan:
+    """What one changed location's new version does to its EVSEs, before any pk is known."""
+
+    location_pk: int | None  # None for a new location
+    rows: list[Row]  # EVSE rows as sent (without location_id yet)
+    connectors_of: list[list[dict] | None]  # per row; None keeps the connectors we hold
+    new_status: list[bool]  # per row: its status changed (a history entry is due)
+    gone: list[tuple[int, str]]  # (pk, uid) of stored EVSEs the new version no longer lists
+
+    def summary(self, item: ParsedLocation) -> dict[str, Any]:
+        location = item.location
+        return location_summary(
+            publish=location["publish"],
+            parking_type=location["parking_type"],
+            opening_times=location["opening_times"],
+            charging_when_closed=location["charging_when_closed"],
+            evses=[
+                EvseSummaryInput(
+                    row["status"],
+                    row["status_changed_at"],
+                    row["parking_restrictions"],
+                    [
+                        (c["standard"], c["power_type"], c["max_voltage"], c["max_amperage"], c["max_electric_power"])
+                        for c in connectors or []
+                    ],
+                )
+                for row, connectors in zip(self.rows, self.connectors_of, strict=True)
+            ],
+        )
+
+
+def _plan_evses(item: ParsedLocation, found: tuple | None, old_evses: dict, now: dt.datetime) -> EvsePlan:
+    location_pk = found[0] if found else None
+    plan = EvsePlan(location_pk, [], [], [], [])
+    seen = set()
+    for evse in item.evses:
+        row = dict(evse)
+        connectors = row.pop("connectors")
+        seen.add(row["uid"])
+        old = old_evses.get((location_pk, row["uid"])) if location_pk else None
+        changed = old is None or old[1] != row["status"]
+        row["status_changed_at"] = min(row["last_updated"], now) if changed else old[2]
+        plan.rows.append(row)
+        plan.new_status.append(changed)
+        # A REMOVED EVSE sent without connectors keeps the ones we knew (staff still see what it was).
+        plan.connectors_of.append(None if row["status"] == EvseStatus.REMOVED and not connectors else connectors)
+    if location_pk:
         # EVSEs the new version no longer lists are gone: keep them (and their history) as REMOVED.
         for (location_id, uid), (pk, status, _changed) in old_evses.items():
-            if location_id == loc.pk and uid not in seen and status != EvseStatus.REMOVED:
-                row = EVSE(
-                    pk=pk,
-                    location_id=loc.pk,
-                    uid=uid,
-                    status=EvseStatus.REMOVED,
-                    status_changed_at=now,
-                    last_updated=now,
-                )
-                removed.append(row)
-                status_changes.append((row, row.status, now))
+            if location_id == location_pk and uid not in seen and status != EvseStatus.REMOVED:
+                plan.gone.append((pk, uid))
+    return plan
+
+
+def _store_evses(plans: list[EvsePlan], location_ids: list[int], old_evses: dict, now: dt.datetime) -> None:
+    rows: list[Row] = []
+    connectors_of: list[list[dict] | None] = []
+    new_status: list[bool] = []
+    gone: list[tuple[int, str]] = []
+    for plan, location_pk in zip(plans, location_ids, strict=True):
+        for row in plan.rows:
+            row["location_id"] = location_pk
+        rows.extend(plan.rows)
+        connectors_of.extend(plan.connectors_of)
+        new_status.extend(plan.new_status)
+        gone.extend(plan.gone)
     # A changed location often changes one EVSE status: the others are not rewritten.
     known = {key: value[0] for key, value in old_evses.items()}
-    bulk_upsert(evses, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS, known_pks=known)
-    if removed:
+    evse_pks = bulk_upsert(EVSE, rows, unique_fields=["location", "uid"], update_fields=EVSE_FIELDS, known_pks=known)
+    if gone:
         # Only the status changes; the rest of the row stays as the partner last described it.
-        EVSE.objects.bulk_update(removed, ["status", "status_changed_at", "last_updated"], batch_size=500)
-    if any(e.pk is None for e in evses):  # backends that do not return ids on conflict
-        pks = {
-            (lid, uid): pk
-            for pk, lid, uid in EVSE.objects.filter(location_id__in_array=location_ids).values_list(
-                "pk", "location_id", "uid"
-            )
-        }
-        for evse in evses:
-            evse.pk = pks[(evse.location_id, evse.uid)]
-    if status_changes:
-        EvseStatusChange.objects.bulk_create(
-            [EvseStatusChange(evse_id=row.pk, status=status, changed_at=when) for row, status, when in status_changes],
-            batch_size=2000,
+        EVSE.objects.filter(pk__in=[pk for pk, _uid in gone]).update(
+            status=EvseStatus.REMOVED, status_changed_at=now, last_updated=now
         )
-    _store_connectors(evses, connectors_of)
+    history = [
+        {"evse_id": pk, "status": row["status"], "changed_at": row["status_changed_at"]}
+        for pk, row, changed in zip(evse_pks, rows, new_status, strict=True)
+        if changed
+    ]
+    history += [{"evse_id": pk, "status": EvseStatus.REMOVED, "changed_at": now} for pk, _uid in gone]
+    bulk_insert(EvseStatusChange, history)
+    _store_connectors(evse_pks, connectors_of)
 
 
-def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict] | None]) -> None:
-    evse_ids = [e.pk for e, connectors in zip(evses, connectors_of, strict=True) if connectors is not None]
+def _store_connectors(evse_pks: list[int], connectors_of: list[list[dict] | None]) -> None:
+    evse_ids = [pk for pk, connectors in zip(evse_pks, connectors_of, strict=True) if connectors is not None]
     kept: set[tuple[int, str]] = set()
-    rows: list[Connector] = []
-    for evse, connectors in zip(evses, connectors_of, strict=True):
+    rows: list[Row] = []
+    for evse_pk, connectors in zip(evse_pks, connectors_of, strict=True):
         for data in connectors or []:
-            kept.add((evse.pk, data["connector_id"]))
-            rows.append(Connector(evse_id=evse.pk, **data))
+            kept.add((evse_pk, data["connector_id"]))
+            rows.append({"evse_id": evse_pk, **data})
     known: dict[tuple, int] = {}
     stale = []
     for pk, evse_id, connector_id in Connector.objects.filter(evse_id__in_array=evse_ids).values_list(
@@ -366,7 +442,17 @@ def _store_connectors(evses: list[EVSE], connectors_of: list[list[dict] | None])
             stale.append(pk)
     if stale:
         Connector.objects.filter(pk__in=stale).delete()
-    bulk_upsert(rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS, known_pks=known)
+    bulk_upsert(
+        Connector, rows, unique_fields=["evse", "connector_id"], update_fields=CONNECTOR_FIELDS, known_pks=known
+    )
+
+
+def analyze_station_tables() -> None:
+    """Fresh planner statistics for the station tables after a bulk change (PostgreSQL; a no-op elsewhere)."""
+    if db.vendor == "postgresql":
+        tables = ", ".join(db.ops.quote_name(m._meta.db_table) for m in (Location, EVSE, Connector))
+        with db.cursor() as cursor:
+            cursor.execute(f"ANALYZE {tables}")
 
 
 def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | None = None) -> int:

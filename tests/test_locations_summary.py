@@ -7,8 +7,10 @@ from django.core.management import call_command
 
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
-from stations.services import refresh_location_summaries
-from tests.factories import ConnectorFactory, EVSEFactory, LocationFactory
+from stations.ocpi_locations import parse_location
+from stations.services import SUMMARY_FIELDS, refresh_location_summaries, store_locations
+from tests.factories import ConnectorFactory, EVSEFactory, LocationFactory, PartnerConnectionFactory, PartyFactory
+from tests.feeds_fixtures import location, stamp
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +118,49 @@ def test_load_demo_stations_carry_summaries():
         assert loc.map_status != "unknown" or set(statuses) <= {"UNKNOWN"}
         assert loc.connector_standards.startswith(",")
     assert Location.objects.filter(limited_access=True).exists()
+
+
+def test_a_feed_write_stores_the_summary_the_stored_rows_give(feed_party):
+    """store_locations computes summaries from what the partner sent; a refresh from the rows must agree."""
+    party, connection = feed_party
+    first = [
+        location("S1", statuses=("AVAILABLE", "CHARGING", "OUTOFORDER")),
+        location("S2", statuses=("REMOVED",), publish=False),
+        location("S3", statuses=("OUTOFORDER", "UNKNOWN"), opening_times={"twentyfourseven": False}),
+    ]
+    first[0]["evses"][1]["parking_restrictions"] = ["CUSTOMERS"]
+    first[0]["evses"][2]["connectors"][0].update(standard="CHADEMO", power_type="DC", max_electric_power=50000)
+    store(first, party, connection)
+    # The next version drops S1's available EVSE and makes S3's faulty one available.
+    second = [
+        location("S1", statuses=("CHARGING", "OUTOFORDER"), updated=stamp()),
+        location("S3", statuses=("AVAILABLE", "UNKNOWN"), updated=stamp(), opening_times={"twentyfourseven": False}),
+    ]
+    second[0]["evses"] = first[0]["evses"][1:]
+    store(second, party, connection)
+
+    written = summaries()
+    assert written["S1"]["map_status"] == "in_use" and written["S1"]["evse_count"] == 2
+    assert written["S1"]["limited_access_reasons"] == ["parking_customers"]
+    assert written["S1"]["max_power_kw"] == 50.0
+    assert written["S2"]["limited_access_reasons"] == ["not_public"] and written["S2"]["evse_count"] == 0
+    assert written["S3"]["map_status"] == "available" and written["S3"]["status_updated_at"] is not None
+    refresh_location_summaries(Location.objects.values_list("pk", flat=True))
+    assert summaries() == written
+
+
+def store(objects: list[dict], party, connection) -> None:
+    parsed = [parse_location(obj) for obj in objects]
+    for item in parsed:
+        item.party_id = party.pk
+    store_locations(parsed, source=connection)
+
+
+def summaries() -> dict[str, dict]:
+    return {row["ocpi_id"]: row for row in Location.objects.values("ocpi_id", *SUMMARY_FIELDS)}
+
+
+@pytest.fixture
+def feed_party():
+    party = PartyFactory(country_code="NL", party_id="ALL")
+    return party, PartnerConnectionFactory(party=party)
