@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
 from stations.models import EVSE, Connector, EvseStatus, Location
 
@@ -37,14 +39,17 @@ class ParsedLocation:
     raw: dict = field(default_factory=dict, repr=False)
 
 
-_STAMP = re.compile(r'"last_updated":"[^"]*"')
+_STAMP = re.compile(rb'"last_updated":"[^"]*"')
 
 
 def content_hash(obj: Any) -> str:
     """Digest of an object without its `last_updated` stamps: a bumped stamp alone is not a change."""
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, which the standard encoder writes
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     # A key cannot appear unescaped inside a JSON string value, so the pattern only meets real keys.
-    text = _STAMP.sub("", json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(_STAMP.sub(b"", text), digest_size=16).hexdigest()
 
 
 def _text(obj: dict, name: str, max_length: int, *, required: bool = False, where: str = "") -> str:

@@ -241,6 +241,27 @@ def test_a_second_full_pull_with_nothing_changed_writes_no_rows(ocpi_peer, setti
     assert all("stations_syncrun" in sql for sql in writes), writes
 
 
+def test_a_pull_that_creates_locations_leaves_the_planner_fresh_statistics(ocpi_peer, settings):
+    """Without them PostgreSQL reads every location of the partner for each page (autovacuum may be off)."""
+    settings.FEEDS_WRITE_BEHIND = False
+    conn = cpo_connection(ocpi_peer)
+    LocationFeed(ocpi_peer, [location(f"L{i}") for i in range(40)], max_limit=15)
+
+    with CaptureQueriesContext(db_connection) as queries:
+        run = pull(conn, full=True)
+
+    assert (run.status, run.created) == ("succeeded", 40)
+    analyzes = [q["sql"] for q in queries if q["sql"].startswith("ANALYZE")]
+    if db_connection.vendor != "postgresql":
+        assert analyzes == []  # SQLite plans without them
+        return
+    # After the first page (15 created) and after the second (30): each time the run doubled what it created.
+    assert len(analyzes) == 2 and "stations_location" in analyzes[0]
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'stations_location'")
+        assert cursor.fetchone()[0] == 30
+
+
 def test_a_delta_with_a_removed_evse_keeps_it_as_removed_and_the_map_ignores_it(ocpi_peer):
     conn = cpo_connection(ocpi_peer)
     objects = [location("L1", statuses=("OUTOFORDER", "AVAILABLE"))]
@@ -280,7 +301,8 @@ def test_an_evse_missing_from_a_new_version_is_marked_removed_not_deleted(ocpi_p
 def test_hub_fields_and_non_emi3_evse_ids_are_kept(ocpi_peer):
     conn = cpo_connection(ocpi_peer)
     obj = location("L1")
-    obj["hub_score"] = {"popularity": 7}
+    # An integer beyond 64 bits is valid JSON (the fast encoder refuses it; we fall back, never reject).
+    obj["hub_score"] = {"popularity": 7, "hub_ref": 2**70 + 1}
     obj["evses"][0]["evse_id"] = "12345-local"
     obj["evses"][0]["x_hub_plug_colour"] = "blue"
     LocationFeed(ocpi_peer, [obj])
@@ -289,7 +311,7 @@ def test_hub_fields_and_non_emi3_evse_ids_are_kept(ocpi_peer):
 
     assert (run.created, run.rejected) == (1, 0)
     loc = Location.objects.get()
-    assert loc.raw["hub_score"] == {"popularity": 7}
+    assert loc.raw["hub_score"] == {"popularity": 7, "hub_ref": 2**70 + 1}
     assert loc.raw["evses"][0]["x_hub_plug_colour"] == "blue"
     assert EVSE.objects.get().evse_id == "12345-local"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any
 
@@ -53,7 +54,12 @@ def parse_datetime(value: Any, field: str = "datetime") -> dt.datetime:
     """Parse an OCPI DateTime, with or without `Z` (zone-less means UTC), fractions allowed."""
     if not isinstance(value, str) or not _DATETIME.match(value.strip()):
         raise OcpiError(INVALID_PARAMETERS, f"{field}: not an OCPI DateTime: {value!r}")
-    text = value.strip()
+    return _parse_checked_datetime(value.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_checked_datetime(text: str) -> dt.datetime:
+    # Cached: a feed page repeats the same stamps on a location, its EVSEs and its connectors.
     if "." in text:  # Python accepts at most 6 fraction digits
         head, _, rest = text.partition(".")
         digits = re.match(r"\d+", rest).group(0)
