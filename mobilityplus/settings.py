@@ -94,6 +94,10 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Tests on SQLite use a file, not shared-cache memory: there a reader makes a Celery worker thread's
+    # write fail at once ("table is locked") instead of waiting its turn.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker and cache when set; otherwise tasks run in-process and the cache is local memory.
