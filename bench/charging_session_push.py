@@ -34,7 +34,7 @@ from django.utils import timezone  # noqa: E402
 
 from cards.models import Card, Driver  # noqa: E402
 from charging.models import CDR, Session  # noqa: E402
-from roaming.models import PartnerConnection, Party  # noqa: E402
+from roaming.models import PartnerConnection, Party, RoamingAgreement  # noqa: E402
 from roaming.ocpi.credentials import authorization_header  # noqa: E402
 from roaming.selectors import own_party  # noqa: E402
 from roaming.services import store_partner_tokens  # noqa: E402
@@ -60,6 +60,13 @@ def run() -> dict:
     now = timezone.now()
     cpo = Party.objects.create(country_code="ZZ", party_id="BCP", role=Party.Role.CPO, name="Bench CPO")
     store_partner_tokens(PartnerConnection.objects.create(party=cpo, status="connected"), from_them=TOKEN)
+    # The OCPI layer refuses partners without an agreement in force (HTTP 403).
+    RoamingAgreement.objects.create(
+        partner=cpo,
+        direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS,
+        valid_from=now.date(),
+        status=RoamingAgreement.Status.ACTIVE,
+    )
     location = Location.objects.create(
         party=cpo,
         ocpi_id="BENCH-LOC",
