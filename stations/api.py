@@ -21,18 +21,15 @@ from stations import selectors
 from stations.filters import STANDARD_LABELS, StationFilter
 from stations.models import EvseStatus, Location, MapStatus
 
+# What a driver reads for each code `stations.services.limited_access_reasons` stores.
 LIMITED_REASON_TEXT = {
-    "CUSTOMERS": "Only for customers of the site (shop, hotel, restaurant)",
-    "EV_ONLY": "Reserved for electric vehicles",
-    "PLUGGED": "Parking only while charging",
-    "DISABLED": "Reserved for disabled drivers",
-    "MOTORCYCLES": "Only for motorcycles and scooters",
-    "EMPLOYEES": "Only for employees",
-    "TENANTS": "Only for tenants",
-    "TAXIS": "Only for taxis",
-    "UNDERGROUND_GARAGE": "In an underground garage",
-    "PARKING_GARAGE": "In a parking garage (may be closed or paying)",
-    "PRIVATE": "On private ground",
+    "not_public": "Not a public station: the operator keeps it for some drivers only",
+    "parking_customers": "Only for customers of the site (shop, hotel, restaurant)",
+    "parking_ev_only": "Reserved for electric vehicles",
+    "parking_disabled": "Reserved for disabled drivers",
+    "parking_motorcycles": "Only for motorcycles and scooters",
+    "parking_type_on_driveway": "On a private driveway",
+    "opening_hours": "Not open around the clock: see the opening times",
 }
 EVSE_MAP_STATUS = {
     EvseStatus.AVAILABLE: MapStatus.AVAILABLE,
@@ -244,7 +241,9 @@ def station_payload(location: Location) -> dict:
                 "status_changed_at": changed.isoformat() if changed else None,
                 "status_age_minutes": int((now - changed).total_seconds() // 60) if changed else None,
                 "stale": selectors.is_stale(changed, now),
-                "card": "RFID_READER" in (evse.capabilities or []),
+                # The map shows only stations whose operator accepts our card (the agreement says so); OCPI
+                # capabilities are optional, so a missing RFID_READER is no reason to tell a driver otherwise.
+                "card": True,
                 "app": "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or []),
                 "start_url": reverse_start(location.pk, evse.uid)
                 if "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or [])

@@ -86,7 +86,7 @@ def test_filters_narrow_the_stations(client, partner, django_assert_max_num_quer
         party=partner, max_power_kw=150, connector_standards=",CHADEMO,IEC_62196_T2_COMBO,", map_status="in_use"
     )
     faulty = MapLocationFactory(party=other, map_status="faulty", max_power_kw=50, connector_standards=",CHADEMO,")
-    limited = MapLocationFactory(party=other, limited_access=True, limited_access_reasons=["CUSTOMERS"])
+    limited = MapLocationFactory(party=other, limited_access=True, limited_access_reasons=["parking_customers"])
     unlocked = MapLocationFactory(party=other, limited_access=True, limited_access_override=False)
     locked = MapLocationFactory(party=other, limited_access=False, limited_access_override=True)
 
@@ -313,7 +313,7 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
             "regular_hours": [{"weekday": 1, "period_begin": "08:00", "period_end": "20:00"}],
         },
         limited_access=True,
-        limited_access_reasons=["CUSTOMERS", "SOMETHING_NEW"],
+        limited_access_reasons=["parking_customers", "opening_hours", "SOMETHING_NEW"],
     )
     fast = EVSEFactory(
         location=location,
@@ -356,7 +356,11 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     assert props["operator"] == "Fast Charging BV"
     assert props["opening_hours"] == "Mon 08:00–20:00"
     assert props["limited"] is True
-    assert props["limited_reasons"] == ["Only for customers of the site (shop, hotel, restaurant)", "SOMETHING_NEW"]
+    assert props["limited_reasons"] == [
+        "Only for customers of the site (shop, hotel, restaurant)",
+        "Not open around the clock: see the opening times",
+        "SOMETHING_NEW",  # a code from a newer version is shown as it is rather than dropped
+    ]
     assert props["card"] is True and props["app"] is True
     assert [e["uid"] for e in props["evses"]] == ["E1", "E2"]  # the removed EVSE is gone
     e1, e2 = props["evses"]
@@ -428,3 +432,45 @@ def test_map_page_serves_its_own_scripts_and_the_operators_taking_our_card(clien
     assert "leaflet/leaflet" in html and "map/map.js" in html
     assert f'<option value="{partner.ocpi_id}">{partner.name}</option>' in html
     assert stranger.name not in html
+
+
+def test_every_limited_access_reason_the_feeds_store_reads_as_text_for_drivers():
+    from stations.api import LIMITED_REASON_TEXT
+    from stations.services import LIMITED_PARKING_RESTRICTIONS, LIMITED_PARKING_TYPES, limited_access_reasons
+
+    codes = set(
+        limited_access_reasons(
+            publish=False,
+            parking_type="",
+            opening_times={"twentyfourseven": False},
+            charging_when_closed=None,
+            parking_restrictions=LIMITED_PARKING_RESTRICTIONS,
+        )
+    )
+    for parking_type in LIMITED_PARKING_TYPES:
+        codes |= set(
+            limited_access_reasons(
+                publish=True,
+                parking_type=parking_type,
+                opening_times=None,
+                charging_when_closed=None,
+                parking_restrictions=[],
+            )
+        )
+    assert codes - set(LIMITED_REASON_TEXT) == set()
+
+
+def test_a_customers_only_station_shows_why_and_still_takes_our_card(client, partner):
+    """Reasons as the writer derives them; a station without RFID_READER in its (optional) capabilities."""
+    from stations.services import refresh_location_summaries
+
+    location = MapLocationFactory(party=partner)
+    evse = EVSEFactory(location=location, parking_restrictions=["CUSTOMERS"], capabilities=["RESERVABLE"])
+    ConnectorFactory(evse=evse)
+    refresh_location_summaries([location.pk])
+
+    props = client.get(f"/api/v1/stations/{location.pk}").json()["properties"]
+
+    assert props["limited"] is True
+    assert props["limited_reasons"] == ["Only for customers of the site (shop, hotel, restaurant)"]
+    assert props["card"] is True and props["evses"][0]["card"] is True

@@ -55,7 +55,7 @@ def demo_map(settings):
         latitude=50.850,
         longitude=4.355,
         limited_access=True,
-        limited_access_reasons=["CUSTOMERS"],
+        limited_access_reasons=["parking_customers"],
         operator={"name": "Allego"},
     )
     evse = EVSEFactory(
