@@ -281,10 +281,15 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                 if on_page:
                     on_page(run, None)
         if run.full:
-            run.removed = _remove_unseen(connection, seen)
+            run.removed = _remove_unseen(connection, seen, run)
         run.status = SyncRun.Status.SUCCEEDED
         if run.window_shifted:
             run.error = "The feed changed during the crawl (X-Total-Count fell); the next run reads this window again."
+            if run.deferred_removals:
+                run.error += (
+                    f" {len(run.deferred_removals)} location(s) missing from it stay on the map until a second "
+                    "full sync misses them too."
+                )
     except (OcpiClientError, FeedPageError) as error:
         # Pages already stored stay stored; the next incremental run starts from the last successful one.
         logger.warning("Location pull of %s failed after %d pages: %s", connection, run.pages, error)
@@ -390,13 +395,30 @@ class PageWriter:
         return self._done()
 
 
-def _remove_unseen(connection: PartnerConnection, seen: SeenBitmap) -> int:
+def _remove_unseen(connection: PartnerConnection, seen: SeenBitmap, run: SyncRun) -> int:
+    """Mark removed what a full sync did not see; when its window shifted, only what the last full sync also missed.
+
+    An object updated during the crawl leaves the fixed window, and the offsets of the partner's pages shift:
+    the object itself and an unchanged one at a page boundary can go unseen while both still exist. Such
+    misses wait for a second full sync (`SyncRun.deferred_removals`); the next delta re-reads the moved ones.
+    """
     candidates = (
         Location.objects.filter(feed_party_ids(connection), removed_at__isnull=True)
         .values_list("pk", flat=True)
         .order_by("pk")
     )
     missing = [pk for pk in candidates.iterator(chunk_size=10000) if pk not in seen]
+    previous = (
+        connection.sync_runs.filter(full=True, status=SyncRun.Status.SUCCEEDED)
+        .exclude(pk=run.pk)
+        .order_by("-started_at")
+        .values_list("deferred_removals", flat=True)
+        .first()
+    )
+    missed_before = set(previous or [])
+    if run.window_shifted:
+        run.deferred_removals = [pk for pk in missing if pk not in missed_before]
+        missing = [pk for pk in missing if pk in missed_before]
     return mark_locations_removed(missing)
 
 

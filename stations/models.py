@@ -203,6 +203,12 @@ class SyncRun(models.Model):
         help_text="X-Total-Count fell during the crawl: objects left the window and offsets shifted, so the "
         "next run reads this window again.",
     )
+    deferred_removals = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Locations this full sync missed while its window shifted: removed only if the next full sync "
+        "misses them too (a shift can skip an object that is still there).",
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -208,6 +208,36 @@ def test_objects_updated_during_the_crawl_are_caught_by_the_next_delta(ocpi_peer
     assert pull(conn).date_from == delta.started_at  # a clean run moves the mark on
 
 
+def test_a_full_sync_whose_window_shifts_removes_only_what_the_next_full_sync_misses_too(ocpi_peer):
+    conn = cpo_connection(ocpi_peer)
+    objects = [location(f"L{i:02d}", updated=f"2026-01-01T10:{i:02d}:00Z") for i in range(30)]
+    feed = LocationFeed(ocpi_peer, objects, max_limit=10)
+    pull(conn, full=True)
+    objects.pop(25)  # L25 is really gone at the partner
+
+    def move_first_object(page_number):
+        if page_number == 2 and objects[0]["evses"][0]["status"] == "AVAILABLE":
+            objects[0]["evses"][0]["status"] = "CHARGING"
+            objects[0]["last_updated"] = stamp()
+
+    feed.on_page = move_first_object
+    shifted = pull(conn, full=True)
+
+    # L00 (read on page 1) then left the window, so L10 slid onto page 1, already read: it was never seen,
+    # yet it is still in the feed.
+    assert (shifted.status, shifted.window_shifted, shifted.removed) == ("succeeded", True, 0)
+    missed = set(Location.objects.filter(pk__in=shifted.deferred_removals).values_list("ocpi_id", flat=True))
+    assert missed == {"L10", "L25"}
+    assert not Location.objects.filter(removed_at__isnull=False).exists()
+    assert "stay on the map until a second full sync" in shifted.error
+
+    feed.on_page = None
+    confirmed = pull(conn, full=True)
+
+    assert (confirmed.window_shifted, confirmed.removed) == (False, 1)
+    assert list(Location.objects.filter(removed_at__isnull=False).values_list("ocpi_id", flat=True)) == ["L25"]
+
+
 def test_a_bumped_last_updated_with_the_same_content_writes_nothing(ocpi_peer, settings):
     settings.FEEDS_WRITE_BEHIND = False  # every statement on this thread's connection, where we can see it
     conn = cpo_connection(ocpi_peer)
