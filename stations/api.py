@@ -224,6 +224,7 @@ def opening_hours_text(opening_times: dict | None) -> str:
 
 def station_payload(location: Location) -> dict:
     now = timezone.now()
+    confirmed = selectors.status_confirmed_at([location.source_id]).get(location.source_id)
     limited = location.is_limited_access
     reasons = [LIMITED_REASON_TEXT.get(str(reason), str(reason)) for reason in location.limited_access_reasons or []]
     if limited and not reasons:
@@ -240,7 +241,7 @@ def station_payload(location: Location) -> dict:
                 "map_status": EVSE_MAP_STATUS.get(evse.status, MapStatus.UNKNOWN).value,
                 "status_changed_at": changed.isoformat() if changed else None,
                 "status_age_minutes": int((now - changed).total_seconds() // 60) if changed else None,
-                "stale": selectors.is_stale(changed, now),
+                "stale": selectors.is_stale(changed, now, confirmed),
                 # The map shows only stations whose operator accepts our card (the agreement says so); OCPI
                 # capabilities are optional, so a missing RFID_READER is no reason to tell a driver otherwise.
                 "card": True,
@@ -276,7 +277,7 @@ def station_payload(location: Location) -> dict:
             "opening_hours": opening_hours_text(location.opening_times),
             "status": location.map_status,
             "status_updated_at": location.status_updated_at.isoformat() if location.status_updated_at else None,
-            "stale": selectors.is_stale(location.status_updated_at, now),
+            "stale": selectors.is_stale(location.status_updated_at, now, confirmed),
             "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
             "limited": limited,
             "limited_reasons": reasons,

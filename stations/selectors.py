@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models import Avg, Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import ASin, Cos, Floor, Power, Radians, Sin, Sqrt
 from django.utils import timezone
 
+from roaming.models import PartnerConnection
 from roaming.selectors import party_ids_accepting_our_cards
 from stations import map_cells
-from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus
+from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, SyncRun
 
 VERSION_KEY = "stations:map:version"
 EARTH_RADIUS_KM = 6371.0088
@@ -136,8 +138,38 @@ def stale_before(now: dt.datetime | None = None) -> dt.datetime:
     return (now or timezone.now()) - dt.timedelta(minutes=settings.MAP_STATUS_STALE_AFTER_MINUTES)
 
 
-def is_stale(status_updated_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
-    return status_updated_at is None or status_updated_at < stale_before(now)
+def is_stale(
+    status_updated_at: dt.datetime | None, now: dt.datetime | None = None, confirmed_at: dt.datetime | None = None
+) -> bool:
+    """A status is stale when neither its last change nor a later confirmation is recent enough."""
+    heard = max((t for t in (status_updated_at, confirmed_at) if t is not None), default=None)
+    return heard is None or heard < stale_before(now)
+
+
+def status_confirmed_at(connection_ids: Iterable[int | None]) -> dict[int, dt.datetime]:
+    """When each feed connection last confirmed the statuses we hold from it (one query).
+
+    A status that has not changed for hours is still current when the partner's feed says so: the start of
+    its last successful pull (a delta lists every change since the previous one), or its last call to us.
+    """
+    ids = {pk for pk in connection_ids if pk is not None}
+    if not ids:
+        return {}
+    last_pull = (
+        SyncRun.objects.filter(connection=OuterRef("pk"), status=SyncRun.Status.SUCCEEDED)
+        .order_by("-started_at")
+        .values("started_at")[:1]
+    )
+    confirmed = {}
+    for pk, pulled, contacted in (
+        PartnerConnection.objects.filter(pk__in=ids)
+        .annotate(last_pull=Subquery(last_pull))
+        .values_list("pk", "last_pull", "last_contact_at")
+    ):
+        latest = max((t for t in (pulled, contacted) if t is not None), default=None)
+        if latest is not None:
+            confirmed[pk] = latest
+    return confirmed
 
 
 def cluster_level(zoom: int) -> int:
@@ -158,10 +190,11 @@ STATION_FIELDS = (
     "max_power_kw",
     "evse_count",
     "available_evse_count",
+    "source_id",
 )
 
 
-def station_feature(row: dict, now: dt.datetime) -> dict:
+def station_feature(row: dict, now: dt.datetime, confirmed: dict[int, dt.datetime]) -> dict:
     limited = row["limited_access"] if row["limited_access_override"] is None else row["limited_access_override"]
     return {
         "type": "Feature",
@@ -170,7 +203,7 @@ def station_feature(row: dict, now: dt.datetime) -> dict:
             "id": row["id"],
             "name": row["name"],
             "status": row["map_status"],
-            "stale": is_stale(row["status_updated_at"], now),
+            "stale": is_stale(row["status_updated_at"], now, confirmed.get(row["source_id"])),
             "limited": limited,
             "max_power_kw": row["max_power_kw"],
             "evses": row["evse_count"],
@@ -265,8 +298,10 @@ def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]
         # rows) not kept at this level. Count them live.
         clusters = live_clusters(locations, level)
         return _collection([cluster_feature(cell) for cell in clusters], zoom, clustered=True)
-    features = [station_feature(row, now) for row in rows[:limit]]
-    return _collection(features, zoom, clustered=False, truncated=len(rows) > limit)
+    truncated, rows = len(rows) > limit, rows[:limit]
+    confirmed = status_confirmed_at(row["source_id"] for row in rows)
+    features = [station_feature(row, now, confirmed) for row in rows]
+    return _collection(features, zoom, clustered=False, truncated=truncated)
 
 
 def _collection(features: list[dict], zoom: int, *, clustered: bool, truncated: bool = False) -> dict:
@@ -328,8 +363,9 @@ def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filter
             break
         radius = min(radius_km, radius * 8)
     features = []
+    confirmed = status_confirmed_at(row["source_id"] for row in rows)
     for row in rows:
-        feature = station_feature(row, now)
+        feature = station_feature(row, now, confirmed)
         feature["properties"]["distance_km"] = round(row["distance_km"], 3)
         features.append(feature)
     return features

@@ -17,8 +17,10 @@ from tests.factories import (
     ConnectorFactory,
     EVSEFactory,
     MapLocationFactory,
+    PartnerConnectionFactory,
     PartyFactory,
     RoamingAgreementFactory,
+    SyncRunFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +46,43 @@ def partner():
 def ids(response) -> set[int]:
     assert response.status_code == 200, response.content
     return {feature["properties"]["id"] for feature in response.json()["features"]}
+
+
+def test_an_unchanged_status_is_current_while_its_feed_keeps_confirming_it(
+    client, partner, settings, django_assert_max_num_queries
+):
+    """Stale means not heard for too long, not unchanged for too long."""
+    settings.MAP_STATUS_STALE_AFTER_MINUTES = 30
+    two_hours_ago = timezone.now() - dt.timedelta(hours=2)
+
+    def feed(**fields):
+        party = RoamingAgreementFactory(direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS).partner
+        return PartnerConnectionFactory(party=party, **fields)
+
+    pulled = feed()
+    SyncRunFactory(connection=pulled, started_at=timezone.now() - dt.timedelta(minutes=1))
+    SyncRunFactory(connection=pulled, started_at=timezone.now(), status="failed")  # a failure confirms nothing
+    pushing = feed(last_contact_at=timezone.now() - dt.timedelta(minutes=3))
+    silent = feed()
+    SyncRunFactory(connection=silent, started_at=two_hours_ago)
+    stations = {
+        name: MapLocationFactory(
+            party=source.party if source else partner, source=source, status_updated_at=two_hours_ago
+        )
+        for name, source in (("pulled", pulled), ("pushing", pushing), ("silent", silent), ("no feed", None))
+    }
+
+    with django_assert_max_num_queries(4):  # agreement rule (2) + stations + their feeds' confirmations
+        response = client.get("/api/v1/stations", BRUSSELS_STREETS)
+    stale = {f["properties"]["id"]: f["properties"]["stale"] for f in response.json()["features"]}
+    assert {name: stale[loc.pk] for name, loc in stations.items()} == {
+        "pulled": False,
+        "pushing": False,
+        "silent": True,
+        "no feed": True,
+    }
+    detail = client.get(f"/api/v1/stations/{stations['pulled'].pk}").json()["properties"]
+    assert detail["stale"] is False
 
 
 def test_only_stations_taking_our_card_are_shown(client, partner):
