@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from stations.models import EVSE, Connector, EvseStatusChange, Location, RejectedObject, SyncRun
-from stations.services import SUMMARY_FIELDS
+from stations.services import SUMMARY_FIELDS, record_staff_edit
 
 
 class EVSEInline(admin.TabularInline):
@@ -45,6 +45,10 @@ class LocationAdmin(admin.ModelAdmin):
     raw_id_fields = ("party", "source")
     inlines = [EVSEInline]
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        record_staff_edit(obj.pk)  # the override and access fields reach the map at once
+
 
 class ConnectorInline(admin.TabularInline):
     model = Connector
@@ -67,7 +71,13 @@ class EVSEAdmin(admin.ModelAdmin):
     list_select_related = ("location",)
     raw_id_fields = ("location",)
     show_full_result_count = False
+    readonly_fields = ("status_changed_at",)
     inlines = [ConnectorInline, StatusChangeInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # A status set by hand is a status change like any other: history, map summary, cache.
+        record_staff_edit(obj.location_id, evse=obj, status_changed=not change or "status" in form.changed_data)
 
 
 @admin.register(SyncRun)

@@ -447,6 +447,16 @@ def _store_connectors(evse_pks: list[int], connectors_of: list[list[dict] | None
     )
 
 
+def record_staff_edit(location_id: int, *, evse: EVSE | None = None, status_changed: bool = False) -> None:
+    """After staff edited a location or an EVSE in the admin: status history, map summary, cached map answers."""
+    if evse is not None and status_changed:
+        now = timezone.now()
+        EVSE.objects.filter(pk=evse.pk).update(status_changed_at=now, last_updated=now)
+        EvseStatusChange.objects.create(evse_id=evse.pk, status=evse.status, changed_at=now)
+    refresh_location_summaries([location_id])
+    bump_map_cache_version()  # also when no summary changed: the override or a name is not a summary
+
+
 def analyze_station_tables() -> None:
     """Fresh planner statistics for the station tables after a bulk change (PostgreSQL; a no-op elsewhere)."""
     if db.vendor == "postgresql":
