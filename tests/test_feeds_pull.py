@@ -387,6 +387,25 @@ def test_a_failing_page_is_retried(ocpi_peer, failure):
     assert (run.status, run.created, run.pages) == ("succeeded", 20, 2)
 
 
+def test_a_page_that_times_out_is_retried(ocpi_peer, settings):
+    settings.OCPI_HTTP_TIMEOUT_S = 0.3
+    conn = cpo_connection(ocpi_peer)
+    feed = LocationFeed(ocpi_peer, [location(f"L{i}") for i in range(20)], max_limit=10)
+    slow = {2: 1}
+
+    def answer_late_once(page_number):
+        if slow.get(page_number):
+            slow[page_number] -= 1
+            time.sleep(1.0)  # longer than our timeout: the client gives up and asks again
+
+    feed.on_page = answer_late_once
+    run = pull(conn)
+
+    assert (run.status, run.created, run.pages) == ("succeeded", 20, 2)
+    # Page 2 was asked for twice: the first answer came too late, the retry's in time.
+    assert [r.query.get("offset") for r in ocpi_peer.requests].count("10") == 2
+
+
 @pytest.mark.parametrize("write_behind", [False, True], ids=["inline", "write-behind"])
 def test_a_page_that_keeps_failing_ends_the_run_failed_and_the_next_run_resumes(ocpi_peer, settings, write_behind):
     settings.FEEDS_WRITE_BEHIND = write_behind
