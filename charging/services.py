@@ -220,8 +220,26 @@ def put_session(party: Party, session_id: str, data: dict, raw: dict) -> tuple[S
         CDR.objects.filter(party=party, session__isnull=True, session_ocpi_id__iexact=session_id).update(
             session=session, unknown_session=False
         )
+    _end_if_billed(session)
     _link_command(session)
     return session, created
+
+
+def _end_if_billed(session: Session) -> None:
+    """A live session that already has its final CDR is over, whatever status the CPO's push still carried.
+
+    Same rule as a CDR arriving for a live session (see store_cdr), for the other order: the CDR first, then
+    a PUT still saying ACTIVE or PENDING. Otherwise the driver sees "Charging" and a Stop button next to a
+    final bill. Credit CDRs do not count: they correct a bill, they do not end a session.
+    """
+    if session.status not in Session.LIVE_STATUSES:
+        return
+    final = session.cdrs.filter(credit=False).order_by("-end_date_time").first()
+    if final is None:
+        return
+    session.status = Session.Status.COMPLETED
+    session.end_date_time = session.end_date_time or final.end_date_time
+    session.save(update_fields=["status", "end_date_time", "updated_at"])
 
 
 @transaction.atomic
