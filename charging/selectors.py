@@ -255,13 +255,25 @@ class HistoryRow:
 
 
 def history_months(driver: Driver) -> list[dt.date]:
-    """Months in which the driver charged, newest first (for the filter)."""
-    months = (
+    """Months in which the driver charged, newest first (for the filter).
+
+    The history also lists CDRs of the driver's cards whose session never reached us, so their months count
+    too (by start, as `history` filters them); otherwise such a month could not be picked at all.
+    """
+    # order_by(): no default ordering column in the SELECT, so the UNION (one query) dedups by month alone.
+    session_months = (
         Session.objects.filter(card__driver=driver)
         .annotate(month=TruncMonth("start_date_time"))
+        .order_by()
         .values_list("month", flat=True)
-        .distinct()
     )
+    orphan_months = (
+        CDR.objects.filter(card__driver=driver, session__isnull=True)
+        .annotate(month=TruncMonth("start_date_time"))
+        .order_by()
+        .values_list("month", flat=True)
+    )
+    months = session_months.union(orphan_months)
     return sorted({m.date() if isinstance(m, dt.datetime) else m for m in months if m}, reverse=True)
 
 
