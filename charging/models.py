@@ -183,6 +183,10 @@ class Command(models.Model):
     result = models.CharField(max_length=24, blank=True, help_text="CommandResult.result")
     result_message = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    maybe_delivered = models.BooleanField(
+        default=False,
+        help_text="Failed after the request may have reached the CPO (no usable answer): it may still act on it.",
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     send_started_at = models.DateTimeField(null=True, blank=True)

@@ -161,6 +161,21 @@ COMMAND_LABELS = {
     (Command.Type.STOP_SESSION, Command.Status.TIMED_OUT): "No answer from the charge point in time.",
 }
 
+# A failure after the request may have reached the CPO (it dropped the connection, timed out, or answered
+# garbage): "could not be reached" would be wrong, and the charge point may still act on the command.
+UNCLEAR_FAILURE_LABELS = {
+    Command.Type.START_SESSION: "The operator's system did not answer; it may still start — "
+    "check the session or try again.",
+    Command.Type.STOP_SESSION: "The operator's system did not answer; it may still stop — "
+    "check the session or try again.",
+}
+
+
+def command_text(command: Command) -> str:
+    if command.status == Command.Status.FAILED and command.maybe_delivered:
+        return UNCLEAR_FAILURE_LABELS[command.type]
+    return COMMAND_LABELS[(command.type, command.status)]
+
 
 def command_card(command: Command) -> dict:
     """What the driver sees of a command: pending / accepted / rejected / failed / timed out, and why."""
@@ -173,7 +188,7 @@ def command_card(command: Command) -> dict:
         "action": "Start" if command.type == Command.Type.START_SESSION else "Stop",
         "status": shown_status,
         "status_label": "Pending" if shown_status == "pending" else command.get_status_display(),
-        "text": COMMAND_LABELS[(command.type, command.status)],
+        "text": command_text(command),
         "reason": " ".join(m for m in messages if m) or (reason if reason not in ("", "ACCEPTED") else ""),
         "station": (command.location.name or command.location.address) if command.location else "",
         "evse": (command.evse.evse_id or command.evse.uid) if command.evse else "",
@@ -240,13 +255,25 @@ class HistoryRow:
 
 
 def history_months(driver: Driver) -> list[dt.date]:
-    """Months in which the driver charged, newest first (for the filter)."""
-    months = (
+    """Months in which the driver charged, newest first (for the filter).
+
+    The history also lists CDRs of the driver's cards whose session never reached us, so their months count
+    too (by start, as `history` filters them); otherwise such a month could not be picked at all.
+    """
+    # order_by(): no default ordering column in the SELECT, so the UNION (one query) dedups by month alone.
+    session_months = (
         Session.objects.filter(card__driver=driver)
         .annotate(month=TruncMonth("start_date_time"))
+        .order_by()
         .values_list("month", flat=True)
-        .distinct()
     )
+    orphan_months = (
+        CDR.objects.filter(card__driver=driver, session__isnull=True)
+        .annotate(month=TruncMonth("start_date_time"))
+        .order_by()
+        .values_list("month", flat=True)
+    )
+    months = session_months.union(orphan_months)
     return sorted({m.date() if isinstance(m, dt.datetime) else m for m in months if m}, reverse=True)
 
 

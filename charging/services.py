@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from urllib3.exceptions import NewConnectionError
 
 from cards.models import Card, Driver
 from cards.selectors import token_payload
@@ -219,8 +220,26 @@ def put_session(party: Party, session_id: str, data: dict, raw: dict) -> tuple[S
         CDR.objects.filter(party=party, session__isnull=True, session_ocpi_id__iexact=session_id).update(
             session=session, unknown_session=False
         )
+    _end_if_billed(session)
     _link_command(session)
     return session, created
+
+
+def _end_if_billed(session: Session) -> None:
+    """A live session that already has its final CDR is over, whatever status the CPO's push still carried.
+
+    Same rule as a CDR arriving for a live session (see store_cdr), for the other order: the CDR first, then
+    a PUT still saying ACTIVE or PENDING. Otherwise the driver sees "Charging" and a Stop button next to a
+    final bill. Credit CDRs do not count: they correct a bill, they do not end a session.
+    """
+    if session.status not in Session.LIVE_STATUSES:
+        return
+    final = session.cdrs.filter(credit=False).order_by("-end_date_time").first()
+    if final is None:
+        return
+    session.status = Session.Status.COMPLETED
+    session.end_date_time = session.end_date_time or final.end_date_time
+    session.save(update_fields=["status", "end_date_time", "updated_at"])
 
 
 @transaction.atomic
@@ -427,9 +446,21 @@ def command_body(command: Command) -> dict:
 
 
 def _not_delivered(error: OcpiClientError) -> bool:
-    """A transport error where the request cannot have reached the CPO, so resending cannot start twice."""
+    """A transport error where the request certainly never reached the CPO, so resending cannot act twice.
+
+    Only a connection that was never made qualifies: refused or not established (urllib3's NewConnectionError,
+    which requests wraps in a ConnectionError around a MaxRetryError) or a connect timeout. requests raises the
+    same ConnectionError class when the CPO closes the connection after reading our request ("Connection
+    aborted", RemoteDisconnected); the CPO may have acted on that request, so it is not resent.
+    """
     cause = error.__cause__
-    return isinstance(cause, requests.ConnectionError) and not isinstance(cause, requests.ReadTimeout)
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if not isinstance(cause, requests.ConnectionError) or not cause.args:
+        return False
+    reason = cause.args[0]
+    reason = getattr(reason, "reason", reason)  # MaxRetryError carries the underlying error as .reason
+    return isinstance(reason, NewConnectionError)
 
 
 def _finish(command: Command, status: str, *, only_from: tuple = (Command.Status.PENDING,), **fields: Any) -> bool:
@@ -439,7 +470,7 @@ def _finish(command: Command, status: str, *, only_from: tuple = (Command.Status
 
 
 def send_command(command_id: int) -> Command:
-    """Send one of our commands to its CPO, once: connection failures are retried, nothing else is."""
+    """Send one of our commands to its CPO, once: connections never made are retried, nothing else is."""
     claimed = Command.objects.filter(
         pk=command_id, status=Command.Status.PENDING, send_started_at__isnull=True, direction=Command.Direction.OUTGOING
     ).update(send_started_at=timezone.now())
@@ -475,8 +506,16 @@ def send_command(command_id: int) -> Command:
                 continue
             refused = error.kind == "status" or (error.kind == "http" and (error.http_status or 0) < 500)
             status = Command.Status.REJECTED if refused else Command.Status.FAILED
+            # Anything but a connection never made may have reached the CPO: the driver is told it may still act.
+            maybe_delivered = not refused and not (error.kind == "transport" and _not_delivered(error))
             logger.warning("Command %s to %s: %s", command.uid, command.partner, error)
-            _finish(command, status, error=str(error)[:2000], responded_at=timezone.now())
+            _finish(
+                command,
+                status,
+                error=str(error)[:2000],
+                maybe_delivered=maybe_delivered,
+                responded_at=timezone.now(),
+            )
             return Command.objects.get(pk=command_id)
     from charging.serializers import CommandResponseSerializer
 
@@ -486,6 +525,7 @@ def send_command(command_id: int) -> Command:
             command,
             Command.Status.FAILED,
             error=f"Unusable CommandResponse: {validation_message(serializer.errors)}",
+            maybe_delivered=True,  # the CPO got it; whatever it meant, it may act on it
             responded_at=timezone.now(),
         )
         return Command.objects.get(pk=command_id)

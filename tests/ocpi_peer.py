@@ -5,7 +5,8 @@
     peer.requests               -> every request received, in order (PeerRequest)
 
 A handler returns a PeerResponse, or a dict/list (sent as JSON with HTTP 200). A handler may sleep
-to play a slow partner. Requests with no matching route get HTTP 404 with an OCPI envelope.
+to play a slow partner, or return `dropped()` to close the connection without answering. Requests with
+no matching route get HTTP 404 with an OCPI envelope.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class PeerResponse:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # sent as is (for garbage answers)
+    drop: bool = False  # read the request, then close the connection without answering
+
+
+def dropped() -> PeerResponse:
+    """No answer at all: the connection is closed after the request was read (a CPO crashing mid-call)."""
+    return PeerResponse(drop=True)
 
 
 def ok(data: Any = None, **headers: str) -> PeerResponse:
@@ -85,6 +92,11 @@ class OcpiPeer:
                         result = handler(request)
                         response = result if isinstance(result, PeerResponse) else PeerResponse(result)
                         break
+                if response.drop:
+                    # The request was read in full above; closing now is what the client sees as
+                    # "Connection aborted" / RemoteDisconnected.
+                    self.close_connection = True
+                    return
                 payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
                 try:
                     self.send_response(response.status)

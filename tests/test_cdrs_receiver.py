@@ -9,15 +9,18 @@ Bad input and what happens to it:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from charging.models import CDR
+from charging.models import CDR, Session
 from roaming.models import Party
 from roaming.ocpi.credentials import authorization_header
+from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import own_party
 from tests.factories import (
     CardFactory,
@@ -204,3 +207,58 @@ def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_l
     post(client, cdr(id="C-LIVE-1", session_id="LIVE-1", cdr_token=token))
     live.refresh_from_db()
     assert live.status == "COMPLETED" and live.end_date_time.isoformat().startswith("2015-06-29T23:37:32")
+
+
+@pytest.mark.parametrize("pushed_status", ["ACTIVE", "PENDING"])
+def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_live(client, cpo, pushed_status):
+    card = CardFactory()
+    token = {
+        "country_code": own_party().country_code,
+        "party_id": own_party().party_id,
+        "uid": card.uid,
+        "type": "RFID",
+        "contract_id": card.contract_id,
+    }
+    end = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=10)
+    start = end - dt.timedelta(hours=1)
+    bill = cdr(
+        id="C-EARLY-1",
+        session_id="EARLY-1",
+        cdr_token=token,
+        start_date_time=format_datetime(start),
+        end_date_time=format_datetime(end),
+        last_updated=format_datetime(end),
+    )
+    assert post(client, bill).status_code == 201
+    # The CPO's queued "still charging" push arrives after its final bill.
+    session = {
+        "country_code": "BE",
+        "party_id": "BEC",
+        "id": "EARLY-1",
+        "start_date_time": format_datetime(start),
+        "kwh": 15.0,
+        "cdr_token": token,
+        "auth_method": "WHITELIST",
+        "location_id": "LOC1",
+        "evse_uid": "3256",
+        "connector_id": "1",
+        "currency": "EUR",
+        "status": pushed_status,
+        "last_updated": format_datetime(timezone.now()),
+    }
+    response = client.put(
+        "/ocpi/emsp/2.2.1/sessions/BE/BEC/EARLY-1",
+        data=json.dumps(session),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=authorization_header(TOKEN),
+    )
+    assert response.status_code == 201 and response.json()["status_code"] == 1000
+    stored = Session.objects.get(ocpi_id="EARLY-1")
+    assert stored.status == Session.Status.COMPLETED and stored.end_date_time == end
+    assert CDR.objects.get().session == stored
+
+    # The driver sees an ended session with its bill, and no Stop button.
+    client.force_login(card.driver.user)
+    shown = client.get("/charging/live.json").json()["session"]
+    assert shown["status_label"] == "Ended" and shown["ended"] and not shown["can_stop"]
+    assert shown["cdr"] == {"total_energy": "15.34", "total_cost": "€4.40", "credited": False}

@@ -3,6 +3,8 @@
 What the driver sees for each outcome:
 - the CPO answers ACCEPTED -> pending until its CommandResult: accepted / rejected / failed;
 - the CPO cannot be reached -> failed (connection retried, nothing else);
+- the CPO drops the connection after reading the command -> failed, never resent, and the driver is told
+  it may still start;
 - the CPO answers REJECTED, or an OCPI error -> rejected; HTTP 5xx or garbage -> failed, never resent;
 - no CommandResult within the CPO's timeout -> timed out (a late result still tells the truth);
 - one button press (one idempotency key) -> at most one command on the wire.
@@ -36,7 +38,7 @@ from tests.factories import (
     RoamingAgreementFactory,
     SessionFactory,
 )
-from tests.ocpi_peer import PeerResponse, ok
+from tests.ocpi_peer import PeerResponse, dropped, ok
 
 pytestmark = pytest.mark.django_db
 
@@ -149,6 +151,31 @@ def test_cpo_unreachable_is_failed_after_connection_retries(client, django_captu
     assert "transport" in command.error
     shown = live(client)["command"]
     assert shown["status"] == "failed" and "could not be reached" in shown["text"]
+
+
+@override_settings(**FAST)
+def test_cpo_closing_the_connection_after_reading_the_command_is_not_resent(
+    client, world, ocpi_peer, django_capture_on_commit_callbacks
+):
+    ocpi_peer.route("POST", r"/ocpi/cpo/2\.2\.1/commands/START_SESSION", lambda r: dropped())
+    client.force_login(world.driver.user)
+    press_start(client, world, django_capture_on_commit_callbacks)
+    command = Command.objects.get()
+    # The CPO read the whole command before hanging up: it may be starting the charge point, so no resend.
+    starts = [r for r in ocpi_peer.requests if r.path == "/ocpi/cpo/2.2.1/commands/START_SESSION"]
+    assert len(starts) == 1 and len(ocpi_peer.requests) == 1
+    assert starts[0].json()["authorization_reference"] == command.uid.hex
+    assert command.status == Command.Status.FAILED and command.attempts == 1
+    assert "Connection aborted" in command.error
+    shown = live(client)["command"]
+    assert shown["status"] == "failed" and shown["status_label"] == "Failed"
+    assert shown["text"] == (
+        "The operator's system did not answer; it may still start — check the session or try again."
+    )
+    assert shown["retry_url"] == world.start_url
+    # It did start after all: the CPO's result on our response_url is the truth.
+    post_result(client, command, {"result": "ACCEPTED"})
+    assert live(client)["command"]["status"] == "accepted"
 
 
 @override_settings(**FAST)

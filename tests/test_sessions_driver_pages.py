@@ -130,6 +130,32 @@ def test_history_by_month_with_cdr_totals_and_csv(client, driver, card, django_a
     assert len(client.get("/charging/?month=2026-99").context["rows"]) == 5
 
 
+def test_month_filter_offers_months_that_only_have_cdrs_whose_session_never_reached_us(client, driver, card):
+    cpo = PartyFactory(name="Fastned")
+    SessionFactory(
+        party=cpo, card=card, status="COMPLETED", start_date_time=aware(2026, 9, 2), end_date_time=aware(2026, 9, 2, 11)
+    )
+    for start, name in ((aware(2026, 7, 14), "Brugge Station"), (aware(2026, 9, 20), "Gent Zuid")):
+        CdrFactory(
+            party=cpo,
+            card=card,
+            start_date_time=start,
+            end_date_time=start + dt.timedelta(hours=1),
+            unknown_session=True,
+            cdr_location={"name": name},
+        )
+    other = aware(2026, 5, 1)  # another driver's orphan CDR
+    CdrFactory(party=cpo, card=CardFactory(), start_date_time=other, end_date_time=other, unknown_session=True)
+    client.force_login(driver.user)
+
+    page = client.get("/charging/")
+    assert page.context["months"] == [dt.date(2026, 9, 1), dt.date(2026, 7, 1)]
+    html = page.content.decode()
+    assert '<option value="2026-07"' in html and "July 2026" in html and "May 2026" not in html
+    july = client.get("/charging/?month=2026-07").context["rows"]
+    assert [(row.station, row.status) for row in july] == [("Brugge Station", "Ended")]
+
+
 def test_history_query_count_does_not_grow_with_sessions(client, driver, card, django_assert_max_num_queries):
     cpo = PartyFactory()
     for index in range(30):
