@@ -338,9 +338,12 @@ def _create_imported(rows: list, issuer: Party, by) -> list[Card]:
 # -- token deliveries to CPOs ---------------------------------------------------------------------------
 
 
-def record_delivery(card: Card, partner: Party, *, status: str, error: str = "") -> TokenDelivery:
-    """The outcome of one push attempt of `card` to `partner`."""
+def record_delivery(
+    card: Card, partner: Party, *, status: str, error: str = "", attempted: bool | None = None
+) -> TokenDelivery:
+    """The outcome of one push attempt of `card` to `partner` (`attempted=False`: nothing was sent)."""
     now = timezone.now()
+    attempted = status != TokenDelivery.Status.PENDING if attempted is None else attempted
     delivery, _ = TokenDelivery.objects.get_or_create(
         card=card, partner=partner, defaults={"card_last_updated": card.last_updated, "queued_at": now}
     )
@@ -350,13 +353,37 @@ def record_delivery(card: Card, partner: Party, *, status: str, error: str = "")
         delivery.attempts = 0
         delivery.delivered_at = None
     delivery.status = status
-    if status != TokenDelivery.Status.PENDING:
+    if attempted:
         delivery.attempts += 1
+        delivery.last_attempt_at = now
     delivery.last_error = error[:2000]
     if status == TokenDelivery.Status.DELIVERED:
         delivery.delivered_at = now
     delivery.save()
     return delivery
+
+
+def requeue_token_deliveries(now: dt.datetime | None = None) -> list[TokenDelivery]:
+    """Mark every delivery that must be sent again as pending; returns those to send (the caller queues them).
+
+    Each row is taken only if it is still as it was read: one delivered meanwhile, or taken over by a
+    newer change of the card, is left alone, and two overlapping runs never queue the same row twice.
+    The last error stays visible to staff until the next attempt.
+    """
+    from cards import selectors
+
+    now = now or timezone.now()
+    taken = []
+    for delivery in selectors.token_deliveries_to_requeue(now):
+        unchanged = TokenDelivery.objects.filter(
+            pk=delivery.pk,
+            status=delivery.status,
+            card_last_updated=delivery.card_last_updated,
+            attempts=delivery.attempts,
+        )
+        if unchanged.update(status=TokenDelivery.Status.PENDING, queued_at=now):
+            taken.append(delivery)
+    return taken
 
 
 # -- foreign tokens (CPO side) --------------------------------------------------------------------------
