@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cards.identifiers import InvalidIdentifier, normalise_contract_id, normalise_uid
@@ -271,27 +271,57 @@ def import_cards_csv(text: str, *, by=None) -> ImportResult:
             if contract_id in seen_contracts:
                 problems.append(f"contract_id {contract_id} also on line {seen_contracts[contract_id]}")
             seen_contracts.setdefault(contract_id, line_no)
+        visual_number = row.get("visual_number", "")
+        # Values as they would be stored; those already refused above are not measured again.
+        stored = {"uid": uid, "contract_id": contract_id, "type": token_type, "visual_number": visual_number}
+        if whitelist in Card.Whitelist.values:
+            stored["whitelist"] = whitelist
+        problems.extend(_too_long(stored))
         if problems:
             errors.extend(f"line {line_no}: {p}" for p in problems)
             continue
-        rows.append((line_no, uid, token_type, contract_id, whitelist, row.get("visual_number", ""), driver, dates))
-    # Clashes with cards already stored, in two queries for the whole file.
+        rows.append((line_no, uid, token_type, contract_id, whitelist, visual_number, driver, dates))
+    errors.extend(_clashes_with_stored_cards(rows, issuer))
+    if errors:
+        return ImportResult([], sorted(errors, key=_line_number))
+    if not rows:
+        return ImportResult([], ["the file has no cards"])
+    try:
+        return ImportResult(_create_imported(rows, issuer, by), [])
+    except IntegrityError:
+        # Someone stored a card with one of these UIDs or contract ids between our check and the insert
+        # (or a generated contract id was taken meanwhile); the whole insert was rolled back.
+        clashes = sorted(_clashes_with_stored_cards(rows, issuer), key=_line_number)
+        return ImportResult(
+            [], ["a card with the same UID or contract id was stored meanwhile; nothing was imported", *clashes]
+        )
+
+
+def _too_long(values: dict[str, str | None]) -> list[str]:
+    """Values longer than their Card column allows: the database would refuse the whole insert (500)."""
+    problems = []
+    for name, value in values.items():
+        max_length = Card._meta.get_field(name).max_length
+        if value and max_length and len(value) > max_length:
+            problems.append(f"{name} is {len(value)} characters long, at most {max_length} allowed")
+    return problems
+
+
+def _clashes_with_stored_cards(rows: list, issuer: Party) -> list[str]:
+    """Line errors for UIDs and contract ids already stored, in two queries for the whole file."""
     existing_uids = set(
         Card.objects.filter(issuer_party=issuer, uid__in=[r[1] for r in rows]).values_list("uid", "type")
     )
     existing_contracts = set(
         Card.objects.filter(contract_id__in=[r[3] for r in rows if r[3]]).values_list("contract_id", flat=True)
     )
+    errors = []
     for line_no, uid, token_type, contract_id, *_ in rows:
         if (uid, token_type) in existing_uids:
             errors.append(f"line {line_no}: uid {uid} already belongs to a card")
         if contract_id in existing_contracts:
             errors.append(f"line {line_no}: contract_id {contract_id} already belongs to a card")
-    if errors:
-        return ImportResult([], sorted(errors, key=_line_number))
-    if not rows:
-        return ImportResult([], ["the file has no cards"])
-    return ImportResult(_create_imported(rows, issuer, by), [])
+    return errors
 
 
 def _line_number(error: str) -> int:
