@@ -126,6 +126,9 @@ class TokenDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     queued_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When we last tried to send it (a retry chain is alive while this is recent)."
+    )
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

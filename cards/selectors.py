@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import datetime as dt
 
-from cards.models import Card
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from cards.models import Card, TokenDelivery
 from roaming.ocpi.envelope import format_datetime
 
 
@@ -27,18 +30,61 @@ def token_payload(card: Card) -> dict:
     return payload
 
 
+def token_push_refusal(connection, covered: set[int] | None = None) -> str:
+    """Why our Tokens may not be pushed over this connection now; "" when they may.
+
+    The one rule for choosing push targets and for stopping a retry chain, so the two never disagree.
+    `covered` (party ids whose agreement takes our cards) may be passed in when checking many connections.
+    """
+    from roaming.models import PartnerConnection
+    from roaming.selectors import party_ids_accepting_our_cards
+
+    if connection is None:
+        return "We have no connection to this partner"
+    if connection.status != PartnerConnection.Status.CONNECTED:
+        return f"The connection is {connection.get_status_display().lower()}"
+    if not connection.party.acts_as_cpo:
+        return "The partner is not a CPO"
+    if connection.party_id not in (party_ids_accepting_our_cards() if covered is None else covered):
+        return "No agreement in force takes our cards at this partner's stations"
+    if not connection.endpoint_url("tokens", "RECEIVER"):
+        return "The partner has no tokens RECEIVER endpoint"
+    return ""
+
+
 def token_push_targets() -> list:
     """Connected CPO partners whose agreement takes our cards today and who have a tokens RECEIVER endpoint."""
     from roaming.selectors import connected_connections, party_ids_accepting_our_cards
 
     covered = party_ids_accepting_our_cards()
-    return [
-        connection
-        for connection in connected_connections()
-        if connection.party_id in covered
-        and connection.party.acts_as_cpo
-        and connection.endpoint_url("tokens", "RECEIVER")
-    ]
+    return [connection for connection in connected_connections() if not token_push_refusal(connection, covered)]
+
+
+# A retry chain waits at most 10 minutes between attempts, so a FAILED delivery idle for longer has lost
+# its chain; a card change younger than this may still have its own push on the way.
+TOKEN_REQUEUE_AFTER = dt.timedelta(minutes=15)
+
+
+def token_deliveries_to_requeue(now: dt.datetime | None = None) -> list[TokenDelivery]:
+    """Undelivered Tokens whose partner is still a push target and that no live retry chain carries.
+
+    GAVE_UP rows (the chain ended) and FAILED rows idle past TOKEN_REQUEUE_AFTER (the chain was lost). A row
+    about an older version of the card is left alone while the newer change is recent: that change's own
+    push takes the row over. Once that change is old the row is taken anyway (its push skipped this partner,
+    e.g. while suspended) and the card's current state is sent.
+    """
+    now = now or timezone.now()
+    idle_since = now - TOKEN_REQUEUE_AFTER
+    failed, gave_up = TokenDelivery.Status.FAILED, TokenDelivery.Status.GAVE_UP
+    chain_lost = Q(status=failed) & (
+        Q(last_attempt_at__lt=idle_since) | Q(last_attempt_at__isnull=True, queued_at__lt=idle_since)
+    )
+    return list(
+        TokenDelivery.objects.filter(partner_id__in=[c.party_id for c in token_push_targets()])
+        .filter(Q(status=gave_up) | chain_lost)
+        .exclude(card__last_updated__gt=F("card_last_updated"), card__last_updated__gte=idle_since)
+        .order_by("queued_at", "pk")
+    )
 
 
 def tokens_visible_to(party) -> QuerySet[Card]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cards.identifiers import InvalidIdentifier, normalise_contract_id, normalise_uid
@@ -271,27 +271,57 @@ def import_cards_csv(text: str, *, by=None) -> ImportResult:
             if contract_id in seen_contracts:
                 problems.append(f"contract_id {contract_id} also on line {seen_contracts[contract_id]}")
             seen_contracts.setdefault(contract_id, line_no)
+        visual_number = row.get("visual_number", "")
+        # Values as they would be stored; those already refused above are not measured again.
+        stored = {"uid": uid, "contract_id": contract_id, "type": token_type, "visual_number": visual_number}
+        if whitelist in Card.Whitelist.values:
+            stored["whitelist"] = whitelist
+        problems.extend(_too_long(stored))
         if problems:
             errors.extend(f"line {line_no}: {p}" for p in problems)
             continue
-        rows.append((line_no, uid, token_type, contract_id, whitelist, row.get("visual_number", ""), driver, dates))
-    # Clashes with cards already stored, in two queries for the whole file.
+        rows.append((line_no, uid, token_type, contract_id, whitelist, visual_number, driver, dates))
+    errors.extend(_clashes_with_stored_cards(rows, issuer))
+    if errors:
+        return ImportResult([], sorted(errors, key=_line_number))
+    if not rows:
+        return ImportResult([], ["the file has no cards"])
+    try:
+        return ImportResult(_create_imported(rows, issuer, by), [])
+    except IntegrityError:
+        # Someone stored a card with one of these UIDs or contract ids between our check and the insert
+        # (or a generated contract id was taken meanwhile); the whole insert was rolled back.
+        clashes = sorted(_clashes_with_stored_cards(rows, issuer), key=_line_number)
+        return ImportResult(
+            [], ["a card with the same UID or contract id was stored meanwhile; nothing was imported", *clashes]
+        )
+
+
+def _too_long(values: dict[str, str | None]) -> list[str]:
+    """Values longer than their Card column allows: the database would refuse the whole insert (500)."""
+    problems = []
+    for name, value in values.items():
+        max_length = Card._meta.get_field(name).max_length
+        if value and max_length and len(value) > max_length:
+            problems.append(f"{name} is {len(value)} characters long, at most {max_length} allowed")
+    return problems
+
+
+def _clashes_with_stored_cards(rows: list, issuer: Party) -> list[str]:
+    """Line errors for UIDs and contract ids already stored, in two queries for the whole file."""
     existing_uids = set(
         Card.objects.filter(issuer_party=issuer, uid__in=[r[1] for r in rows]).values_list("uid", "type")
     )
     existing_contracts = set(
         Card.objects.filter(contract_id__in=[r[3] for r in rows if r[3]]).values_list("contract_id", flat=True)
     )
+    errors = []
     for line_no, uid, token_type, contract_id, *_ in rows:
         if (uid, token_type) in existing_uids:
             errors.append(f"line {line_no}: uid {uid} already belongs to a card")
         if contract_id in existing_contracts:
             errors.append(f"line {line_no}: contract_id {contract_id} already belongs to a card")
-    if errors:
-        return ImportResult([], sorted(errors, key=_line_number))
-    if not rows:
-        return ImportResult([], ["the file has no cards"])
-    return ImportResult(_create_imported(rows, issuer, by), [])
+    return errors
 
 
 def _line_number(error: str) -> int:
@@ -338,9 +368,12 @@ def _create_imported(rows: list, issuer: Party, by) -> list[Card]:
 # -- token deliveries to CPOs ---------------------------------------------------------------------------
 
 
-def record_delivery(card: Card, partner: Party, *, status: str, error: str = "") -> TokenDelivery:
-    """The outcome of one push attempt of `card` to `partner`."""
+def record_delivery(
+    card: Card, partner: Party, *, status: str, error: str = "", attempted: bool | None = None
+) -> TokenDelivery:
+    """The outcome of one push attempt of `card` to `partner` (`attempted=False`: nothing was sent)."""
     now = timezone.now()
+    attempted = status != TokenDelivery.Status.PENDING if attempted is None else attempted
     delivery, _ = TokenDelivery.objects.get_or_create(
         card=card, partner=partner, defaults={"card_last_updated": card.last_updated, "queued_at": now}
     )
@@ -350,13 +383,37 @@ def record_delivery(card: Card, partner: Party, *, status: str, error: str = "")
         delivery.attempts = 0
         delivery.delivered_at = None
     delivery.status = status
-    if status != TokenDelivery.Status.PENDING:
+    if attempted:
         delivery.attempts += 1
+        delivery.last_attempt_at = now
     delivery.last_error = error[:2000]
     if status == TokenDelivery.Status.DELIVERED:
         delivery.delivered_at = now
     delivery.save()
     return delivery
+
+
+def requeue_token_deliveries(now: dt.datetime | None = None) -> list[TokenDelivery]:
+    """Mark every delivery that must be sent again as pending; returns those to send (the caller queues them).
+
+    Each row is taken only if it is still as it was read: one delivered meanwhile, or taken over by a
+    newer change of the card, is left alone, and two overlapping runs never queue the same row twice.
+    The last error stays visible to staff until the next attempt.
+    """
+    from cards import selectors
+
+    now = now or timezone.now()
+    taken = []
+    for delivery in selectors.token_deliveries_to_requeue(now):
+        unchanged = TokenDelivery.objects.filter(
+            pk=delivery.pk,
+            status=delivery.status,
+            card_last_updated=delivery.card_last_updated,
+            attempts=delivery.attempts,
+        )
+        if unchanged.update(status=TokenDelivery.Status.PENDING, queued_at=now):
+            taken.append(delivery)
+    return taken
 
 
 # -- foreign tokens (CPO side) --------------------------------------------------------------------------

@@ -37,10 +37,16 @@ def deliver_card_token(self, card_id: int, partner_id: int) -> object:
     if card is None or partner is None:
         return "gone"
     connection = getattr(partner, "connection", None)
-    url = connection.endpoint_url("tokens", "RECEIVER") if connection else None
-    if not url:
-        services.record_delivery(card, partner, status=TokenDelivery.Status.GAVE_UP, error="No tokens endpoint")
-        return "no endpoint"
+    # Checked on every run, retries included: a partner suspended or out of agreement since the push
+    # began gets nothing more; the beat's requeue sends the card's current state if it comes back.
+    refusal = selectors.token_push_refusal(connection)
+    if refusal:
+        services.record_delivery(
+            card, partner, status=TokenDelivery.Status.GAVE_UP, error=f"Stopped: {refusal}", attempted=False
+        )
+        logger.warning("Token push of card %s to %s stopped: %s", card_id, partner.ocpi_id, refusal)
+        return "stopped"
+    url = connection.endpoint_url("tokens", "RECEIVER")
     target = join_url(url, card.issuer_party.country_code, card.issuer_party.party_id, card.uid)
     try:
         # One attempt per task run: the task's own retries carry the backoff, so a worker is never held.
@@ -68,6 +74,15 @@ def deliver_card_token(self, card_id: int, partner_id: int) -> object:
         raise self.retry(countdown=countdown, max_retries=max_retries) from error
     services.record_delivery(card, partner, status=TokenDelivery.Status.DELIVERED)
     return "delivered"
+
+
+@shared_task
+def requeue_token_deliveries() -> int:
+    """Beat: send again each Token a CPO should still get but whose retry chain gave up or was lost."""
+    deliveries = services.requeue_token_deliveries()
+    for delivery in deliveries:
+        deliver_card_token.delay(delivery.card_id, delivery.partner_id)
+    return len(deliveries)
 
 
 @shared_task

@@ -223,6 +223,11 @@ CARDS_CACHE_POLL_S = float(os.environ.get("CARDS_CACHE_POLL_S", "0.5"))
 # Service token our charge-point backend sends to POST /api/v1/authorizations (`Authorization: Bearer ...`).
 CARDS_BACKEND_API_TOKEN = os.environ.get("CARDS_BACKEND_API_TOKEN", "")
 CELERY_BEAT_SCHEDULE["cards-expire"] = {"task": "cards.tasks.expire_cards", "schedule": 3600.0}
+# A Token push whose retries gave up (or were lost) is sent again while the CPO is still a push target.
+CELERY_BEAT_SCHEDULE["cards-requeue-token-deliveries"] = {
+    "task": "cards.tasks.requeue_token_deliveries",
+    "schedule": 900.0,
+}
 # Location feeds (stations): page size we ask for, retries per page, the per-partner lock, full syncs.
 FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
 FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))

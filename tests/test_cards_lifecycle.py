@@ -166,6 +166,24 @@ def test_csv_import_checks_header_and_clashes_with_stored_cards(db):
     assert services.import_cards_csv("uid\n").errors == ["the file has no cards"]
 
 
+def test_csv_import_refuses_values_longer_than_a_card_holds(db):
+    too_long = "V" * (Card._meta.get_field("visual_number").max_length + 1)
+    csv_text = f"uid,visual_number\n04DD01,MBP-1\n04DD02,{too_long}\n04DD03,MBP-3\n"
+    result = services.import_cards_csv(csv_text)
+    assert result.created == [] and not Card.objects.exists()
+    assert result.errors == ["line 3: visual_number is 65 characters long, at most 64 allowed"]
+
+
+def test_admin_csv_import_of_a_too_long_field_names_the_line(admin_client, db):
+    upload = SimpleUploadedFile(
+        "cards.csv", f"uid,visual_number\n04EE01,{'9' * 80}\n".encode(), content_type="text/csv"
+    )
+    rejected = admin_client.post("/admin/cards/card/import/", {"file": upload})
+    page = rejected.content.decode()
+    assert rejected.status_code == 200 and "nothing was imported" in page
+    assert "line 2: visual_number is 80 characters long" in page and not Card.objects.exists()
+
+
 # -- staff admin -------------------------------------------------------------------------------------------
 
 
