@@ -521,6 +521,16 @@ def unregister_at_partner(connection_id: int) -> PartnerConnection:
     return connection
 
 
+def record_contact(connection_id: int) -> None:
+    """Note that the partner just answered us or called us successfully (`last_contact_at`).
+
+    One UPDATE and nothing else: it leaves `updated_at` alone, so the OCPI layer's per-process
+    connection caches, which watch `updated_at`, are not invalidated by every contact. Call it with
+    the connection you called (a hub client's own connection when routed through its hub).
+    """
+    PartnerConnection.objects.filter(pk=connection_id).update(last_contact_at=timezone.now())
+
+
 # --- Staff operations -------------------------------------------------------------------------------------------------
 
 
