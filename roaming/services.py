@@ -482,7 +482,9 @@ def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
         credentials_url = connection.endpoint_url("credentials", "SENDER")
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
-        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        client = OcpiClient.for_connection(
+            connection, routing=False, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S
+        )
         theirs, token_b = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
         return _abandon_registration(connection, previous_registration_hash, error, log)
@@ -510,7 +512,9 @@ def unregister_at_partner(connection_id: int) -> PartnerConnection:
         credentials_url = connection.endpoint_url("credentials", "SENDER")
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("unregister", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
-        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        client = OcpiClient.for_connection(
+            connection, routing=False, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S
+        )
         _call("unregister", log, lambda: client.delete(credentials_url))
     except HandshakeError as error:
         _record_failure(connection, error, log)
@@ -547,7 +551,9 @@ def check_connection(connection: PartnerConnection) -> ConnectionCheck:
     if not transport.versions_url or not transport.token_to_them_encrypted:
         return ConnectionCheck(False, None, "not registered: no versions URL or token")
     # The versions module carries no routing headers: through a hub, this tests the hub link itself.
-    client = OcpiClient.for_connection(transport, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5))
+    client = OcpiClient.for_connection(
+        transport, routing=False, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5)
+    )
     try:
         reply = client.get(transport.versions_url)
     except OcpiClientError as error:

@@ -575,3 +575,29 @@ def test_unregister_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer
     assert connection.last_error_at is not None
     assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [("unregister", False)]
     assert call(ours, token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+
+
+def test_hub_gets_routing_headers_on_functional_calls_only(ours, ocpi_peer):
+    """Straight to a hub, functional calls say FROM=us, TO=the hub; versions and credentials say nothing."""
+    peer, hub = connected_peer(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
+    assert hub.party.role == Party.Role.HUB
+
+    OcpiClient.for_connection(hub, retries=0, timeout=5).get(hub.endpoint_url("locations", "SENDER"))
+    get_all = ocpi_peer.requests[-1]
+    assert get_all.path == "/ocpi/cpo/2.2.1/locations"
+    assert (get_all.header("OCPI-from-country-code"), get_all.header("OCPI-from-party-id")) == ("BE", "MBP")
+    assert (get_all.header("OCPI-to-country-code"), get_all.header("OCPI-to-party-id")) == ("DE", "HBJ")
+
+    assert services.check_connection(hub).ok
+    assert services.rotate_tokens_at_partner(hub.pk).last_error == ""
+    assert services.unregister_at_partner(hub.pk).status == PartnerConnection.Status.DISCONNECTED
+    configuration = [r for r in ocpi_peer.requests if r is not get_all]
+    assert {(r.method, r.path) for r in configuration} >= {
+        ("GET", "/ocpi/versions"),
+        ("GET", "/ocpi/2.2.1"),
+        ("POST", "/ocpi/2.2.1/credentials"),
+        ("PUT", "/ocpi/2.2.1/credentials"),
+        ("DELETE", "/ocpi/2.2.1/credentials"),
+    }
+    for request in configuration:
+        assert not [name for name in request.headers if name.lower().startswith("ocpi-")], request.path

@@ -237,6 +237,35 @@ def test_our_calls_through_a_hub_carry_routing_headers_and_the_hub_token(ocpi_pe
     assert (request.header("OCPI-to-country-code"), request.header("OCPI-to-party-id")) == ("FR", "TOT")
 
 
+def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi_peer, hub):
+    ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
+    ocpi_peer.route("GET", r"/versions", lambda r: ok([{"version": "2.2.1", "url": ocpi_peer.url("/2.2.1")}]))
+    services.store_partner_tokens(hub, to_them="token-for-hub")
+    hub.versions_url = ocpi_peer.url("/versions")
+    hub.save()
+
+    # GET all locations from the hub: FROM=us, TO=the hub.
+    OcpiClient.for_connection(hub, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
+    get_all = ocpi_peer.requests[-1]
+    assert (get_all.header("OCPI-from-country-code"), get_all.header("OCPI-from-party-id")) == ("BE", "MBP")
+    assert (get_all.header("OCPI-to-country-code"), get_all.header("OCPI-to-party-id")) == ("DE", "HBJ")
+
+    # Configuration modules carry none, whether we ask for the hub or for one of its clients.
+    client_connection = PartnerConnection.objects.get(party__party_id="TOT")
+    OcpiClient.for_connection(client_connection, routing=False, retries=0, timeout=5).get(ocpi_peer.url("/versions"))
+    assert services.check_connection(hub).ok and services.check_connection(client_connection).ok
+    for request in ocpi_peer.requests[1:]:
+        assert request.header("Authorization") == authorization_header("token-for-hub")
+        assert not [name for name in request.headers if name.lower().startswith("ocpi-")]
+
+
+def test_direct_partner_gets_no_routing_headers(ocpi_peer, partner):
+    ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
+    services.store_partner_tokens(partner, to_them="token-for-partner")
+    OcpiClient.for_connection(partner, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
+    assert not [name for name in ocpi_peer.requests[-1].headers if name.lower().startswith("ocpi-")]
+
+
 def contact_writes(queries: CaptureQueriesContext) -> list[str]:
     sqls = [query["sql"] for query in queries.captured_queries]
     return [sql for sql in sqls if sql.startswith("UPDATE") and "last_contact_at" in sql]
