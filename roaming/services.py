@@ -394,8 +394,87 @@ def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> P
     return _finish_registration(connection, platform, theirs, token_b, log, "their token and endpoints stored")
 
 
+def _store_rotated_tokens(
+    connection_pk: int,
+    *,
+    token_to_them: str,
+    token_from_them: str,
+    registration_hash: str,
+    roles: list[dict],
+    log: HandshakeLog,
+) -> PartnerConnection:
+    """Save both new tokens in one go: the partner switched to them the moment it answered our PUT."""
+    with transaction.atomic():
+        connection = PartnerConnection.objects.select_for_update().select_related("party").get(pk=connection_pk)
+        connection.token_to_them_encrypted = credentials.encrypt_token(token_to_them)
+        connection.token_from_them_hash = credentials.hash_token(token_from_them)
+        # Token B is no longer a registration token but their token; a token A staff handed out stays valid.
+        connection.registration_token_hash = registration_hash
+        connection.last_contact_at = timezone.now()
+        connection.handshake_log = log.steps
+        connection.save(
+            update_fields=[
+                "token_to_them_encrypted",
+                "token_from_them_hash",
+                "registration_token_hash",
+                "last_contact_at",
+                "handshake_log",
+                "updated_at",
+            ]
+        )
+        if roles:
+            _update_party_from_roles(connection.party, roles)
+    return connection
+
+
+def _refresh_platform(
+    connection: PartnerConnection, versions_url: str, token: str, log: HandshakeLog, *, raw_token: bool
+) -> PartnerConnection:
+    """Re-read their versions and endpoints with the new token; on failure keep the endpoints we had.
+
+    The tokens are already rotated on both sides, so a failure here must not undo them: the connection
+    keeps working on the previous endpoints and staff see the error (a later rotation refreshes again).
+    """
+    try:
+        platform = discover_platform(versions_url, token, log, raw_token=raw_token)
+    except HandshakeError as error:
+        connection.last_error = (
+            f"Tokens rotated, but refreshing their endpoints failed (OCPI {error.status_code}) "
+            f"at {error.message}; previous endpoints kept"
+        )
+        connection.last_error_at = timezone.now()
+        connection.handshake_log = log.steps
+        connection.save(update_fields=["last_error", "last_error_at", "handshake_log", "updated_at"])
+        return connection
+    log.record("endpoints", True, "their endpoints refreshed")
+    connection.versions_url = platform.versions_url
+    connection.version = platform.version
+    connection.endpoints = platform.endpoints
+    connection.last_error = ""
+    connection.last_error_at = None
+    connection.handshake_log = log.steps
+    connection.save(
+        update_fields=[
+            "versions_url",
+            "version",
+            "endpoints",
+            "last_error",
+            "last_error_at",
+            "handshake_log",
+            "updated_at",
+        ]
+    )
+    return connection
+
+
 def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
-    """PUT fresh credentials at a connected partner: new token B for them, new token C for us."""
+    """PUT fresh credentials at a connected partner: new token B for them, new token C for us.
+
+    Their valid Credentials answer means they already use B and accept only C, so both are saved at
+    once before anything else; re-reading their versions and endpoints is a separate step whose
+    failure is recorded without touching the tokens. A failure before that answer withdraws B and
+    keeps the old tokens (the partner did not switch).
+    """
     connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
     previous_registration_hash = connection.registration_token_hash
     log = HandshakeLog()
@@ -403,23 +482,39 @@ def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
         credentials_url = connection.endpoint_url("credentials", "SENDER")
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
-        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        client = OcpiClient.for_connection(
+            connection, routing=False, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S
+        )
         theirs, token_b = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
-        platform = discover_platform(connection.versions_url, theirs["token"], log, raw_token=client.raw_token)
     except HandshakeError as error:
         return _abandon_registration(connection, previous_registration_hash, error, log)
-    return _finish_registration(connection, platform, theirs, token_b, log, "rotated tokens stored")
+    log.record("stored", True, "rotated tokens stored")
+    connection = _store_rotated_tokens(
+        connection.pk,
+        token_to_them=theirs["token"],
+        token_from_them=token_b,
+        registration_hash=previous_registration_hash,
+        roles=_roles_of(connection, theirs),
+        log=log,
+    )
+    return _refresh_platform(connection, theirs["url"], theirs["token"], log, raw_token=client.raw_token)
 
 
 def unregister_at_partner(connection_id: int) -> PartnerConnection:
-    """DELETE our credentials at the partner, then forget both tokens here."""
+    """DELETE our credentials at the partner, then forget both tokens here.
+
+    If the DELETE fails (unreachable, refused) nothing changes here: both tokens still work, and
+    `last_error` says why.
+    """
     connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
     log = HandshakeLog()
     try:
         credentials_url = connection.endpoint_url("credentials", "SENDER")
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("unregister", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
-        client = OcpiClient.for_connection(connection, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+        client = OcpiClient.for_connection(
+            connection, routing=False, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S
+        )
         _call("unregister", log, lambda: client.delete(credentials_url))
     except HandshakeError as error:
         _record_failure(connection, error, log)
@@ -428,6 +523,16 @@ def unregister_at_partner(connection_id: int) -> PartnerConnection:
     connection.handshake_log = log.steps
     connection.save(update_fields=["handshake_log", "updated_at"])
     return connection
+
+
+def record_contact(connection_id: int) -> None:
+    """Note that the partner just answered us or called us successfully (`last_contact_at`).
+
+    One UPDATE and nothing else: it leaves `updated_at` alone, so the OCPI layer's per-process
+    connection caches, which watch `updated_at`, are not invalidated by every contact. Call it with
+    the connection you called (a hub client's own connection when routed through its hub).
+    """
+    PartnerConnection.objects.filter(pk=connection_id).update(last_contact_at=timezone.now())
 
 
 # --- Staff operations -------------------------------------------------------------------------------------------------
@@ -446,7 +551,9 @@ def check_connection(connection: PartnerConnection) -> ConnectionCheck:
     if not transport.versions_url or not transport.token_to_them_encrypted:
         return ConnectionCheck(False, None, "not registered: no versions URL or token")
     # The versions module carries no routing headers: through a hub, this tests the hub link itself.
-    client = OcpiClient.for_connection(transport, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5))
+    client = OcpiClient.for_connection(
+        transport, routing=False, retries=0, timeout=min(settings.OCPI_HTTP_TIMEOUT_S, 5)
+    )
     try:
         reply = client.get(transport.versions_url)
     except OcpiClientError as error:

@@ -19,7 +19,7 @@ from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.credentials import authorization_header, decrypt_token, encrypt_token, hash_token
 from roaming.serializers import CredentialsSerializer
 from roaming.tasks import connect_partner, rotate_partner_tokens, unregister_partner
-from tests.factories import PartnerConnectionFactory, PartyFactory
+from tests.factories import PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 from tests.ocpi_peer import PeerResponse, ok
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class PeerParty:
     """The second OCPI party (NL*PEE, a CPO) on the ocpi_peer server, following the 2.2.1 handshake rules."""
 
-    def __init__(self, peer, *, country_code: str = "NL", party_id: str = "PEE"):
+    def __init__(self, peer, *, country_code: str = "NL", party_id: str = "PEE", role: str = "CPO"):
         self.peer = peer
-        self.country_code, self.party_id = country_code, party_id
+        self.country_code, self.party_id, self.role = country_code, party_id, role
         self.accepted: set[str] = set()  # tokens it accepts (its token A, then the token C it issued us)
         self.token_for_us: str | None = None  # token B/C we gave it: what it calls us with
         self.our_versions_url: str | None = None
@@ -42,6 +42,7 @@ class PeerParty:
         peer.route("POST", r"/ocpi/2\.2\.1/credentials", self._register)
         peer.route("PUT", r"/ocpi/2\.2\.1/credentials", self._register)
         peer.route("DELETE", r"/ocpi/2\.2\.1/credentials", self._unregister)
+        peer.route("GET", r"/ocpi/cpo/2\.2\.1/locations", self._locations)
 
     @property
     def versions_url(self) -> str:
@@ -53,7 +54,7 @@ class PeerParty:
             "url": self.versions_url,
             "roles": [
                 {
-                    "role": "CPO",
+                    "role": self.role,
                     "party_id": self.party_id,
                     "country_code": self.country_code,
                     "business_details": {"name": "Peer Charging", "website": "https://peer.example"},
@@ -111,6 +112,9 @@ class PeerParty:
         token_c = f"peer-token-C{self.issued}"
         self.accepted = {token_c}
         return ok(self.credentials(token_c))
+
+    def _locations(self, request):
+        return ok([]) if self._authorized(request) else self._unauthorized()
 
     def _unregister(self, request):
         if not self._authorized(request):
@@ -472,3 +476,128 @@ def test_registration_with_the_spec_example_takes_business_details_of_our_party_
     party.refresh_from_db()
     assert party.name == "Plug Flex Charging" and party.role == "CPO"
     assert not Party.objects.filter(party_id__in=["EXO", "CGP"]).exists()
+
+
+# --- Outgoing rotation and unregistration when the partner misbehaves --------------------------------------------
+
+
+def connected_peer(ocpi_peer, **party) -> tuple[PeerParty, PartnerConnection]:
+    """A partner we registered at over real HTTP (token C1 to call it, its token B to call us)."""
+    peer = PeerParty(ocpi_peer, **party)
+    peer.accepted = {"their-token-A"}
+    connection = PartnerConnectionFactory(
+        party=PartyFactory(country_code=peer.country_code, party_id=peer.party_id, role=peer.role),
+        status=PartnerConnection.Status.PLANNED,
+    )
+    connection = services.connect_to_partner(connection.pk, peer.versions_url, "their-token-A")
+    assert connection.status == PartnerConnection.Status.CONNECTED, connection.last_error
+    RoamingAgreementFactory(partner=connection.party)
+    return peer, connection
+
+
+def test_rotation_keeps_the_new_tokens_when_their_version_details_break_after_the_put(ours, ocpi_peer):
+    peer, connection = connected_peer(ocpi_peer)
+    old_token_b, endpoints_before = peer.token_for_us, connection.endpoints
+    answer_put = peer._register
+
+    def put_then_break_details(request):
+        # The partner switches to the new tokens when it answers, then its version details fail.
+        reply = answer_put(request)
+        ocpi_peer.route("GET", r"/ocpi/2\.2\.1", lambda r: PeerResponse(raw=b"<html>down</html>", status=502))
+        return reply
+
+    ocpi_peer.route("PUT", r"/ocpi/2\.2\.1/credentials", put_then_break_details)
+
+    result = rotate_partner_tokens.delay(connection.pk).get(timeout=60)
+
+    connection.refresh_from_db()
+    assert result["status"] == "connected" and connection.status == PartnerConnection.Status.CONNECTED
+    # Both new tokens are stored: theirs (C2) to call them, the new B for them to call us.
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C2"
+    assert peer.token_for_us != old_token_b
+    assert connection.token_from_them_hash == hash_token(peer.token_for_us)
+    assert connection.registration_token_hash == ""
+    assert connection.endpoints == endpoints_before  # the previous endpoints are kept
+    assert connection.last_error.startswith("Tokens rotated, but refreshing their endpoints failed (OCPI 3001)")
+    assert "version_details" in connection.last_error and connection.last_error_at is not None
+    assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [
+        ("register", True),
+        ("stored", True),
+        ("versions", True),
+        ("version_details", False),
+    ]
+    # The connection works both ways with the new tokens, on a functional module too.
+    locations = OcpiClient.for_connection(connection, retries=0, timeout=5).get(
+        connection.endpoint_url("locations", "SENDER")
+    )
+    assert locations.http_status == 200
+    assert ocpi_peer.requests[-1].header("Authorization") == authorization_header("peer-token-C2")
+    assert call(ours, peer.token_for_us, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+    assert call(ours, old_token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 401
+
+    # Once their details answer again, the next rotation refreshes the endpoints and clears the error.
+    ocpi_peer.route("GET", r"/ocpi/2\.2\.1", peer._details)
+    ocpi_peer.route("PUT", r"/ocpi/2\.2\.1/credentials", peer._register)
+    connection = services.rotate_tokens_at_partner(connection.pk)
+    assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C3"
+    assert connection.last_error == "" and connection.handshake_log[-1]["step"] == "endpoints"
+
+
+def test_rotation_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer):
+    peer, connection = connected_peer(ocpi_peer)
+    token_b = peer.token_for_us
+    before = registered_state(connection)
+    ocpi_peer.stop()  # the partner's platform is down
+
+    result = rotate_partner_tokens.delay(connection.pk).get(timeout=60)
+
+    assert result["status"] == "connected"
+    assert registered_state(connection) == before  # both tokens, endpoints, status: as they were
+    assert connection.last_error.startswith("Handshake failed (OCPI 3001) at register: transport")
+    assert connection.last_error_at is not None
+    assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [("register", False)]
+    assert call(ours, token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+    # The token B offered in the failed PUT was withdrawn: only the stored one is known.
+    assert PartnerConnection.objects.filter(registration_token_hash__gt="").count() == 0
+
+
+def test_unregister_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer):
+    peer, connection = connected_peer(ocpi_peer)
+    token_b = peer.token_for_us
+    before = registered_state(connection)
+    ocpi_peer.stop()
+
+    result = unregister_partner.delay(connection.pk).get(timeout=60)
+
+    assert result["status"] == "connected"
+    assert registered_state(connection) == before
+    assert connection.last_error.startswith("Handshake failed (OCPI 3001) at unregister: transport")
+    assert connection.last_error_at is not None
+    assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [("unregister", False)]
+    assert call(ours, token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+
+
+def test_hub_gets_routing_headers_on_functional_calls_only(ours, ocpi_peer):
+    """Straight to a hub, functional calls say FROM=us, TO=the hub; versions and credentials say nothing."""
+    peer, hub = connected_peer(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
+    assert hub.party.role == Party.Role.HUB
+
+    OcpiClient.for_connection(hub, retries=0, timeout=5).get(hub.endpoint_url("locations", "SENDER"))
+    get_all = ocpi_peer.requests[-1]
+    assert get_all.path == "/ocpi/cpo/2.2.1/locations"
+    assert (get_all.header("OCPI-from-country-code"), get_all.header("OCPI-from-party-id")) == ("BE", "MBP")
+    assert (get_all.header("OCPI-to-country-code"), get_all.header("OCPI-to-party-id")) == ("DE", "HBJ")
+
+    assert services.check_connection(hub).ok
+    assert services.rotate_tokens_at_partner(hub.pk).last_error == ""
+    assert services.unregister_at_partner(hub.pk).status == PartnerConnection.Status.DISCONNECTED
+    configuration = [r for r in ocpi_peer.requests if r is not get_all]
+    assert {(r.method, r.path) for r in configuration} >= {
+        ("GET", "/ocpi/versions"),
+        ("GET", "/ocpi/2.2.1"),
+        ("POST", "/ocpi/2.2.1/credentials"),
+        ("PUT", "/ocpi/2.2.1/credentials"),
+        ("DELETE", "/ocpi/2.2.1/credentials"),
+    }
+    for request in configuration:
+        assert not [name for name in request.headers if name.lower().startswith("ocpi-")], request.path

@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 from django.utils import timezone
 
+from roaming import services
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.client import OcpiClient
 from roaming.ocpi.credentials import authorization_header
@@ -232,6 +235,84 @@ def test_our_calls_through_a_hub_carry_routing_headers_and_the_hub_token(ocpi_pe
     assert request.header("Authorization") == authorization_header("token-for-hub")
     assert (request.header("OCPI-from-country-code"), request.header("OCPI-from-party-id")) == ("BE", "MBP")
     assert (request.header("OCPI-to-country-code"), request.header("OCPI-to-party-id")) == ("FR", "TOT")
+
+
+def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi_peer, hub):
+    ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
+    ocpi_peer.route("GET", r"/versions", lambda r: ok([{"version": "2.2.1", "url": ocpi_peer.url("/2.2.1")}]))
+    services.store_partner_tokens(hub, to_them="token-for-hub")
+    hub.versions_url = ocpi_peer.url("/versions")
+    hub.save()
+
+    # GET all locations from the hub: FROM=us, TO=the hub.
+    OcpiClient.for_connection(hub, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
+    get_all = ocpi_peer.requests[-1]
+    assert (get_all.header("OCPI-from-country-code"), get_all.header("OCPI-from-party-id")) == ("BE", "MBP")
+    assert (get_all.header("OCPI-to-country-code"), get_all.header("OCPI-to-party-id")) == ("DE", "HBJ")
+
+    # Configuration modules carry none, whether we ask for the hub or for one of its clients.
+    client_connection = PartnerConnection.objects.get(party__party_id="TOT")
+    OcpiClient.for_connection(client_connection, routing=False, retries=0, timeout=5).get(ocpi_peer.url("/versions"))
+    assert services.check_connection(hub).ok and services.check_connection(client_connection).ok
+    for request in ocpi_peer.requests[1:]:
+        assert request.header("Authorization") == authorization_header("token-for-hub")
+        assert not [name for name in request.headers if name.lower().startswith("ocpi-")]
+
+
+def test_direct_partner_gets_no_routing_headers(ocpi_peer, partner):
+    ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
+    services.store_partner_tokens(partner, to_them="token-for-partner")
+    OcpiClient.for_connection(partner, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
+    assert not [name for name in ocpi_peer.requests[-1].headers if name.lower().startswith("ocpi-")]
+
+
+def contact_writes(queries: CaptureQueriesContext) -> list[str]:
+    sqls = [query["sql"] for query in queries.captured_queries]
+    return [sql for sql in sqls if sql.startswith("UPDATE") and "last_contact_at" in sql]
+
+
+def test_incoming_call_records_contact_at_most_once_a_minute(client, partner):
+    assert partner.last_contact_at is None
+    updated_at, history_rows = partner.updated_at, partner.history.count()
+
+    with CaptureQueriesContext(db_connection) as first:
+        assert get(client, "partner-token").status_code == 200
+    partner.refresh_from_db()
+    contact = partner.last_contact_at
+    assert contact is not None and len(contact_writes(first)) == 1
+    # A bare timestamp: the connection itself did not change (no cache invalidation, no history row).
+    assert partner.updated_at == updated_at and partner.history.count() == history_rows
+
+    with CaptureQueriesContext(db_connection) as second:
+        assert get(client, "partner-token").status_code == 200
+        assert get(client, "partner-token", "/ocpi/versions").status_code == 200
+    assert contact_writes(second) == []
+    partner.refresh_from_db()
+    assert partner.last_contact_at == contact
+
+
+def test_refused_calls_record_no_contact(client, partner):
+    assert get(client, "wrong-token").status_code == 401
+    partner.status = PartnerConnection.Status.SUSPENDED
+    partner.save()
+    assert get(client, "partner-token").status_code == 403
+    partner.refresh_from_db()
+    assert partner.last_contact_at is None
+
+
+def test_a_call_through_a_hub_is_contact_with_the_hub(client, hub):
+    assert get(client, "hub-token", **hub_from("FR", "TOT")).status_code == 200
+    hub.refresh_from_db()
+    assert hub.last_contact_at is not None
+
+
+def test_record_contact_for_outgoing_calls(partner):
+    updated_at = partner.updated_at
+    with CaptureQueriesContext(db_connection) as queries:
+        services.record_contact(partner.pk)
+    assert len(queries.captured_queries) == 1 and len(contact_writes(queries)) == 1
+    partner.refresh_from_db()
+    assert partner.last_contact_at is not None and partner.updated_at == updated_at
 
 
 def test_agreement_changes_take_effect_on_the_next_call(client, partner):

@@ -93,23 +93,31 @@ class OcpiClient:
         self.session = session or requests.Session()
 
     @classmethod
-    def for_connection(cls, connection, **kwargs) -> OcpiClient:
-        """A client for a PartnerConnection, through its hub when it has one."""
+    def for_connection(cls, connection, *, routing: bool = True, **kwargs) -> OcpiClient:
+        """A client for a PartnerConnection, through its hub when it has one.
+
+        `routing` is for functional modules (locations, sessions, cdrs, tariffs, tokens, commands,
+        chargingprofiles): through a hub it sends FROM=us, TO=the party; straight to a hub (for
+        example GET all locations from it) FROM=us, TO=the hub (summary.md §1). Configuration
+        modules (versions, credentials, hubclientinfo) SHALL NOT carry routing headers: pass
+        `routing=False`. A direct peer gets none either way (single parties do not need them).
+        """
+        from roaming.models import Party
         from roaming.ocpi.credentials import decrypt_token
         from roaming.selectors import own_party
 
         transport = connection.transport
-        me = own_party()
-        routing: dict[str, Any] = {}
-        if connection.via_hub_id:
-            routing = {
+        headers: dict[str, Any] = {}
+        if routing and (connection.via_hub_id or connection.party.role == Party.Role.HUB):
+            me = own_party()
+            headers = {
                 "from_party": (me.country_code, me.party_id),
                 "to_party": (connection.party.country_code, connection.party.party_id),
             }
         return cls(
             decrypt_token(transport.token_to_them_encrypted),
             raw_token=transport.accepts_raw_token,
-            **routing,
+            **headers,
             **kwargs,
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -27,6 +28,7 @@ from roaming.ocpi.envelope import (
     ocpi_response,
 )
 from roaming.selectors import agreement_in_force
+from roaming.services import record_contact
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ CONFIGURATION_MODULES = {"versions", "credentials", "hubclientinfo"}
 # a short one means a query on almost every request.
 CONNECTION_CACHE_SECONDS = 30.0
 CONNECTION_CHECK_SECONDS = 0.5
+# `last_contact_at` is written at most this often per connection and process: incoming calls (the
+# authorize hot path among them) would otherwise each pay for an UPDATE.
+CONTACT_WRITE_SECONDS = 60.0
 
 
 @dataclass
@@ -69,9 +74,28 @@ _connections: dict[str, tuple[float, PartnerConnection | None, bool]] = {}
 
 _connections_seen: dict[str, Any] = {"version": None, "next_check": 0.0}
 
+# Connection id -> monotonic time of this process's latest `last_contact_at` write. Cleared with the
+# connection cache on a save here, so a connection saved (or created) in this process is written again.
+_contacts_written: dict[int, float] = {}
+
 
 def _clear_connection_cache(**_: Any) -> None:
     _connections.clear()
+    _contacts_written.clear()
+
+
+def _note_contact(connection: PartnerConnection) -> None:
+    """Record that the partner reached us, unless this process already did so within CONTACT_WRITE_SECONDS."""
+    now = time.monotonic()
+    last = _contacts_written.get(connection.pk)
+    if last is not None and now - last < CONTACT_WRITE_SECONDS:
+        return
+    _contacts_written[connection.pk] = now
+    try:
+        record_contact(connection.pk)
+    except DatabaseError:
+        # A bookkeeping timestamp must not turn an answer the partner is owed into a 500.
+        logger.warning("Could not record contact for connection %s", connection.pk, exc_info=True)
 
 
 def _check_connections_version(now: float) -> None:
@@ -193,10 +217,13 @@ def ocpi_endpoint(
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+            ctx: PartnerContext | None = None
             try:
                 if request.method not in methods:
                     raise OcpiError(CLIENT_ERROR, f"Method {request.method} not allowed here", http_status=405)
                 subject = authenticate(request, module) if authenticated else request
+                if authenticated:
+                    ctx = subject
                 result = view(subject, **kwargs)
                 response = result if isinstance(result, HttpResponse) else ocpi_response(result)
             except OcpiError as error:
@@ -204,6 +231,10 @@ def ocpi_endpoint(
             except Exception:
                 logger.exception("OCPI %s %s failed", request.method, request.path)
                 response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)
+            # A partner that passed authentication and got an answer (an OCPI error about its input included)
+            # is in contact; a crash on our side says nothing about the link.
+            if ctx is not None and response.status_code < 500:
+                _note_contact(ctx.connection)
             return _echo_headers(request, response)
 
         return wrapper
