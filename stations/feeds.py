@@ -26,6 +26,7 @@ from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import party_ids_accepting_our_cards
+from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
 from stations.services import (
@@ -283,6 +284,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
         if run.full:
             run.removed = _remove_unseen(connection, seen, run)
         run.status = SyncRun.Status.SUCCEEDED
+        record_contact(connection.pk)
         if run.window_shifted:
             run.error = "The feed changed during the crawl (X-Total-Count fell); the next run reads this window again."
             if run.deferred_removals:

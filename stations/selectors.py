@@ -150,7 +150,8 @@ def status_confirmed_at(connection_ids: Iterable[int | None]) -> dict[int, dt.da
     """When each feed connection last confirmed the statuses we hold from it (one query).
 
     A status that has not changed for hours is still current when the partner's feed says so: the start of
-    its last successful pull (a delta lists every change since the previous one), or its last call to us.
+    its last successful pull (a delta lists every change since the previous one), or, for a partner we do
+    not pull, its last call to us.
     """
     ids = {pk for pk in connection_ids if pk is not None}
     if not ids:
@@ -166,7 +167,9 @@ def status_confirmed_at(connection_ids: Iterable[int | None]) -> dict[int, dt.da
         .annotate(last_pull=Subquery(last_pull))
         .values_list("pk", "last_pull", "last_contact_at")
     ):
-        latest = max((t for t in (pulled, contacted) if t is not None), default=None)
+        # A feed we pull is confirmed by our pulls only (the partner may call us for authorizations while its
+        # feed fails); a partner that only pushes confirms by calling us.
+        latest = pulled or contacted
         if latest is not None:
             confirmed[pk] = latest
     return confirmed

@@ -63,7 +63,8 @@ def test_an_unchanged_status_is_current_while_its_feed_keeps_confirming_it(
     SyncRunFactory(connection=pulled, started_at=timezone.now() - dt.timedelta(minutes=1))
     SyncRunFactory(connection=pulled, started_at=timezone.now(), status="failed")  # a failure confirms nothing
     pushing = feed(last_contact_at=timezone.now() - dt.timedelta(minutes=3))
-    silent = feed()
+    # Its pulls stopped succeeding two hours ago; its calls to us (authorizations) do not vouch for its feed.
+    silent = feed(last_contact_at=timezone.now())
     SyncRunFactory(connection=silent, started_at=two_hours_ago)
     stations = {
         name: MapLocationFactory(
