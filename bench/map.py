@@ -32,9 +32,9 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from roaming.models import Party, RoamingAgreement  # noqa: E402
+from roaming.models import PartnerConnection, Party, RoamingAgreement  # noqa: E402
 from roaming.selectors import own_party  # noqa: E402
-from stations.models import Location  # noqa: E402
+from stations.models import Location, SyncRun  # noqa: E402
 
 BENCH_PREFIX = "BENCH"
 
@@ -89,10 +89,13 @@ def weighted(rng: random.Random, items, weight_index: int):
     return rng.choices(items, weights=[item[weight_index] for item in items])[0]
 
 
-def bench_parties(count: int = 40) -> tuple[list[Party], set[int]]:
-    """40 operators: 30 with an agreement covering our cards, the rest not (their stations must not show)."""
+def bench_parties(count: int = 40) -> tuple[list[Party], set[int], dict[int, int]]:
+    """40 operators: 30 with an agreement covering our cards, the rest not (their stations must not show).
+
+    Each has a feed connection with a successful pull a few minutes ago (what confirms its statuses).
+    """
     today = timezone.localdate()
-    parties, accepted = [], set()
+    parties, accepted, feeds = [], set(), {}
     for index in range(count):
         party, _ = Party.objects.get_or_create(
             country_code="XX",
@@ -100,6 +103,13 @@ def bench_parties(count: int = 40) -> tuple[list[Party], set[int]]:
             defaults={"role": Party.Role.CPO, "name": f"Bench operator {index}"},
         )
         parties.append(party)
+        feed, _ = PartnerConnection.objects.get_or_create(
+            party=party, defaults={"status": PartnerConnection.Status.CONNECTED, "version": "2.2.1"}
+        )
+        SyncRun.objects.filter(connection=feed).delete()
+        pulled = timezone.now() - dt.timedelta(minutes=5)
+        SyncRun.objects.create(connection=feed, full=True, status=SyncRun.Status.SUCCEEDED, started_at=pulled)
+        feeds[party.pk] = feed.pk
         if index < 30:
             RoamingAgreement.objects.get_or_create(
                 partner=party,
@@ -108,13 +118,13 @@ def bench_parties(count: int = 40) -> tuple[list[Party], set[int]]:
             )
             accepted.add(party.pk)
     parties.append(own_party())
-    return parties, accepted
+    return parties, accepted, feeds
 
 
 def generate(total: int, seed: int = 7) -> None:
     """Replace all locations by `total` generated ones, bulk-loaded with COPY."""
     rng = random.Random(seed)
-    parties, _ = bench_parties()
+    parties, _, feeds = bench_parties()
     party_weights = [rng.uniform(0.3, 3.0) for _ in parties]
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -125,7 +135,7 @@ def generate(total: int, seed: int = 7) -> None:
             "party_id, ocpi_id, publish, publish_allowed_to, name, address, city, postal_code, state, country, "
             "latitude, longitude, parking_type, operator, facilities, time_zone, opening_times, last_updated, raw, "
             "content_hash, removed_at, limited_access, limited_access_reasons, map_status, status_updated_at, "
-            "max_power_kw, connector_standards, evse_count, available_evse_count"
+            "max_power_kw, connector_standards, evse_count, available_evse_count, source_id"
         )
         with cursor.cursor.copy(f"COPY stations_location ({columns}) FROM STDIN") as copy:
             for index in range(total):
@@ -173,9 +183,9 @@ def generate(total: int, seed: int = 7) -> None:
                         party.pk, ocpi_id, True, "[]", name, f"Street {rng.randint(1, 300)}", city[:45], postal, "",
                         "EUR", round(lat, 6), round(lon, 6), "ON_STREET", json.dumps({"name": party.name}), "[]",
                         "Europe/Brussels", json.dumps({"twentyfourseven": True}), now, json.dumps(raw), "", removed,
-                        limited, json.dumps(["CUSTOMERS"] if limited else []), status,
+                        limited, json.dumps(["parking_customers"] if limited else []), status,
                         now - dt.timedelta(minutes=rng.randint(1, 3 * 24 * 60)), power,
-                        "," + ",".join(standards) + ",", evses, available,
+                        "," + ",".join(standards) + ",", evses, available, feeds.get(party.pk),
                     )
                 )  # fmt: skip
     with connection.cursor() as cursor:
