@@ -55,6 +55,18 @@ def cdr(**changes) -> dict:
     return body
 
 
+def cdr_token_of(card, **changes) -> dict:
+    """The CdrToken a CPO sends for one of our cards."""
+    token = {
+        "country_code": own_party().country_code,
+        "party_id": own_party().party_id,
+        "uid": card.uid,
+        "type": "RFID",
+        "contract_id": card.contract_id,
+    }
+    return {**token, **changes}
+
+
 def post(client, body, token: str = TOKEN):
     data = body if isinstance(body, str) else json.dumps(body)
     return client.post(URL, data=data, content_type="application/json", HTTP_AUTHORIZATION=authorization_header(token))
@@ -90,13 +102,7 @@ def test_cdr_of_our_drivers_session_is_matched(client, cpo):
     location = LocationFactory(party=cpo, ocpi_id="LOC1")
     evse = EVSEFactory(location=location, uid="3256")
     session = SessionFactory(party=cpo, ocpi_id="SES-9", card=card, status="COMPLETED")
-    token = {
-        "country_code": own_party().country_code,
-        "party_id": own_party().party_id,
-        "uid": card.uid.lower(),
-        "type": "RFID",
-        "contract_id": card.contract_id,
-    }
+    token = cdr_token_of(card, uid=card.uid.lower())  # matched case-insensitively
     assert post(client, cdr(session_id="ses-9", cdr_token=token)).status_code == 201
     stored = CDR.objects.get()
     assert (stored.session, stored.card, stored.location, stored.evse) == (session, card, location, evse)
@@ -169,13 +175,7 @@ def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
 
 def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_live_one(client, cpo):
     card = CardFactory()
-    token = {
-        "country_code": own_party().country_code,
-        "party_id": own_party().party_id,
-        "uid": card.uid,
-        "type": "RFID",
-        "contract_id": card.contract_id,
-    }
+    token = cdr_token_of(card)
     post(client, cdr(session_id="LATE-1", cdr_token=token))
     assert CDR.objects.get().unknown_session
     session = {
@@ -212,13 +212,7 @@ def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_l
 @pytest.mark.parametrize("pushed_status", ["ACTIVE", "PENDING"])
 def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_live(client, cpo, pushed_status):
     card = CardFactory()
-    token = {
-        "country_code": own_party().country_code,
-        "party_id": own_party().party_id,
-        "uid": card.uid,
-        "type": "RFID",
-        "contract_id": card.contract_id,
-    }
+    token = cdr_token_of(card)
     end = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=10)
     start = end - dt.timedelta(hours=1)
     bill = cdr(
