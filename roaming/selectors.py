@@ -139,7 +139,7 @@ def roaming_partners_for_drivers():
     from stations.models import Location
 
     stations = (
-        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True, publish=True)
+        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True, published_to_our_drivers=True)
         .order_by()
         .values("party")
         .annotate(n=Count("pk"))

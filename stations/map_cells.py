@@ -65,7 +65,7 @@ def _fill(cursor, table: str, accepted: list[int]) -> None:
                    party_id, map_status, COALESCE(limited_access_override, limited_access) AS limited,
                    {power_step} ELSE 0 END AS max_power_kw, connector_standards, latitude, longitude
             FROM {Location._meta.db_table}
-            WHERE removed_at IS NULL AND publish = %s AND evse_count > 0
+            WHERE removed_at IS NULL AND published_to_our_drivers = %s AND evse_count > 0
         ) AS located
         GROUP BY cx, cy, {_COLUMNS}
         """,  # noqa: S608

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from roaming.models import PartnerConnection, Party
@@ -28,6 +29,19 @@ class MapStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+def is_published_to_our_drivers(publish: bool, publish_allowed_to: list | None) -> bool:
+    """Whether our drivers may see a location: published, or an unpublished one whose allowed list names us.
+
+    OCPI lets a CPO show an unpublished site to some tokens only; an entry with our cards' issuer
+    (`OCPI_BUSINESS_NAME`) admits all our drivers. Entries naming single tokens are not matched.
+    """
+    if publish:
+        return True
+    ours = settings.OCPI_BUSINESS_NAME.casefold()
+    entries = [entry for entry in publish_allowed_to or [] if isinstance(entry, dict)]
+    return any(str(entry.get("issuer", "")).casefold() == ours for entry in entries)
+
+
 class Location(models.Model):
     """A charging site, keyed by its owner (party) and its OCPI id."""
 
@@ -45,6 +59,11 @@ class Location(models.Model):
     ocpi_id = models.CharField(max_length=36)
     publish = models.BooleanField(default=True)
     publish_allowed_to = models.JSONField(default=list, blank=True)
+    published_to_our_drivers = models.BooleanField(
+        default=True,
+        db_default=True,
+        help_text="Published, or unpublished but `publish_allowed_to` names our cards' issuer (shown with a lock).",
+    )
     name = models.CharField(max_length=255, blank=True)
     address = models.CharField(max_length=255)
     city = models.CharField(max_length=45)
@@ -98,6 +117,11 @@ class Location(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or self.ocpi_id} ({self.city})"
+
+    def save(self, *args, **kwargs) -> None:
+        # Rows written one by one (admin, demo data, our own stations) keep the flag the feeds compute in bulk.
+        self.published_to_our_drivers = is_published_to_our_drivers(self.publish, self.publish_allowed_to)
+        super().save(*args, **kwargs)
 
     @property
     def is_limited_access(self) -> bool:

@@ -130,7 +130,7 @@ def visible_locations(accepted_party_ids: set[int] | None = None) -> QuerySet[Lo
     if accepted_party_ids is None:
         accepted_party_ids = party_ids_accepting_our_cards()
     return Location.objects.filter(
-        party_id__in=accepted_party_ids, removed_at__isnull=True, publish=True, evse_count__gt=0
+        party_id__in=accepted_party_ids, removed_at__isnull=True, published_to_our_drivers=True, evse_count__gt=0
     )
 
 

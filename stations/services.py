@@ -18,7 +18,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from stations.bulk_writes import Row, bulk_insert, bulk_update_rows, bulk_upsert
-from stations.models import EVSE, Connector, EvseStatus, EvseStatusChange, Location, MapStatus, RejectedObject
+from stations.models import (
+    EVSE,
+    Connector,
+    EvseStatus,
+    EvseStatusChange,
+    Location,
+    MapStatus,
+    RejectedObject,
+    is_published_to_our_drivers,
+)
 from stations.ocpi_locations import ParsedLocation
 from stations.selectors import bump_map_cache_version
 
@@ -32,6 +41,7 @@ LOCATION_FIELDS = [
     "source",
     "publish",
     "publish_allowed_to",
+    "published_to_our_drivers",
     "name",
     "address",
     "city",
@@ -300,6 +310,9 @@ def store_locations(
                 "content_hash": item.content_hash,
                 "removed_at": None,
                 **item.location,
+                "published_to_our_drivers": is_published_to_our_drivers(
+                    item.location["publish"], item.location["publish_allowed_to"]
+                ),
                 **plan.summary(item),
             }
             for item, plan in zip(changed, plans, strict=True)

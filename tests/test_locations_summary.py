@@ -164,3 +164,19 @@ def summaries() -> dict[str, dict]:
 def feed_party():
     party = PartyFactory(country_code="NL", party_id="ALL")
     return party, PartnerConnectionFactory(party=party)
+
+
+def test_a_feed_location_opened_to_our_issuer_is_on_our_map_and_others_unpublished_are_not(feed_party):
+    party, connection = feed_party
+    store(
+        [
+            location("OPEN", publish=False, publish_allowed_to=[{"issuer": "MobilityPlus"}]),
+            location("CLOSED", publish=False, publish_allowed_to=[{"issuer": "Another eMSP"}]),
+            location("PUBLIC"),
+        ],
+        party,
+        connection,
+    )
+    flags = dict(Location.objects.values_list("ocpi_id", "published_to_our_drivers"))
+    assert flags == {"OPEN": True, "CLOSED": False, "PUBLIC": True}
+    assert Location.objects.get(ocpi_id="OPEN").limited_access_reasons == ["not_public"]

@@ -104,6 +104,7 @@ def test_only_stations_taking_our_card_are_shown(client, partner):
         MapLocationFactory(party=RoamingAgreementFactory(status=RoamingAgreement.Status.SUSPENDED).partner),
         MapLocationFactory(party=partner, removed_at=timezone.now()),
         MapLocationFactory(party=partner, publish=False),
+        MapLocationFactory(party=partner, publish=False, publish_allowed_to=[{"uid": "04A1B2C3", "type": "RFID"}]),
         MapLocationFactory(party=partner, evse_count=0, available_evse_count=0),  # every EVSE removed
     ]
     shown = {ours.pk, theirs.pk, both_ways.pk}
@@ -514,3 +515,17 @@ def test_a_customers_only_station_shows_why_and_still_takes_our_card(client, par
     assert props["limited"] is True
     assert props["limited_reasons"] == ["Only for customers of the site (shop, hotel, restaurant)"]
     assert props["card"] is True and props["evses"][0]["card"] is True
+
+
+def test_an_unpublished_station_the_cpo_opens_to_our_cards_is_shown_with_a_lock(client, partner):
+    """OCPI `publish_allowed_to`: an entry with our cards' issuer admits all our drivers."""
+    from stations.services import refresh_location_summaries
+
+    location = MapLocationFactory(party=partner, publish=False, publish_allowed_to=[{"issuer": "mobilityplus"}])
+    ConnectorFactory(evse=EVSEFactory(location=location))
+    refresh_location_summaries([location.pk])
+
+    assert ids(client.get("/api/v1/stations", BRUSSELS_STREETS)) == {location.pk}
+    props = client.get(f"/api/v1/stations/{location.pk}").json()["properties"]
+    assert props["limited"] is True
+    assert props["limited_reasons"] == ["Not a public station: the operator keeps it for some drivers only"]
