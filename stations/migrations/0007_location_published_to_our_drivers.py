@@ -21,7 +21,9 @@ def visible_index(condition: str) -> str:
 
 def fill_and_reindex(apps, schema_editor):
     Location = apps.get_model("stations", "Location")
-    Location.objects.update(published_to_our_drivers=models.F("publish"))
+    # The new column is true everywhere (its database default); only unpublished rows change, so a large
+    # table is not rewritten (which would also cost the map its index-only scans until the next VACUUM).
+    Location.objects.filter(publish=False).update(published_to_our_drivers=False)
     ours = settings.OCPI_BUSINESS_NAME.casefold()
     granted = [
         pk
