@@ -211,9 +211,15 @@ def _update_party_from_roles(party: Party, roles: list[dict]) -> None:
     party.save()
 
 
-def _record_failure(connection: PartnerConnection, error: HandshakeError, log: HandshakeLog) -> None:
+def _record_failure(
+    connection: PartnerConnection,
+    error: HandshakeError,
+    log: HandshakeLog,
+    heading: str = "Handshake failed",
+    note: str = "",
+) -> None:
     """Keep what failed on the connection and touch nothing else (tokens, endpoints and status stay)."""
-    connection.last_error = f"Handshake failed (OCPI {error.status_code}) at {error.message}"
+    connection.last_error = f"{heading} (OCPI {error.status_code}) at {error.message}{note}"
     connection.last_error_at = timezone.now()
     connection.handshake_log = log.steps
     connection.save(update_fields=["last_error", "last_error_at", "handshake_log", "updated_at"])
@@ -438,13 +444,8 @@ def _refresh_platform(
     try:
         platform = discover_platform(versions_url, token, log, raw_token=raw_token)
     except HandshakeError as error:
-        connection.last_error = (
-            f"Tokens rotated, but refreshing their endpoints failed (OCPI {error.status_code}) "
-            f"at {error.message}; previous endpoints kept"
-        )
-        connection.last_error_at = timezone.now()
-        connection.handshake_log = log.steps
-        connection.save(update_fields=["last_error", "last_error_at", "handshake_log", "updated_at"])
+        heading = "Tokens rotated, but refreshing their endpoints failed"
+        _record_failure(connection, error, log, heading, note="; previous endpoints kept")
         return connection
     log.record("endpoints", True, "their endpoints refreshed")
     connection.versions_url = platform.versions_url

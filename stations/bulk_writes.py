@@ -17,12 +17,17 @@ from django.db import connection, models
 Row = dict[str, Any]  # one row to write: field attname -> value; a missing field takes its default
 
 
-def json_text(value: Any) -> str:
-    """JSON for a jsonb column (orjson: a feed page holds thousands of JSON values)."""
+def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON, by orjson (a feed page holds thousands of JSON values)."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
     except orjson.JSONEncodeError:  # integers beyond 64 bits, which the standard encoder writes
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_text(value: Any) -> str:
+    """JSON for a jsonb column."""
+    return json_bytes(value).decode()
 
 
 def _columns(model: type[models.Model], skip_pk: bool = True) -> list[models.Field]:

@@ -410,15 +410,15 @@ def _remove_unseen(connection: PartnerConnection, seen: SeenBitmap, run: SyncRun
         .order_by("pk")
     )
     missing = [pk for pk in candidates.iterator(chunk_size=10000) if pk not in seen]
-    previous = (
-        connection.sync_runs.filter(full=True, status=SyncRun.Status.SUCCEEDED)
-        .exclude(pk=run.pk)
-        .order_by("-started_at")
-        .values_list("deferred_removals", flat=True)
-        .first()
-    )
-    missed_before = set(previous or [])
     if run.window_shifted:
+        previous = (
+            connection.sync_runs.filter(full=True, status=SyncRun.Status.SUCCEEDED)
+            .exclude(pk=run.pk)
+            .order_by("-started_at")
+            .values_list("deferred_removals", flat=True)
+            .first()
+        )
+        missed_before = set(previous or [])
         run.deferred_removals = [pk for pk in missing if pk not in missed_before]
         missing = [pk for pk in missing if pk in missed_before]
     return mark_locations_removed(missing)

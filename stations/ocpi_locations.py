@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
+from stations.bulk_writes import json_bytes
 from stations.models import EVSE, Connector, EvseStatus, Location
 
 EVSE_STATUSES = set(EvseStatus.values)
@@ -44,10 +42,7 @@ _STAMP = re.compile(rb'"last_updated":"[^"]*"')
 
 def content_hash(obj: Any) -> str:
     """Digest of an object without its `last_updated` stamps: a bumped stamp alone is not a change."""
-    try:
-        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # integers beyond 64 bits, which the standard encoder writes
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json_bytes(obj, sort_keys=True)
     # A key cannot appear unescaped inside a JSON string value, so the pattern only meets real keys.
     return hashlib.blake2b(_STAMP.sub(b"", text), digest_size=16).hexdigest()
 

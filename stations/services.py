@@ -466,8 +466,8 @@ def record_staff_edit(location_id: int, *, evse: EVSE | None = None, status_chan
         now = timezone.now()
         EVSE.objects.filter(pk=evse.pk).update(status_changed_at=now, last_updated=now)
         EvseStatusChange.objects.create(evse_id=evse.pk, status=evse.status, changed_at=now)
+    # Rewrites the location's summary row and moves the map's cache version, whatever staff changed.
     refresh_location_summaries([location_id])
-    bump_map_cache_version()  # also when no summary changed: the override or a name is not a summary
 
 
 def analyze_station_tables() -> None:
