@@ -13,6 +13,8 @@ from django.test.utils import CaptureQueriesContext
 
 from stations import feeds
 from stations.models import EVSE, Connector, EvseStatusChange, Location, RejectedObject, SyncRun
+from stations.ocpi_locations import parse_location
+from stations.services import store_locations
 from tests.factories import PartyFactory, RoamingAgreementFactory
 from tests.feeds_fixtures import LocationFeed, cpo_connection, example, location, stamp
 from tests.ocpi_peer import PeerResponse
@@ -544,3 +546,50 @@ def test_a_hub_copy_of_our_own_stations_is_never_stored_over_them(ocpi_peer):
     run = pull(hub)
 
     assert (run.created, run.skipped) == (0, 1)
+
+
+def test_a_successful_pull_is_contact_with_the_partner_and_a_failed_one_is_not(ocpi_peer):
+    conn = cpo_connection(ocpi_peer)
+    feed = LocationFeed(ocpi_peer, [location(f"L{i}") for i in range(5)], max_limit=10)
+    feed.fail, feed.fail_times = {1: PeerResponse(raw=b"garbage", status=502)}, {1: 99}
+
+    assert pull(conn).status == "failed"
+    conn.refresh_from_db()
+    assert conn.last_contact_at is None
+
+    feed.fail = {}
+    run = pull(conn)
+    conn.refresh_from_db()
+    assert run.status == "succeeded" and conn.last_contact_at >= run.started_at
+
+
+def test_feed_pages_do_not_wait_for_the_disk_but_pushed_changes_do(ocpi_peer, client, settings):
+    """A lost feed page is read again by the next run; a push the partner was told we stored is not resent."""
+    settings.FEEDS_WRITE_BEHIND = False
+    conn = cpo_connection(ocpi_peer)
+    LocationFeed(ocpi_peer, [location(f"L{i}") for i in range(3)])
+    with CaptureQueriesContext(db_connection) as pulled:
+        pull(conn)
+    item = parse_location(location("P1"))
+    item.party_id = conn.party_id
+    with CaptureQueriesContext(db_connection) as pushed:
+        store_locations([item], source=conn)  # what the push receiver calls
+
+    relaxed = "SET LOCAL synchronous_commit = off"
+    expected = db_connection.vendor == "postgresql"
+    assert any(relaxed in q["sql"] for q in pulled) is expected
+    assert not any(relaxed in q["sql"] for q in pushed)
+
+
+def test_a_pull_collects_cycles_rarely_and_restores_the_collector_after(ocpi_peer):
+    import gc
+
+    conn = cpo_connection(ocpi_peer)
+    feed = LocationFeed(ocpi_peer, [location(f"L{i}") for i in range(3)])
+    before = gc.get_threshold()
+    during = []
+    feed.on_page = lambda page_number: during.append(gc.get_threshold()[0])
+
+    pull(conn)
+
+    assert during and during[0] > before[0] and gc.get_threshold() == before
