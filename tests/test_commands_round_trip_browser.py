@@ -37,7 +37,8 @@ from tests.ocpi_peer import ok
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+# The main screens, shown in the README.
+OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CPO_TOKEN = "allego-calls-us"
 WAIT_MS = 15000
 
@@ -152,8 +153,11 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     assert page.evaluate("window.stillTheSamePage") is True  # it all came in without a reload
     expect(page.locator("[data-field=station]")).to_contain_text("Gent Sint-Pieters")
     assert Command.objects.get(type="START_SESSION").session == Session.objects.get()
-    OUTPUT.mkdir(exist_ok=True)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUTPUT / "charging-live-session.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(OUTPUT / "charging-live-session-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 720})
 
     # The driver stops from the app; the CPO answers and ends the session.
     with page.expect_navigation():  # the stop is a form post, answered with a redirect back here

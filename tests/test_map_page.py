@@ -17,7 +17,8 @@ from stations.selectors import bump_map_cache_version
 from tests.factories import ConnectorFactory, EVSEFactory, MapLocationFactory, PartyFactory, RoamingAgreementFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+# The main screens, shown in the README.
+OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def reload_done(page, action) -> None:
 
 
 def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo_map, browser):
-    OUTPUT.mkdir(exist_ok=True)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
     page = open_map(browser, f"{live_server.url}/?lat=51.5&lon=4.6&z=6")
 
     # Europe-ish view: server-side clusters with counts; the operator without agreement is never counted.
