@@ -125,9 +125,7 @@ def our_credentials(token: str) -> dict[str, Any]:
 
 
 def _handshake_client(token: str, *, hosts: frozenset[str], raw_token: bool = False) -> OcpiClient:
-    return OcpiClient(
-        token, raw_token=raw_token, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S, hosts=hosts
-    )
+    return OcpiClient(token, raw_token=raw_token, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S, hosts=hosts)
 
 
 def check_versions_url(url: str) -> None:
