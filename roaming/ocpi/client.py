@@ -83,7 +83,8 @@ class OcpiClient:
 
     `hosts` are the hosts the token may go to (`for_connection` passes the partner's registered hosts);
     None allows any host, for the versions URL a partner or staff has just given us. Either way every
-    URL must be http(s) and reach only public addresses (`roaming.ocpi.destinations`).
+    URL must be http(s) and reach only public addresses (`roaming.ocpi.destinations`); a `session`
+    passed in gets the address-checking adapters mounted too.
     """
 
     def __init__(
