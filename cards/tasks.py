@@ -57,7 +57,8 @@ def deliver_card_token(self, card_id: int, partner_id: int) -> object:
         # In-process mode (no broker) retries run inline, without backoff: keep them few.
         max_retries = min(3, settings.CARDS_TOKEN_PUSH_MAX_RETRIES) if self.request.is_eager else None
         max_retries = settings.CARDS_TOKEN_PUSH_MAX_RETRIES if max_retries is None else max_retries
-        final = retries >= max_retries
+        # A URL we refuse to call (roaming.ocpi.destinations) is not retried: the beat's requeue tries again later.
+        final = retries >= max_retries or (isinstance(error, OcpiClientError) and error.refused)
         services.record_delivery(
             card,
             partner,

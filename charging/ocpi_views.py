@@ -106,4 +106,5 @@ def command_receiver(ctx: PartnerContext, command: str):
         raise OcpiError(INVALID_PARAMETERS, f"command: unknown command {command!r}", http_status=404)
     body = _json_object(ctx)
     data = validated(serializers[command], body)
+    services.check_response_url(ctx.connection, data["response_url"])
     return services.receive_partner_command(ctx.party, command, data, body)

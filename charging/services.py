@@ -32,6 +32,7 @@ from cards.selectors import token_payload
 from charging.models import CDR, Command, Session
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
+from roaming.ocpi.destinations import RefusedDestination, check_url, registered_hosts
 from roaming.ocpi.envelope import (
     CLIENT_ERROR,
     INVALID_PARAMETERS,
@@ -506,8 +507,10 @@ def send_command(command_id: int) -> Command:
                 continue
             refused = error.kind == "status" or (error.kind == "http" and (error.http_status or 0) < 500)
             status = Command.Status.REJECTED if refused else Command.Status.FAILED
-            # Anything but a connection never made may have reached the CPO: the driver is told it may still act.
-            maybe_delivered = not refused and not (error.kind == "transport" and _not_delivered(error))
+            # Anything but a connection never made (or a URL we refused to call) may have reached the CPO:
+            # the driver is told it may still act.
+            never_sent = error.refused or (error.kind == "transport" and _not_delivered(error))
+            maybe_delivered = not refused and not never_sent
             logger.warning("Command %s to %s: %s", command.uid, command.partner, error)
             _finish(
                 command,
@@ -604,6 +607,19 @@ def _command_response(result: str, message: str | None = None, timeout: int | No
     if message:
         response["message"] = [{"language": "en", "text": message}]
     return response
+
+
+def check_response_url(connection: PartnerConnection, url: str) -> None:
+    """Refuse at once (OCPI 2001) a response_url we would not post the result to, before anything is stored.
+
+    What can be told without DNS: an http(s) URL, no user information, no private IP written in it, on one
+    of the hosts registered for the connection carrying the call (a hub's for its clients). A host name
+    resolving to a private address is refused when the result is posted (see post_command_result).
+    """
+    try:
+        check_url(url, registered_hosts(connection.transport))
+    except RefusedDestination as error:
+        raise OcpiError(INVALID_PARAMETERS, f"response_url: refused: {error}") from error
 
 
 def receive_partner_command(party: Party, command_type: str, data: dict, raw: dict) -> dict:

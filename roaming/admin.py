@@ -19,6 +19,7 @@ from simple_history.template_utils import HistoricalRecordContextHelper
 from roaming import selectors, services
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.credentials import encrypt_token
+from roaming.ocpi.destinations import RefusedDestination
 
 
 class RoamingAgreementInline(admin.TabularInline):
@@ -29,8 +30,24 @@ class RoamingAgreementInline(admin.TabularInline):
     show_change_link = True
 
 
+def versions_url_we_call(url: str) -> str:
+    """A staff-entered versions URL, refused with the reason when our calls may not go there."""
+    if url:
+        try:
+            services.check_versions_url(url)
+        except RefusedDestination as error:
+            raise forms.ValidationError(f"We do not call this URL: {error}") from error
+    return url
+
+
+class PartnerConnectionForm(forms.ModelForm):
+    def clean_versions_url(self) -> str:
+        return versions_url_we_call(self.cleaned_data["versions_url"])
+
+
 class PartnerConnectionInline(admin.StackedInline):
     model = PartnerConnection
+    form = PartnerConnectionForm
     fk_name = "party"
     extra = 0
     max_num = 1
@@ -137,6 +154,9 @@ class ConnectForm(forms.Form):
         widget=forms.PasswordInput(render_value=False),
         help_text="The registration token the partner gave us. It is used once and never stored.",
     )
+
+    def clean_versions_url(self) -> str:
+        return versions_url_we_call(self.cleaned_data["versions_url"])
 
 
 @admin.register(Party)

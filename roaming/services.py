@@ -12,6 +12,7 @@ from django.utils import timezone
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi import credentials
 from roaming.ocpi.client import OcpiClient, OcpiClientError
+from roaming.ocpi.destinations import RefusedDestination, check_url, url_host
 from roaming.ocpi.envelope import (
     CLIENT_ERROR,
     INVALID_PARAMETERS,
@@ -87,6 +88,11 @@ class PartnerPlatform:
                 return endpoint["url"]
         return None
 
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The hosts their token may go to once stored: see roaming.ocpi.destinations.registered_hosts."""
+        return frozenset({url_host(self.versions_url), *(url_host(e["url"]) for e in self.endpoints)})
+
 
 class HandshakeLog:
     """The outcome of each step, kept on the connection so staff see where a handshake stopped."""
@@ -118,8 +124,17 @@ def our_credentials(token: str) -> dict[str, Any]:
     }
 
 
-def _handshake_client(token: str, *, raw_token: bool = False) -> OcpiClient:
-    return OcpiClient(token, raw_token=raw_token, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S)
+def _handshake_client(token: str, *, hosts: frozenset[str], raw_token: bool = False) -> OcpiClient:
+    return OcpiClient(token, raw_token=raw_token, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S, hosts=hosts)
+
+
+def check_versions_url(url: str) -> None:
+    """A versions URL a partner or staff gives us: http(s), no user information, not a private address.
+
+    It becomes the partner's first registered host, so any public host is accepted; a host name is
+    resolved and checked on each call.
+    """
+    check_url(url)
 
 
 def _call(step: str, log: HandshakeLog, call) -> Any:
@@ -136,8 +151,17 @@ def _call(step: str, log: HandshakeLog, call) -> Any:
 def discover_platform(
     versions_url: str, token: str, log: HandshakeLog, *, raw_token: bool = False, roles: list[str] | None = None
 ) -> PartnerPlatform:
-    """GET their versions, pick the highest version we share, GET its details and check the modules we need."""
-    client = _handshake_client(token, raw_token=raw_token)
+    """GET their versions, pick the highest version we share, GET its details and check the modules we need.
+
+    Their version details must be on the versions URL's host; their endpoints may be on other hosts (which
+    then become registered hosts too) but must be http(s) URLs that do not name a private address.
+    """
+    try:
+        versions_host = url_host(versions_url)
+    except RefusedDestination as error:
+        log.record("versions", False, f"refused: {error}")
+        raise HandshakeError("versions", UNABLE_TO_USE_CLIENT_API, f"refused: {error}") from error
+    client = _handshake_client(token, raw_token=raw_token, hosts=frozenset({versions_host}))
     reply = _call("versions", log, lambda: client.get(versions_url))
     versions = reply.data
     if not isinstance(versions, list) or not all(
@@ -165,6 +189,13 @@ def discover_platform(
         raise HandshakeError(
             "version_details", UNABLE_TO_USE_CLIENT_API, "their version details have no valid endpoints list"
         )
+    for endpoint in endpoints:
+        try:
+            check_url(endpoint["url"])
+        except RefusedDestination as error:
+            message = f"endpoint {endpoint['identifier']} {endpoint['role']} refused: {error}"
+            log.record("version_details", False, message)
+            raise HandshakeError("version_details", UNABLE_TO_USE_CLIENT_API, message) from error
     platform = PartnerPlatform(
         versions_url=versions_url,
         version=version,
@@ -272,6 +303,10 @@ def accept_registration(
     """
     raw_token = raw_token or connection.accepts_raw_token
     data = validated(CredentialsSerializer, body)
+    try:
+        check_versions_url(data["url"])
+    except RefusedDestination as error:
+        raise OcpiError(INVALID_PARAMETERS, f"url: refused: {error}") from error
     roles = _roles_of(connection, data)
     if not roles:
         party = connection.party
@@ -393,7 +428,7 @@ def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> P
         if not credentials_url:
             log.record("version_details", False, "no credentials endpoint")
             raise HandshakeError("version_details", NO_MATCHING_ENDPOINTS, "they offer no credentials endpoint")
-        client = _handshake_client(token_a, raw_token=connection.accepts_raw_token)
+        client = _handshake_client(token_a, raw_token=connection.accepts_raw_token, hosts=platform.hosts)
         theirs, token_b = _register_at_partner(connection, method="POST", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
         return _abandon_registration(connection, previous_registration_hash, error, log)

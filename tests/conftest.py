@@ -25,6 +25,13 @@ def _tasks_in_process():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _private_network_urls_allowed(settings):
+    """Test partners run on 127.0.0.1: calls to private addresses are allowed unless a test turns this off
+    (tests/test_security_outgoing_urls.py). The partner's-registered-hosts rule still applies."""
+    settings.OCPI_ALLOW_PRIVATE_NETWORK_URLS = True
+
+
 @pytest.fixture
 def redis_celery_worker(transactional_db):
     """A real Celery worker thread consuming from Redis; tasks sent with .delay() go through the broker."""

@@ -41,9 +41,15 @@ OUR_TOKEN = "we-call-emsp"
 
 
 @pytest.fixture
-def emsp():
+def emsp(ocpi_peer):
     party = PartyFactory(country_code="NL", party_id="SHL", role=Party.Role.EMSP, name="Shell Recharge")
-    PartnerConnectionFactory(party=party, tokens__from_them=EMSP_TOKEN, tokens__to_them=OUR_TOKEN)
+    # Registered at the peer: response_urls must be on the partner's registered hosts.
+    PartnerConnectionFactory(
+        party=party,
+        versions_url=ocpi_peer.url("/ocpi/versions"),
+        tokens__from_them=EMSP_TOKEN,
+        tokens__to_them=OUR_TOKEN,
+    )
     RoamingAgreementFactory(partner=party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     return party
 

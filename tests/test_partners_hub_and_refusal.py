@@ -229,6 +229,8 @@ def test_our_calls_through_a_hub_carry_routing_headers_and_the_hub_token(ocpi_pe
     from roaming.services import store_partner_tokens
 
     store_partner_tokens(hub, to_them="token-for-hub")
+    hub.versions_url = ocpi_peer.url("/versions")  # calls go only to the partner's registered hosts
+    hub.save()
     client_connection = PartnerConnection.objects.get(party__party_id="TOT")
     OcpiClient.for_connection(client_connection, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
     request = ocpi_peer.requests[-1]
@@ -262,6 +264,8 @@ def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi_
 def test_direct_partner_gets_no_routing_headers(ocpi_peer, partner):
     ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
     services.store_partner_tokens(partner, to_them="token-for-partner")
+    partner.versions_url = ocpi_peer.url("/versions")  # calls go only to the partner's registered hosts
+    partner.save()
     OcpiClient.for_connection(partner, retries=0, timeout=5).get(ocpi_peer.url("/locations"))
     assert not [name for name in ocpi_peer.requests[-1].headers if name.lower().startswith("ocpi-")]
 

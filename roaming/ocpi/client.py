@@ -1,4 +1,8 @@
-"""Our outgoing OCPI calls: explicit timeouts, retries with backoff, routing headers, pages."""
+"""Our outgoing OCPI calls: explicit timeouts, retries with backoff, routing headers, pages.
+
+Every call is checked by `roaming.ocpi.destinations` first: the partner's token goes only to its
+registered hosts and never to a private address (docs/security-outgoing-calls.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,7 @@ import requests
 from django.conf import settings
 
 from roaming.ocpi.credentials import authorization_header
+from roaming.ocpi.destinations import CheckedAddressAdapter, RefusedDestination, check_url, registered_hosts
 from roaming.ocpi.envelope import SUCCESS
 
 logger = logging.getLogger(__name__)
@@ -22,8 +27,9 @@ logger = logging.getLogger(__name__)
 class OcpiClientError(Exception):
     """A call to a partner that did not give a usable OCPI answer.
 
-    `kind` is one of: transport (unreachable, timeout), http (4xx/5xx), json (not JSON or no
-    envelope), status (an envelope whose status_code is not 1000).
+    `kind` is one of: refused (a URL we will not call: nothing was sent; never retried), transport
+    (unreachable, timeout), http (3xx/4xx/5xx), json (not JSON or no envelope), status (an envelope
+    whose status_code is not 1000).
     """
 
     def __init__(self, kind: str, message: str, *, http_status: int | None = None, status_code: int | None = None):
@@ -35,6 +41,10 @@ class OcpiClientError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind in {"transport", "json"} or (self.http_status or 0) >= 500
+
+    @property
+    def refused(self) -> bool:
+        return self.kind == "refused"
 
 
 @dataclass
@@ -69,7 +79,13 @@ class OcpiReply:
 
 
 class OcpiClient:
-    """Calls one partner with a token; `to_party` adds hub routing headers (country_code, party_id)."""
+    """Calls one partner with a token; `to_party` adds hub routing headers (country_code, party_id).
+
+    `hosts` are the hosts the token may go to (`for_connection` passes the partner's registered hosts);
+    None allows any host, for the versions URL a partner or staff has just given us. Either way every
+    URL must be http(s) and reach only public addresses (`roaming.ocpi.destinations`); a `session`
+    passed in gets the address-checking adapters mounted too.
+    """
 
     def __init__(
         self,
@@ -82,6 +98,7 @@ class OcpiClient:
         retries: int | None = None,
         backoff: float = 0.5,
         session: requests.Session | None = None,
+        hosts: Iterable[str] | None = None,
     ):
         self.token = token
         self.raw_token = raw_token
@@ -90,7 +107,13 @@ class OcpiClient:
         self.timeout = settings.OCPI_HTTP_TIMEOUT_S if timeout is None else timeout
         self.retries = settings.OCPI_HTTP_RETRIES if retries is None else retries
         self.backoff = backoff
+        self.hosts = None if hosts is None else frozenset(hosts)
         self.session = session or requests.Session()
+        # No proxy or .netrc from the environment: the socket must go to the address we checked.
+        self.session.trust_env = False
+        adapter = CheckedAddressAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     @classmethod
     def for_connection(cls, connection, *, routing: bool = True, **kwargs) -> OcpiClient:
@@ -114,6 +137,7 @@ class OcpiClient:
                 "from_party": (me.country_code, me.party_id),
                 "to_party": (connection.party.country_code, connection.party.party_id),
             }
+        kwargs.setdefault("hosts", registered_hosts(transport))
         return cls(
             decrypt_token(transport.token_to_them_encrypted),
             raw_token=transport.accepts_raw_token,
@@ -150,19 +174,30 @@ class OcpiClient:
         `accept_status` lists extra OCPI status codes that are answers, not errors (for example 2004).
         `retry_all` also retries an OCPI status other than 1000 and 4xx other than 401/403 (safe GETs
         such as feed pages, where a partner's hiccup often answers 200 with a 3000 envelope).
+        A URL the destination check refuses raises kind "refused" at once: nothing is sent, nothing retried.
         """
+        self.check_destination(method, url)
         attempt = 0
         while True:
             try:
                 return self._request_once(method, url, params=params, body=body, accept_status=accept_status)
             except OcpiClientError as error:
                 attempt += 1
-                retryable = error.retryable or (retry_all and error.http_status not in (401, 403))
+                retryable = not error.refused and (
+                    error.retryable or (retry_all and error.http_status not in (401, 403))
+                )
                 if not retryable or attempt > self.retries:
                     raise
                 delay = self.backoff * (2 ** (attempt - 1))
                 logger.warning("OCPI %s %s failed (%s); retry %d in %.1fs", method, url, error, attempt, delay)
                 time.sleep(delay)
+
+    def check_destination(self, method: str, url: str) -> None:
+        """The one check every call passes before anything is sent (the address is checked again on connect)."""
+        try:
+            check_url(url, self.hosts)
+        except RefusedDestination as exc:
+            raise OcpiClientError("refused", f"{method} {url}: {exc}") from exc
 
     def _request_once(self, method: str, url: str, *, params, body, accept_status) -> OcpiReply:
         started = time.monotonic()
@@ -173,11 +208,27 @@ class OcpiClient:
             data = json.dumps(body)
         try:
             response = self.session.request(
-                method, url, params=params, data=data, headers=headers, timeout=self.timeout
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                # A redirect would take the token to a URL nobody checked: never followed.
+                allow_redirects=False,
             )
+        except RefusedDestination as exc:
+            raise OcpiClientError("refused", f"{method} {url}: {exc}") from exc
         except requests.RequestException as exc:
             raise OcpiClientError("transport", f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         elapsed_ms = (time.monotonic() - started) * 1000
+        if response.is_redirect:
+            where = response.headers.get("Location", "")
+            raise OcpiClientError(
+                "http",
+                f"{method} {url}: HTTP {response.status_code} redirect to {where!r}, not followed",
+                http_status=response.status_code,
+            )
         try:
             payload = response.json()
         except ValueError as exc:
@@ -234,7 +285,8 @@ class OcpiClient:
     def pages(self, url: str, params: dict | None = None, *, retry_all: bool = False) -> Iterator[OcpiReply]:
         """Each page of a GET list, following the `Link` header exactly as the partner gives it.
 
-        A Link that points back to a page already fetched ends the list with an error instead of looping.
+        A Link that points back to a page already fetched ends the list with an error instead of looping;
+        one to a host the client may not call (not the partner's, or private) ends it with kind "refused".
         """
         reply = self.get(url, params=params, retry_all=retry_all)
         yield reply
