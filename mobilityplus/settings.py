@@ -186,8 +186,9 @@ OCPI_BASE_URL = os.environ.get("OCPI_BASE_URL", "http://127.0.0.1:8000").rstrip(
 OCPI_TOKEN_ENCRYPTION_KEY = os.environ.get("OCPI_TOKEN_ENCRYPTION_KEY", "")
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
-# How often each process checks whether agreements changed elsewhere (saves in-process apply at once).
-ROAMING_AGREEMENTS_CHECK_S = float(os.environ.get("ROAMING_AGREEMENTS_CHECK_S", "0.5"))
+# How often each process checks whether parties, connections or agreements changed elsewhere (one query on
+# roaming's change counter; changes in-process apply at once). See docs/security-partners.md.
+ROAMING_CHANGES_CHECK_S = float(os.environ.get("ROAMING_CHANGES_CHECK_S", "0.5"))
 
 # Production hardening, active whenever DEBUG is off.
 if not DEBUG:

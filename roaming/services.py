@@ -24,7 +24,7 @@ from roaming.ocpi.envelope import (
     validated,
     validation_message,
 )
-from roaming.selectors import own_party
+from roaming.selectors import is_our_party, own_party
 from roaming.serializers import CredentialsSerializer
 
 
@@ -589,19 +589,23 @@ def resume_connection(connection: PartnerConnection) -> PartnerConnection:
 def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tuple[PartnerConnection | None, bool]:
     """Keep the ConnectionStatus a hub reports for one of its clients; new parties get a via-hub connection.
 
-    Returns the client's connection (None when the party is reached another way) and whether it was created.
-    An older report than the one we hold is ignored.
+    Returns the client's connection (None when the party is reached another way: directly or through
+    another hub, it is never re-attached) and whether it was created. An older report than the one we
+    hold is ignored. A ClientInfo about MobilityPlus itself is refused (HTTP 403): nobody outside may
+    act as our own party. Recording a client gives the hub no rights: it may act for the client only
+    once staff have an agreement in force with it through this hub (`selectors.hub_client_for_writes`).
     """
     country_code, party_id = info["country_code"].upper(), info["party_id"].upper()
+    if is_our_party(country_code, party_id):
+        raise OcpiError(CLIENT_ERROR, f"{country_code}*{party_id} is us: no hub speaks for it", http_status=403)
     last_updated = parse_datetime(info["last_updated"], "last_updated")
     role = OCPI_ROLE_TO_PARTY_ROLE.get(info["role"], Party.Role.OTHER)
     with transaction.atomic():
         party, party_created = Party.objects.get_or_create(
             country_code=country_code, party_id=party_id, defaults={"role": role, "name": f"{country_code}*{party_id}"}
         )
-        if not party_created and {party.role, role} == {Party.Role.CPO, Party.Role.EMSP}:
-            party.role = Party.Role.CPO_EMSP
-            party.save(update_fields=["role"])
+        if party.is_self:
+            raise OcpiError(CLIENT_ERROR, f"{party.ocpi_id} is us: no hub speaks for it", http_status=403)
         connection, created = PartnerConnection.objects.select_for_update().get_or_create(
             party=party,
             defaults={
@@ -613,6 +617,10 @@ def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tupl
         )
         if connection.via_hub_id != hub.pk:
             return None, False
+        # Only a client of this hub may have its role widened by the hub's report.
+        if not party_created and {party.role, role} == {Party.Role.CPO, Party.Role.EMSP}:
+            party.role = Party.Role.CPO_EMSP
+            party.save(update_fields=["role"])
         if created or not connection.hub_client_updated_at or connection.hub_client_updated_at <= last_updated:
             connection.hub_client_status = info["status"]
             connection.hub_client_updated_at = last_updated
