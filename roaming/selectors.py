@@ -155,6 +155,16 @@ def is_our_party(country_code: str, party_id: str) -> bool:
     return (country_code.strip().upper(), party_id.strip().upper()) == ours
 
 
+def hub_client_confirmed(connection: PartnerConnection) -> bool | None:
+    """For a client reached through a hub: whether staff confirmed it (agreement in force through that hub).
+
+    None for a connection not through a hub. Needs `connection.party` and `connection.via_hub.party` loaded.
+    """
+    if not connection.via_hub_id:
+        return None
+    return agreement_in_force_through_hub(connection.party, connection.via_hub.party)
+
+
 def hub_client_for_writes(hub: PartnerConnection, country_code: str, party_id: str) -> PartnerConnection | None:
     """A hub's client it may act for now: attached to this hub, not us, not suspended or disconnected,
     with an agreement in force through this hub. None otherwise."""
