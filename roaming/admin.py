@@ -78,10 +78,11 @@ def staff_confirmation(connection: PartnerConnection) -> str:
     add_url = reverse("admin:roaming_roamingagreement_add")
     return format_html(
         "<strong>Not confirmed</strong>: {} may not act for {} (its calls get HTTP 403) until an agreement "
-        "with this party through the hub is in force. "
+        "with this party through the hub is in force{}. "
         '<a href="{}?partner={}&amp;hub={}&amp;status=active">Confirm: add an agreement through {}</a>',
         hub.name,
         connection.party.ocpi_id,
+        "" if connection.status == PartnerConnection.Status.CONNECTED else "; then Resume the connection",
         add_url,
         connection.party_id,
         hub.pk,

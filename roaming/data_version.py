@@ -73,13 +73,7 @@ class PartnerDataQuerySet(models.QuerySet):
 
     bulk_create.alters_data = True
 
-    def bulk_update(self, objs, fields, *args: Any, **kwargs: Any) -> int:
-        rows = super().bulk_update(objs, fields, *args, **kwargs)
-        if rows and not set(fields) <= UNTRACKED_FIELDS:
-            note_partner_data_change()
-        return rows
-
-    bulk_update.alters_data = True
+    # bulk_update() needs no override: it writes through update() above.
 
 
 class VersionWatch:

@@ -24,7 +24,7 @@ from roaming.ocpi.envelope import (
     validated,
     validation_message,
 )
-from roaming.selectors import is_our_party, own_party
+from roaming.selectors import agreement_in_force_through_hub, is_our_party, own_party
 from roaming.serializers import CredentialsSerializer
 
 
@@ -606,12 +606,16 @@ def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tupl
         )
         if party.is_self:
             raise OcpiError(CLIENT_ERROR, f"{party.ocpi_id} is us: no hub speaks for it", http_status=403)
+        # A party we knew before (maybe with an agreement of its own) is not reached through this hub on
+        # the hub's word: it stays PLANNED, so no token push or command goes to the hub for it, until
+        # staff confirm it (an agreement through this hub) and resume it.
+        trusted = party_created or agreement_in_force_through_hub(party, hub.party)
         connection, created = PartnerConnection.objects.select_for_update().get_or_create(
             party=party,
             defaults={
                 "via_hub": hub,
                 "status": PartnerConnection.Status.CONNECTED
-                if info["status"] == "CONNECTED"
+                if info["status"] == "CONNECTED" and trusted
                 else PartnerConnection.Status.PLANNED,
             },
         )

@@ -152,3 +152,24 @@ def test_a_hub_client_detached_in_bulk_reaches_other_processes_within_a_second(o
     warm(ask, 200)
     rows = PartnerConnection.objects.filter(pk=client.pk)
     assert seconds_until_every_process_answers(ask, 403, lambda: rows.update(via_hub=None)) < WITHIN_S
+
+
+def test_contact_bookkeeping_bumps_nothing_and_a_change_bumps_once_committed(partner):
+    """Partner calls write last_contact_at all the time: that must not empty every process's caches."""
+    from django.db import transaction
+
+    from roaming.models import PartnerDataVersion
+
+    def version() -> int:
+        return PartnerDataVersion.objects.get(pk=1).value
+
+    before = version()
+    services.record_contact(partner.pk)
+    partner.save(update_fields=["last_contact_at", "updated_at"])
+    assert version() == before
+    with transaction.atomic():
+        PartnerConnection.objects.filter(pk=partner.pk).update(status="suspended")
+        assert version() == before  # not before the change is visible to others
+    assert version() == before + 1
+    RoamingAgreement.objects.bulk_update(list(RoamingAgreement.objects.all()), ["status"])
+    assert version() == before + 2

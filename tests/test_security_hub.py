@@ -267,3 +267,20 @@ def test_admin_shows_whether_staff_confirmed_a_hub_client(client, hub, admin_use
     confirmed = PartnerConnection.objects.get(party__party_id="TOT")
     page = client.get(f"/admin/roaming/partnerconnection/{confirmed.pk}/change/").content.decode()
     assert "Confirmed: an agreement with FR*TOT through Hubject is in force." in page
+
+
+def test_a_known_party_claimed_by_a_hub_gets_none_of_our_traffic_until_confirmed(live_server, hub):
+    """Our cards' tokens must not flow to a hub for a CPO we agreed with directly, on the hub's word alone."""
+    from cards.selectors import token_push_targets
+
+    hub.endpoints = [{"identifier": "tokens", "role": "RECEIVER", "url": "https://hub.example/tokens"}]
+    hub.save()
+    cpo = PartyFactory(country_code="NL", party_id="CPX", role=Party.Role.CPO)
+    RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
+    answer = call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/NL/CPX", client_info("NL", "CPX", "CPO"))
+    assert answer.status_code == 201
+    claimed = PartnerConnection.objects.get(party=cpo)
+    assert claimed.via_hub == hub and claimed.status == PartnerConnection.Status.PLANNED
+    assert claimed.hub_client_status == "CONNECTED"  # the hub's report is kept, as its report
+    assert claimed not in token_push_targets()
+    assert PartnerConnection.objects.get(party__party_id="TOT") in token_push_targets()
