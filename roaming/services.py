@@ -314,6 +314,8 @@ def unregister(connection: PartnerConnection) -> PartnerConnection:
 
 def issue_registration_token(party: Party) -> str:
     """Create token A for a partner to register with us; only its hash is kept, so it is shown once."""
+    if party.is_self:
+        raise ValueError(f"{party.name} is us: nobody registers as our own party")
     connection, _ = PartnerConnection.objects.get_or_create(party=party)
     if connection.via_hub_id:
         raise ValueError(f"{party.name} is reached through a hub; register the hub instead")
