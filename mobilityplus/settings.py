@@ -189,8 +189,9 @@ OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
 # Calls carrying a partner's token may go to loopback/private/link-local addresses only when this is on
 # (the demo and tests, whose partners run on 127.0.0.1); off in production. docs/security-outgoing-calls.md
 OCPI_ALLOW_PRIVATE_NETWORK_URLS = env_bool("OCPI_ALLOW_PRIVATE_NETWORK_URLS", default=DEBUG)
-# How often each process checks whether agreements changed elsewhere (saves in-process apply at once).
-ROAMING_AGREEMENTS_CHECK_S = float(os.environ.get("ROAMING_AGREEMENTS_CHECK_S", "0.5"))
+# How often each process checks whether parties, connections or agreements changed elsewhere (one query on
+# roaming's change counter; changes in-process apply at once). See docs/security-partners.md.
+ROAMING_CHANGES_CHECK_S = float(os.environ.get("ROAMING_CHANGES_CHECK_S", "0.5"))
 
 # Production hardening, active whenever DEBUG is off.
 if not DEBUG:

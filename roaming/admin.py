@@ -60,6 +60,7 @@ class PartnerConnectionInline(admin.StackedInline):
         "accepts_raw_token",
         "location_pull_interval_minutes",
         "hub_client_status",
+        "staff_confirmation",
         "last_contact_at",
         "last_error",
         "last_error_at",
@@ -68,6 +69,7 @@ class PartnerConnectionInline(admin.StackedInline):
     readonly_fields = (
         "version",
         "hub_client_status",
+        "staff_confirmation",
         "last_contact_at",
         "last_error",
         "last_error_at",
@@ -77,6 +79,32 @@ class PartnerConnectionInline(admin.StackedInline):
     @admin.display(description="Latest handshake")
     def handshake_steps(self, connection: PartnerConnection) -> str:
         return handshake_steps(connection)
+
+    @admin.display(description="Hub client confirmed by staff")
+    def staff_confirmation(self, connection: PartnerConnection) -> str:
+        return staff_confirmation(connection)
+
+
+def staff_confirmation(connection: PartnerConnection) -> str:
+    """Whether the hub may act for this client, and the way to confirm it: an agreement through that hub."""
+    if not connection.pk or not connection.via_hub_id:
+        return "-"
+    hub = connection.via_hub.party
+    if selectors.hub_client_confirmed(connection):
+        return f"Confirmed: an agreement with {connection.party.ocpi_id} through {hub.name} is in force."
+    add_url = reverse("admin:roaming_roamingagreement_add")
+    return format_html(
+        "<strong>Not confirmed</strong>: {} may not act for {} (its calls get HTTP 403) until an agreement "
+        "with this party through the hub is in force{}. "
+        '<a href="{}?partner={}&amp;hub={}&amp;status=active">Confirm: add an agreement through {}</a>',
+        hub.name,
+        connection.party.ocpi_id,
+        "" if connection.status == PartnerConnection.Status.CONNECTED else "; then Resume the connection",
+        add_url,
+        connection.party_id,
+        hub.pk,
+        hub.name,
+    )
 
 
 def handshake_steps(connection: PartnerConnection) -> str:
@@ -223,6 +251,7 @@ class PartyAdmin(SimpleHistoryAdmin):
             text += f" via {connection.via_hub.party.name}"
             if connection.hub_client_status:
                 text += f" (hub: {connection.hub_client_status})"
+            text += "; confirmed" if selectors.hub_client_confirmed(connection) else "; not confirmed by staff"
         return text
 
     @admin.display(description="Last feed sync", ordering="last_sync_at")
@@ -420,16 +449,41 @@ class TokenMaskingContextHelper(HistoricalRecordContextHelper):
 
 @admin.register(PartnerConnection)
 class PartnerConnectionAdmin(SimpleHistoryAdmin):
-    list_display = ("party", "status", "via_hub", "hub_client_status", "version", "last_contact_at", "last_error")
+    list_display = (
+        "party",
+        "status",
+        "via_hub",
+        "hub_client_status",
+        "hub_client_confirmed",
+        "version",
+        "last_contact_at",
+        "last_error",
+    )
     list_filter = ("status", "hub_client_status")
     list_select_related = ("party", "via_hub__party")
     search_fields = ("party__name", "party__party_id")
     exclude = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash", "handshake_log")
-    readonly_fields = ("version", "endpoints", "last_contact_at", "last_error", "last_error_at", "handshake_steps")
+    readonly_fields = (
+        "version",
+        "endpoints",
+        "staff_confirmation",
+        "last_contact_at",
+        "last_error",
+        "last_error_at",
+        "handshake_steps",
+    )
 
     @admin.display(description="Latest handshake")
     def handshake_steps(self, connection: PartnerConnection) -> str:
         return handshake_steps(connection)
+
+    @admin.display(description="Hub client confirmed by staff")
+    def staff_confirmation(self, connection: PartnerConnection) -> str:
+        return staff_confirmation(connection)
+
+    @admin.display(description="Confirmed", boolean=True)
+    def hub_client_confirmed(self, connection: PartnerConnection) -> bool | None:
+        return selectors.hub_client_confirmed(connection)
 
     def get_historical_record_context_helper(self, request, historical_record):
         return TokenMaskingContextHelper(self.model, historical_record)
@@ -438,6 +492,6 @@ class PartnerConnectionAdmin(SimpleHistoryAdmin):
 @admin.register(RoamingAgreement)
 class RoamingAgreementAdmin(SimpleHistoryAdmin):
     list_display = ("partner", "direction", "status", "valid_from", "valid_until", "hub")
-    list_filter = ("status", "direction")
+    list_filter = ("status", "direction", "hub")
     list_select_related = ("partner", "hub")
     search_fields = ("partner__name", "partner__party_id", "notes")

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from roaming.data_version import PartnerDataQuerySet
+
 
 class Party(models.Model):
     """An OCPI party: identified on the wire by country code and party id."""
@@ -30,6 +32,8 @@ class Party(models.Model):
     is_self = models.BooleanField(default=False, help_text="MobilityPlus itself (see OCPI_* settings).")
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
+
+    objects = PartnerDataQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "parties"
@@ -115,6 +119,8 @@ class PartnerConnection(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords(excluded_fields=["last_contact_at", "updated_at", "handshake_log"])
 
+    objects = PartnerDataQuerySet.as_manager()
+
     class Meta:
         ordering = ["party__name"]
 
@@ -166,9 +172,23 @@ class RoamingAgreement(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
 
+    objects = PartnerDataQuerySet.as_manager()
+
     class Meta:
         ordering = ["partner__name", "-valid_from"]
         indexes = [models.Index(fields=["partner", "status"])]
 
     def __str__(self) -> str:
         return f"{self.partner.name}: {self.get_direction_display()} ({self.get_status_display()})"
+
+
+class PartnerDataVersion(models.Model):
+    """One row counting committed changes to parties, connections and agreements (see roaming/data_version.py).
+
+    Every process caches those three tables and compares this number at most every ROAMING_CHANGES_CHECK_S.
+    """
+
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"Partner data version {self.value}"

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, IntegerField, Max, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
-from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from roaming.data_version import partner_data_changed, partner_data_version
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 
 OUR_CARDS = (RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS, RoamingAgreement.Direction.BOTH)
@@ -66,29 +66,42 @@ def agreement_covers(partner: Party, *, our_cards: bool, on: dt.date | None = No
     return active_agreements(on=on, our_cards=our_cards).filter(partner=partner).exists()
 
 
+# Rows changed behind the ORM's back (SQL by hand) bump no counter: reload at least this often anyway.
+AGREEMENTS_MAX_AGE_S = 30.0
+
+
 class AgreementsInForce:
     """This process's copy of which partners have an agreement in force today.
 
     Every partner call reads it (the OCPI gate, real-time authorization), so it lives in memory:
-    a save in this process clears it at once (signals), a change made by another process is seen
-    by a cheap version query (latest updated_at and row count) at most every
-    ROAMING_AGREEMENTS_CHECK_S, and a new day reloads it.
+    a change noted in this process clears it at once, a change made by another process is seen
+    through roaming's change counter (`data_version`, read at most every ROAMING_CHANGES_CHECK_S),
+    and a new day reloads it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple | None = None
-        self._next_check = 0.0
+        self._loaded_at = 0.0
         self._in_force: frozenset[int] = frozenset()
+        self._through_hub: frozenset[tuple[int, int]] = frozenset()
         self._accepting_our_cards: frozenset[int] = frozenset()
 
     def clear(self) -> None:
         self._key = None
 
     def party_in_force(self, party: Party) -> bool:
-        """Whether a partner may use functional modules: an agreement in force with it, or routed through it (hub)."""
+        """Whether a partner may use functional modules itself: an agreement in force with it, or naming it as hub.
+
+        Never MobilityPlus itself: no call from outside may act as our own party.
+        """
         self._refresh_if_due()
         return party.pk in self._in_force
+
+    def party_in_force_through_hub(self, party: Party, hub: Party) -> bool:
+        """Whether a hub may speak for `party`: staff agreed with that party through that very hub."""
+        self._refresh_if_due()
+        return (party.pk, hub.pk) in self._through_hub
 
     def accepting_our_cards(self) -> frozenset[int]:
         """Ids of parties whose stations take our cards today (our own party included)."""
@@ -97,24 +110,19 @@ class AgreementsInForce:
 
     def _refresh_if_due(self) -> None:
         now = time.monotonic()
-        day = timezone.localdate()
-        if self._key is not None and self._key[0] == day and now < self._next_check:
+        key = (timezone.localdate(), partner_data_version.current())
+        if key == self._key and now - self._loaded_at < AGREEMENTS_MAX_AGE_S:
             return
         with self._lock:
-            stats = RoamingAgreement.objects.order_by().aggregate(last=Max("updated_at"), count=Count("id"))
-            key = (day, stats["last"], stats["count"])
-            self._next_check = now + settings.ROAMING_AGREEMENTS_CHECK_S
-            if key == self._key:
-                return
-            rows = list(active_agreements(on=day).values_list("partner_id", "hub_id", "direction"))
-            # Our own party counts as in force: it only ever calls us over a loopback connection.
-            self._in_force = frozenset(
-                {partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub} | {own_party().pk}
-            )
+            rows = list(active_agreements(on=key[0]).values_list("partner_id", "hub_id", "direction"))
+            me = own_party().pk
+            self._in_force = frozenset({partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub}) - {me}
+            self._through_hub = frozenset((partner, hub) for partner, hub, _ in rows if hub and partner != me)
             self._accepting_our_cards = frozenset(
-                {partner for partner, _, direction in rows if direction in OUR_CARDS} | {own_party().pk}
+                {partner for partner, _, direction in rows if direction in OUR_CARDS} | {me}
             )
             self._key = key
+            self._loaded_at = now
 
 
 agreements_in_force = AgreementsInForce()
@@ -124,14 +132,48 @@ def _agreements_changed(**_: object) -> None:
     agreements_in_force.clear()
 
 
-post_save.connect(_agreements_changed, sender=RoamingAgreement, dispatch_uid="roaming-agreements-in-force")
-post_delete.connect(_agreements_changed, sender=RoamingAgreement, dispatch_uid="roaming-agreements-in-force-del")
-post_save.connect(_agreements_changed, sender=Party, dispatch_uid="roaming-agreements-in-force-party")
+partner_data_changed.connect(_agreements_changed, dispatch_uid="roaming-agreements-in-force")
 
 
 def agreement_in_force(party: Party) -> bool:
-    """Whether a partner may use functional modules: an agreement in force with it, or routed through it (hub)."""
+    """Whether a partner may use functional modules itself: an agreement in force with it, or naming it as hub."""
     return agreements_in_force.party_in_force(party)
+
+
+def agreement_in_force_through_hub(party: Party, hub: Party) -> bool:
+    """Whether a hub may speak for one of its clients: an agreement in force with the client through that hub.
+
+    This is staff's confirmation of a hub client: a party a hub introduced by ClientInfo is recorded,
+    but the hub may act for it only once staff have agreed with that party through that hub.
+    """
+    return agreements_in_force.party_in_force_through_hub(party, hub)
+
+
+def is_our_party(country_code: str, party_id: str) -> bool:
+    """Whether an OCPI id is MobilityPlus's own (OCPI_COUNTRY_CODE / OCPI_PARTY_ID)."""
+    ours = (settings.OCPI_COUNTRY_CODE.upper(), settings.OCPI_PARTY_ID.upper())
+    return (country_code.strip().upper(), party_id.strip().upper()) == ours
+
+
+def hub_client_confirmed(connection: PartnerConnection) -> bool | None:
+    """For a client reached through a hub: whether staff confirmed it (agreement in force through that hub).
+
+    None for a connection not through a hub. Needs `connection.party` and `connection.via_hub.party` loaded.
+    """
+    if not connection.via_hub_id:
+        return None
+    return agreement_in_force_through_hub(connection.party, connection.via_hub.party)
+
+
+def hub_client_for_writes(hub: PartnerConnection, country_code: str, party_id: str) -> PartnerConnection | None:
+    """A hub's client it may act for now: attached to this hub, not us, not suspended or disconnected,
+    with an agreement in force through this hub. None otherwise."""
+    if is_our_party(country_code, party_id):
+        return None
+    client = hub_client(hub, country_code, party_id)
+    if client is None or client.party.is_self or client.status in CLOSED_STATUSES:
+        return None
+    return client if agreement_in_force_through_hub(client.party, hub.party) else None
 
 
 def roaming_partners_for_drivers():
@@ -150,6 +192,9 @@ def roaming_partners_for_drivers():
         .annotate(station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0))
         .order_by("name")
     )
+
+
+CLOSED_STATUSES = (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED)
 
 
 def connected_connections():

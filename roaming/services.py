@@ -25,7 +25,7 @@ from roaming.ocpi.envelope import (
     validated,
     validation_message,
 )
-from roaming.selectors import own_party
+from roaming.selectors import agreement_in_force_through_hub, is_our_party, own_party
 from roaming.serializers import CredentialsSerializer
 
 
@@ -349,6 +349,8 @@ def unregister(connection: PartnerConnection) -> PartnerConnection:
 
 def issue_registration_token(party: Party) -> str:
     """Create token A for a partner to register with us; only its hash is kept, so it is shown once."""
+    if party.is_self:
+        raise ValueError(f"{party.name} is us: nobody registers as our own party")
     connection, _ = PartnerConnection.objects.get_or_create(party=party)
     if connection.via_hub_id:
         raise ValueError(f"{party.name} is reached through a hub; register the hub instead")
@@ -624,30 +626,42 @@ def resume_connection(connection: PartnerConnection) -> PartnerConnection:
 def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tuple[PartnerConnection | None, bool]:
     """Keep the ConnectionStatus a hub reports for one of its clients; new parties get a via-hub connection.
 
-    Returns the client's connection (None when the party is reached another way) and whether it was created.
-    An older report than the one we hold is ignored.
+    Returns the client's connection (None when the party is reached another way: directly or through
+    another hub, it is never re-attached) and whether it was created. An older report than the one we
+    hold is ignored. A ClientInfo about MobilityPlus itself is refused (HTTP 403): nobody outside may
+    act as our own party. Recording a client gives the hub no rights: it may act for the client only
+    once staff have an agreement in force with it through this hub (`selectors.hub_client_for_writes`).
     """
     country_code, party_id = info["country_code"].upper(), info["party_id"].upper()
+    if is_our_party(country_code, party_id):
+        raise OcpiError(CLIENT_ERROR, f"{country_code}*{party_id} is us: no hub speaks for it", http_status=403)
     last_updated = parse_datetime(info["last_updated"], "last_updated")
     role = OCPI_ROLE_TO_PARTY_ROLE.get(info["role"], Party.Role.OTHER)
     with transaction.atomic():
         party, party_created = Party.objects.get_or_create(
             country_code=country_code, party_id=party_id, defaults={"role": role, "name": f"{country_code}*{party_id}"}
         )
-        if not party_created and {party.role, role} == {Party.Role.CPO, Party.Role.EMSP}:
-            party.role = Party.Role.CPO_EMSP
-            party.save(update_fields=["role"])
+        if party.is_self:
+            raise OcpiError(CLIENT_ERROR, f"{party.ocpi_id} is us: no hub speaks for it", http_status=403)
+        # A party we knew before (maybe with an agreement of its own) is not reached through this hub on
+        # the hub's word: it stays PLANNED, so no token push or command goes to the hub for it, until
+        # staff confirm it (an agreement through this hub) and resume it.
+        trusted = party_created or agreement_in_force_through_hub(party, hub.party)
         connection, created = PartnerConnection.objects.select_for_update().get_or_create(
             party=party,
             defaults={
                 "via_hub": hub,
                 "status": PartnerConnection.Status.CONNECTED
-                if info["status"] == "CONNECTED"
+                if info["status"] == "CONNECTED" and trusted
                 else PartnerConnection.Status.PLANNED,
             },
         )
         if connection.via_hub_id != hub.pk:
             return None, False
+        # Only a client of this hub may have its role widened by the hub's report.
+        if not party_created and {party.role, role} == {Party.Role.CPO, Party.Role.EMSP}:
+            party.role = Party.Role.CPO_EMSP
+            party.save(update_fields=["role"])
         if created or not connection.hub_client_updated_at or connection.hub_client_updated_at <= last_updated:
             connection.hub_client_status = info["status"]
             connection.hub_client_updated_at = last_updated

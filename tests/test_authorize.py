@@ -111,9 +111,11 @@ def test_cpo_without_agreement_in_force_is_refused_and_the_wrong_direction_is_no
 def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     hub = PartnerConnectionFactory(party__role=Party.Role.HUB, tokens__from_them="hub-token")
     covered = PartnerConnectionFactory(party__role=Party.Role.CPO, via_hub=hub)
-    RoamingAgreementFactory(partner=covered.party)
+    RoamingAgreementFactory(partner=covered.party, hub=hub.party)  # agreed through this hub
     uncovered = PartnerConnectionFactory(party__role=Party.Role.CPO, via_hub=hub)
-    RoamingAgreementFactory(partner=uncovered.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
+    RoamingAgreementFactory(
+        partner=uncovered.party, hub=hub.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS
+    )
     card = CardFactory()
 
     def via_hub(party):
@@ -217,7 +219,7 @@ def test_a_change_is_seen_at_once_in_this_process(client, cpo):
 def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, settings):
     """Another worker changed the rows: no signal reached us, the poll of last_updated/updated_at does."""
     settings.CARDS_CACHE_POLL_S = 0
-    settings.ROAMING_AGREEMENTS_CHECK_S = 0
+    settings.ROAMING_CHANGES_CHECK_S = 0
     card = CardFactory()
     assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
     Card.objects.filter(pk=card.pk).update(status=Card.Status.BLOCKED, last_updated=timezone.now())
@@ -233,14 +235,9 @@ def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, se
     assert authorize(client, card.uid).status_code == 403
 
 
-def test_a_warm_cache_answers_without_database_queries(
-    client, cpo, django_assert_max_num_queries, settings, monkeypatch
-):
-    from roaming.ocpi import endpoint
-
+def test_a_warm_cache_answers_without_database_queries(client, cpo, django_assert_max_num_queries, settings):
     settings.CARDS_DECISION_LOG_FLUSH_S = 60  # buffered: the log is written later, in bulk
-    monkeypatch.setattr(endpoint, "CONNECTION_CHECK_SECONDS", 60)  # nor is the look for changed connections
-    settings.ROAMING_AGREEMENTS_CHECK_S = 60  # nor the look for changed agreements
+    settings.ROAMING_CHANGES_CHECK_S = 60  # nor the look for changed connections and agreements
     cards = CardFactory.create_batch(5)
     assert card_directory.warm() == 5
     settings.CARDS_CACHE_POLL_S = 60  # the next look for changes is not due during this test

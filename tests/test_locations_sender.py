@@ -134,10 +134,13 @@ def test_our_own_puller_pulls_our_own_sender(live_server, our_stations, settings
     settings.FEEDS_SENDER_MAX_LIMIT = 10
     cache.clear()
     me = own_party()
+    # Our reader pulls as if from a partner (our own party never authenticates with us: nobody outside may
+    # act as it), with the token of a partner that may read our sender.
+    reader = PartnerConnectionFactory(tokens__from_them="loop-token")
+    RoamingAgreementFactory(partner=reader.party)
     loopback = PartnerConnectionFactory(
         party=me,
         endpoints=[{"identifier": "locations", "role": "SENDER", "url": live_server.url + URL}],
-        tokens__from_them="loop-token",
         tokens__to_them="loop-token",
     )
     before = {

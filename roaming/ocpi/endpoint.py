@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.models import Count, Max
-from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from roaming.data_version import partner_data_changed, partner_data_version
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi import credentials
 from roaming.ocpi.envelope import (
@@ -27,18 +26,22 @@ from roaming.ocpi.envelope import (
     error_response,
     ocpi_response,
 )
-from roaming.selectors import agreement_in_force
+from roaming.selectors import (
+    CLOSED_STATUSES,
+    agreement_in_force,
+    agreement_in_force_through_hub,
+    hub_client,
+    is_our_party,
+)
 from roaming.services import record_contact
 
 logger = logging.getLogger(__name__)
 
 CONFIGURATION_MODULES = {"versions", "credentials", "hubclientinfo"}
-# How long a process trusts its copy of a connection at most; saves clear it at once in this process,
-# and other processes see a change within CONNECTION_CHECK_SECONDS (one cheap query on the table's
-# last updated_at and row count), so the per-connection lifetime can be long: with many partners
-# a short one means a query on almost every request.
+# How long a process trusts its copy of a connection at most. Changes noted through the ORM clear it at
+# once in this process and within ROAMING_CHANGES_CHECK_S in every other (roaming/data_version.py), so
+# this lifetime only bounds rows changed behind the ORM's back (SQL by hand).
 CONNECTION_CACHE_SECONDS = 30.0
-CONNECTION_CHECK_SECONDS = 0.5
 # `last_contact_at` is written at most this often per connection and process: incoming calls (the
 # authorize hot path among them) would otherwise each pay for an UPDATE.
 CONTACT_WRITE_SECONDS = 60.0
@@ -72,7 +75,7 @@ class PartnerContext:
 _connections: dict[str, tuple[float, PartnerConnection | None, bool]] = {}
 
 
-_connections_seen: dict[str, Any] = {"version": None, "next_check": 0.0}
+_connections_seen: dict[str, Any] = {"version": None}
 
 # Connection id -> monotonic time of this process's latest `last_contact_at` write. Cleared with the
 # connection cache on a save here, so a connection saved (or created) in this process is written again.
@@ -98,28 +101,22 @@ def _note_contact(connection: PartnerConnection) -> None:
         logger.warning("Could not record contact for connection %s", connection.pk, exc_info=True)
 
 
-def _check_connections_version(now: float) -> None:
-    """Forget cached connections when any connection changed in another process."""
-    if now < _connections_seen["next_check"]:
-        return
-    _connections_seen["next_check"] = now + CONNECTION_CHECK_SECONDS
-    stats = PartnerConnection.objects.order_by().aggregate(last=Max("updated_at"), count=Count("id"))
-    version = (stats["last"], stats["count"])
+def _check_connections_version() -> None:
+    """Forget cached connections when parties, connections or agreements changed in another process."""
+    version = partner_data_version.current()
     if version != _connections_seen["version"]:
         _connections.clear()
         _connections_seen["version"] = version
 
 
-post_save.connect(_clear_connection_cache, sender=PartnerConnection)
-post_delete.connect(_clear_connection_cache, sender=PartnerConnection)
-post_save.connect(_clear_connection_cache, sender=Party)
+partner_data_changed.connect(_clear_connection_cache, dispatch_uid="ocpi-endpoint-connections")
 
 
 def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
     """The connection a token belongs to, and whether it is a registration token (token A)."""
     digest = credentials.hash_token(token)
     now = time.monotonic()
-    _check_connections_version(now)
+    _check_connections_version()
     cached = _connections.get(digest)
     if cached and cached[0] > now:
         return cached[1], cached[2]
@@ -148,27 +145,44 @@ def authenticate(request: HttpRequest, module: str) -> PartnerContext:
         raise OcpiError(CLIENT_ERROR, "Unknown or missing credentials token", http_status=401)
     if registration and module not in {"versions", "credentials"}:
         raise OcpiError(CLIENT_ERROR, "The registration token is only valid for versions and credentials", 401)
-    if connection.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):
+    if connection.status in CLOSED_STATUSES:
         raise OcpiError(CLIENT_ERROR, f"Connection is {connection.status}", http_status=403)
+    if connection.party.is_self:
+        # A connection row for our own party would let its token holder act as MobilityPlus.
+        raise OcpiError(CLIENT_ERROR, f"Nobody may call us as {connection.party.ocpi_id}", http_status=403)
 
     party = connection.party
     if module not in CONFIGURATION_MODULES:
-        party = _attributed_party(request, connection)
+        party, hub = _attributed_party(request, connection)
         # Functional modules are for partners we do business with: an ended, suspended, expired or
         # not yet active agreement closes them (configuration modules stay open to (re)connect).
-        if not agreement_in_force(party):
+        # Through a hub, only an agreement with that party through that hub counts (staff's confirmation).
+        if hub is not None:
+            if not agreement_in_force_through_hub(party, hub.party):
+                raise OcpiError(
+                    CLIENT_ERROR,
+                    f"No roaming agreement in force with {party.ocpi_id} through {hub.party.ocpi_id}",
+                    http_status=403,
+                )
+        elif not agreement_in_force(party):
             raise OcpiError(CLIENT_ERROR, f"No roaming agreement in force with {party.ocpi_id}", http_status=403)
     return PartnerContext(request=request, connection=connection, party=party, with_registration_token=registration)
 
 
-def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> Party:
-    """The party a functional call speaks for: a hub's client named in OCPI-from-*, or the caller."""
+def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> tuple[Party, PartnerConnection | None]:
+    """The party a functional call speaks for, and the hub it speaks through (None when it speaks for itself).
+
+    A hub's client named in OCPI-from-*, or the caller. Never MobilityPlus itself, and through a hub
+    only a party attached to that hub (its client connection), not suspended or disconnected.
+    """
     country = request.headers.get("OCPI-from-country-code", "").strip().upper()
     party_id = request.headers.get("OCPI-from-party-id", "").strip().upper()
     if not country or not party_id:
-        return connection.party
+        return connection.party, None
+    if is_our_party(country, party_id):
+        raise OcpiError(CLIENT_ERROR, f"Nobody may act as {country}*{party_id}: that is us", http_status=403)
     if (country, party_id) == (connection.party.country_code, connection.party.party_id):
-        return connection.party
+        return connection.party, None
     if connection.party.role != Party.Role.HUB:
         raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
     # Cached with the connections (same lifetime and invalidation): through a hub this is every request.
@@ -178,17 +192,13 @@ def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> Pa
     if cached and cached[0] > now:
         client = cached[1]
     else:
-        client = (
-            PartnerConnection.objects.select_related("party")
-            .filter(via_hub=connection, party__country_code=country, party__party_id=party_id)
-            .first()
-        )
+        client = hub_client(connection, country, party_id)
         _connections[key] = (now + CONNECTION_CACHE_SECONDS, client, False)
-    if client is None:
+    if client is None or client.party.is_self:
         raise OcpiError(CLIENT_ERROR, f"The hub may not speak for {country}*{party_id}", http_status=403)
-    if client.status in (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED):
+    if client.status in CLOSED_STATUSES:
         raise OcpiError(CLIENT_ERROR, f"Connection to {country}*{party_id} is {client.status}", http_status=403)
-    return client.party
+    return client.party, connection
 
 
 def _echo_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
