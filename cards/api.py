@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from cards.authorization import authorize_at_station
 from cards.models import Card
+from mobilityplus.api_errors import error_responses
 from roaming.selectors import own_party
 from stations.models import EVSE
 
@@ -76,7 +77,11 @@ class AuthorizationView(APIView):
     authentication_classes = [BackendTokenAuthentication, authentication.SessionAuthentication]
     permission_classes = [IsBackendOrStaff]
 
-    @extend_schema(request=AuthorizationRequestSerializer, responses=AuthorizationResultSerializer)
+    @extend_schema(
+        request=AuthorizationRequestSerializer,
+        # 429: failed backend authentications are rate limited (documented before the limit is enforced).
+        responses={200: AuthorizationResultSerializer, **error_responses(400, 401, 403, 406, 415, 429)},
+    )
     def post(self, request):
         """Decide whether a card may charge at one of our EVSEs; always answers within 2 seconds."""
         serializer = AuthorizationRequestSerializer(data=request.data)
