@@ -8,13 +8,15 @@ Every refusal is JSON: `{"detail": "..."}` for a refusal of the whole request (4
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponsePermanentRedirect
 from django.urls import resolve
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
-from rest_framework.views import APIView
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
 
 DETAIL_SCHEMA = {
     "type": "object",
@@ -23,10 +25,18 @@ DETAIL_SCHEMA = {
 }
 BAD_INPUT_SCHEMA = {
     "type": "object",
-    "description": "Each bad parameter or field with its messages; `detail` alone when the body cannot be parsed.",
+    "description": "Each bad parameter or field with its messages; `detail` alone for a request that cannot be parsed.",
     "properties": {"detail": {"type": "string"}},
     "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
+
+
+def refusal(description: str, detail: str) -> OpenApiResponse:
+    """A `{"detail": ...}` answer, with DRF's own words as its example."""
+    return OpenApiResponse(
+        DETAIL_SCHEMA, description=description, examples=[OpenApiExample("DRF", value={"detail": detail})]
+    )
+
 
 ERROR_RESPONSES = {
     400: OpenApiResponse(
@@ -37,35 +47,22 @@ ERROR_RESPONSES = {
             OpenApiExample("Unparseable body", value={"detail": "JSON parse error - Expecting value"}),
         ],
     ),
-    401: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="No credentials, or the bearer token is wrong (see the WWW-Authenticate header).",
-        examples=[OpenApiExample("No credentials", value={"detail": "Authentication credentials were not provided."})],
+    401: refusal(
+        "No credentials, or the bearer token is wrong (the WWW-Authenticate header names the scheme).",
+        "Authentication credentials were not provided.",
     ),
-    403: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="Authenticated but not allowed (a driver's session; a staff session without its CSRF token).",
-        examples=[OpenApiExample("Not allowed", value={"detail": "You do not have permission to perform this action."})],
+    403: refusal(
+        "Authenticated but not allowed (a driver's session; a staff session without its CSRF token).",
+        "You do not have permission to perform this action.",
     ),
-    404: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="No such resource.",
-        examples=[OpenApiExample("Unknown", value={"detail": "Not found."})],
+    404: refusal("No such resource.", "Not found."),
+    406: refusal("The Accept header excludes JSON.", "Could not satisfy the request Accept header."),
+    415: refusal(
+        "The body is not JSON, form-urlencoded or multipart.", 'Unsupported media type "text/plain" in request.'
     ),
-    406: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="The Accept header excludes JSON.",
-        examples=[OpenApiExample("Not acceptable", value={"detail": "Could not satisfy the request Accept header."})],
-    ),
-    415: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="The body is not JSON, form-urlencoded or multipart.",
-        examples=[OpenApiExample("Unsupported", value={"detail": 'Unsupported media type "text/plain" in request.'})],
-    ),
-    429: OpenApiResponse(
-        DETAIL_SCHEMA,
-        description="Too many requests (failed authentications): wait for the Retry-After header's seconds.",
-        examples=[OpenApiExample("Throttled", value={"detail": "Request was throttled. Expected available in 60 seconds."})],
+    429: refusal(
+        "Too many requests (failed authentications): wait for the Retry-After header's seconds.",
+        "Request was throttled. Expected available in 60 seconds.",
     ),
 }
 
@@ -94,3 +91,21 @@ class UnknownApiPath(APIView):
             if getattr(match.func, "view_class", None) is not UnknownApiPath:
                 return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
         return super().dispatch(request, *args, **kwargs)
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, plus Django's "suspicious" input refusals (too many parameters or fields, body too
+    large for a form) as a DRF 400 instead of Django's HTML "Bad Request" page."""
+    if isinstance(exc, SuspiciousOperation):
+        exc = ParseError(suspicious_input_text(exc))
+    return exception_handler(exc, context)
+
+
+def suspicious_input_text(exc: SuspiciousOperation) -> str:
+    if isinstance(exc, TooManyFieldsSent):
+        return f"Too many query parameters or form fields (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+    if isinstance(exc, TooManyFilesSent):
+        return f"Too many files in the form (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES})."
+    if isinstance(exc, RequestDataTooBig):
+        return f"The form is too large (at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)."
+    return "Malformed request."

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import GenerationMode
@@ -29,6 +28,7 @@ from tests.factories import (
     EVSEFactory,
     MapLocationFactory,
     RoamingAgreementFactory,
+    UserFactory,
 )
 
 SERVICE_TOKEN = "backend-secret-for-schema-tests"
@@ -80,13 +80,189 @@ def stored() -> tuple[int, int, int]:
 )
 def test_rest_api_answers_as_its_schema_says(case, live_server, api_data):
     before = stored()
-    import sys; print("CASE", case.method, case.path, case.path_parameters, case.query, str(case.body)[:80], case.media_type, file=sys.stderr)
     headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"} if case.path == "/api/v1/authorizations" else {}
     response = case.call_and_validate(headers=headers, checks=CHECKS, base_url=live_server.url, timeout=10)
-    print("STATUS", response.status_code, response.text[:150], file=sys.stderr)
     if response.status_code >= 400:
         assert stored() == before, "a refused request stored nothing"
 
 
-def test_placeholder(live_server):
-    assert requests.get(live_server.url + "/healthz", timeout=5).status_code in (200, 503)
+# --- Each kind of bad input the run found, as a user sees it ---
+
+AUTHORIZATIONS = "/api/v1/authorizations"
+
+
+def backend_post(client, body, content_type="application/json", token=SERVICE_TOKEN):
+    return client.post(AUTHORIZATIONS, body, content_type=content_type, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.fixture
+def backend(db, settings):
+    settings.CARDS_BACKEND_API_TOKEN = SERVICE_TOKEN
+    settings.CARDS_DECISION_LOG_FLUSH_S = 0
+    card_directory.clear()
+    EVSEFactory(location__party=own_party(), location__ocpi_id="BE-GRAND-PLACE", uid="BE*MBP*E0001")
+    CardFactory(uid="04A1B2C3")
+    yield
+    card_directory.clear()
+
+
+def assert_drf_detail(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+@pytest.mark.django_db
+def test_unknown_station_id_answers_json_404(client):
+    body = assert_drf_detail(client.get("/api/v1/stations/987654"), 404)
+    assert body == {"detail": "No such station on the map."}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("station_id", ["abc", "-1", "1.5", "null,null", "99999999999999999999999", "%00"])
+def test_station_id_that_is_not_a_number_on_the_map_answers_json_404(client, station_id):
+    assert_drf_detail(client.get(f"/api/v1/stations/{station_id}"), 404)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post", "put", "delete"])
+@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v2/stations", "/api/", "/api/v1/stations/1/evses"])
+def test_unknown_path_under_api_answers_json_404_whatever_the_method(client, method, path):
+    assert_drf_detail(getattr(client, method)(path), 404)
+
+
+@pytest.mark.django_db
+def test_api_pages_asked_without_their_slash_are_still_redirected(client):
+    response = client.get("/api/schema?format=json")
+    assert response.status_code == 301 and response["Location"] == "/api/schema/?format=json"
+    assert client.get("/api/docs")["Location"] == "/api/docs/"
+
+
+@pytest.mark.django_db
+def test_pages_outside_the_api_keep_the_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+VIEWPORT = {"bbox": "4.30,50.80,4.40,50.90", "zoom": "12"}
+NEARBY = {"lat": "50.85", "lon": "4.35"}
+BAD_QUERIES = [
+    ("/api/v1/stations", VIEWPORT, "bbox", "nan,50.8,4.4,50.9"),
+    ("/api/v1/stations", VIEWPORT, "bbox", "4.3,50.8,inf,50.9"),
+    ("/api/v1/stations", VIEWPORT, "bbox", "1e400,50.8,4.4,50.9"),
+    ("/api/v1/stations", VIEWPORT, "bbox", "4.3,50.8,4.4,50.9\x00"),
+    ("/api/v1/stations", VIEWPORT, "bbox", "4.3,50.8,4.4"),
+    ("/api/v1/stations", VIEWPORT, "bbox", "9" * 2000 + ",50.8,4.4,50.9"),
+    ("/api/v1/stations", VIEWPORT, "zoom", "nan"),
+    ("/api/v1/stations", VIEWPORT, "zoom", "99999999999999999999999999"),
+    ("/api/v1/stations", VIEWPORT, "zoom", "1\x00"),
+    ("/api/v1/stations", VIEWPORT, "min_power_kw", "nan"),
+    ("/api/v1/stations", VIEWPORT, "standard", "IEC_62196_T2\x00"),
+    ("/api/v1/stations", VIEWPORT, "operator", "NL*ALL\x00"),
+    ("/api/v1/stations", VIEWPORT, "available", "\x00"),
+    ("/api/v1/stations/nearby", NEARBY, "lat", "NaN"),
+    ("/api/v1/stations/nearby", NEARBY, "lat", "1e400"),
+    ("/api/v1/stations/nearby", NEARBY, "lat", "50.85\x00"),
+    ("/api/v1/stations/nearby", NEARBY, "lon", "-inf"),
+    ("/api/v1/stations/nearby", NEARBY, "lon", "9" * 400),
+    ("/api/v1/stations/nearby", NEARBY, "radius_km", "nan"),
+    ("/api/v1/stations/nearby", NEARBY, "limit", "1e3"),
+    ("/api/v1/stations/search", {"q": "Brussel"}, "q", "Bru\x00ssel"),
+    ("/api/v1/stations/search", {"q": "Brussel"}, "q", "x" * 61),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("path", "good", "name", "value"), BAD_QUERIES)
+def test_bad_map_query_parameter_answers_400_naming_it(client, path, good, name, value):
+    response = client.get(path, {**good, name: value})
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    assert list(response.json()) == [name] and all(isinstance(m, str) for m in response.json()[name])
+
+
+@pytest.mark.django_db
+def test_good_map_queries_answer_200(client):
+    """The bad inputs above differ from these in one parameter only."""
+    for path, good in [
+        ("/api/v1/stations", VIEWPORT),
+        ("/api/v1/stations/nearby", NEARBY),
+        ("/api/v1/stations/search", {"q": "Brussel"}),
+    ]:
+        assert client.get(path, good).status_code == 200
+
+
+GOOD_AUTHORIZATION = {"uid": "04A1B2C3", "location_id": "BE-GRAND-PLACE", "evse_uid": "BE*MBP*E0001"}
+
+
+def test_authorization_body_that_is_not_json_answers_400_and_stores_nothing(client, backend):
+    response = backend_post(client, '{"uid": "04A1B2C3",', content_type="application/json")
+    assert_drf_detail(response, 400)
+    assert response.json()["detail"].startswith("JSON parse error")
+    assert AuthorizationDecision.objects.count() == 0
+
+
+def test_authorization_body_of_unsupported_type_answers_415_and_stores_nothing(client, backend):
+    response = backend_post(client, "uid=04A1B2C3", content_type="text/plain")
+    assert_drf_detail(response, 415)
+    assert AuthorizationDecision.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("uid", "04A1\x00B2C3"), ("location_id", "BE-GRAND\x00PLACE"), ("evse_uid", "BE*MBP*E0001\x00"), ("uid", "")],
+)
+def test_authorization_field_with_nul_byte_or_blank_answers_400_naming_it(client, backend, field, value):
+    response = backend_post(client, {**GOOD_AUTHORIZATION, field: value})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field]
+    assert AuthorizationDecision.objects.count() == 0
+
+
+def test_authorization_without_the_bearer_answers_401_asking_for_it(client, backend):
+    anonymous = client.post(AUTHORIZATIONS, GOOD_AUTHORIZATION, content_type="application/json")
+    assert_drf_detail(anonymous, 401)
+    assert anonymous["WWW-Authenticate"] == "Bearer"
+    assert_drf_detail(backend_post(client, GOOD_AUTHORIZATION, token="not-the-token"), 401)
+    assert AuthorizationDecision.objects.count() == 0
+
+
+def test_driver_session_on_authorizations_answers_403(client, backend):
+    client.force_login(UserFactory())
+    assert_drf_detail(client.post(AUTHORIZATIONS, GOOD_AUTHORIZATION, content_type="application/json"), 403)
+    assert AuthorizationDecision.objects.count() == 0
+
+
+def test_good_authorization_answers_200_and_is_logged(client, backend):
+    """The refusals above differ from this request in one thing only."""
+    response = backend_post(client, GOOD_AUTHORIZATION)
+    assert response.status_code == 200 and response.json()["allowed"] == "ALLOWED"
+    assert AuthorizationDecision.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_served_schema_is_the_one_the_run_tests(client):
+    assert client.get("/api/schema/?format=json").json() == generated_schema()
+
+
+def test_authorization_body_nested_too_deeply_answers_400_not_500(client, backend):
+    response = backend_post(client, "[" * 100_000, content_type="application/json")
+    assert_drf_detail(response, 400)
+    assert response.json() == {"detail": "JSON parse error - nested too deeply."}
+    assert AuthorizationDecision.objects.count() == 0
+
+
+def test_authorization_form_with_too_many_fields_answers_json_400(client, backend, settings):
+    fields = "&".join(f"f{i}=1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    response = backend_post(client, fields, content_type="application/x-www-form-urlencoded")
+    assert_drf_detail(response, 400)
+    assert response.json()["detail"].startswith("Too many query parameters or form fields")
+    assert AuthorizationDecision.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_map_query_with_too_many_parameters_answers_json_400(client, settings):
+    query = "&".join(f"standard=IEC_62196_T2&n{i}=1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS))
+    assert_drf_detail(client.get(f"/api/v1/stations?bbox=4.3,50.8,4.4,50.9&zoom=12&{query}"), 400)
