@@ -1,4 +1,5 @@
-"""The REST API (/api/v1) answers every request, good or bad, as its OpenAPI schema says (schemathesis)."""
+"""The REST API (/api/v1) answers every request, good or bad, as its OpenAPI schema says (schemathesis),
+and each kind of bad input it was found to mishandle now gets a DRF error (example tests below)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from django.test import Client
+from django.utils.crypto import get_random_string
+from hypothesis import HealthCheck, Phase
+from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -20,11 +24,13 @@ from cards.authorization import card_directory
 from cards.models import AuthorizationDecision, Card
 from roaming.models import RoamingAgreement
 from roaming.selectors import own_party
+from stations.map_cells import refresh_map_cells
 from stations.models import Location
 from stations.selectors import bump_map_cache_version
 from tests.factories import (
     CardFactory,
     ConnectorFactory,
+    DriverFactory,
     EVSEFactory,
     MapLocationFactory,
     RoamingAgreementFactory,
@@ -32,13 +38,22 @@ from tests.factories import (
 )
 
 SERVICE_TOKEN = "backend-secret-for-schema-tests"
+AUTHORIZATIONS = "/api/v1/authorizations"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
-    negative_data_rejection,
+    negative_data_rejection,  # input the schema forbids is refused with a 4xx
 ]
+# Bounded for a busy 2-core machine: a few dozen cases per operation, positive and negative, no shrinking.
+RUN = hypothesis_settings(
+    max_examples=15,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
 
 
 def generated_schema() -> dict:
@@ -49,46 +64,117 @@ def generated_schema() -> dict:
     return json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
 
 
-schema = schemathesis.openapi.from_dict(generated_schema()).include(path_regex=r"^/api/v1/")
-schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def api_schema(**include) -> schemathesis.BaseSchema:
+    loaded = schemathesis.openapi.from_dict(SERVED).include(**include)
+    # Each caller's credentials are sent by the test, not generated (a random session cookie tests nothing).
+    loaded.config.generation.update(
+        modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], with_security_parameters=False
+    )
+    return loaded
+
+
+SERVED = generated_schema()
+schema = api_schema(path_regex=r"^/api/v1/")
+authorizations_schema = api_schema(path=AUTHORIZATIONS)
 
 
 @pytest.fixture
 def api_data(transactional_db, settings):
+    """What the live server answers from: a partner station on the map in Brussels, our EVSE and card."""
     settings.CARDS_BACKEND_API_TOKEN = SERVICE_TOKEN
     settings.CARDS_DECISION_LOG_FLUSH_S = 0
     card_directory.clear()
     bump_map_cache_version()
     partner = RoamingAgreementFactory(direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS).partner
-    ConnectorFactory(evse__location=MapLocationFactory(party=partner))
+    ConnectorFactory(evse__location=MapLocationFactory(party=partner, name="Grand-Place"))
     EVSEFactory(location__party=own_party(), location__ocpi_id="BE-GRAND-PLACE", uid="BE*MBP*E0001")
     CardFactory(uid="04A1B2C3")
     yield
     card_directory.clear()
 
 
+def session_cookie(user) -> dict[str, str]:
+    client = Client()
+    client.force_login(user)
+    return {name: morsel.value for name, morsel in client.cookies.items()}
+
+
+@pytest.fixture
+def driver_cookies(api_data) -> dict[str, str]:
+    return session_cookie(DriverFactory().user)
+
+
+@pytest.fixture
+def staff_credentials(api_data) -> tuple[dict[str, str], dict[str, str]]:
+    """A staff member's session, with the CSRF token DRF asks of a session POST: (cookies, headers)."""
+    csrf = get_random_string(32)
+    cookies = {**session_cookie(UserFactory(is_staff=True)), "csrftoken": csrf}
+    return cookies, {"X-CSRFToken": csrf}
+
+
 def stored() -> tuple[int, int, int]:
     return AuthorizationDecision.objects.count(), Card.objects.count(), Location.objects.count()
 
 
-@schema.parametrize()
-@settings(
-    max_examples=25,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
-def test_rest_api_answers_as_its_schema_says(case, live_server, api_data):
+def call_and_validate(case, live_server, **credentials):
     before = stored()
-    headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"} if case.path == "/api/v1/authorizations" else {}
-    response = case.call_and_validate(headers=headers, checks=CHECKS, base_url=live_server.url, timeout=10)
+    response = case.call_and_validate(checks=CHECKS, base_url=live_server.url, timeout=10, **credentials)
     if response.status_code >= 400:
-        assert stored() == before, "a refused request stored nothing"
+        assert stored() == before, f"a refused request stored nothing ({case.method} {case.formatted_path})"
+    return response
+
+
+@schema.parametrize()
+@RUN
+def test_rest_api_answers_drivers_and_the_backend_as_its_schema_says(case, live_server, driver_cookies):
+    """The map as a logged-in driver uses it; authorizations as our charge-point backend (bearer)."""
+    if case.path == AUTHORIZATIONS:
+        call_and_validate(case, live_server, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+    else:
+        call_and_validate(case, live_server, cookies=driver_cookies)
+
+
+@authorizations_schema.parametrize()
+@RUN
+def test_authorizations_answer_staff_sessions_as_the_schema_says(case, live_server, staff_credentials):
+    cookies, headers = staff_credentials
+    call_and_validate(case, live_server, cookies=cookies, headers=headers)
+
+
+def test_good_requests_get_answers_of_the_documented_shape(
+    live_server, api_data, driver_cookies, staff_credentials, settings
+):
+    """Random input rarely hits a station: these do, so every 200 shape is held to the schema too."""
+    refresh_map_cells()
+    station = Location.objects.get(name="Grand-Place")
+    good = [
+        ("/api/v1/stations", {"query": {"bbox": "4.30,50.80,4.40,50.90", "zoom": 17}}),
+        ("/api/v1/stations/nearby", {"query": {"lat": 50.85, "lon": 4.35}}),
+        ("/api/v1/stations/search", {"query": {"q": "Brus"}}),
+        ("/api/v1/stations/search", {"query": {"q": "Grand"}}),
+        ("/api/v1/stations/{id}", {"path_parameters": {"id": station.pk}}),
+        ("/api/v1/stations", {"query": {"bbox": "-25,34,45,72", "zoom": 3}}),  # clustered: see MAP_MAX_STATIONS
+    ]
+    answers = []
+    for path, data in good:
+        settings.MAP_MAX_STATIONS = 0 if data.get("query", {}).get("zoom") == 3 else 500
+        case = schema[path]["GET"].Case(**data)
+        answers.append(call_and_validate(case, live_server, cookies=driver_cookies).json())
+    assert [len(answer.get("features", answer.get("results", [answer]))) for answer in answers] == [1] * 6
+    assert answers[0]["meta"]["clustered"] is False and answers[5]["meta"]["clustered"] is True
+    assert answers[1]["features"][0]["properties"]["distance_km"] == 0
+    assert answers[4]["properties"]["evses"][0]["connectors"]
+    good_card = {"uid": "04A1B2C3", "location_id": "BE-GRAND-PLACE", "evse_uid": "BE*MBP*E0001"}
+    cookies, headers = staff_credentials
+    for credentials in [
+        {"headers": {"Authorization": f"Bearer {SERVICE_TOKEN}"}},
+        {"cookies": cookies, "headers": headers},
+    ]:
+        case = schema[AUTHORIZATIONS]["POST"].Case(body=good_card, media_type="application/json")
+        assert call_and_validate(case, live_server, **credentials).json()["allowed"] == "ALLOWED"
 
 
 # --- Each kind of bad input the run found, as a user sees it ---
-
-AUTHORIZATIONS = "/api/v1/authorizations"
 
 
 def backend_post(client, body, content_type="application/json", token=SERVICE_TOKEN):
@@ -212,9 +298,17 @@ def test_authorization_body_of_unsupported_type_answers_415_and_stores_nothing(c
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("uid", "04A1\x00B2C3"), ("location_id", "BE-GRAND\x00PLACE"), ("evse_uid", "BE*MBP*E0001\x00"), ("uid", "")],
+    [
+        ("uid", "04A1\x00B2C3"),
+        ("location_id", "BE-GRAND\x00PLACE"),
+        ("evse_uid", "BE*MBP*E0001\x00"),
+        ("uid", ""),
+        ("uid", 4),
+        ("evse_uid", ["BE*MBP*E0001"]),
+        ("type", "rfid\x00"),
+    ],
 )
-def test_authorization_field_with_nul_byte_or_blank_answers_400_naming_it(client, backend, field, value):
+def test_authorization_field_with_nul_byte_blank_or_not_a_string_answers_400_naming_it(client, backend, field, value):
     response = backend_post(client, {**GOOD_AUTHORIZATION, field: value})
     assert response.status_code == 400, response.content
     assert list(response.json()) == [field]
