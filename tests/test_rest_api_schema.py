@@ -135,7 +135,7 @@ def test_rest_api_answers_drivers_and_the_backend_as_its_schema_says(case, live_
 
 
 @authorizations_schema.parametrize()
-@RUN
+@hypothesis_settings(RUN, max_examples=10)
 def test_authorizations_answer_staff_sessions_as_the_schema_says(case, live_server, staff_credentials):
     cookies, headers = staff_credentials
     call_and_validate(case, live_server, cookies=cookies, headers=headers)
