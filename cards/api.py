@@ -11,13 +11,14 @@ import hmac
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import authentication, exceptions, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cards.authorization import authorize_at_station
 from cards.models import Card
+from mobilityplus.api_errors import error_responses
 from roaming.selectors import own_party
 from stations.models import EVSE
 
@@ -46,11 +47,20 @@ class IsBackendOrStaff(permissions.BasePermission):
         return request.auth == BACKEND or bool(request.user and request.user.is_staff)
 
 
+class StringField(serializers.CharField):
+    """A string and only a string: DRF's CharField would take the JSON number 4 for the UID "04"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class AuthorizationRequestSerializer(serializers.Serializer):
-    uid = serializers.CharField(max_length=64, help_text="The card UID as the charge point read it.")
+    uid = StringField(min_length=1, max_length=64, help_text="The card UID as the charge point read it.")
     type = serializers.ChoiceField(choices=tuple(Card.Type.values), default=Card.Type.RFID)
-    location_id = serializers.CharField(max_length=36, help_text="OCPI id of our Location.")
-    evse_uid = serializers.CharField(max_length=36, help_text="OCPI uid of our EVSE at that location.")
+    location_id = StringField(min_length=1, max_length=36, help_text="OCPI id of our Location.")
+    evse_uid = StringField(min_length=1, max_length=36, help_text="OCPI uid of our EVSE at that location.")
 
     def validate(self, data: dict) -> dict:
         ours = EVSE.objects.filter(
@@ -76,7 +86,18 @@ class AuthorizationView(APIView):
     authentication_classes = [BackendTokenAuthentication, authentication.SessionAuthentication]
     permission_classes = [IsBackendOrStaff]
 
-    @extend_schema(request=AuthorizationRequestSerializer, responses=AuthorizationResultSerializer)
+    @extend_schema(
+        request=AuthorizationRequestSerializer,
+        examples=[
+            OpenApiExample(
+                "A card read at our EVSE",
+                value={"uid": "04A1B2C3", "type": "RFID", "location_id": "BE-GRAND-PLACE", "evse_uid": "BE*MBP*E0001"},
+                request_only=True,
+            )
+        ],
+        # 429: failed backend authentications are rate limited (documented before the limit is enforced).
+        responses={200: AuthorizationResultSerializer, **error_responses(400, 401, 403, 406, 415, 429)},
+    )
     def post(self, request):
         """Decide whether a card may charge at one of our EVSEs; always answers within 2 seconds."""
         serializer = AuthorizationRequestSerializer(data=request.data)

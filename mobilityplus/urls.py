@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from mobilityplus.api_errors import UnknownApiPath
 from mobilityplus.health import healthz
 
 urlpatterns = [
@@ -17,4 +18,6 @@ urlpatterns = [
     path("api/v1/", include("stations.api_urls")),
     path("ocpi/", include("charging.ocpi_urls")),
     path("charging/", include("charging.urls")),
+    # Last: whatever no API view answered under /api/ is a JSON 404, not Django's HTML page.
+    re_path(r"^api/", UnknownApiPath.as_view(), name="api-unknown"),
 ]

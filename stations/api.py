@@ -6,18 +6,17 @@ import math
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from stations import selectors
+from mobilityplus.api_errors import error_responses
+from stations import api_schema, selectors
 from stations.filters import STANDARD_LABELS, StationFilter
 from stations.models import EvseStatus, Location, MapStatus
 
@@ -93,6 +92,16 @@ def validated(
     return serializer.validated_data, filters
 
 
+NUMBER_PATTERN = r"-?[0-9]+(\.[0-9]+)?"
+# Overrides the serializer's bbox in the schema: the pattern lets clients (and schemathesis) build boxes.
+BBOX_PARAMETER = OpenApiParameter(
+    "bbox",
+    str,
+    required=True,
+    pattern=f"^{NUMBER_PATTERN},{NUMBER_PATTERN},{NUMBER_PATTERN},{NUMBER_PATTERN}$",
+    description=ViewportSerializer().fields["bbox"].help_text,
+    examples=[OpenApiExample("Brussels", value="4.30,50.80,4.40,50.90")],
+)
 FILTER_PARAMETERS = [
     OpenApiParameter("standard", str, many=True, description="Connector standard (OCPI ConnectorType); repeatable."),
     OpenApiParameter("min_power_kw", float, description="Minimum station power: 0, 3.7, 7.4, 11, 22, 43, 50, ..."),
@@ -168,8 +177,8 @@ class StationListView(PublicMapView):
     @extend_schema(
         operation_id="stations_in_viewport",
         summary="Stations in a viewport (GeoJSON), or server-side clusters when there are too many",
-        parameters=[ViewportSerializer, *FILTER_PARAMETERS],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        parameters=[ViewportSerializer, BBOX_PARAMETER, *FILTER_PARAMETERS],
+        responses={200: api_schema.VIEWPORT, **error_responses(400, 406)},
         examples=VIEWPORT_EXAMPLES,
     )
     def get(self, request: Request) -> Response:
@@ -182,7 +191,7 @@ class NearbyView(PublicMapView):
         operation_id="stations_nearby",
         summary="Stations nearest to a point, nearest first (GeoJSON, distance_km in properties)",
         parameters=[NearbySerializer, *FILTER_PARAMETERS],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        responses={200: api_schema.NEARBY, **error_responses(400, 406)},
         examples=[NEARBY_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
@@ -202,7 +211,7 @@ class SearchView(PublicMapView):
         operation_id="stations_search",
         summary="Places and stations matching a city, postal code or station name (our own data)",
         parameters=[SearchSerializer],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api_schema.SEARCH, **error_responses(400, 406)},
     )
     def get(self, request: Request) -> Response:
         params, _ = validated(SearchSerializer, request)
@@ -298,10 +307,10 @@ class StationDetailView(PublicMapView):
     @extend_schema(
         operation_id="station_detail",
         summary="One station with its EVSEs and connectors (GeoJSON Feature)",
-        responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+        responses={200: api_schema.STATION_DETAIL, **error_responses(404, 406)},
     )
     def get(self, request: Request, pk: int) -> Response:
         location = selectors.station_detail(pk)
         if location is None:
-            raise Http404("No such station on the map.")
+            raise NotFound("No such station on the map.")
         return Response(station_payload(location))
