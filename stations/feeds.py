@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import json
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
 from django.db import connection as db
 from django.db.models import Q
 from django.utils import timezone
@@ -36,6 +38,7 @@ from stations.services import (
     reject_object,
     store_locations,
 )
+from stations.storable import MAX_DEPTH, shallower_json
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +237,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     run = SyncRun.objects.create(
         connection=connection, full=date_from is None, started_at=started, date_from=date_from, date_to=started
     )
-    client = client or OcpiClient.for_connection(
+    client = client or FeedClient.for_connection(
         connection, retries=settings.FEEDS_PAGE_RETRIES, backoff=settings.FEEDS_RETRY_BACKOFF_S
     )
     params = {"limit": settings.FEEDS_PAGE_LIMIT, "date_to": format_datetime(started)}
@@ -243,7 +246,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     owners = Owners(connection)
     seen = SeenBitmap()
     first_total = None
-    writer = PageWriter(connection) if settings.FEEDS_WRITE_BEHIND and db.vendor == "postgresql" else None
+    writer = PageWriter(connection, run) if settings.FEEDS_WRITE_BEHIND and db.vendor == "postgresql" else None
 
     statistics = StatisticsRefresh()
 
@@ -252,6 +255,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
         run.created += result.created
         run.updated += result.updated
         run.unchanged += result.unchanged
+        run.rejected += result.rejected
         for pk in result.stored_ids:
             seen.add(pk)
         statistics.after(run.created)
@@ -269,7 +273,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                     for result in writer.submit(parsed):
                         stored(result)
                 else:
-                    stored(store_locations(parsed, source=connection, durable=False))
+                    stored(store_page(parsed, source=connection, sync_run=run))
                 run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
                 lock.refresh()
                 if on_page:
@@ -329,6 +333,18 @@ class FeedPageError(Exception):
     """A page whose data is not a list of objects."""
 
 
+class FeedClient(OcpiClient):
+    """Reads feed pages even when one object in them is nested too deep for the JSON parser."""
+
+    def decode(self, response):
+        try:
+            return super().decode(response)
+        except RecursionError:
+            # Only the over-deep parts are cut (to `null`): the object holding one is still deeper than
+            # MAX_DEPTH and is rejected alone; its neighbours on the page are stored.
+            return json.loads(shallower_json(response.text, MAX_DEPTH + 45))
+
+
 def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[ParsedLocation]:
     """The page's objects we store; invalid ones are rejected (kept with their error), others' skipped."""
     if not isinstance(data, list):
@@ -343,12 +359,67 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
             reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
             run.rejected += 1
             continue
+        except Exception as error:
+            # A check that broke on input nobody foresaw: this object is rejected, the feed goes on.
+            logger.exception("Checking object %r of %s failed", object_id, connection)
+            reject_object(
+                connection,
+                obj,
+                f"could not be checked: {error.__class__.__name__}: {error}",
+                sync_run=run,
+                object_id=object_id,
+            )
+            run.rejected += 1
+            continue
         if party_pk is None:
             run.skipped += 1
             continue
         item.party_id = party_pk
         parsed.append(item)
     return parsed
+
+
+def store_page(parsed: list[ParsedLocation], *, source: PartnerConnection, sync_run: SyncRun) -> StoreResult:
+    """Store a checked page in one write; if the database still refuses it, store its objects one by one.
+
+    Validation should catch every value the database refuses; this is the safety net for what it misses: each
+    object then goes in its own transaction, and only the ones the database refuses are rejected (with the
+    database's reason), so one object can never stop a feed. A lost or broken database connection is not an
+    object's fault and fails the page as before.
+    """
+    try:
+        return store_locations(parsed, source=source, durable=False)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as error:
+        logger.warning(
+            "Page %d of %s refused by the database (%s); storing its objects one by one",
+            sync_run.pages + 1,
+            source,
+            error,
+        )
+    result = StoreResult()
+    for item in parsed:
+        try:
+            one = store_locations([item], source=source, durable=False)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as error:
+            reject_object(
+                source,
+                item.location["raw"],
+                f"could not be stored: {error.__class__.__name__}: {error}",
+                sync_run=sync_run,
+                object_id=item.location["ocpi_id"],
+            )
+            result.rejected += 1
+            continue
+        result.created += one.created
+        result.updated += one.updated
+        result.unchanged += one.unchanged
+        result.stored_ids.extend(one.stored_ids)
+        result.changed_ids.extend(one.changed_ids)
+    return result
 
 
 class PageWriter:
@@ -358,8 +429,9 @@ class PageWriter:
     its own transaction. At most one page waits, so memory stays flat.
     """
 
-    def __init__(self, source: PartnerConnection):
+    def __init__(self, source: PartnerConnection, sync_run: SyncRun):
         self.source = source
+        self.sync_run = sync_run
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.results: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -371,7 +443,7 @@ class PageWriter:
             while (job := self.jobs.get()) is not None:
                 if self.error is None:
                     try:
-                        self.results.put(store_locations(job, source=self.source, durable=False))
+                        self.results.put(store_page(job, source=self.source, sync_run=self.sync_run))
                     except BaseException as error:  # raised in the reading thread
                         self.error = error
         finally:

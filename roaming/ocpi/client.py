@@ -179,7 +179,7 @@ class OcpiClient:
             raise OcpiClientError("transport", f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
         elapsed_ms = (time.monotonic() - started) * 1000
         try:
-            payload = response.json()
+            payload = self.decode(response)
         except ValueError as exc:
             if response.status_code >= 400:
                 raise OcpiClientError(
@@ -215,6 +215,10 @@ class OcpiClient:
             elapsed_ms=elapsed_ms,
             url=response.url,
         )
+
+    def decode(self, response: requests.Response) -> Any:
+        """The answer's body as JSON (ValueError when it is not); feed pulls decode pages their own way."""
+        return response.json()
 
     def get(self, url: str, params: dict | None = None, **kwargs) -> OcpiReply:
         return self.request("GET", url, params=params, **kwargs)
