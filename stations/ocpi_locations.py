@@ -15,7 +15,7 @@ from typing import Any
 
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
 from stations.models import EVSE, Connector, EvseStatus, Location
-from stations.storable import UnstorableValue, checked_json_bytes, integer_problem, storable_repr
+from stations.storable import INTEGER_MAX, UnstorableValue, checked_json_bytes, integer_problem, storable_repr
 
 EVSE_STATUSES = set(EvseStatus.values)
 CONNECTOR_FORMATS = {"SOCKET", "CABLE"}
@@ -84,6 +84,8 @@ def _integer(obj: dict, name: str, where: str, *, required: bool = True) -> int 
         if required:
             raise InvalidObject(f"{where}{name}: required")
         return None
+    if type(value) is int and 0 <= value <= INTEGER_MAX:  # the usual case, without a call
+        return value
     problem = integer_problem(value)
     if problem:
         raise InvalidObject(f"{where}{name}: {problem}")
