@@ -13,12 +13,9 @@ import json
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
 from django.db import connection as db
 from django.db.models import Q
@@ -31,6 +28,7 @@ from roaming.selectors import party_ids_accepting_our_cards
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
+from stations.pull_lock import WORKER_DIED, PullBusy, PullLock, PullTakenOver
 from stations.services import (
     StoreResult,
     analyze_station_tables,
@@ -42,42 +40,9 @@ from stations.storable import MAX_DEPTH, shallower_json
 
 logger = logging.getLogger(__name__)
 
-LOCK_KEY = "stations:pull_locations:{}"
-
-
-class PullBusy(Exception):
-    """Another run for this partner holds the lock."""
-
 
 class PullNotPossible(Exception):
     """The connection has no Locations SENDER endpoint (or is not connected)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The per-partner lock: a cache entry with a timeout, refreshed on every page, so a dead worker's
-# lock expires by itself.
-
-
-@dataclass
-class PullLock:
-    connection_id: int
-    token: str = ""
-
-    @property
-    def key(self) -> str:
-        return LOCK_KEY.format(self.connection_id)
-
-    def acquire(self) -> bool:
-        self.token = uuid.uuid4().hex
-        return cache.add(self.key, self.token, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
-
-    def refresh(self) -> None:
-        cache.touch(self.key, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
-
-    def release(self) -> None:
-        # Only the holder releases it (a slow run whose lock expired must not free a newer run's lock).
-        if cache.get(self.key) == self.token:
-            cache.delete(self.key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +202,13 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     run = SyncRun.objects.create(
         connection=connection, full=date_from is None, started_at=started, date_from=date_from, date_to=started
     )
+    lock.attach(run.pk)
+    # We hold the lock, so any other run of this partner still marked running lost its worker.
+    SyncRun.objects.filter(connection=connection, status=SyncRun.Status.RUNNING).exclude(pk=run.pk).update(
+        status=SyncRun.Status.FAILED,
+        error=f"{WORKER_DIED}: its lock was gone when run {run.pk} started",
+        finished_at=timezone.now(),
+    )
     client = client or FeedClient.for_connection(
         connection, retries=settings.FEEDS_PAGE_RETRIES, backoff=settings.FEEDS_RETRY_BACKOFF_S
     )
@@ -296,6 +268,16 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                     f" {len(run.deferred_removals)} location(s) missing from it stay on the map until a second "
                     "full sync misses them too."
                 )
+    except PullTakenOver as error:
+        # Our heartbeat went stale and a newer run took over (and closed this one as failed): stop, write nothing.
+        logger.warning("Location pull of %s stopped after %d pages: %s", connection, run.pages, error)
+        run.refresh_from_db()
+        if run.status == SyncRun.Status.RUNNING:  # nobody closed it (the lock expired rather than taken over)
+            run.status = SyncRun.Status.FAILED
+            run.error = f"stopped: {error}"
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "error", "finished_at"])
+        return run
     except (OcpiClientError, FeedPageError) as error:
         # Pages already stored stay stored; the next incremental run starts from the last successful one.
         logger.warning("Location pull of %s failed after %d pages: %s", connection, run.pages, error)
@@ -510,7 +492,13 @@ def connections_due(now: dt.datetime | None = None) -> list[tuple[int, bool]]:
     for connection in connections:
         if not connection.endpoint_url("locations", "SENDER"):
             continue
-        last = connection.sync_runs.order_by("-started_at").values_list("started_at", flat=True).first()
+        # A run whose worker died does not count: its partner is pulled again at the next tick, not an interval later.
+        last = (
+            connection.sync_runs.exclude(status=SyncRun.Status.FAILED, error__startswith=WORKER_DIED)
+            .order_by("-started_at")
+            .values_list("started_at", flat=True)
+            .first()
+        )
         if last and last + dt.timedelta(minutes=connection.location_pull_interval_minutes) > now:
             continue
         last_full = (
