@@ -172,3 +172,32 @@ def test_beat_closes_a_run_whose_worker_died_and_pulls_again_at_the_next_tick(oc
     latest = SyncRun.objects.exclude(pk=dead.pk).get()
     assert (latest.status, latest.full) == ("succeeded", True)
     assert dispatch_location_pulls.delay().get() == []  # and then the interval counts again
+
+
+def test_a_pool_process_killed_mid_pull_is_requeued_at_once_and_takes_its_own_lock_over(ocpi_peer, workers):
+    """The OOM killer's case: only the process running the task dies; the worker requeues the task at once."""
+    from stations.pull_lock import LOCK_KEY
+    from stations.tasks import pull_locations
+
+    conn = cpo_connection(ocpi_peer)
+    feed = LocationFeed(ocpi_peer, [location(f"L{i:02d}") for i in range(50)], max_limit=10)
+    feed.on_page = lambda page: time.sleep(1)
+    worker = workers("feeds-pool")
+    sent = pull_locations.delay(conn.pk)
+    killed_run = wait_for(
+        lambda: SyncRun.objects.filter(connection=conn, pages__gte=1).first(),
+        timeout=30,
+        what="the first page to be stored",
+        workers=[worker],
+    )
+    holder = cache.get(LOCK_KEY.format(conn.pk))
+    assert holder["run"] == killed_run.pk and holder["pid"] != worker.process.pid  # the pool child holds it
+    os.kill(holder["pid"], signal.SIGKILL)
+
+    result = sent.get(timeout=40)  # the same message, run again by a new pool process: no visibility wait
+
+    assert result["status"] == "succeeded", (result, worker.output())
+    killed_run.refresh_from_db()
+    assert killed_run.status == "failed"
+    assert killed_run.error == f"{WORKER_DIED}: process {holder['host']} pid {holder['pid']} no longer exists"
+    assert Location.objects.filter(source=conn).count() == 50
