@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -41,18 +42,17 @@ class PullTakenOver(Exception):
 @functools.cache
 def this_process_namespace() -> str:
     """Host, boot and PID namespace: two owners with the same value see the same processes."""
-    parts = [socket.gethostname()]
-    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            parts.append(os.readlink(path) if path.endswith("/pid") else open(path).read().strip())  # noqa: PTH123, SIM115
-        except OSError:
-            parts.append("?")
-    return "|".join(parts)
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""  # not Linux: a holder's process can only be judged by its heartbeat
+    return f"{socket.gethostname()}|{boot}|{namespace}"
 
 
 def owner_is_gone(holder: dict[str, Any]) -> bool:
     """Whether the holder's process provably no longer exists (only decidable from the same namespace)."""
-    if holder.get("namespace") != this_process_namespace():
+    if not this_process_namespace() or holder.get("namespace") != this_process_namespace():
         return False
     pid = holder.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
@@ -174,8 +174,10 @@ def close_dead_runs() -> list[int]:
         holder = cache.get(LOCK_KEY.format(connection_id))
         if isinstance(holder, dict) and holder.get("run") == run_id:
             reason = why_dead(holder)
-        elif isinstance(holder, dict) and holder.get("run") is None:
-            continue  # a new run has the lock and has not named itself yet: leave it to that run
+        elif holder is not None and (not isinstance(holder, dict) or holder.get("run") is None):
+            # A new run has the lock and has not named itself yet (it closes older runs itself), or a lock
+            # written before owners were recorded: leave it to its expiry.
+            continue
         else:
             reason = f"{WORKER_DIED}: its lock is gone (no heartbeat for {settings.FEEDS_LOCK_TIMEOUT_S} s)"
         if reason and close_dead_run(run_id, reason):
