@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 from django.db import connection as db_connection
 from django.utils import timezone
 
@@ -76,10 +78,19 @@ def wait_for(condition, timeout: float, what: str, workers=()):
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
+# The cache the worker processes share (their REDIS_URL), whatever cache this test process was given.
+worker_cache = RedisCache(TEST_REDIS_URL, {})
+
+
+def forget_queued_tasks() -> None:
+    """Messages of earlier tests, queued or left unacked by a killed worker, in the test broker."""
+    redis.Redis.from_url(TEST_REDIS_URL).delete("celery", "unacked", "unacked_index", "unacked_mutex")
+
+
 @pytest.fixture
 def workers(transactional_db, tmp_path):
     started: list[Worker] = []
-    cache.clear()  # the test Redis: cache, broker queues and unacked messages of earlier tests
+    forget_queued_tasks()
     celery_app.conf.task_always_eager = False
     try:
         yield lambda name: started.append(Worker(name, tmp_path)) or started[-1]
@@ -87,7 +98,7 @@ def workers(transactional_db, tmp_path):
         celery_app.conf.task_always_eager = True
         for worker in started:
             worker.kill()
-        cache.clear()
+        forget_queued_tasks()
 
 
 def test_a_pull_whose_worker_is_killed_is_closed_taken_over_and_redelivered(ocpi_peer, workers):
@@ -190,7 +201,7 @@ def test_a_pool_process_killed_mid_pull_is_requeued_at_once_and_takes_its_own_lo
         what="the first page to be stored",
         workers=[worker],
     )
-    holder = cache.get(LOCK_KEY.format(conn.pk))
+    holder = worker_cache.get(LOCK_KEY.format(conn.pk))
     assert holder["run"] == killed_run.pk and holder["pid"] != worker.process.pid  # the pool child holds it
     os.kill(holder["pid"], signal.SIGKILL)
 
