@@ -112,6 +112,18 @@ CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
+# A task whose worker process died (SIGKILL, OOM) goes back to the queue instead of being marked failed.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Redis hands a message whose worker vanished without acking to another worker only after this many seconds.
+# It must exceed the longest countdown/ETA (token pushes back off up to 600 s) and any task that must not run
+# twice; a location pull redelivered while still running finds its lock held and does nothing.
+BROKER_VISIBILITY_TIMEOUT_S = int(os.environ.get("BROKER_VISIBILITY_TIMEOUT_S", "900"))
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_S,
+    # Look for such messages every few seconds (kombu's default is every 100 s).
+    "unacked_restore_interval": max(1, min(10, BROKER_VISIBILITY_TIMEOUT_S // 3)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -244,6 +256,9 @@ FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
 FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))
 FEEDS_RETRY_BACKOFF_S = float(os.environ.get("FEEDS_RETRY_BACKOFF_S", "2"))
 FEEDS_LOCK_TIMEOUT_S = int(os.environ.get("FEEDS_LOCK_TIMEOUT_S", "300"))
+# A run's lock is taken over (and the run closed as failed, "worker died") when its owner has not stored a page
+# for this long: twice the worst page (10 s HTTP timeout x 5 tries + 30 s of backoff, plus its write).
+FEEDS_LOCK_STALE_S = int(os.environ.get("FEEDS_LOCK_STALE_S", "180"))
 FEEDS_FULL_SYNC_HOURS = int(os.environ.get("FEEDS_FULL_SYNC_HOURS", "24"))
 # PostgreSQL: store each page in a second thread while the next one is checked. Off by default: with the
 # database on the same host the worker is CPU-bound and the two threads only contend for the GIL (bench/ingest).

@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import json
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
 from django.db import connection as db
 from django.db.models import Q
 from django.utils import timezone
@@ -29,6 +28,7 @@ from roaming.selectors import party_ids_accepting_our_cards
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
+from stations.pull_lock import WORKER_DIED, PullBusy, PullLock, PullTakenOver
 from stations.services import (
     StoreResult,
     analyze_station_tables,
@@ -36,45 +36,13 @@ from stations.services import (
     reject_object,
     store_locations,
 )
+from stations.storable import MAX_DEPTH, shallower_json
 
 logger = logging.getLogger(__name__)
-
-LOCK_KEY = "stations:pull_locations:{}"
-
-
-class PullBusy(Exception):
-    """Another run for this partner holds the lock."""
 
 
 class PullNotPossible(Exception):
     """The connection has no Locations SENDER endpoint (or is not connected)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The per-partner lock: a cache entry with a timeout, refreshed on every page, so a dead worker's
-# lock expires by itself.
-
-
-@dataclass
-class PullLock:
-    connection_id: int
-    token: str = ""
-
-    @property
-    def key(self) -> str:
-        return LOCK_KEY.format(self.connection_id)
-
-    def acquire(self) -> bool:
-        self.token = uuid.uuid4().hex
-        return cache.add(self.key, self.token, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
-
-    def refresh(self) -> None:
-        cache.touch(self.key, timeout=settings.FEEDS_LOCK_TIMEOUT_S)
-
-    def release(self) -> None:
-        # Only the holder releases it (a slow run whose lock expired must not free a newer run's lock).
-        if cache.get(self.key) == self.token:
-            cache.delete(self.key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +202,14 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     run = SyncRun.objects.create(
         connection=connection, full=date_from is None, started_at=started, date_from=date_from, date_to=started
     )
-    client = client or OcpiClient.for_connection(
+    lock.attach(run.pk)
+    # We hold the lock, so any other run of this partner still marked running lost its worker.
+    SyncRun.objects.filter(connection=connection, status=SyncRun.Status.RUNNING).exclude(pk=run.pk).update(
+        status=SyncRun.Status.FAILED,
+        error=f"{WORKER_DIED}: its lock was gone when run {run.pk} started",
+        finished_at=timezone.now(),
+    )
+    client = client or FeedClient.for_connection(
         connection, retries=settings.FEEDS_PAGE_RETRIES, backoff=settings.FEEDS_RETRY_BACKOFF_S
     )
     params = {"limit": settings.FEEDS_PAGE_LIMIT, "date_to": format_datetime(started)}
@@ -243,7 +218,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     owners = Owners(connection)
     seen = SeenBitmap()
     first_total = None
-    writer = PageWriter(connection) if settings.FEEDS_WRITE_BEHIND and db.vendor == "postgresql" else None
+    writer = PageWriter(connection, run) if settings.FEEDS_WRITE_BEHIND and db.vendor == "postgresql" else None
 
     statistics = StatisticsRefresh()
 
@@ -252,6 +227,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
         run.created += result.created
         run.updated += result.updated
         run.unchanged += result.unchanged
+        run.rejected += result.rejected
         for pk in result.stored_ids:
             seen.add(pk)
         statistics.after(run.created)
@@ -269,7 +245,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                     for result in writer.submit(parsed):
                         stored(result)
                 else:
-                    stored(store_locations(parsed, source=connection, durable=False))
+                    stored(store_page(parsed, source=connection, sync_run=run))
                 run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
                 lock.refresh()
                 if on_page:
@@ -292,6 +268,16 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                     f" {len(run.deferred_removals)} location(s) missing from it stay on the map until a second "
                     "full sync misses them too."
                 )
+    except PullTakenOver as error:
+        # Our heartbeat went stale and a newer run took over (and closed this one as failed): stop, write nothing.
+        logger.warning("Location pull of %s stopped after %d pages: %s", connection, run.pages, error)
+        run.refresh_from_db()
+        if run.status == SyncRun.Status.RUNNING:  # nobody closed it (the lock expired rather than taken over)
+            run.status = SyncRun.Status.FAILED
+            run.error = f"stopped: {error}"
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "error", "finished_at"])
+        return run
     except (OcpiClientError, FeedPageError) as error:
         # Pages already stored stay stored; the next incremental run starts from the last successful one.
         logger.warning("Location pull of %s failed after %d pages: %s", connection, run.pages, error)
@@ -329,6 +315,18 @@ class FeedPageError(Exception):
     """A page whose data is not a list of objects."""
 
 
+class FeedClient(OcpiClient):
+    """Reads feed pages even when one object in them is nested too deep for the JSON parser."""
+
+    def decode(self, response):
+        try:
+            return super().decode(response)
+        except RecursionError:
+            # Only the over-deep parts are cut (to `null`): the object holding one is still deeper than
+            # MAX_DEPTH and is rejected alone; its neighbours on the page are stored.
+            return json.loads(shallower_json(response.text, MAX_DEPTH + 45))
+
+
 def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[ParsedLocation]:
     """The page's objects we store; invalid ones are rejected (kept with their error), others' skipped."""
     if not isinstance(data, list):
@@ -343,12 +341,67 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
             reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
             run.rejected += 1
             continue
+        except Exception as error:
+            # A check that broke on input nobody foresaw: this object is rejected, the feed goes on.
+            logger.exception("Checking object %r of %s failed", object_id, connection)
+            reject_object(
+                connection,
+                obj,
+                f"could not be checked: {error.__class__.__name__}: {error}",
+                sync_run=run,
+                object_id=object_id,
+            )
+            run.rejected += 1
+            continue
         if party_pk is None:
             run.skipped += 1
             continue
         item.party_id = party_pk
         parsed.append(item)
     return parsed
+
+
+def store_page(parsed: list[ParsedLocation], *, source: PartnerConnection, sync_run: SyncRun) -> StoreResult:
+    """Store a checked page in one write; if the database still refuses it, store its objects one by one.
+
+    Validation should catch every value the database refuses; this is the safety net for what it misses: each
+    object then goes in its own transaction, and only the ones the database refuses are rejected (with the
+    database's reason), so one object can never stop a feed. A lost or broken database connection is not an
+    object's fault and fails the page as before.
+    """
+    try:
+        return store_locations(parsed, source=source, durable=False)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as error:
+        logger.warning(
+            "Page %d of %s refused by the database (%s); storing its objects one by one",
+            sync_run.pages + 1,
+            source,
+            error,
+        )
+    result = StoreResult()
+    for item in parsed:
+        try:
+            one = store_locations([item], source=source, durable=False)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as error:
+            reject_object(
+                source,
+                item.location["raw"],
+                f"could not be stored: {error.__class__.__name__}: {error}",
+                sync_run=sync_run,
+                object_id=item.location["ocpi_id"],
+            )
+            result.rejected += 1
+            continue
+        result.created += one.created
+        result.updated += one.updated
+        result.unchanged += one.unchanged
+        result.stored_ids.extend(one.stored_ids)
+        result.changed_ids.extend(one.changed_ids)
+    return result
 
 
 class PageWriter:
@@ -358,8 +411,9 @@ class PageWriter:
     its own transaction. At most one page waits, so memory stays flat.
     """
 
-    def __init__(self, source: PartnerConnection):
+    def __init__(self, source: PartnerConnection, sync_run: SyncRun):
         self.source = source
+        self.sync_run = sync_run
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.results: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -371,7 +425,7 @@ class PageWriter:
             while (job := self.jobs.get()) is not None:
                 if self.error is None:
                     try:
-                        self.results.put(store_locations(job, source=self.source, durable=False))
+                        self.results.put(store_page(job, source=self.source, sync_run=self.sync_run))
                     except BaseException as error:  # raised in the reading thread
                         self.error = error
         finally:
@@ -438,7 +492,13 @@ def connections_due(now: dt.datetime | None = None) -> list[tuple[int, bool]]:
     for connection in connections:
         if not connection.endpoint_url("locations", "SENDER"):
             continue
-        last = connection.sync_runs.order_by("-started_at").values_list("started_at", flat=True).first()
+        # A run whose worker died does not count: its partner is pulled again at the next tick, not an interval later.
+        last = (
+            connection.sync_runs.exclude(status=SyncRun.Status.FAILED, error__startswith=WORKER_DIED)
+            .order_by("-started_at")
+            .values_list("started_at", flat=True)
+            .first()
+        )
         if last and last + dt.timedelta(minutes=connection.location_pull_interval_minutes) > now:
             continue
         last_full = (

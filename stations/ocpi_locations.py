@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
-from stations.bulk_writes import json_bytes
 from stations.models import EVSE, Connector, EvseStatus, Location
+from stations.storable import INTEGER_MAX, UnstorableValue, checked_json_bytes, integer_problem, storable_repr
 
 EVSE_STATUSES = set(EvseStatus.values)
 CONNECTOR_FORMATS = {"SOCKET", "CABLE"}
@@ -41,8 +41,15 @@ _STAMP = re.compile(rb'"last_updated":"[^"]*"')
 
 
 def content_hash(obj: Any) -> str:
-    """Digest of an object without its `last_updated` stamps: a bumped stamp alone is not a change."""
-    text = json_bytes(obj, sort_keys=True)
+    """Digest of an object without its `last_updated` stamps: a bumped stamp alone is not a change.
+
+    Raises InvalidObject for a value the database cannot store anywhere in the object (NaN, a NUL byte, a lone
+    surrogate, absurd nesting): the whole object is kept in jsonb, so any such value would fail the write.
+    """
+    try:
+        text = checked_json_bytes(obj, sort_keys=True)
+    except UnstorableValue as exc:
+        raise InvalidObject(str(exc)) from exc
     # A key cannot appear unescaped inside a JSON string value, so the pattern only meets real keys.
     return hashlib.blake2b(_STAMP.sub(b"", text), digest_size=16).hexdigest()
 
@@ -61,10 +68,14 @@ def _text(obj: dict, name: str, max_length: int, *, required: bool = False, wher
 
 
 def _stamp(obj: dict, where: str) -> dt.datetime:
+    value = obj.get("last_updated")
     try:
-        return parse_datetime(obj.get("last_updated"), f"{where}last_updated")
+        return parse_datetime(value, f"{where}last_updated")
     except OcpiError as exc:
         raise InvalidObject(exc.message) from exc
+    except (ValueError, OverflowError) as exc:
+        # Well-formed but impossible (month 13, 30 February, year 0, offset +25:00), or out of range once in UTC.
+        raise InvalidObject(f"{where}last_updated: not a valid date and time: {storable_repr(value)} ({exc})") from exc
 
 
 def _integer(obj: dict, name: str, where: str, *, required: bool = True) -> int | None:
@@ -73,8 +84,11 @@ def _integer(obj: dict, name: str, where: str, *, required: bool = True) -> int 
         if required:
             raise InvalidObject(f"{where}{name}: required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
-        raise InvalidObject(f"{where}{name}: must be a non-negative integer, got {value!r}")
+    if type(value) is int and 0 <= value <= INTEGER_MAX:  # the usual case, without a call
+        return value
+    problem = integer_problem(value)
+    if problem:
+        raise InvalidObject(f"{where}{name}: {problem}")
     return int(value)
 
 
@@ -94,9 +108,9 @@ def _coordinate(obj: Any, name: str, limit: float, where: str) -> float:
     try:
         number = float(value)  # the spec says strings; some hubs send numbers, which mean the same
     except (TypeError, ValueError) as exc:
-        raise InvalidObject(f"{where}coordinates.{name}: not a number: {value!r}") from exc
-    if not -limit <= number <= limit:
-        raise InvalidObject(f"{where}coordinates.{name}: out of range: {value!r}")
+        raise InvalidObject(f"{where}coordinates.{name}: not a number: {storable_repr(value)}") from exc
+    if not -limit <= number <= limit:  # NaN fails this too
+        raise InvalidObject(f"{where}coordinates.{name}: out of range: {storable_repr(value)}")
     return number
 
 

@@ -30,6 +30,7 @@ from stations.models import (
 )
 from stations.ocpi_locations import ParsedLocation
 from stations.selectors import bump_map_cache_version
+from stations.storable import storable_copy, storable_text
 
 IN_USE_STATUSES = {EvseStatus.CHARGING, EvseStatus.RESERVED, EvseStatus.BLOCKED}
 FAULTY_STATUSES = {EvseStatus.OUTOFORDER, EvseStatus.INOPERATIVE}
@@ -246,13 +247,21 @@ class StoreResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    rejected: int = 0  # objects the database refused when a page was stored one by one
     stored_ids: list[int] = field(default_factory=list)  # every location seen, changed or not
     changed_ids: list[int] = field(default_factory=list)
 
 
-def reject_object(connection, payload, error: str, *, sync_run=None, object_id: str = "") -> RejectedObject:
+def reject_object(connection, payload, error: str, *, sync_run=None, object_id: Any = "") -> RejectedObject:
+    """Keep a partner's object we could not store, with why; what is kept is made storable first (the object
+    was rejected for holding what the database refuses: NUL bytes, lone surrogates, NaN, absurd nesting)."""
+    object_id = str(object_id) if isinstance(object_id, str | int) else ""
     return RejectedObject.objects.create(
-        connection=connection, sync_run=sync_run, object_id=str(object_id)[:64], error=error, payload=payload
+        connection=connection,
+        sync_run=sync_run,
+        object_id=storable_text(object_id)[:64],
+        error=storable_text(error),
+        payload=storable_copy(payload),
     )
 
 

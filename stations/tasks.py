@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from stations import feeds
+from stations import feeds, pull_lock
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,10 @@ def pull_locations(connection_id: int, full: bool = False) -> dict:
 
 @shared_task(name="stations.tasks.dispatch_location_pulls")
 def dispatch_location_pulls() -> list[int]:
-    """Beat's entry point: enqueue a pull for each connection whose interval has passed."""
+    """Beat's entry point: close runs whose worker died, then enqueue a pull for each connection that is due."""
+    closed = pull_lock.close_dead_runs()
+    if closed:
+        logger.warning("Closed location pulls whose worker died: %s", closed)
     due = feeds.connections_due()
     for connection_id, full in due:
         pull_locations.delay(connection_id, full=full)

@@ -230,7 +230,7 @@ class OcpiClient:
                 http_status=response.status_code,
             )
         try:
-            payload = response.json()
+            payload = self.decode(response)
         except ValueError as exc:
             if response.status_code >= 400:
                 raise OcpiClientError(
@@ -266,6 +266,10 @@ class OcpiClient:
             elapsed_ms=elapsed_ms,
             url=response.url,
         )
+
+    def decode(self, response: requests.Response) -> Any:
+        """The answer's body as JSON (ValueError when it is not); feed pulls decode pages their own way."""
+        return response.json()
 
     def get(self, url: str, params: dict | None = None, **kwargs) -> OcpiReply:
         return self.request("GET", url, params=params, **kwargs)
