@@ -397,11 +397,14 @@ def _guarded(ticket: Ticket, call, deadline_s: float):
         except BaseException:
             partner_circuits.failed(ticket)
             raise
-        if time.monotonic() - ticket.started > deadline_s:
-            partner_circuits.failed(ticket)  # answered, but too late for the driver waiting
         else:
-            partner_circuits.succeeded(ticket)
-        return result
+            if time.monotonic() - ticket.started > deadline_s:
+                partner_circuits.failed(ticket)  # answered, but too late for the driver waiting
+            else:
+                partner_circuits.succeeded(ticket)
+            return result
+        finally:
+            partner_circuits.release(ticket)
 
     return run
 
@@ -424,7 +427,11 @@ def _foreign_decision(token: ForeignToken, location: dict, deadline_s: float) ->
         if ticket.trial:
             # Nobody waits for a partner known to be failing: the trial's outcome only moves the circuit.
             raise Refused("failing, asked again in the background (circuit half-open)")
-        info = future.result(timeout=deadline_s)
+        try:
+            info = future.result(timeout=deadline_s)
+        except FutureTimeout:
+            partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
+            raise
     except (FutureTimeout, OcpiClientError, ValueError, Refused) as error:
         problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
         if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:

@@ -41,6 +41,7 @@ class Ticket:
     key: str
     trial: bool = False
     started: float = field(default_factory=time.monotonic)
+    judged: bool = False  # its outcome counted once: at the deadline by the waiting request, or at its end
 
 
 @dataclass
@@ -100,8 +101,18 @@ class PartnerCircuits:
             raise Refused("failing, a trial call is under way (circuit half-open)")
         return Ticket(key, trial=trial)
 
-    # -- after a call (from the pool thread that made it) ------------------------------------------------
+    # -- after a call -----------------------------------------------------------------------------------------
+    def _first_judgement(self, ticket: Ticket) -> bool:
+        with self._lock:
+            if ticket.judged:
+                return False
+            ticket.judged = True
+            return True
+
     def succeeded(self, ticket: Ticket) -> None:
+        """The partner answered usably within the deadline."""
+        if not self._first_judgement(ticket):
+            return
         with self._lock:
             partner = self._partner(ticket.key)
             if ticket.trial or partner.tripped:
@@ -110,12 +121,14 @@ class PartnerCircuits:
                 closed = True
             else:
                 closed = False
-        self._release(ticket.key, trial=ticket.trial)
         if closed:
             cache.delete_many([CACHE_PREFIX + ticket.key + suffix for suffix in (":open", ":failures", ":trial")])
             logger.info("Real-time authorization circuit %s closed: the partner answers again", ticket.key)
 
     def failed(self, ticket: Ticket) -> None:
+        """No usable answer in time (counted when the waiting request gives up, not when the call ends)."""
+        if not self._first_judgement(ticket):
+            return
         now = time.monotonic()
         window = settings.CARDS_CIRCUIT_WINDOW_S
         with self._lock:
@@ -127,6 +140,9 @@ class PartnerCircuits:
         shared_count = self._count_shared_failure(ticket.key)
         if ticket.trial or max(local_count, shared_count or 0) >= settings.CARDS_CIRCUIT_FAILURES:
             self._open(ticket.key)
+
+    def release(self, ticket: Ticket) -> None:
+        """The call is over (answered, failed or given up by its thread): its slot is free again."""
         self._release(ticket.key, trial=ticket.trial)
 
     # -- state ------------------------------------------------------------------------------------------------
