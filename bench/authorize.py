@@ -575,6 +575,8 @@ def stalling_emsp_main(args: argparse.Namespace) -> int:
             script.write_text(STATION_WRK_SCRIPT % {"prefix": UID_PREFIX, "cards": CARDS, "token": BACKEND_TOKEN})
             run_wrk(script, 3)  # warm-up
             time.sleep(1)
+            alone = run_wrk(script, 5)  # the machine's state now: our own cards without the stall
+            time.sleep(1)
             clients = [threading.Thread(target=stalling_client) for _ in range(STALLING_CLIENTS)]
             clients.append(threading.Thread(target=healthy_client))
             for client in clients:
@@ -619,7 +621,9 @@ def stalling_emsp_main(args: argparse.Namespace) -> int:
         f"own_p50_ms={result['p50_us'] / 1000:.1f} own_throughput_per_s={result['requests'] / seconds:.0f} "
         f"own_errors={errors} healthy_realtime={realtime} healthy_asked={len(healthy_answers)} "
         f"healthy_p99_ms={healthy_p99:.0f} stalling_answers={len(stalled_answers)} stalling_p99_ms={stalled_p99:.0f} "
-        f"stalling_emsp_calls={stalling.requests} workers={WORKERS} connections={CONNECTIONS}"
+        f"stalling_emsp_calls={stalling.requests} alone_p99_ms={alone['p99_us'] / 1000:.1f} "
+        f"alone_throughput_per_s={alone['requests'] / (alone['duration_us'] / 1e6):.0f} "
+        f"workers={WORKERS} connections={CONNECTIONS}"
     )
     return 0
 

@@ -364,10 +364,8 @@ class StationDecision:
         return self.allowed == "ALLOWED"
 
 
-def _issuer_call(token: ForeignToken, location: dict, deadline_s: float):
-    """(circuit key, a prepared call to the issuing eMSP's authorize endpoint); DB reads here, in the request thread."""
-    with bounded_queries():
-        connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+def _issuer_call(token: ForeignToken, connection: PartnerConnection | None, location: dict, deadline_s: float):
+    """(circuit key, a prepared call to the issuing eMSP's authorize endpoint)."""
     if connection is None or connection.status != PartnerConnection.Status.CONNECTED:
         raise OcpiClientError("transport", f"no connected link to {token.party.ocpi_id}")
     url = connection.endpoint_url("tokens", "SENDER")
@@ -412,16 +410,18 @@ def _guarded(ticket: Ticket, call, deadline_s: float):
 ALLOWED_VALUES = {"ALLOWED", "BLOCKED", "EXPIRED", "NO_CREDIT", "NOT_ALLOWED"}
 
 
-def _foreign_decision(token: ForeignToken, location: dict, deadline_s: float) -> StationDecision:
+def _foreign_decision(
+    token: ForeignToken, accepted: bool, connection: PartnerConnection | None, location: dict, deadline_s: float
+) -> StationDecision:
     issuer = token.party.ocpi_id
-    if token.party_id not in party_ids_whose_cards_we_accept():
+    if not accepted:
         return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.AGREEMENT, f"No agreement with {issuer}")
     if token.whitelist == Card.Whitelist.ALWAYS:
         if token.valid:
             return StationDecision("ALLOWED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) and valid")
         return StationDecision("BLOCKED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) but not valid")
     try:
-        key, call = _issuer_call(token, location, deadline_s)
+        key, call = _issuer_call(token, connection, location, deadline_s)
         ticket = partner_circuits.admit(key)  # Refused at once while the partner is failing or saturated
         future = _realtime_pool.submit(_guarded(ticket, call, deadline_s))
         if ticket.trial:
@@ -463,13 +463,15 @@ def _station_decision(
             decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
         return decision, issuer
-    with bounded_queries():
+    with bounded_queries():  # every read of a foreign token's decision in one bounded transaction
         token = foreign_token_for(lookup, token_type)
-    if token is None:
-        return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
+        if token is None:
+            return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
+        accepted = token.party_id in party_ids_whose_cards_we_accept()
+        connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
     issuer = token.party.ocpi_id
     location = {"location_id": location_id, "evse_uids": [evse_uid]}
-    decision = _foreign_decision(token, location, deadline_s)
+    decision = _foreign_decision(token, accepted, connection, location, deadline_s)
     decision.token = token.data
     return decision, issuer
 
