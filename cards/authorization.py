@@ -37,7 +37,7 @@ from cards.identifiers import lookup_uid
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
 from cards.selectors import foreign_token_for
-from roaming.models import PartnerConnection, Party
+from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import agreements_in_force, own_party, party_ids_whose_cards_we_accept
@@ -212,6 +212,7 @@ class CardDirectory:
             self._watermark = None
             self._next_poll = 0.0
             self._evses = {}
+        _foreign_lookups.clear()
 
     def _poll_if_due(self) -> None:
         now = time.monotonic()
@@ -451,6 +452,49 @@ def _foreign_decision(
     )
 
 
+class ForeignLookup(NamedTuple):
+    token: ForeignToken | None
+    accepted: bool  # an agreement in force lets its eMSP's cards charge at our stations
+    connection: PartnerConnection | None
+    expires: float
+
+
+# A foreign token's reads are remembered this long per process (saves in this process evict them at once), so a
+# burst for one token, such as a stalling eMSP's drivers trying again and again, costs no database work.
+FOREIGN_LOOKUP_TTL_S = 1.0
+_foreign_lookups: dict[tuple[str, str], ForeignLookup] = {}
+
+
+def _foreign_lookup(uid: str, token_type: str) -> ForeignLookup:
+    key = (uid, token_type)
+    now = time.monotonic()
+    found = _foreign_lookups.get(key)
+    if found is not None and found.expires > now:
+        return found
+    with bounded_queries():  # all of it in one bounded transaction
+        token = foreign_token_for(uid, token_type)
+        accepted, connection = False, None
+        if token is not None:
+            accepted = token.party_id in party_ids_whose_cards_we_accept()
+            connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+    found = ForeignLookup(token, accepted, connection, now + FOREIGN_LOOKUP_TTL_S)
+    if len(_foreign_lookups) >= 10_000:
+        _foreign_lookups.clear()
+    _foreign_lookups[key] = found
+    return found
+
+
+def _forget_foreign_lookups(sender: type, **_: Any) -> None:
+    _foreign_lookups.clear()
+
+
+for _model in (ForeignToken, PartnerConnection, RoamingAgreement):
+    post_save.connect(_forget_foreign_lookups, sender=_model, dispatch_uid=f"cards-foreign-lookup-{_model.__name__}")
+    post_delete.connect(
+        _forget_foreign_lookups, sender=_model, dispatch_uid=f"cards-foreign-lookup-delete-{_model.__name__}"
+    )
+
+
 def _station_decision(
     lookup: str, token_type: str, location_id: str, evse_uid: str, deadline_s: float
 ) -> tuple[StationDecision, str]:
@@ -463,15 +507,13 @@ def _station_decision(
             decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
         return decision, issuer
-    with bounded_queries():  # every read of a foreign token's decision in one bounded transaction
-        token = foreign_token_for(lookup, token_type)
-        if token is None:
-            return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
-        accepted = token.party_id in party_ids_whose_cards_we_accept()
-        connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+    found = _foreign_lookup(lookup, token_type)
+    token = found.token
+    if token is None:
+        return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
     issuer = token.party.ocpi_id
     location = {"location_id": location_id, "evse_uids": [evse_uid]}
-    decision = _foreign_decision(token, accepted, connection, location, deadline_s)
+    decision = _foreign_decision(token, found.accepted, found.connection, location, deadline_s)
     decision.token = token.data
     return decision, issuer
 
