@@ -14,10 +14,19 @@ BENCH_WORKER_CLASS (sync; gthread keeps client connections alive but has a longe
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
 
 gunicorn runs with mobilityplus/gunicorn.conf.py, as in production: each worker warms its card cache.
+
+`--scenario stalling-emsp` (docs/faults.md) measures our stations' POST /api/v1/authorizations instead: `wrk`
+asks for random cards of ours (the normal load) while 20 clients keep asking for a token of an eMSP that
+stalls (answers after 10 s, trickling a byte every 0.5 s so no read timeout fires), and one client asks for a
+token of a second, healthy eMSP every 0.25 s. It prints our own cards' p99 and how many of the healthy eMSP's
+authorizations it answered itself (path `realtime`). `--no-isolation` turns the per-eMSP concurrency limit
+and circuit off (limits set out of reach), for the figures before the fix. `--redis-url` gives the workers a
+Redis cache, so they share the circuit (default: none, each worker has its own).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -27,8 +36,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +212,20 @@ def run_wrk(script: Path, seconds: int) -> dict:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark of authorization (options in the environment: see the module docstring)."
+    )
+    parser.add_argument("--scenario", choices=("emsp", "stalling-emsp"), default="emsp")
+    parser.add_argument("--no-isolation", action="store_true", help="stalling-emsp: per-eMSP limit and circuit off")
+    parser.add_argument("--redis-url", default="", help="stalling-emsp: a Redis cache the workers share")
+    return parser.parse_args()
+
+
 def main() -> int:
+    args = parse_args()
+    if args.scenario == "stalling-emsp":
+        return stalling_emsp_main(args)
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
         return 2
@@ -302,6 +326,307 @@ def main() -> int:
         f"p99_ms={result['p99_us'] / 1000:.1f} errors={errors} log_rows={written} log_kept_up={int(kept_up)} "
         f"ceiling_per_s={ceiling:.0f} "
         f"cards={CARDS} partners={PARTNERS} workers={WORKERS} connections={CONNECTIONS}"
+    )
+    return 0
+
+
+# -- scenario: one eMSP stalling while our stations' normal load runs -------------------------------------------
+
+BACKEND_TOKEN = "bench-backend-token"
+STALLING_UID, HEALTHY_UID = "5A11ED000001", "0CC0CC000001"
+STALLING_CLIENTS = 20
+
+STATION_WRK_SCRIPT = """
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+request = function()
+  local uid = string.format("%(prefix)s%%011X", math.random(0, %(cards)d - 1))
+  local body = '{"uid": "' .. uid .. '", "location_id": "BENCH-LOC-1", "evse_uid": "BENCH-EVSE-1"}'
+  local headers = {}
+  headers["Authorization"] = "Bearer %(token)s"
+  headers["Content-Type"] = "application/json"
+  return wrk.format("POST", "/api/v1/authorizations", headers, body)
+end
+response = function(status, headers, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p95_us=%%d p99_us=%%d max_us=%%d "
+    .. "socket_errors=%%d non2xx=%%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+"""
+
+
+class BenchEmsp:
+    """An eMSP's authorize endpoint on 127.0.0.1: healthy (answers at once) or stalling (10 s, trickled)."""
+
+    def __init__(self, stalling: bool) -> None:
+        self.requests = 0
+        self.stop = threading.Event()
+        emsp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                emsp.requests += 1
+                body = json.dumps(
+                    {"status_code": 1000, "data": {"allowed": "ALLOWED"}, "timestamp": "2026-01-01T00:00:00Z"}
+                )
+                payload = (" " * 20 + body).encode() if stalling else body.encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if stalling:
+                        for byte in payload[:20]:  # 10 s of a byte every 0.5 s, then the rest
+                            if emsp.stop.wait(0.5):
+                                return
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        payload = payload[20:]
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the platform gave up on us
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/emsp/tokens"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def load_station_data(stalling: BenchEmsp, healthy: BenchEmsp) -> None:
+    """Our EVSE, and two eMSPs with an agreement, a tokens SENDER endpoint and one cached token each."""
+    from django.utils import timezone
+
+    from cards.models import ForeignToken
+    from roaming.models import PartnerConnection, Party, RoamingAgreement
+    from roaming.selectors import own_party
+    from roaming.services import store_partner_tokens
+    from stations.models import EVSE, Location
+
+    now = timezone.now()
+    location, _ = Location.objects.update_or_create(
+        party=own_party(),
+        ocpi_id="BENCH-LOC-1",
+        defaults={
+            "name": "Bench station",
+            "address": "Bench street 1",
+            "city": "Brussel",
+            "postal_code": "1000",
+            "country": "BEL",
+            "latitude": 50.85,
+            "longitude": 4.35,
+            "time_zone": "Europe/Brussels",
+            "last_updated": now,
+        },
+    )
+    EVSE.objects.update_or_create(
+        location=location, uid="BENCH-EVSE-1", defaults={"status": "AVAILABLE", "last_updated": now}
+    )
+    for party_id, emsp, uid in (("STL", stalling, STALLING_UID), ("HEA", healthy, HEALTHY_UID)):
+        party, _ = Party.objects.update_or_create(
+            country_code="NL", party_id=party_id, defaults={"role": Party.Role.EMSP, "name": f"Bench eMSP {party_id}"}
+        )
+        connection, _ = PartnerConnection.objects.update_or_create(
+            party=party,
+            defaults={
+                "status": PartnerConnection.Status.CONNECTED,
+                "endpoints": [{"identifier": "tokens", "role": "SENDER", "url": emsp.url}],
+            },
+        )
+        store_partner_tokens(connection, to_them=f"bench-to-{party_id}")
+        if not RoamingAgreement.objects.filter(partner=party).exists():
+            RoamingAgreement.objects.create(
+                partner=party,
+                direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS,
+                status=RoamingAgreement.Status.ACTIVE,
+                valid_from=timezone.localdate().replace(year=2020),
+            )
+        ForeignToken.objects.update_or_create(
+            party=party,
+            uid=uid,
+            type="RFID",
+            defaults={
+                "contract_id": f"NL-{party_id}-C00000001-X",
+                "issuer": party_id,
+                "valid": True,
+                "whitelist": "ALLOWED_OFFLINE",
+                "data": {"uid": uid, "type": "RFID", "valid": True, "whitelist": "ALLOWED_OFFLINE"},
+                "last_updated": now,
+            },
+        )
+
+
+def ask_station(uid: str) -> tuple[dict | None, float]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/api/v1/authorizations",
+        data=json.dumps({"uid": uid, "location_id": "BENCH-LOC-1", "evse_uid": "BENCH-EVSE-1"}).encode(),
+        headers={"Authorization": f"Bearer {BACKEND_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read()), time.monotonic() - started
+    except OSError:
+        return None, time.monotonic() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def stalling_emsp_main(args: argparse.Namespace) -> int:
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
+        return 2
+    if not shutil.which("wrk"):
+        print("wrk is needed as the load generator: apt-get install -y wrk")
+        return 2
+    from cryptography.fernet import Fernet
+
+    # The bench stores the tokens we send to the eMSPs; gunicorn must be able to read them.
+    os.environ.setdefault("OCPI_TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
+    setup_django()
+    load_data()
+    stalling, healthy = BenchEmsp(stalling=True), BenchEmsp(stalling=False)
+    load_station_data(stalling, healthy)
+    env = {
+        **os.environ,
+        "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "ERROR",
+        "DB_CONN_MAX_AGE": "600",
+        "REDIS_URL": args.redis_url,
+        "CARDS_BACKEND_API_TOKEN": BACKEND_TOKEN,
+    }
+    if args.no_isolation:
+        env.update(
+            CARDS_REALTIME_PARTNER_CONCURRENCY="100000",
+            CARDS_CIRCUIT_FAILURES="100000000",
+            CARDS_REALTIME_POOL_SIZE="16",
+        )
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "mobilityplus.wsgi",
+        "-c",
+        str(ROOT / "mobilityplus" / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{PORT}",
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        WORKER_CLASS,
+        "--threads",
+        str(THREADS),
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    stop = threading.Event()
+    stalled_answers: list[tuple[str, float]] = []
+    healthy_answers: list[tuple[str, float]] = []
+
+    def stalling_client() -> None:
+        while not stop.is_set():
+            answer, elapsed = ask_station(STALLING_UID)
+            stalled_answers.append(((answer or {}).get("path", "error"), elapsed))
+            stop.wait(0.1)
+
+    def healthy_client() -> None:
+        while not stop.is_set():
+            answer, elapsed = ask_station(HEALTHY_UID)
+            healthy_answers.append(((answer or {}).get("path", "error"), elapsed))
+            stop.wait(0.25)
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    print("gunicorn did not start")
+                    return 1
+                time.sleep(0.5)
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "station.lua"
+            script.write_text(STATION_WRK_SCRIPT % {"prefix": UID_PREFIX, "cards": CARDS, "token": BACKEND_TOKEN})
+            run_wrk(script, 3)  # warm-up
+            time.sleep(1)
+            alone = run_wrk(script, 5)  # the machine's state now: our own cards without the stall
+            time.sleep(1)
+            clients = [threading.Thread(target=stalling_client) for _ in range(STALLING_CLIENTS)]
+            clients.append(threading.Thread(target=healthy_client))
+            for client in clients:
+                client.start()
+            time.sleep(0.2)  # the stall has begun when the normal load starts
+            result = run_wrk(script, SECONDS)
+            stop.set()
+            for client in clients:
+                client.join(timeout=30)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        stalling.close()
+        healthy.close()
+    seconds = result["duration_us"] / 1e6
+    errors = result["socket_errors"] + result["non2xx"]
+    # wrk leaves requests that timed out (5 s) out of its percentiles: with none answered there are none.
+    answered = result["requests"] - result["socket_errors"]
+    own_p50 = f"{result['p50_us'] / 1000:.1f}" if answered > 0 else "NA"
+    own_p99 = f"{result['p99_us'] / 1000:.1f}" if answered > 0 else "NA"
+    realtime = sum(1 for path, _ in healthy_answers if path == "realtime")
+    stalled_paths = {p: [path for path, _ in stalled_answers].count(p) for p in sorted({p for p, _ in stalled_answers})}
+    stalled_p99 = percentile([elapsed for _, elapsed in stalled_answers], 0.99) * 1000
+    healthy_p99 = percentile([elapsed for _, elapsed in healthy_answers], 0.99) * 1000
+    print(
+        f"gunicorn: {WORKERS} {WORKER_CLASS} workers x {THREADS} threads, isolation: {not args.no_isolation}, "
+        f"shared cache: {bool(args.redis_url)}, duration: {seconds:.1f}s"
+    )
+    print(
+        f"our own cards (wrk, {CONNECTIONS} connections): {result['requests']} requests, "
+        f"{result['requests'] / seconds:.0f}/s, p50 {own_p50} ms, p99 {own_p99} ms (of {answered} answered), "
+        f"errors {errors} (timeouts after 5 s: {result['socket_errors']})"
+    )
+    print(
+        f"healthy eMSP: {realtime} of {len(healthy_answers)} answered by the eMSP (realtime), p99 {healthy_p99:.0f} ms"
+    )
+    print(
+        f"stalling eMSP ({STALLING_CLIENTS} clients): {len(stalled_answers)} answers {json.dumps(stalled_paths)}, "
+        f"p99 {stalled_p99:.0f} ms; it was asked {stalling.requests} times"
+    )
+    print(
+        f"scenario=stalling_emsp isolation={int(not args.no_isolation)} own_p99_ms={own_p99} "
+        f"own_p50_ms={own_p50} own_answered={answered} own_throughput_per_s={result['requests'] / seconds:.0f} "
+        f"own_errors={errors} healthy_realtime={realtime} healthy_asked={len(healthy_answers)} "
+        f"healthy_p99_ms={healthy_p99:.0f} stalling_answers={len(stalled_answers)} stalling_p99_ms={stalled_p99:.0f} "
+        f"stalling_emsp_calls={stalling.requests} alone_p99_ms={alone['p99_us'] / 1000:.1f} "
+        f"alone_throughput_per_s={alone['requests'] / (alone['duration_us'] / 1e6):.0f} "
+        f"workers={WORKERS} connections={CONNECTIONS}"
     )
     return 0
 

@@ -16,11 +16,9 @@ from rest_framework import authentication, exceptions, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cards.authorization import authorize_at_station
+from cards.authorization import authorize_at_station, card_directory
 from cards.models import Card
 from mobilityplus.api_errors import error_responses
-from roaming.selectors import own_party
-from stations.models import EVSE
 
 BACKEND = "charge-point-backend"
 
@@ -63,10 +61,7 @@ class AuthorizationRequestSerializer(serializers.Serializer):
     evse_uid = StringField(min_length=1, max_length=36, help_text="OCPI uid of our EVSE at that location.")
 
     def validate(self, data: dict) -> dict:
-        ours = EVSE.objects.filter(
-            location__party=own_party(), location__ocpi_id__iexact=data["location_id"], uid__iexact=data["evse_uid"]
-        )
-        if not ours.exists():
+        if not card_directory.has_our_evse(data["location_id"], data["evse_uid"]):
             raise serializers.ValidationError({"evse_uid": f"No EVSE {data['evse_uid']!r} at our location."})
         return data
 

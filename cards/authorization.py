@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 import os
 import secrets
 import threading
@@ -30,20 +31,30 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from cards.db_outage import DATABASE_ERRORS, bounded_queries
 from cards.decision_log import decision_log
 from cards.identifiers import lookup_uid
 from cards.models import AuthorizationDecision, Card, ForeignToken
+from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
 from cards.selectors import foreign_token_for
-from roaming.models import PartnerConnection, Party
+from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import agreements_in_force, own_party, party_ids_whose_cards_we_accept
+from stations.models import EVSE
+
+logger = logging.getLogger(__name__)
 
 # Changes committed slightly after a poll could carry an older last_updated: look back this far.
 POLL_OVERLAP = dt.timedelta(seconds=5)
 # A safety net for changes no poll sees (a row edited by hand in SQL without last_updated).
 ENTRY_MAX_AGE_S = 600.0
 MAX_ENTRIES = 2_000_000
+# After a failed look for changes (database stalled or down) the next one waits this long, so requests
+# do not each pay for the database's trouble.
+POLL_RETRY_AFTER_DB_ERROR_S = 2.0
+# Our EVSEs the backend named are remembered this long (a removed EVSE is refused again after it).
+EVSE_MAX_AGE_S = 60.0
 
 BLOCKED_STATUSES = {Card.Status.BLOCKED, Card.Status.LOST, Card.Status.STOLEN, Card.Status.REPLACED}
 _FIELDS = (
@@ -117,6 +128,7 @@ class CardDirectory:
         self._issuer: tuple[int, str, str] | None = None
         self._watermark: dt.datetime | None = None
         self._next_poll = 0.0
+        self._evses: dict[tuple[str, str], float] = {}
 
     # -- reads -------------------------------------------------------------------------------------
     def issuer(self) -> tuple[int, str, str]:
@@ -131,16 +143,46 @@ class CardDirectory:
         key = (uid, token_type)
         entry = self._cards.get(key, False)
         if entry is False or (entry is not None and time.monotonic() - entry.loaded_at > ENTRY_MAX_AGE_S):
-            row = (
-                Card.objects.filter(issuer_party_id=self.issuer()[0], uid=uid, type=token_type)
-                .values_list(*_FIELDS)
-                .first()
-            )
+            try:
+                with bounded_queries():
+                    row = (
+                        Card.objects.filter(issuer_party_id=self.issuer()[0], uid=uid, type=token_type)
+                        .values_list(*_FIELDS)
+                        .first()
+                    )
+            except DATABASE_ERRORS:
+                if entry:  # too old to trust without a look, but better than nothing while the database is away
+                    return entry
+                raise
             entry = _entry(row, time.monotonic()) if row else None
             if len(self._cards) >= MAX_ENTRIES:
                 self._cards.clear()
             self._cards[key] = entry
         return entry
+
+    def has_our_evse(self, location_id: str, evse_uid: str) -> bool:
+        """Whether this EVSE is one of ours; remembered a while, and trusted when the database cannot say.
+
+        The question comes from our own charge-point backend, so during a database outage its word is taken
+        rather than refusing every driver.
+        """
+        key = (location_id.upper(), evse_uid.upper())
+        seen = self._evses.get(key)
+        if seen is not None and time.monotonic() - seen < EVSE_MAX_AGE_S:
+            return True
+        try:
+            with bounded_queries():
+                ours = EVSE.objects.filter(
+                    location__party_id=self.issuer()[0], location__ocpi_id__iexact=location_id, uid__iexact=evse_uid
+                ).exists()
+        except DATABASE_ERRORS:
+            logger.warning("EVSE %s/%s not checked: database unavailable", location_id, evse_uid)
+            return True
+        if ours:
+            if len(self._evses) >= MAX_ENTRIES:
+                self._evses.clear()
+            self._evses[key] = time.monotonic()
+        return ours
 
     def covers(self, party: Party) -> bool:
         """Whether an active agreement lets `party`'s stations take our cards today."""
@@ -169,23 +211,39 @@ class CardDirectory:
             self._issuer = None
             self._watermark = None
             self._next_poll = 0.0
+            self._evses = {}
+        _foreign_lookups.clear()
 
     def _poll_if_due(self) -> None:
         now = time.monotonic()
         if now < self._next_poll:
             return
-        with self._lock:
+        # Another thread looking already: answer from the cache rather than queue behind it.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if now < self._next_poll:
                 return
             self._next_poll = now + settings.CARDS_CACHE_POLL_S
             polled_at = timezone.now()
             if self._watermark is not None:
-                changed = Card.objects.filter(last_updated__gte=self._watermark - POLL_OVERLAP).values_list(
-                    "uid", "type"
-                )
+                try:
+                    with bounded_queries():
+                        changed = list(
+                            Card.objects.filter(last_updated__gte=self._watermark - POLL_OVERLAP).values_list(
+                                "uid", "type"
+                            )
+                        )
+                except DATABASE_ERRORS as error:
+                    # The watermark stays: once the database is back, the changes missed meanwhile are seen.
+                    logger.warning("Looking for changed cards failed (%s); answering from the cache", error)
+                    self._next_poll = now + max(settings.CARDS_CACHE_POLL_S, POLL_RETRY_AFTER_DB_ERROR_S)
+                    return
                 for key in changed:
                     self._cards.pop(key, None)
             self._watermark = polled_at
+        finally:
+            self._lock.release()
 
 
 card_directory = CardDirectory()
@@ -287,8 +345,9 @@ def authorize_token(party: Party, token_uid: str, token_type: str, location: dic
 # -- our stations (CPO side) -------------------------------------------------------------------------------
 
 # Real-time calls run here so the answer keeps its deadline even when a partner trickles bytes
-# (requests' timeout bounds each socket read, not the whole call).
-_realtime_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="emsp-authorize")
+# (requests' timeout bounds each socket read, not the whole call). Each partner may hold at most
+# CARDS_REALTIME_PARTNER_CONCURRENCY of these threads (realtime_circuit), so one cannot fill it for all.
+_realtime_pool = ThreadPoolExecutor(max_workers=settings.CARDS_REALTIME_POOL_SIZE, thread_name_prefix="emsp-authorize")
 
 
 @dataclass
@@ -306,9 +365,8 @@ class StationDecision:
         return self.allowed == "ALLOWED"
 
 
-def _issuer_call(token: ForeignToken, location: dict, deadline_s: float):
-    """A prepared call to the issuing eMSP's authorize endpoint (DB reads here, in the request thread)."""
-    connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+def _issuer_call(token: ForeignToken, connection: PartnerConnection | None, location: dict, deadline_s: float):
+    """(circuit key, a prepared call to the issuing eMSP's authorize endpoint)."""
     if connection is None or connection.status != PartnerConnection.Status.CONNECTED:
         raise OcpiClientError("transport", f"no connected link to {token.party.ocpi_id}")
     url = connection.endpoint_url("tokens", "SENDER")
@@ -326,24 +384,56 @@ def _issuer_call(token: ForeignToken, location: dict, deadline_s: float):
             raise OcpiClientError("json", "AuthorizationInfo without a valid `allowed`")
         return reply.data
 
-    return call
+    return circuit_key(token.party_id, url), call
+
+
+def _guarded(ticket: Ticket, call, deadline_s: float):
+    """The call as the pool runs it: its outcome feeds the partner's circuit, and its slot is freed at its end."""
+
+    def run() -> dict:
+        try:
+            result = call()
+        except BaseException:
+            partner_circuits.failed(ticket)
+            raise
+        else:
+            if time.monotonic() - ticket.started > deadline_s:
+                partner_circuits.failed(ticket)  # answered, but too late for the driver waiting
+            else:
+                partner_circuits.succeeded(ticket)
+            return result
+        finally:
+            partner_circuits.release(ticket)
+
+    return run
 
 
 ALLOWED_VALUES = {"ALLOWED", "BLOCKED", "EXPIRED", "NO_CREDIT", "NOT_ALLOWED"}
 
 
-def _foreign_decision(token: ForeignToken, location: dict, deadline_s: float) -> StationDecision:
+def _foreign_decision(
+    token: ForeignToken, accepted: bool, connection: PartnerConnection | None, location: dict, deadline_s: float
+) -> StationDecision:
     issuer = token.party.ocpi_id
-    if token.party_id not in party_ids_whose_cards_we_accept():
+    if not accepted:
         return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.AGREEMENT, f"No agreement with {issuer}")
     if token.whitelist == Card.Whitelist.ALWAYS:
         if token.valid:
             return StationDecision("ALLOWED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) and valid")
         return StationDecision("BLOCKED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) but not valid")
     try:
-        future = _realtime_pool.submit(_issuer_call(token, location, deadline_s))
-        info = future.result(timeout=deadline_s)
-    except (FutureTimeout, OcpiClientError, ValueError) as error:
+        key, call = _issuer_call(token, connection, location, deadline_s)
+        ticket = partner_circuits.admit(key)  # Refused at once while the partner is failing or saturated
+        future = _realtime_pool.submit(_guarded(ticket, call, deadline_s))
+        if ticket.trial:
+            # Nobody waits for a partner known to be failing: the trial's outcome only moves the circuit.
+            raise Refused("failing, asked again in the background (circuit half-open)")
+        try:
+            info = future.result(timeout=deadline_s)
+        except FutureTimeout:
+            partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
+            raise
+    except (FutureTimeout, OcpiClientError, ValueError, Refused) as error:
         problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
         if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:
             return StationDecision(
@@ -362,14 +452,52 @@ def _foreign_decision(token: ForeignToken, location: dict, deadline_s: float) ->
     )
 
 
-def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: str) -> StationDecision:
-    """May this card charge at our EVSE? Our cards locally; foreign ones by cache, issuer, or fallback.
+class ForeignLookup(NamedTuple):
+    token: ForeignToken | None
+    accepted: bool  # an agreement in force lets its eMSP's cards charge at our stations
+    connection: PartnerConnection | None
+    expires: float
 
-    Answers within CARDS_REALTIME_DEADLINE_S plus local work, whatever the issuer does.
-    """
-    started = time.perf_counter()
-    deadline_s = settings.CARDS_REALTIME_DEADLINE_S
-    lookup = lookup_uid(uid, token_type)
+
+# A foreign token's reads are remembered this long per process (saves in this process evict them at once), so a
+# burst for one token, such as a stalling eMSP's drivers trying again and again, costs no database work.
+FOREIGN_LOOKUP_TTL_S = 1.0
+_foreign_lookups: dict[tuple[str, str], ForeignLookup] = {}
+
+
+def _foreign_lookup(uid: str, token_type: str) -> ForeignLookup:
+    key = (uid, token_type)
+    now = time.monotonic()
+    found = _foreign_lookups.get(key)
+    if found is not None and found.expires > now:
+        return found
+    with bounded_queries():  # all of it in one bounded transaction
+        token = foreign_token_for(uid, token_type)
+        accepted, connection = False, None
+        if token is not None:
+            accepted = token.party_id in party_ids_whose_cards_we_accept()
+            connection = PartnerConnection.objects.select_related("party", "via_hub").filter(party=token.party).first()
+    found = ForeignLookup(token, accepted, connection, now + FOREIGN_LOOKUP_TTL_S)
+    if len(_foreign_lookups) >= 10_000:
+        _foreign_lookups.clear()
+    _foreign_lookups[key] = found
+    return found
+
+
+def _forget_foreign_lookups(sender: type, **_: Any) -> None:
+    _foreign_lookups.clear()
+
+
+for _model in (ForeignToken, PartnerConnection, RoamingAgreement):
+    post_save.connect(_forget_foreign_lookups, sender=_model, dispatch_uid=f"cards-foreign-lookup-{_model.__name__}")
+    post_delete.connect(
+        _forget_foreign_lookups, sender=_model, dispatch_uid=f"cards-foreign-lookup-delete-{_model.__name__}"
+    )
+
+
+def _station_decision(
+    lookup: str, token_type: str, location_id: str, evse_uid: str, deadline_s: float
+) -> tuple[StationDecision, str]:
     entry = card_directory.card(lookup, token_type)
     issuer = ""
     if entry is not None:
@@ -378,15 +506,33 @@ def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: 
         if allowed == "ALLOWED":
             decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
-    else:
-        token = foreign_token_for(lookup, token_type)
-        if token is None:
-            decision = StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token")
-        else:
-            issuer = token.party.ocpi_id
-            location = {"location_id": location_id, "evse_uids": [evse_uid]}
-            decision = _foreign_decision(token, location, deadline_s)
-            decision.token = token.data
+        return decision, issuer
+    found = _foreign_lookup(lookup, token_type)
+    token = found.token
+    if token is None:
+        return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
+    issuer = token.party.ocpi_id
+    location = {"location_id": location_id, "evse_uids": [evse_uid]}
+    decision = _foreign_decision(token, found.accepted, found.connection, location, deadline_s)
+    decision.token = token.data
+    return decision, issuer
+
+
+def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: str) -> StationDecision:
+    """May this card charge at our EVSE? Our cards locally; foreign ones by cache, issuer, or fallback.
+
+    Answers within CARDS_REALTIME_DEADLINE_S plus local work, whatever the issuer does.
+    """
+    started = time.perf_counter()
+    deadline_s = settings.CARDS_REALTIME_DEADLINE_S
+    lookup = lookup_uid(uid, token_type)
+    try:
+        decision, issuer = _station_decision(lookup, token_type, location_id, evse_uid, deadline_s)
+    except DATABASE_ERRORS as error:
+        # Only reached for a card not in the warm cache: our cached cards never need the database here.
+        logger.warning("Authorization of %s without the database: %s", lookup, error)
+        reason = "This card cannot be checked right now; please try again in a few minutes."
+        decision, issuer = StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, reason), ""
     decision.issuer = issuer
     decision.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
     decision_log.record(

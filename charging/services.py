@@ -20,11 +20,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import redis.exceptions
 import requests
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from urllib3.exceptions import NewConnectionError
 
 from cards.models import Card, Driver
@@ -372,10 +374,29 @@ def check_startable(location: Location, evse: EVSE) -> None:
         raise CommandRefused("This operator does not support starting a session from the app.")
 
 
+# What publishing a task raises when the broker (Redis) is down or unreachable.
+QUEUE_ERRORS = (BrokerUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+NOT_QUEUED_TEXT = "We could not pass your request on just now, so nothing was started. Please try again in a minute."
+
+
+class CommandNotQueued(CommandRefused):
+    """The command was created but could not be queued: it is marked failed, nothing reached the operator."""
+
+
 def _enqueue_send(command: Command) -> None:
     from charging.tasks import send_command as send_task
 
-    transaction.on_commit(lambda: send_task.delay(command.pk))
+    def queue() -> None:
+        try:
+            send_task.delay(command.pk)
+        except QUEUE_ERRORS as error:
+            # Fail at once rather than leave a pending command nobody will send (publishing gives up within
+            # about CELERY_PUBLISH_TIMEOUT_S): the driver reads it and may press again.
+            logger.error("Command %s could not be queued: %s", command.pk, error)
+            _finish(command, Command.Status.FAILED, error=f"Could not be queued: {error}"[:500])
+            raise CommandNotQueued(NOT_QUEUED_TEXT) from error
+
+    transaction.on_commit(queue)
 
 
 def _create_once(idempotency_key: str, **fields: Any) -> tuple[Command, bool]:

@@ -7,7 +7,7 @@ from celery import shared_task
 from charging import services
 
 
-@shared_task(name="charging.send_command", acks_late=False)
+@shared_task(name="charging.send_command", acks_late=False, ignore_result=True)
 def send_command(command_id: int) -> str:
     """Send one of our OCPI commands to its CPO (at most once per button press; see services.send_command).
 

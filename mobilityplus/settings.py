@@ -98,12 +98,28 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Tests on SQLite use a file, not shared-cache memory: there a reader makes a Celery worker thread's
     # write fail at once ("table is locked") instead of waiting its turn.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+else:
+    # faults: an unreachable database host fails a connection attempt after this long instead of hanging.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = int(os.environ.get("DB_CONNECT_TIMEOUT_S", "2"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker and cache when set; otherwise tasks run in-process and the cache is local memory.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # faults: a Redis that is down or slow degrades to no cache (misses, writes dropped), never to a 500.
+    CACHE_SOCKET_TIMEOUT_S = float(os.environ.get("CACHE_SOCKET_TIMEOUT_S", "0.5"))
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT_S,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT_S,
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -130,6 +146,18 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# faults: queuing a task (a driver's "Start charging") gives up within about CELERY_PUBLISH_TIMEOUT_S when the
+# broker is unreachable, so the request can say so instead of hanging (workers keep retrying their own link).
+CELERY_PUBLISH_TIMEOUT_S = float(os.environ.get("CELERY_PUBLISH_TIMEOUT_S", "1"))
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_PUBLISH_TIMEOUT_S
+# Added to the visibility settings above (one dict: a second assignment would drop them).
+CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"] = CELERY_PUBLISH_TIMEOUT_S
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# The Redis result store is reached when a task is queued too (it would retry 20 times, one a second).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY,
+    "socket_connect_timeout": CELERY_PUBLISH_TIMEOUT_S,
+}
 # Periodic work; each entry's task lives in the app that owns it.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 # charging: commands whose CommandResult never came within the CPO's timeout become "timed out".
@@ -236,6 +264,15 @@ LOGGING = {
 CARDS_DEFAULT_RFID_WHITELIST = os.environ.get("CARDS_DEFAULT_RFID_WHITELIST", "ALLOWED_OFFLINE")
 # Our stations: how long we wait for the issuing eMSP's real-time answer before the cached token decides.
 CARDS_REALTIME_DEADLINE_S = float(os.environ.get("CARDS_REALTIME_DEADLINE_S", "1.5"))
+# faults (docs/faults.md): real-time calls share a pool; each eMSP may hold this many of its threads at once.
+CARDS_REALTIME_POOL_SIZE = int(os.environ.get("CARDS_REALTIME_POOL_SIZE", "32"))
+CARDS_REALTIME_PARTNER_CONCURRENCY = int(os.environ.get("CARDS_REALTIME_PARTNER_CONCURRENCY", "4"))
+# ...and after this many failed calls within the window the eMSP is not asked for the cool-down (circuit open).
+CARDS_CIRCUIT_FAILURES = int(os.environ.get("CARDS_CIRCUIT_FAILURES", "3"))
+CARDS_CIRCUIT_WINDOW_S = float(os.environ.get("CARDS_CIRCUIT_WINDOW_S", "30"))
+CARDS_CIRCUIT_COOLDOWN_S = float(os.environ.get("CARDS_CIRCUIT_COOLDOWN_S", "30"))
+# Database reads on the authorization path give up after this long (PostgreSQL statement_timeout, SET LOCAL).
+CARDS_DB_STATEMENT_TIMEOUT_MS = int(os.environ.get("CARDS_DB_STATEMENT_TIMEOUT_MS", "500"))
 # Token push to CPOs: first retry after this many seconds, doubling, capped at 10 minutes.
 CARDS_TOKEN_PUSH_BACKOFF_S = float(os.environ.get("CARDS_TOKEN_PUSH_BACKOFF_S", "5"))
 CARDS_TOKEN_PUSH_MAX_RETRIES = int(os.environ.get("CARDS_TOKEN_PUSH_MAX_RETRIES", "30"))
