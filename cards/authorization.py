@@ -379,7 +379,7 @@ def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: 
             decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
     else:
-        token = foreign_token_for(lookup, token_type)
+        token = foreign_token_for(uid, token_type)  # a foreign uid is kept as sent, not normalised
         if token is None:
             decision = StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token")
         else:

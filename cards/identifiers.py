@@ -109,6 +109,19 @@ def normalise_uid(value: str, token_type: str = "RFID") -> str:  # noqa: S107
     return text
 
 
+def foreign_uid(value: str) -> str:
+    """How we keep another eMSP's token uid: as sent, upper-cased (a CiString of up to 36 characters).
+
+    Only our own cards are normalised (hexadecimal RFID); a foreign uid may be any text its eMSP chose.
+    """
+    return value.upper()
+
+
+def foreign_uid_lookups(value: str, token_type: str = "RFID") -> list[str]:  # noqa: S107
+    """The stored forms a foreign token read as `value` may have: as sent, or normalised (kept by older code)."""
+    return list(dict.fromkeys([(value or "").strip().upper(), lookup_uid(value, token_type)]))
+
+
 def lookup_uid(value: str, token_type: str = "RFID") -> str:  # noqa: S107
     """The form to look a UID up with; never raises (an odd UID simply matches nothing)."""
     try:

@@ -186,6 +186,8 @@ OCPI_BASE_URL = os.environ.get("OCPI_BASE_URL", "http://127.0.0.1:8000").rstrip(
 OCPI_TOKEN_ENCRYPTION_KEY = os.environ.get("OCPI_TOKEN_ENCRYPTION_KEY", "")
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
+# Partner timestamps (last_updated, session and CDR times) later than now + this are refused with 2001.
+OCPI_MAX_CLOCK_SKEW_SECONDS = int(os.environ.get("OCPI_MAX_CLOCK_SKEW_SECONDS", "300"))
 # How often each process checks whether agreements changed elsewhere (saves in-process apply at once).
 ROAMING_AGREEMENTS_CHECK_S = float(os.environ.get("ROAMING_AGREEMENTS_CHECK_S", "0.5"))
 

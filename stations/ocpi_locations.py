@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
+from roaming.ocpi.fields import INT32_MAX
+from roaming.ocpi.input import check_not_future
 from stations.bulk_writes import json_bytes
 from stations.models import EVSE, Connector, EvseStatus, Location
 
@@ -57,12 +59,15 @@ def _text(obj: dict, name: str, max_length: int, *, required: bool = False, wher
         raise InvalidObject(f"{where}{name}: must be a string, got {type(value).__name__}")
     if len(value) > max_length:
         raise InvalidObject(f"{where}{name}: longer than {max_length} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it (a feed page is not walked like a pushed body)
+        raise InvalidObject(f"{where}{name}: contains a NUL character")
     return value
 
 
 def _stamp(obj: dict, where: str) -> dt.datetime:
     try:
-        return parse_datetime(obj.get("last_updated"), f"{where}last_updated")
+        # From the future it would make every later, real update look stale (and be ignored).
+        return check_not_future(parse_datetime(obj.get("last_updated"), f"{where}last_updated"), f"{where}last_updated")
     except OcpiError as exc:
         raise InvalidObject(exc.message) from exc
 
@@ -73,8 +78,13 @@ def _integer(obj: dict, name: str, where: str, *, required: bool = True) -> int 
         if required:
             raise InvalidObject(f"{where}{name}: required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
-        raise InvalidObject(f"{where}{name}: must be a non-negative integer, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= INT32_MAX  # also refuses NaN; the columns are PostgreSQL integers
+        or value != int(value)
+    ):
+        raise InvalidObject(f"{where}{name}: must be an integer from 0 to {INT32_MAX}, got {value!r:.40}")
     return int(value)
 
 
@@ -91,12 +101,14 @@ def _coordinate(obj: Any, name: str, limit: float, where: str) -> float:
     if not isinstance(obj, dict):
         raise InvalidObject(f"{where}coordinates: must be an object with latitude and longitude")
     value = obj.get(name)
+    if isinstance(value, bool):
+        raise InvalidObject(f"{where}coordinates.{name}: not a number: {value!r}")
     try:
         number = float(value)  # the spec says strings; some hubs send numbers, which mean the same
-    except (TypeError, ValueError) as exc:
-        raise InvalidObject(f"{where}coordinates.{name}: not a number: {value!r}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidObject(f"{where}coordinates.{name}: not a number: {value!r:.40}") from exc
     if not -limit <= number <= limit:
-        raise InvalidObject(f"{where}coordinates.{name}: out of range: {value!r}")
+        raise InvalidObject(f"{where}coordinates.{name}: out of range: {value!r:.40}")
     return number
 
 

@@ -28,6 +28,7 @@ from roaming.ocpi.envelope import (
     ocpi_response,
     parse_datetime,
 )
+from roaming.ocpi.input import match_identity
 from roaming.ocpi.pagination import page_request
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
@@ -150,8 +151,10 @@ def _changed_document(method: str, document: dict, body: dict, evse_uid: str | N
                 if not _same_id(body.get(name), document.get(name, "")):
                     raise OcpiError(INVALID_PARAMETERS, f"{name}: must be {document.get(name)!r} as in the URL")
             return body
-        if "id" in body and not _same_id(body["id"], document["id"]):
-            raise OcpiError(INVALID_PARAMETERS, "id: a PATCH may not change the location id")
+        # Not the owner nor the id: a PATCH that moved them would lock the owner out of its own location.
+        match_identity(
+            body, {name: document.get(name, "") for name in ("country_code", "party_id", "id")}, "the stored location"
+        )
         document.update(body)
         return document
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 import uuid
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
@@ -27,6 +27,7 @@ from roaming.ocpi.envelope import (
     error_response,
     ocpi_response,
 )
+from roaming.ocpi.input import check_request, read_json
 from roaming.selectors import agreement_in_force
 from roaming.services import record_contact
 
@@ -55,17 +56,9 @@ class PartnerContext:
     _body: Any = field(default=None, repr=False)
 
     def json(self, required: bool = True) -> Any:
-        """The request body as JSON; invalid JSON is HTTP 400 with OCPI 2001."""
+        """The request body as checked JSON (`roaming.ocpi.input.read_json`); bad input is 413 or 400 with 2001."""
         if self._body is None:
-            raw = self.request.body
-            if not raw.strip():
-                if required:
-                    raise OcpiError(INVALID_PARAMETERS, "body: a JSON body is required", http_status=400)
-                return None
-            try:
-                self._body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise OcpiError(INVALID_PARAMETERS, f"body: invalid JSON ({exc})", http_status=400) from exc
+            self._body = read_json(self.request, required=required)
         return self._body
 
 
@@ -224,10 +217,13 @@ def ocpi_endpoint(
                 subject = authenticate(request, module) if authenticated else request
                 if authenticated:
                     ctx = subject
+                check_request(request, kwargs)
                 result = view(subject, **kwargs)
                 response = result if isinstance(result, HttpResponse) else ocpi_response(result)
             except OcpiError as error:
                 response = error_response(error)
+            except RequestDataTooBig:  # a body read outside PartnerContext.json()
+                response = error_response(OcpiError(INVALID_PARAMETERS, "body: too large", http_status=413))
             except Exception:
                 logger.exception("OCPI %s %s failed", request.method, request.path)
                 response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)
