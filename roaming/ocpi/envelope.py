@@ -119,6 +119,8 @@ def validation_message(errors: Any, prefix: str = "") -> str:
     if isinstance(errors, dict):
         for key, value in errors.items():
             name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int):  # DRF keys a list's errors by index: charging_periods[0].dimensions[1]
+                name = f"{prefix}[{key}]"
             if key == "non_field_errors":
                 name = prefix or "body"
             parts.append(validation_message(value, name))
