@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from roaming.ocpi.input import InvalidInput
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _P1 = ((0, 1), (1, 1))  # over Z2, order 3
 _P2 = ((0, 1), (1, 2))  # over Z3, order 8
@@ -22,7 +24,7 @@ _RFID_SEPARATORS = re.compile(r"[\s:\-]")
 _HEX = re.compile(r"^[0-9A-F]+$")
 
 
-class InvalidIdentifier(ValueError):
+class InvalidIdentifier(InvalidInput):
     """An identifier that does not have the required form; the message says why."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
 from roaming.ocpi.fields import INT32_MAX
-from roaming.ocpi.input import check_not_future
+from roaming.ocpi.input import InvalidInput, check_not_future
 from stations.bulk_writes import json_bytes
 from stations.models import EVSE, Connector, EvseStatus, Location
 
@@ -24,8 +24,8 @@ CONNECTOR_FORMATS = {"SOCKET", "CABLE"}
 POWER_TYPES = {"AC_1_PHASE", "AC_2_PHASE", "AC_2_PHASE_SPLIT", "AC_3_PHASE", "DC"}
 
 
-class InvalidObject(ValueError):
-    """A partner object we cannot store; the message names the field."""
+class InvalidObject(InvalidInput):
+    """A partner object we cannot store; the message names the field (2001 on the OCPI endpoints)."""
 
 
 @dataclass

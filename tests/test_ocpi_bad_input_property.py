@@ -38,8 +38,8 @@ from tests.ocpi_input_world import (
 
 pytestmark = pytest.mark.django_db
 
-BODY_EXAMPLES = 30
-QUERY_EXAMPLES = 60
+BODY_EXAMPLES = 25
+QUERY_EXAMPLES = 50
 PROPERTY_SETTINGS = settings(
     max_examples=BODY_EXAMPLES,
     deadline=None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.db.models import Count, Max
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -27,7 +27,7 @@ from roaming.ocpi.envelope import (
     error_response,
     ocpi_response,
 )
-from roaming.ocpi.input import check_request, read_json
+from roaming.ocpi.input import InvalidInput, check_request, read_json
 from roaming.selectors import agreement_in_force
 from roaming.services import record_contact
 
@@ -224,6 +224,13 @@ def ocpi_endpoint(
                 response = error_response(error)
             except RequestDataTooBig:  # a body read outside PartnerContext.json()
                 response = error_response(OcpiError(INVALID_PARAMETERS, "body: too large", http_status=413))
+            except InvalidInput as error:  # domain rules on partner input, mapped to OCPI once
+                response = error_response(OcpiError(INVALID_PARAMETERS, str(error)))
+            except DataError:
+                # A value the database cannot hold slipped past the input checks: still the partner's input, and
+                # the failed statement wrote nothing. Logged as an error, because the checks should have caught it.
+                logger.exception("OCPI %s %s: input the database refused", request.method, request.path)
+                response = error_response(OcpiError(INVALID_PARAMETERS, "body: a value is out of range or not text"))
             except Exception:
                 logger.exception("OCPI %s %s failed", request.method, request.path)
                 response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)

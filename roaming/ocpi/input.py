@@ -38,6 +38,13 @@ MAX_PAGE_NUMBER = 2**31 - 1
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+class InvalidInput(ValueError):
+    """Partner input a domain rule refuses (a Location field, a token identifier...); the message names the field.
+
+    Modules subclass it for their own checks; `ocpi_endpoint` answers it with 2001 (HTTP 400), in one place.
+    """
+
+
 def max_clock_skew() -> dt.timedelta:
     """How far in the future a partner's timestamp may be (its clock may run a little ahead of ours)."""
     return dt.timedelta(seconds=getattr(settings, "OCPI_MAX_CLOCK_SKEW_SECONDS", 300))
