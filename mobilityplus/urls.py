@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mobilityplus.health import healthz
+from roaming.ocpi.endpoint import ocpi_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -17,4 +18,6 @@ urlpatterns = [
     path("api/v1/", include("stations.api_urls")),
     path("ocpi/", include("charging.ocpi_urls")),
     path("charging/", include("charging.urls")),
+    # Last: any other /ocpi/ URL (a segment with an encoded "/", an unknown module) gets the OCPI envelope.
+    re_path(r"^ocpi/", ocpi_not_found),
 ]

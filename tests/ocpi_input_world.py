@@ -37,7 +37,7 @@ REGISTRATION_TOKEN = "bad-input-registration"  # noqa: S105
 UNREACHABLE_VERSIONS_URL = "http://127.0.0.1:9/ocpi/versions"
 
 # Bookkeeping that a call may touch without changing what the partner stored: contact time, handshake log.
-VOLATILE = {"last_contact_at", "updated_at", "last_error", "handshake_log", "received_at"}
+VOLATILE = {"last_contact_at", "updated_at", "last_error", "last_error_at", "handshake_log", "received_at"}
 SNAPSHOT_MODELS = (Party, PartnerConnection, Location, EVSE, Connector, Session, CDR, ForeignToken, Command)
 
 
