@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -38,8 +39,9 @@ from tests.ocpi_input_world import (
 
 pytestmark = pytest.mark.django_db
 
-BODY_EXAMPLES = 25
-QUERY_EXAMPLES = 50
+# Bounded so the module runs in about a minute; OCPI_PROPERTY_EXAMPLES=500 for a deeper search.
+BODY_EXAMPLES = int(os.environ.get("OCPI_PROPERTY_EXAMPLES", "25"))
+QUERY_EXAMPLES = 2 * BODY_EXAMPLES
 PROPERTY_SETTINGS = settings(
     max_examples=BODY_EXAMPLES,
     deadline=None,
