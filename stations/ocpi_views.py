@@ -238,9 +238,13 @@ def _decode_cursor(value: str) -> tuple[dt.datetime, int]:
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         stamp, pk = text.rsplit("|", 1)
-        return dt.datetime.fromisoformat(stamp), int(pk)
+        moment, key = dt.datetime.fromisoformat(stamp), int(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers") from exc
+    # Ours always carry an offset and a key the id column can hold; anything else was made up.
+    if moment.tzinfo is None or not 0 <= key < 2**63:
+        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers")
+    return moment, key
 
 
 @ocpi_endpoint("locations", methods=("GET",))

@@ -9,6 +9,7 @@ not hexadecimal.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 
@@ -276,3 +277,9 @@ def test_identity_fields_must_match_the_url_and_the_stored_object(live_server, w
     refused(send(live_server, "PATCH", token_url, {"country_code": "NL", "last_updated": stamp}), "country_code")
     refused(send(live_server, "PATCH", token_url, {"uid": "999", "last_updated": stamp}), "uid")
     assert snapshot() == before
+
+
+def test_a_made_up_cursor_is_2001(live_server, world):
+    for text in ("2020-01-01T00:00:00|1", f"2020-01-01T00:00:00+00:00|{10**30}", "0000-01-01|1", "garbage"):
+        cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        refused(send(live_server, "GET", f"/ocpi/cpo/2.2.1/locations?cursor={cursor}"), "cursor")
