@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,9 +51,20 @@ def max_clock_skew() -> dt.timedelta:
     return dt.timedelta(seconds=getattr(settings, "OCPI_MAX_CLOCK_SKEW_SECONDS", 300))
 
 
+_future_limit: list[Any] = [0.0, None]  # [monotonic time to recompute at, latest acceptable timestamp]
+
+
+def future_limit() -> dt.datetime:
+    """now + the allowed skew, recomputed at most once a second: a feed page checks millions of stamps."""
+    now = time.monotonic()
+    if now >= _future_limit[0]:
+        _future_limit[:] = [now + 1.0, timezone.now() + max_clock_skew()]
+    return _future_limit[1]
+
+
 def check_not_future(value: dt.datetime, field: str) -> dt.datetime:
     """Refuse a timestamp beyond now + the allowed skew: stored, it would make every later update look stale."""
-    if value > timezone.now() + max_clock_skew():
+    if value > future_limit():
         raise OcpiError(INVALID_PARAMETERS, f"{field}: in the future ({value.isoformat()})")
     return value
 
