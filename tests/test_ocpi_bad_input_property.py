@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from django.urls import URLResolver, get_resolver, resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,7 @@ LOCATIONS = [
     "location_example_uc5_home_charge_point.json",
 ]
 RECEIVER = "/ocpi/emsp/2.2.1/locations/BE/BEC"
+COMMAND_RESULT_PATH = "/ocpi/emsp/2.2.1/commands/START_SESSION/00000000-0000-4000-8000-000000000000"
 
 
 def body_cases() -> list[Case]:
@@ -257,7 +259,12 @@ def body_cases() -> list[Case]:
             "/ocpi/cpo/2.2.1/commands/STOP_SESSION",
             [{"response_url": "http://127.0.0.1:9/ocpi/emsp/2.2.1/commands/STOP_SESSION/1", "session_id": "101"}],
         ),
-        Case("CommandResult POST", "POST", "", [{"result": "ACCEPTED", "message": [{"language": "en", "text": "ok"}]}]),
+        Case(
+            "CommandResult POST",
+            "POST",
+            COMMAND_RESULT_PATH,
+            [{"result": "ACCEPTED", "message": [{"language": "en", "text": "ok"}]}],
+        ),
         Case("credentials POST", "POST", "/ocpi/2.2.1/credentials", credentials, token=REGISTRATION_TOKEN),
         Case("credentials PUT", "PUT", "/ocpi/2.2.1/credentials", credentials),
         Case(
@@ -322,7 +329,7 @@ def test_mutated_spec_examples_never_500_and_refusals_change_nothing(client, wor
     index = data.draw(st.integers(min_value=0, max_value=len(case.examples) - 1), label="example")
     body = data.draw(mutated(case.examples[index]), label="body")
     path = case.paths_per_example[index] if case.paths_per_example else case.path
-    if case.name == "CommandResult POST":
+    if path == COMMAND_RESULT_PATH:  # our response_url for the command the partner is answering
         path = f"/ocpi/emsp/2.2.1/commands/START_SESSION/{world.command.uid}"
     text = json.dumps(body)  # NaN and Infinity become the non-JSON literals a careless encoder sends
     before = snapshot()
@@ -341,6 +348,7 @@ GET_PATHS = [
     "/ocpi/emsp/2.2.1/locations/{cc}/{party}/{id}/{id}/{id}",
     "/ocpi/cpo/2.2.1/locations",
     "/ocpi/cpo/2.2.1/locations/{id}",
+    "/ocpi/cpo/2.2.1/locations/{id}/{id}",
     "/ocpi/cpo/2.2.1/locations/{id}/{id}/{id}",
     "/ocpi/emsp/2.2.1/sessions/{cc}/{party}/{id}",
     "/ocpi/emsp/2.2.1/cdrs/{pk}",
@@ -359,6 +367,25 @@ QUERY_VALUES = st.one_of(
     st.integers().map(str),
     st.binary(max_size=40).map(lambda b: __import__("base64").urlsafe_b64encode(b).decode()),  # cursor-shaped
 )
+
+
+def _ocpi_url_names(patterns, prefix: str = "") -> set[str]:
+    names = set()
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern).lstrip("^")
+        if isinstance(pattern, URLResolver):
+            names |= _ocpi_url_names(pattern.url_patterns, route)
+        elif route.startswith("ocpi/") and pattern.name:
+            names.add(pattern.name)
+    return names
+
+
+def test_the_properties_cover_every_ocpi_endpoint_of_the_urlconfs():
+    """A new OCPI endpoint fails here until it is added to the cases above."""
+    covered = {resolve((case.paths_per_example or [case.path])[0].partition("?")[0]).url_name for case in BODY_CASES}
+    covered |= {resolve(path.format(cc="BE", party="BEC", id="X", pk="1")).url_name for path in GET_PATHS}
+    assert covered == _ocpi_url_names(get_resolver().url_patterns)
+    assert len(covered) == 19
 
 
 def _quoted(segment: str) -> str:
