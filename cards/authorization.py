@@ -496,7 +496,7 @@ for _model in (ForeignToken, PartnerConnection, RoamingAgreement):
 
 
 def _station_decision(
-    lookup: str, token_type: str, location_id: str, evse_uid: str, deadline_s: float
+    uid: str, lookup: str, token_type: str, location_id: str, evse_uid: str, deadline_s: float
 ) -> tuple[StationDecision, str]:
     entry = card_directory.card(lookup, token_type)
     issuer = ""
@@ -507,7 +507,7 @@ def _station_decision(
             decision.authorization_reference = new_authorization_reference()
         issuer = "{}*{}".format(*card_directory.issuer()[1:])
         return decision, issuer
-    found = _foreign_lookup(lookup, token_type)
+    found = _foreign_lookup(uid, token_type)  # a foreign uid is kept as sent, not normalised
     token = found.token
     if token is None:
         return StationDecision("NOT_ALLOWED", AuthorizationDecision.Path.UNKNOWN, "Unknown token"), issuer
@@ -527,7 +527,7 @@ def authorize_at_station(uid: str, token_type: str, location_id: str, evse_uid: 
     deadline_s = settings.CARDS_REALTIME_DEADLINE_S
     lookup = lookup_uid(uid, token_type)
     try:
-        decision, issuer = _station_decision(lookup, token_type, location_id, evse_uid, deadline_s)
+        decision, issuer = _station_decision(uid, lookup, token_type, location_id, evse_uid, deadline_s)
     except DATABASE_ERRORS as error:
         # Only reached for a card not in the warm cache: our cached cards never need the database here.
         logger.warning("Authorization of %s without the database: %s", lookup, error)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from roaming.ocpi.input import InvalidInput
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _P1 = ((0, 1), (1, 1))  # over Z2, order 3
 _P2 = ((0, 1), (1, 2))  # over Z3, order 8
@@ -22,7 +24,7 @@ _RFID_SEPARATORS = re.compile(r"[\s:\-]")
 _HEX = re.compile(r"^[0-9A-F]+$")
 
 
-class InvalidIdentifier(ValueError):
+class InvalidIdentifier(InvalidInput):
     """An identifier that does not have the required form; the message says why."""
 
 
@@ -107,6 +109,19 @@ def normalise_uid(value: str, token_type: str = "RFID") -> str:  # noqa: S107
     if not text or len(text) > 36 or not text.isascii() or not text.isprintable():
         raise InvalidIdentifier(f"{value!r} is not a token UID: 1 to 36 printable ASCII characters")
     return text
+
+
+def foreign_uid(value: str) -> str:
+    """How we keep another eMSP's token uid: as sent, upper-cased (a CiString of up to 36 characters).
+
+    Only our own cards are normalised (hexadecimal RFID); a foreign uid may be any text its eMSP chose.
+    """
+    return value.upper()
+
+
+def foreign_uid_lookups(value: str, token_type: str = "RFID") -> list[str]:  # noqa: S107
+    """The stored forms a foreign token read as `value` may have: as sent, or normalised (kept by older code)."""
+    return list(dict.fromkeys([(value or "").strip().upper(), lookup_uid(value, token_type)]))
 
 
 def lookup_uid(value: str, token_type: str = "RFID") -> str:  # noqa: S107

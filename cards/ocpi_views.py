@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from cards import selectors, services
 from cards.authorization import authorize_token
-from cards.identifiers import lookup_uid
+from cards.identifiers import foreign_uid_lookups
 from cards.models import Card, ForeignToken
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import (
@@ -17,9 +17,10 @@ from roaming.ocpi.envelope import (
     UNKNOWN_TOKEN,
     OcpiError,
     ocpi_response,
-    parse_datetime,
     validated,
 )
+from roaming.ocpi.fields import OcpiDateTimeField
+from roaming.ocpi.input import match_identity
 from roaming.ocpi.pagination import paginated_response
 
 TOKEN_TYPES = tuple(Card.Type.values)
@@ -75,17 +76,6 @@ def tokens_list(ctx: PartnerContext):
 # -- CPO side: tokens other eMSPs push to us --------------------------------------------------------------
 
 
-class OcpiDateTimeField(serializers.Field):
-    def to_internal_value(self, data: Any):
-        try:
-            return parse_datetime(data)
-        except OcpiError as exc:
-            raise serializers.ValidationError("not an OCPI DateTime (e.g. 2015-06-29T20:39:09Z)") from exc
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
 class EnergyContractSerializer(serializers.Serializer):
     supplier_name = serializers.CharField(max_length=64)
     contract_id = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -107,7 +97,7 @@ class TokenSerializer(serializers.Serializer):
         choices=("CHEAP", "FAST", "GREEN", "REGULAR"), required=False, allow_null=True
     )
     energy_contract = EnergyContractSerializer(required=False, allow_null=True)
-    last_updated = OcpiDateTimeField()
+    last_updated = OcpiDateTimeField(not_future=True)
 
 
 def _own_url(ctx: PartnerContext, country_code: str, party_id: str) -> None:
@@ -120,9 +110,7 @@ def _own_url(ctx: PartnerContext, country_code: str, party_id: str) -> None:
 
 
 def _match_url(data: dict, country_code: str, party_id: str, token_uid: str, token_type: str) -> None:
-    for name, expected in (("country_code", country_code), ("party_id", party_id), ("uid", token_uid)):
-        if name in data and str(data[name]).upper() != expected.upper():
-            raise OcpiError(INVALID_PARAMETERS, f"{name}: {data[name]!r} differs from the URL ({expected!r})")
+    match_identity(data, {"country_code": country_code, "party_id": party_id, "uid": token_uid})
     if "type" in data and data["type"] != token_type:
         raise OcpiError(INVALID_PARAMETERS, f"type: {data['type']!r} differs from the URL's type ({token_type!r})")
 
@@ -132,8 +120,9 @@ def token_receiver(ctx: PartnerContext, country_code: str, party_id: str, token_
     """GET/PUT/PATCH /ocpi/cpo/2.2.1/tokens/{country_code}/{party_id}/{token_uid}[?type=]."""
     _own_url(ctx, country_code, party_id)
     token_type = _token_type(ctx)
-    uid = lookup_uid(token_uid, token_type)
-    existing = ForeignToken.objects.filter(party=ctx.party, uid=uid, type=token_type).first()
+    existing = ForeignToken.objects.filter(
+        party=ctx.party, uid__in=foreign_uid_lookups(token_uid, token_type), type=token_type
+    ).first()
     method = ctx.request.method
     if method == "GET":
         if existing is None:

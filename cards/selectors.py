@@ -7,6 +7,7 @@ import datetime as dt
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from cards.identifiers import foreign_uid_lookups
 from cards.models import Card, TokenDelivery
 from roaming.ocpi.envelope import format_datetime
 
@@ -100,7 +101,10 @@ def foreign_token_for(uid: str, token_type: str):
     from cards.models import ForeignToken
 
     return (
-        ForeignToken.objects.select_related("party").filter(uid=uid, type=token_type).order_by("-last_updated").first()
+        ForeignToken.objects.select_related("party")
+        .filter(uid__in=foreign_uid_lookups(uid, token_type), type=token_type)
+        .order_by("-last_updated")
+        .first()
     )
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cards.identifiers import InvalidIdentifier, normalise_contract_id, normalise_uid
+from cards.identifiers import InvalidIdentifier, foreign_uid, normalise_contract_id, normalise_uid
 from cards.models import Card, CardStatusChange, Driver, ForeignToken, TokenDelivery
 from roaming.models import Party
 from roaming.selectors import own_party
@@ -421,7 +421,7 @@ def requeue_token_deliveries(now: dt.datetime | None = None) -> list[TokenDelive
 
 def store_foreign_token(party: Party, token: dict) -> tuple[ForeignToken, bool]:
     """Insert or replace a token an eMSP pushed (already validated); returns (token, created)."""
-    uid = normalise_uid(token["uid"], token["type"]) if token["type"] == "RFID" else token["uid"].upper()
+    uid = foreign_uid(token["uid"])
     values = {
         "contract_id": token["contract_id"],
         "visual_number": token.get("visual_number") or "",

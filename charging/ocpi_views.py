@@ -16,6 +16,7 @@ from charging.serializers import (
 )
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import CLIENT_ERROR, INVALID_PARAMETERS, OcpiError, ocpi_response, validated
+from roaming.ocpi.input import match_identity
 
 OTHER_COMMANDS = {"CANCEL_RESERVATION", "RESERVE_NOW", "UNLOCK_CONNECTOR"}
 
@@ -37,14 +38,15 @@ def session_receiver(ctx: PartnerContext, country_code: str, party_id: str, sess
             raise OcpiError(CLIENT_ERROR, f"Unknown session {session_id}", http_status=404)
         return selectors.session_ocpi(session)
     body = _json_object(ctx)
+    # The URL names the session (and the stored one was found by it): a body may not move it elsewhere.
+    identity = {"country_code": country_code, "party_id": party_id, "id": session_id}
     if ctx.request.method == "PUT":
         data = validated(SessionSerializer, body)
-        for key, value in (("country_code", country_code), ("party_id", party_id), ("id", session_id)):
-            if data[key].upper() != value.upper():
-                raise OcpiError(INVALID_PARAMETERS, f"{key}: {data[key]!r} does not match the URL ({value!r})")
+        match_identity(data, identity)
         _, created = services.put_session(owner, session_id, data, body)
         return ocpi_response(None, http_status=201 if created else 200)
     data = validated(SessionSerializer, body, partial=True)
+    match_identity(data, identity)
     services.patch_session(owner, session_id, data, body)
     return None
 

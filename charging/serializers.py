@@ -5,34 +5,10 @@ Used through `roaming.ocpi.envelope.validated()`, so a bad field becomes OCPI 20
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 from charging.models import AuthMethod, Command, Session
-from roaming.ocpi.envelope import OcpiError, parse_datetime
-
-
-class OcpiDateTimeField(serializers.Field):
-    """OCPI DateTime: RFC 3339 UTC, `Z` optional, fractions allowed."""
-
-    def to_internal_value(self, data: Any):
-        try:
-            return parse_datetime(data)
-        except OcpiError as exc:
-            raise serializers.ValidationError(f"not an OCPI DateTime: {data!r}") from exc
-
-    def to_representation(self, value):  # pragma: no cover - input only
-        return value
-
-
-class NumberField(serializers.FloatField):
-    """An OCPI number (JSON number, 4 decimals); booleans are not numbers."""
-
-    def to_internal_value(self, data: Any):
-        if isinstance(data, (bool, str)):
-            raise serializers.ValidationError("must be a JSON number")
-        return super().to_internal_value(data)
+from roaming.ocpi.fields import BoundedIntegerField, GeoLocationSerializer, NumberField, OcpiDateTimeField
 
 
 class PriceSerializer(serializers.Serializer):
@@ -70,7 +46,7 @@ class CdrDimensionSerializer(serializers.Serializer):
 
 
 class ChargingPeriodSerializer(serializers.Serializer):
-    start_date_time = OcpiDateTimeField()
+    start_date_time = OcpiDateTimeField(not_future=True)
     dimensions = CdrDimensionSerializer(many=True, allow_empty=False)
     tariff_id = serializers.CharField(max_length=36, required=False)
 
@@ -81,8 +57,8 @@ class SessionSerializer(serializers.Serializer):
     country_code = serializers.CharField(min_length=2, max_length=2)
     party_id = serializers.CharField(min_length=3, max_length=3)
     id = serializers.CharField(max_length=36)
-    start_date_time = OcpiDateTimeField()
-    end_date_time = OcpiDateTimeField(required=False, allow_null=True)
+    start_date_time = OcpiDateTimeField(not_future=True)
+    end_date_time = OcpiDateTimeField(not_future=True, required=False, allow_null=True)
     kwh = NumberField(min_value=0)
     cdr_token = CdrTokenSerializer()
     auth_method = serializers.ChoiceField(choices=AuthMethod.values)
@@ -95,7 +71,7 @@ class SessionSerializer(serializers.Serializer):
     charging_periods = ChargingPeriodSerializer(many=True, required=False)
     total_cost = PriceSerializer(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Session.Status.values)
-    last_updated = OcpiDateTimeField()
+    last_updated = OcpiDateTimeField(not_future=True)
 
     def validate(self, attrs: dict) -> dict:
         if self.partial and "last_updated" not in attrs:
@@ -111,7 +87,7 @@ class CdrLocationSerializer(serializers.Serializer):
     postal_code = serializers.CharField(max_length=10, required=False, allow_null=True)
     state = serializers.CharField(max_length=45, required=False, allow_null=True)
     country = serializers.CharField(min_length=3, max_length=3)
-    coordinates = serializers.DictField()
+    coordinates = GeoLocationSerializer()
     evse_uid = serializers.CharField(max_length=36)
     evse_id = serializers.CharField(max_length=48)
     connector_id = serializers.CharField(max_length=36)
@@ -124,8 +100,8 @@ class CdrSerializer(serializers.Serializer):
     country_code = serializers.CharField(min_length=2, max_length=2)
     party_id = serializers.CharField(min_length=3, max_length=3)
     id = serializers.CharField(max_length=39)
-    start_date_time = OcpiDateTimeField()
-    end_date_time = OcpiDateTimeField()
+    start_date_time = OcpiDateTimeField(not_future=True)
+    end_date_time = OcpiDateTimeField(not_future=True)
     session_id = serializers.CharField(max_length=36, required=False, allow_null=True)
     cdr_token = CdrTokenSerializer()
     auth_method = serializers.ChoiceField(choices=AuthMethod.values)
@@ -137,7 +113,7 @@ class CdrSerializer(serializers.Serializer):
     charging_periods = ChargingPeriodSerializer(many=True, allow_empty=False)
     total_cost = PriceSerializer()
     total_fixed_cost = PriceSerializer(required=False, allow_null=True)
-    total_energy = NumberField()
+    total_energy = NumberField()  # negative only on a credit CDR (validate)
     total_energy_cost = PriceSerializer(required=False, allow_null=True)
     total_time = NumberField(min_value=0)
     total_time_cost = PriceSerializer(required=False, allow_null=True)
@@ -149,14 +125,38 @@ class CdrSerializer(serializers.Serializer):
     credit = serializers.BooleanField(required=False, allow_null=True)
     credit_reference_id = serializers.CharField(max_length=39, required=False, allow_null=True)
     home_charging_compensation = serializers.BooleanField(required=False, allow_null=True)
-    last_updated = OcpiDateTimeField()
+    last_updated = OcpiDateTimeField(not_future=True)
 
     def validate(self, attrs: dict) -> dict:
         if attrs["end_date_time"] < attrs["start_date_time"]:
             raise serializers.ValidationError({"end_date_time": ["is before start_date_time"]})
         if attrs.get("credit") and not attrs.get("credit_reference_id"):
             raise serializers.ValidationError({"credit_reference_id": ["required on a credit CDR"]})
+        if not attrs.get("credit"):
+            # Only a credit CDR gives money or energy back.
+            negative = {
+                name: ["negative on a CDR that is not a credit CDR"]
+                for name, value in self._totals(attrs)
+                if value is not None and value < 0
+            }
+            if negative:
+                raise serializers.ValidationError(negative)
         return attrs
+
+    @staticmethod
+    def _totals(attrs: dict):
+        yield "total_energy", attrs.get("total_energy")
+        for name in (
+            "total_cost",
+            "total_fixed_cost",
+            "total_energy_cost",
+            "total_time_cost",
+            "total_parking_cost",
+            "total_reservation_cost",
+        ):
+            price = attrs.get(name) or {}
+            yield f"{name}.excl_vat", price.get("excl_vat")
+            yield f"{name}.incl_vat", price.get("incl_vat")
 
 
 class DisplayTextSerializer(serializers.Serializer):
@@ -166,7 +166,7 @@ class DisplayTextSerializer(serializers.Serializer):
 
 class CommandResponseSerializer(serializers.Serializer):
     result = serializers.ChoiceField(choices=Command.RESPONSE_RESULTS)
-    timeout = serializers.IntegerField(min_value=0)
+    timeout = BoundedIntegerField()
     message = DisplayTextSerializer(many=True, required=False)
 
 
@@ -184,7 +184,7 @@ class TokenSerializer(serializers.Serializer):
     issuer = serializers.CharField(max_length=64)
     valid = serializers.BooleanField()
     whitelist = serializers.ChoiceField(choices=["ALWAYS", "ALLOWED", "ALLOWED_OFFLINE", "NEVER"])
-    last_updated = OcpiDateTimeField()
+    last_updated = OcpiDateTimeField(not_future=True)
 
 
 class StartSessionSerializer(serializers.Serializer):

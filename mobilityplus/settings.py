@@ -239,6 +239,8 @@ OCPI_ALLOW_PRIVATE_NETWORK_URLS = env_bool("OCPI_ALLOW_PRIVATE_NETWORK_URLS", de
 # How often each process checks whether parties, connections or agreements changed elsewhere (one query on
 # roaming's change counter; changes in-process apply at once). See docs/security-partners.md.
 ROAMING_CHANGES_CHECK_S = float(os.environ.get("ROAMING_CHANGES_CHECK_S", "0.5"))
+# Partner timestamps (last_updated, session and CDR times) later than now + this are refused with 2001.
+OCPI_MAX_CLOCK_SKEW_SECONDS = int(os.environ.get("OCPI_MAX_CLOCK_SKEW_SECONDS", "300"))
 
 # Production hardening, active whenever DEBUG is off.
 if not DEBUG:

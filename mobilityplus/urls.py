@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mobilityplus.api_errors import UnknownApiPath
 from mobilityplus.health import healthz
+from roaming.ocpi.endpoint import ocpi_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -18,6 +19,8 @@ urlpatterns = [
     path("api/v1/", include("stations.api_urls")),
     path("ocpi/", include("charging.ocpi_urls")),
     path("charging/", include("charging.urls")),
+    # Last: any other /ocpi/ URL (a segment with an encoded "/", an unknown module) gets the OCPI envelope.
+    re_path(r"^ocpi/", ocpi_not_found),
     # Last: whatever no API view answered under /api/ is a JSON 404, not Django's HTML page.
     re_path(r"^api/", UnknownApiPath.as_view(), name="api-unknown"),
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from roaming.ocpi.envelope import OcpiError, parse_datetime
+from roaming.ocpi.fields import BoundedIntegerField
+from roaming.ocpi.input import check_not_future
 
 OCPI_ROLES = ("CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP")
 CONNECTION_STATUSES = ("CONNECTED", "OFFLINE", "PLANNED", "SUSPENDED")
@@ -15,8 +17,8 @@ class ImageSerializer(serializers.Serializer):
     thumbnail = serializers.URLField(max_length=255, required=False)
     category = serializers.CharField()
     type = serializers.CharField(max_length=4)
-    width = serializers.IntegerField(required=False)
-    height = serializers.IntegerField(required=False)
+    width = BoundedIntegerField(required=False)
+    height = BoundedIntegerField(required=False)
 
 
 class BusinessDetailsSerializer(serializers.Serializer):
@@ -55,7 +57,8 @@ class ClientInfoSerializer(serializers.Serializer):
 
     def validate_last_updated(self, value: str) -> str:
         try:
-            parse_datetime(value, "last_updated")
+            # From the future it would make every later report look older (and be ignored).
+            check_not_future(parse_datetime(value, "last_updated"), "last_updated")
         except OcpiError as error:
-            raise serializers.ValidationError("not an OCPI DateTime") from error
+            raise serializers.ValidationError(error.message.partition(": ")[2]) from error
         return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roaming.ocpi.envelope import OcpiError, format_datetime, parse_datetime
+from roaming.ocpi.input import InvalidInput, check_not_future
 from stations.models import EVSE, Connector, EvseStatus, Location
 from stations.storable import INTEGER_MAX, UnstorableValue, checked_json_bytes, integer_problem, storable_repr
 
@@ -22,8 +23,8 @@ CONNECTOR_FORMATS = {"SOCKET", "CABLE"}
 POWER_TYPES = {"AC_1_PHASE", "AC_2_PHASE", "AC_2_PHASE_SPLIT", "AC_3_PHASE", "DC"}
 
 
-class InvalidObject(ValueError):
-    """A partner object we cannot store; the message names the field."""
+class InvalidObject(InvalidInput):
+    """A partner object we cannot store; the message names the field (2001 on the OCPI endpoints)."""
 
 
 @dataclass
@@ -64,13 +65,16 @@ def _text(obj: dict, name: str, max_length: int, *, required: bool = False, wher
         raise InvalidObject(f"{where}{name}: must be a string, got {type(value).__name__}")
     if len(value) > max_length:
         raise InvalidObject(f"{where}{name}: longer than {max_length} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it (a feed page is not walked like a pushed body)
+        raise InvalidObject(f"{where}{name}: contains a NUL character")
     return value
 
 
 def _stamp(obj: dict, where: str) -> dt.datetime:
     value = obj.get("last_updated")
     try:
-        return parse_datetime(value, f"{where}last_updated")
+        # From the future it would make every later, real update look stale (and be ignored).
+        return check_not_future(parse_datetime(value, f"{where}last_updated"), f"{where}last_updated")
     except OcpiError as exc:
         raise InvalidObject(exc.message) from exc
     except (ValueError, OverflowError) as exc:
@@ -105,9 +109,11 @@ def _coordinate(obj: Any, name: str, limit: float, where: str) -> float:
     if not isinstance(obj, dict):
         raise InvalidObject(f"{where}coordinates: must be an object with latitude and longitude")
     value = obj.get(name)
+    if isinstance(value, bool):
+        raise InvalidObject(f"{where}coordinates.{name}: not a number: {value!r}")
     try:
         number = float(value)  # the spec says strings; some hubs send numbers, which mean the same
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidObject(f"{where}coordinates.{name}: not a number: {storable_repr(value)}") from exc
     if not -limit <= number <= limit:  # NaN fails this too
         raise InvalidObject(f"{where}coordinates.{name}: out of range: {storable_repr(value)}")

@@ -28,6 +28,7 @@ from roaming.ocpi.envelope import (
     ocpi_response,
     parse_datetime,
 )
+from roaming.ocpi.input import match_identity
 from roaming.ocpi.pagination import page_request
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
@@ -150,8 +151,10 @@ def _changed_document(method: str, document: dict, body: dict, evse_uid: str | N
                 if not _same_id(body.get(name), document.get(name, "")):
                     raise OcpiError(INVALID_PARAMETERS, f"{name}: must be {document.get(name)!r} as in the URL")
             return body
-        if "id" in body and not _same_id(body["id"], document["id"]):
-            raise OcpiError(INVALID_PARAMETERS, "id: a PATCH may not change the location id")
+        # Not the owner nor the id: a PATCH that moved them would lock the owner out of its own location.
+        match_identity(
+            body, {name: document.get(name, "") for name in ("country_code", "party_id", "id")}, "the stored location"
+        )
         document.update(body)
         return document
 
@@ -235,9 +238,13 @@ def _decode_cursor(value: str) -> tuple[dt.datetime, int]:
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         stamp, pk = text.rsplit("|", 1)
-        return dt.datetime.fromisoformat(stamp), int(pk)
+        moment, key = dt.datetime.fromisoformat(stamp), int(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers") from exc
+    # Ours always carry an offset and a key the id column can hold; anything else was made up.
+    if moment.tzinfo is None or not 0 <= key < 2**63:
+        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers")
+    return moment, key
 
 
 @ocpi_endpoint("locations", methods=("GET",))

@@ -134,7 +134,7 @@ def test_credit_cdr_refers_to_the_original(client, cpo):
 )
 def test_bad_cdr_is_2001_naming_the_field_and_not_stored(client, cpo, change, field):
     response = post(client, cdr(**change))
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.json()["status_code"] == 2001 and field in response.json()["status_message"]
     assert not CDR.objects.exists()
 

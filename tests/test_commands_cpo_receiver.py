@@ -92,7 +92,7 @@ def send(client, command: str, body) -> dict:
         content_type="application/json",
         HTTP_AUTHORIZATION=authorization_header(EMSP_TOKEN),
     )
-    assert response.status_code in (200, 404)
+    assert response.status_code in (200, 400, 404)
     return response.json()
 
 

@@ -305,7 +305,7 @@ def test_invalid_credentials_body_is_2001_naming_the_field(ours):
     party = PartyFactory(country_code="NL", party_id="PEE")
     token_a = services.issue_registration_token(party)
     status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", {"url": "not a url", "roles": []})
-    assert status == 200 and body["status_code"] == 2001
+    assert status == 400 and body["status_code"] == 2001
     assert "token" in body["status_message"] and "url" in body["status_message"] and "roles" in body["status_message"]
     other = {
         "token": "t",

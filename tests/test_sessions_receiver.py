@@ -182,7 +182,7 @@ def test_completed_is_final(client, cpo, card):
 def test_bad_input_is_2001_naming_the_field_and_changes_nothing(client, cpo, card, change, field):
     call(client, "PUT", URL, our_session(card, status="ACTIVE", kwh=2.0))
     response = call(client, "PUT", URL, our_session(card, **change, last_updated="2020-03-09T12:00:00Z"))
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.json()["status_code"] == 2001 and field in response.json()["status_message"]
     session = Session.objects.get()
     assert session.status == "ACTIVE" and float(session.kwh) == 2.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 import uuid
@@ -11,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -26,6 +26,7 @@ from roaming.ocpi.envelope import (
     error_response,
     ocpi_response,
 )
+from roaming.ocpi.input import InvalidInput, check_request, read_json
 from roaming.selectors import (
     CLOSED_STATUSES,
     agreement_in_force,
@@ -58,17 +59,9 @@ class PartnerContext:
     _body: Any = field(default=None, repr=False)
 
     def json(self, required: bool = True) -> Any:
-        """The request body as JSON; invalid JSON is HTTP 400 with OCPI 2001."""
+        """The request body as checked JSON (`roaming.ocpi.input.read_json`); bad input is 413 or 400 with 2001."""
         if self._body is None:
-            raw = self.request.body
-            if not raw.strip():
-                if required:
-                    raise OcpiError(INVALID_PARAMETERS, "body: a JSON body is required", http_status=400)
-                return None
-            try:
-                self._body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise OcpiError(INVALID_PARAMETERS, f"body: invalid JSON ({exc})", http_status=400) from exc
+            self._body = read_json(self.request, required=required)
         return self._body
 
 
@@ -234,10 +227,20 @@ def ocpi_endpoint(
                 subject = authenticate(request, module) if authenticated else request
                 if authenticated:
                     ctx = subject
+                check_request(request, kwargs)
                 result = view(subject, **kwargs)
                 response = result if isinstance(result, HttpResponse) else ocpi_response(result)
             except OcpiError as error:
                 response = error_response(error)
+            except RequestDataTooBig:  # a body read outside PartnerContext.json()
+                response = error_response(OcpiError(INVALID_PARAMETERS, "body: too large", http_status=413))
+            except InvalidInput as error:  # domain rules on partner input, mapped to OCPI once
+                response = error_response(OcpiError(INVALID_PARAMETERS, str(error)))
+            except DataError:
+                # A value the database cannot hold slipped past the input checks: still the partner's input, and
+                # the failed statement wrote nothing. Logged as an error, because the checks should have caught it.
+                logger.exception("OCPI %s %s: input the database refused", request.method, request.path)
+                response = error_response(OcpiError(INVALID_PARAMETERS, "body: a value is out of range or not text"))
             except Exception:
                 logger.exception("OCPI %s %s failed", request.method, request.path)
                 response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)

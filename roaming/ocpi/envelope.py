@@ -26,14 +26,23 @@ NO_MATCHING_ENDPOINTS = 3003
 HUB_UNKNOWN_RECEIVER = 4001
 
 
-class OcpiError(Exception):
-    """An error answered to a partner in the OCPI envelope."""
+def http_status_for(status_code: int) -> int:
+    """The HTTP status of an OCPI error when the raiser names none: client errors are 4xx, once for all modules."""
+    if status_code in (UNKNOWN_LOCATION, UNKNOWN_TOKEN):
+        return 404
+    if CLIENT_ERROR <= status_code < SERVER_ERROR:
+        return 400
+    return 200
 
-    def __init__(self, status_code: int, message: str, http_status: int = 200):
+
+class OcpiError(Exception):
+    """An error answered to a partner in the OCPI envelope (HTTP status from `http_status_for` unless given)."""
+
+    def __init__(self, status_code: int, message: str, http_status: int | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-        self.http_status = http_status
+        self.http_status = http_status_for(status_code) if http_status is None else http_status
 
 
 def format_datetime(value: dt.datetime | None) -> str | None:
@@ -42,6 +51,8 @@ def format_datetime(value: dt.datetime | None) -> str | None:
         return None
     value = value.astimezone(dt.UTC)
     text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.year < 1000:  # strftime does not pad the year to four digits (partners do send year 1)
+        text = f"{value.year:04d}{text[text.index('-') :]}"
     if value.microsecond:
         text += f".{value.microsecond // 1000:03d}"
     return text + "Z"
@@ -53,8 +64,13 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]
 def parse_datetime(value: Any, field: str = "datetime") -> dt.datetime:
     """Parse an OCPI DateTime, with or without `Z` (zone-less means UTC), fractions allowed."""
     if not isinstance(value, str) or not _DATETIME.match(value.strip()):
-        raise OcpiError(INVALID_PARAMETERS, f"{field}: not an OCPI DateTime: {value!r}")
-    return _parse_checked_datetime(value.strip())
+        raise OcpiError(INVALID_PARAMETERS, f"{field}: not an OCPI DateTime: {value!r:.60}")
+    try:
+        return _parse_checked_datetime(value.strip())
+    except (ValueError, OverflowError) as exc:
+        # Matches the pattern but is no instant: month 13, 30 February, year 0, offset +25:00, or
+        # year 1 with a positive offset (before the first representable instant in UTC).
+        raise OcpiError(INVALID_PARAMETERS, f"{field}: not a valid date and time: {value!r:.60}") from exc
 
 
 @functools.lru_cache(maxsize=4096)
@@ -103,6 +119,8 @@ def validation_message(errors: Any, prefix: str = "") -> str:
     if isinstance(errors, dict):
         for key, value in errors.items():
             name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int):  # DRF keys a list's errors by index: charging_periods[0].dimensions[1]
+                name = f"{prefix}[{key}]"
             if key == "non_field_errors":
                 name = prefix or "body"
             parts.append(validation_message(value, name))

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 
-from roaming.ocpi.envelope import INVALID_PARAMETERS, OcpiError, ocpi_response, parse_datetime
+from roaming.ocpi.envelope import ocpi_response, parse_datetime
+from roaming.ocpi.input import page_number
 
 
 @dataclass(frozen=True)
@@ -22,21 +23,8 @@ class PageRequest:
 def page_request(request: HttpRequest, *, default_limit: int, max_limit: int) -> PageRequest:
     """Read the list parameters; a bad value is OCPI 2001 naming the parameter."""
     params = request.GET
-
-    def integer(name: str, default: int) -> int:
-        raw = params.get(name)
-        if raw in (None, ""):
-            return default
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise OcpiError(INVALID_PARAMETERS, f"{name}: not an integer: {raw!r}") from exc
-        if value < 0:
-            raise OcpiError(INVALID_PARAMETERS, f"{name}: must not be negative")
-        return value
-
-    offset = integer("offset", 0)
-    limit = min(integer("limit", default_limit) or default_limit, max_limit)
+    offset = page_number(params.get("offset"), "offset", 0)
+    limit = min(page_number(params.get("limit"), "limit", default_limit) or default_limit, max_limit)
     date_from = parse_datetime(params["date_from"], "date_from") if params.get("date_from") else None
     date_to = parse_datetime(params["date_to"], "date_to") if params.get("date_to") else None
     return PageRequest(offset=offset, limit=limit, date_from=date_from, date_to=date_to)
