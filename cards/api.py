@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from cards.authorization import authorize_at_station
 from cards.models import Card
+from roaming.ocpi.throttle import BACKEND_BEARER_AUTH
 from roaming.selectors import own_party
 from stations.models import EVSE
 
@@ -32,8 +33,13 @@ class BackendTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
+        # An address that sent too many wrong tokens is refused before its token is compared (right or wrong).
+        retry_after = BACKEND_BEARER_AUTH.blocked_for(request)
+        if retry_after is not None:
+            raise exceptions.Throttled(wait=retry_after, detail="Too many failed authentications from your address.")
         expected = settings.CARDS_BACKEND_API_TOKEN
         if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            BACKEND_BEARER_AUTH.note_failure(request)
             raise exceptions.AuthenticationFailed("Invalid service token.")
         return AnonymousUser(), BACKEND
 
