@@ -115,7 +115,7 @@ class CardDirectory:
     def __init__(self) -> None:
         self._cards: dict[tuple[str, str], CardEntry | None] = {}
         # Uids that are not our cards, kept apart and bounded: they come from the caller (random or foreign uids).
-        self._unknown = BoundedCache(max_entries=settings.CARDS_UNKNOWN_CACHE_MAX_ENTRIES)
+        self._unknown = BoundedCache(max_entries=lambda: settings.CARDS_UNKNOWN_CACHE_MAX_ENTRIES)
         self._lock = threading.Lock()
         self._issuer: tuple[int, str, str] | None = None
         self._watermark: dt.datetime | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 _MISSING = object()
@@ -16,13 +17,20 @@ _MISSING = object()
 class BoundedCache(OrderedDict):
     """An OrderedDict that keeps at most `max_entries`, dropping the least recently read or written.
 
+    `max_entries` is a number or a function returning it (read on each insert, so a setting can change it).
+
     Safe to share between threads of one process without a lock: a concurrent eviction at worst makes a
     read miss (the caller loads the value again), never an error.
     """
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int | Callable[[], int]) -> None:
         super().__init__()
-        self.max_entries = max(1, int(max_entries))
+        self._max_entries = max_entries
+
+    @property
+    def max_entries(self) -> int:
+        limit = self._max_entries() if callable(self._max_entries) else self._max_entries
+        return max(1, int(limit))
 
     def get(self, key: Any, default: Any = None) -> Any:
         value = super().get(key, _MISSING)
@@ -36,7 +44,8 @@ class BoundedCache(OrderedDict):
         super().__setitem__(key, value)
         with contextlib.suppress(KeyError):
             self.move_to_end(key)
-        while len(self) > self.max_entries:
+        limit = self.max_entries
+        while len(self) > limit:
             try:
                 self.popitem(last=False)
             except KeyError:  # emptied by another thread

@@ -72,7 +72,7 @@ class PartnerContext:
 
 
 # Bounded: unknown tokens are cached too (a miss costs a query), and random tokens must not grow it for good.
-_connections: BoundedCache = BoundedCache(max_entries=settings.OCPI_CONNECTION_CACHE_MAX_ENTRIES)
+_connections: BoundedCache = BoundedCache(max_entries=lambda: settings.OCPI_CONNECTION_CACHE_MAX_ENTRIES)
 
 
 _connections_seen: dict[str, Any] = {"version": None, "next_check": 0.0}
