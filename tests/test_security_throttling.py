@@ -383,47 +383,47 @@ def test_a_successful_login_clears_earlier_failures(live_server, transactional_d
 
 def test_5000_random_tokens_leave_the_connection_cache_bounded(db, settings):
     settings.OCPI_CONNECTION_CACHE_MAX_ENTRIES = 1000
-    settings.OCPI_AUTH_FAILURE_LIMIT = 1_000_000  # let every guess through to the lookup
     connection = PartnerConnectionFactory(tokens__from_them=PARTNER_TOKEN)
     factory = RequestFactory()
     endpoint._clear_connection_cache()
 
-    def call(token: str):
-        request = factory.get("/ocpi/versions", HTTP_AUTHORIZATION=authorization_header(token))
+    def call(header: str):
+        request = factory.get("/ocpi/versions", HTTP_AUTHORIZATION=header)
         return endpoint.authenticate(request, "versions")
 
-    assert call(PARTNER_TOKEN).connection == connection
-    for _ in range(5000):
-        with pytest.raises(endpoint.OcpiError):
-            call(random_token())
-        assert len(endpoint._connections) <= 1000
+    assert call(authorization_header(PARTNER_TOKEN)).connection == connection
+    for n in range(5000):
+        # The lookup behind authenticate(), without the throttle's bookkeeping: only the cache is under test here.
+        assert endpoint._connection_for_token(random_token()) == (None, False)
+        assert len(endpoint._connections) == min(n + 2, 1000)
     assert len(endpoint._connections) == 1000
-    assert call(PARTNER_TOKEN).connection == connection  # evicted or not, the partner is still recognised
+    # Evicted or not, the partner is still recognised.
+    assert call(authorization_header(PARTNER_TOKEN)).connection == connection
 
 
 def test_with_the_default_limit_random_tokens_barely_touch_the_cache(db):
     endpoint._clear_connection_cache()
     factory = RequestFactory()
     outcomes = []
-    for _ in range(5000):
+    for _ in range(1500):
         request = factory.get("/ocpi/versions", HTTP_AUTHORIZATION=authorization_header(random_token()))
         try:
             endpoint.authenticate(request, "versions")
         except endpoint.OcpiError as error:
             outcomes.append(error.http_status)
-    assert outcomes.count(401) == 20 and outcomes.count(429) == 4980
+    assert outcomes.count(401) == 20 and outcomes.count(429) == 1480
     assert len(endpoint._connections) <= 40  # at most the 20 guesses that were looked up (two forms each)
 
 
 def test_random_card_uids_leave_the_card_cache_bounded(db, settings):
-    settings.CARDS_UNKNOWN_CACHE_MAX_ENTRIES = 1000
+    settings.CARDS_UNKNOWN_CACHE_MAX_ENTRIES = 500
     card = CardFactory(uid="04AABBCCDD0003")
     card_directory.clear()
-    for n in range(5000):
+    for n in range(2000):
         assert card_directory.card(f"FF{n:012X}", "RFID") is None
-    assert len(card_directory._unknown) == 1000
+    assert len(card_directory._unknown) == 500
     assert card_directory.card(card.uid, "RFID").uid == card.uid
     # A card created after its uid was asked for is found: its save evicts it here (other processes' polls too).
-    assert card_directory.card("FF000000001387", "RFID") is None
-    CardFactory(uid="FF000000001387")
-    assert card_directory.card("FF000000001387", "RFID") is not None
+    assert card_directory.card("FF0000000007CF", "RFID") is None
+    CardFactory(uid="FF0000000007CF")
+    assert card_directory.card("FF0000000007CF", "RFID") is not None
