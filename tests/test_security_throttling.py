@@ -396,10 +396,10 @@ def test_5000_random_tokens_leave_the_connection_cache_bounded(db, settings):
         return endpoint.authenticate(request, "versions")
 
     assert call(authorization_header(PARTNER_TOKEN)).connection == connection
-    for n in range(5000):
+    for _ in range(5000):
         # The lookup behind authenticate(), without the throttle's bookkeeping: only the cache is under test here.
         assert endpoint._connection_for_token(random_token()) == (None, False)
-        assert len(endpoint._connections) == min(n + 2, 1000)
+        assert len(endpoint._connections) <= 1000
     assert len(endpoint._connections) == 1000
     # Evicted or not, the partner is still recognised.
     assert call(authorization_header(PARTNER_TOKEN)).connection == connection
