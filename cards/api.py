@@ -35,12 +35,13 @@ class BackendTokenAuthentication(authentication.BaseAuthentication):
             return None
         # An address that sent too many wrong tokens is refused before its token is compared (right or wrong).
         retry_after = BACKEND_BEARER_AUTH.blocked_for(request)
+        expected = settings.CARDS_BACKEND_API_TOKEN
+        if retry_after is None and (not expected or not hmac.compare_digest(token.strip().encode(), expected.encode())):
+            retry_after = BACKEND_BEARER_AUTH.note_failure(request)
+            if retry_after is None:
+                raise exceptions.AuthenticationFailed("Invalid service token.")
         if retry_after is not None:
             raise exceptions.Throttled(wait=retry_after, detail="Too many failed authentications from your address.")
-        expected = settings.CARDS_BACKEND_API_TOKEN
-        if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            BACKEND_BEARER_AUTH.note_failure(request)
-            raise exceptions.AuthenticationFailed("Invalid service token.")
         return AnonymousUser(), BACKEND
 
     def authenticate_header(self, request) -> str:

@@ -255,6 +255,9 @@ def test_failures_counted_in_another_process_block_here_through_redis(live_serve
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mobilityplus.settings", "REDIS_URL": TEST_REDIS_URL}
     subprocess.run([sys.executable, "-c", script], cwd=root, env=env, check=True, timeout=60)
+    # This process has seen no failure from the address yet: its first wrong guess finds the block.
+    guess = authorize(live_server.url, random_token())
+    assert guess.status_code == 429 and int(guess.headers["Retry-After"]) >= 1
     refused = authorize(live_server.url, PARTNER_TOKEN)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     throttle.reset("127.0.0.1")

@@ -11,6 +11,12 @@ oracle the limit exists to take away.
 The counts live in the Django cache (Redis in production, so every worker process shares them; local
 memory in the embedded mode). If the cache cannot be reached the limit is skipped (logged): a broken cache
 must not lock every partner out.
+
+So that callers with valid tokens pay nothing, a process asks the cache whether an address is blocked only
+once that address has failed in this process lately (`_suspects`); an address blocked by another process is
+found out at its first failure here (that failure reads the block and is answered 429 too). A valid token from
+an address blocked elsewhere is therefore admitted by a process that has seen no failure from it: it knows no
+more than it did, and every wrong guess gets 429 as everywhere.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ from django.core.cache import cache
 from django.http import HttpRequest
 
 from mobilityplus.client_address import address_bucket, client_address
+from roaming.ocpi.bounded_cache import BoundedCache
 from roaming.ocpi.envelope import CLIENT_ERROR, OcpiError
 
 logger = logging.getLogger(__name__)
+
+# (scope, address bucket) -> monotonic time until which this process checks the address before any work.
+_suspects = BoundedCache(max_entries=10_000)
 
 
 @dataclass(frozen=True)
@@ -48,28 +58,34 @@ class FailureLimit:
     def window_s(self) -> float:
         return max(1.0, float(getattr(settings, self.window_setting, self.default_window_s)))
 
-    def _keys(self, address: str) -> tuple[str, str]:
-        bucket = address_bucket(address)
+    def _keys(self, bucket: str) -> tuple[str, str]:
         return f"throttle:{self.scope}:failures:{bucket}", f"throttle:{self.scope}:blocked:{bucket}"
 
     def blocked_for(self, request: HttpRequest) -> int | None:
-        """Seconds until the caller's address may try again, or None when it is not blocked."""
-        _, blocked_key = self._keys(client_address(request))
-        try:
-            until = cache.get(blocked_key)
-        except Exception:
-            logger.warning("Rate limit %s: cache unreachable, not checked", self.scope, exc_info=True)
-            return None
-        if until is None:
-            return None
-        remaining = until - time.time()
-        return max(1, math.ceil(remaining)) if remaining > 0 else None
+        """Seconds until the caller's address may try again, or None when it is not blocked.
 
-    def note_failure(self, request: HttpRequest) -> None:
-        """Count one failed authentication from the caller's address; block it once the limit is reached."""
+        Reads the shared cache only for an address that failed in this process lately: a caller that never
+        fails costs one dictionary lookup.
+        """
+        bucket = address_bucket(client_address(request))
+        suspect_until = _suspects.get((self.scope, bucket))
+        if suspect_until is None or suspect_until < time.monotonic():
+            return None
+        return self._blocked_for(bucket)
+
+    def note_failure(self, request: HttpRequest) -> int | None:
+        """Count one failed authentication from the caller's address; block it once the limit is reached.
+
+        Returns the seconds left when the address was already blocked (by any process): the caller answers 429.
+        """
         address = client_address(request)
-        failures_key, blocked_key = self._keys(address)
+        bucket = address_bucket(address)
         window = self.window_s
+        _suspects[(self.scope, bucket)] = time.monotonic() + 2 * window
+        retry_after = self._blocked_for(bucket)
+        if retry_after is not None:
+            return retry_after
+        failures_key, blocked_key = self._keys(bucket)
         timeout = math.ceil(window)
         try:
             # add() then incr(): atomic on Redis, so concurrent workers never lose a count. The window
@@ -86,16 +102,33 @@ class FailureLimit:
                 logger.warning(
                     "Rate limit %s: %s blocked for %.0f s after %d failed authentications",
                     self.scope,
-                    address_bucket(address),
+                    bucket,
                     window,
                     failures,
                 )
         except Exception:
             logger.warning("Rate limit %s: cache unreachable, failure not counted", self.scope, exc_info=True)
+        return None
+
+    def _blocked_for(self, bucket: str) -> int | None:
+        _, blocked_key = self._keys(bucket)
+        try:
+            until = cache.get(blocked_key)
+        except Exception:
+            logger.warning("Rate limit %s: cache unreachable, not checked", self.scope, exc_info=True)
+            return None
+        if until is None:
+            return None
+        remaining = until - time.time()
+        if remaining <= 0:
+            return None
+        # Keep checking this address for as long as the block lasts, and a window after.
+        _suspects[(self.scope, bucket)] = time.monotonic() + remaining + self.window_s
+        return max(1, math.ceil(remaining))
 
     def reset(self, address: str) -> None:
         """Forget the failures and any block of an address (staff unblocking a partner, tests)."""
-        cache.delete_many(list(self._keys(address)))
+        cache.delete_many(list(self._keys(address_bucket(address))))
 
 
 OCPI_PARTNER_AUTH = FailureLimit("ocpi", "OCPI_AUTH_FAILURE_LIMIT", "OCPI_AUTH_FAILURE_WINDOW_S")
@@ -131,4 +164,7 @@ def refuse_if_blocked(request: HttpRequest) -> None:
 
 
 def note_failed_authentication(request: HttpRequest) -> None:
-    OCPI_PARTNER_AUTH.note_failure(request)
+    """Count a failed OCPI authentication; raise TooManyFailedAuthentications if the address is blocked already."""
+    retry_after = OCPI_PARTNER_AUTH.note_failure(request)
+    if retry_after is not None:
+        raise TooManyFailedAuthentications(retry_after)
