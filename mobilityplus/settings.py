@@ -5,6 +5,7 @@ With no environment at all, the platform runs on a SQLite file with Celery tasks
 in-process, so `make demo` needs no server.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "leaflet",
     "simple_history",
+    "axes",
     "roaming",
     "cards",
     "stations",
@@ -65,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last: turns a login refused by AxesBackend into the lockout page (HTTP 429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mobilityplus.urls"
@@ -324,3 +328,29 @@ CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
     "task": "stations.map_tasks.refresh_map_cells_if_changed",
     "schedule": MAP_CELLS_REFRESH_SECONDS,
 }
+
+# Abuse limits (docs/security-throttling.md).
+# Reverse proxies of ours in front of Django that append to X-Forwarded-For; 0 = the header is never read.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+# An address with this many failed OCPI token authentications within the window gets HTTP 429 for a window.
+OCPI_AUTH_FAILURE_LIMIT = int(os.environ.get("OCPI_AUTH_FAILURE_LIMIT", "20"))
+OCPI_AUTH_FAILURE_WINDOW_S = float(os.environ.get("OCPI_AUTH_FAILURE_WINDOW_S", "60"))
+# The same for wrong `Authorization: Bearer` tokens on POST /api/v1/authorizations.
+CARDS_BACKEND_AUTH_FAILURE_LIMIT = int(os.environ.get("CARDS_BACKEND_AUTH_FAILURE_LIMIT", "20"))
+CARDS_BACKEND_AUTH_FAILURE_WINDOW_S = float(os.environ.get("CARDS_BACKEND_AUTH_FAILURE_WINDOW_S", "60"))
+# Per-process cache of credentials tokens (known and unknown): at most this many entries, least recently used out.
+OCPI_CONNECTION_CACHE_MAX_ENTRIES = int(os.environ.get("OCPI_CONNECTION_CACHE_MAX_ENTRIES", "10000"))
+# Cards not found in the per-process card cache (cards/authorization.py): at most this many remembered.
+CARDS_UNKNOWN_CACHE_MAX_ENTRIES = int(os.environ.get("CARDS_UNKNOWN_CACHE_MAX_ENTRIES", "10000"))
+# Login lockout (django-axes) for drivers and staff: AXES_FAILURE_LIMIT wrong passwords for one username from
+# one address lock that pair out for AXES_COOLOFF_MINUTES, even with the right password (HTTP 429 page).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = dt.timedelta(minutes=float(os.environ.get("AXES_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "mobilityplus.client_address.client_address"
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# One row per failed attempt group is enough; no row for every successful login.
+AXES_DISABLE_ACCESS_LOG = True
