@@ -35,7 +35,7 @@ def opening_hours_text(opening_times: dict | None) -> str | None:
 
 
 def opening_cue(opening_times: dict | None, time_zone: str, now: dt.datetime) -> str | None:
-    """"Open now", "Open now, closes 18:00 (Europe/Brussels time)", "Closed now, opens 07:00 (...)", or None.
+    """The cue: "Open now", "Open now, closes 18:00 (Europe/Brussels time)", "Closed now, opens 07:00 (...)".
 
     None when the partner said nothing we can use: no opening times, none of the three kinds of periods,
     or regular hours without a valid time zone (a wrong hour would be worse than none).
