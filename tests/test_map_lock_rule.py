@@ -367,15 +367,22 @@ def test_the_migration_drops_only_the_reasons_that_no_longer_lock(client, feed):
 # --- the panel in the browser -------------------------------------------------------------------------------------
 
 
-@pytest.mark.browser
-@pytest.mark.django_db(transaction=True)
-def test_the_panel_shows_ev_only_as_information_without_a_lock(live_server, browser, feed):
+@pytest.fixture
+def panel_stations(feed) -> tuple[Location, Location]:
+    """Stored before the browser starts: under Playwright's event loop the ORM would use another connection."""
     ev_bay = stored(feed, with_restrictions("EVBAY", "EV_ONLY", opening_times=None))
     shop = stored(
         feed, with_restrictions("SHOP", "CUSTOMERS", coordinates={"latitude": "52.089900", "longitude": "5.112600"})
     )
+    return ev_bay, shop
 
-    page = browser.new_context().new_page()
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_panel_shows_ev_only_as_information_without_a_lock(live_server, panel_stations, browser):
+    ev_bay, shop = panel_stations
+    context = browser.new_context()
+    page = context.new_page()
     # No tile server here: tiles fail fast, as offline.
     page.route(re.compile(r"https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
     page.goto(f"{live_server.url}/?lat=52.0892&lon=5.1106&z=17")
@@ -403,3 +410,4 @@ def test_the_panel_shows_ev_only_as_information_without_a_lock(live_server, brow
     expect(panel).to_contain_text("Opening times: Open 24/7")
     expect(panel.locator(".open-now")).to_have_text("Open now")
     expect(panel.locator(".parking-info")).to_have_count(0)
+    context.close()  # no request of the page still open on the live server when the database goes
