@@ -318,7 +318,8 @@ def test_the_station_detail_gives_the_cue_in_the_locations_time_and_nothing_with
 
 
 @pytest.mark.django_db
-def test_the_migration_drops_only_the_reasons_that_no_longer_lock(client, feed):
+@pytest.mark.parametrize("path", ["postgresql", "row_by_row"])
+def test_the_migration_drops_only_the_reasons_that_no_longer_lock(client, feed, path):
     party, _ = feed
     before = {
         "EV": (["parking_ev_only"], None),
@@ -341,8 +342,11 @@ def test_the_migration_drops_only_the_reasons_that_no_longer_lock(client, feed):
         ConnectorFactory(evse=EVSEFactory(location=rows[ocpi_id]))
 
     migration = importlib.import_module("stations.migrations.0008_lock_for_who_may_use_it")
-    with connection.schema_editor() as editor:
-        migration.drop_reasons_that_no_longer_lock(apps, editor)
+    if path == "postgresql":
+        with connection.schema_editor() as editor:
+            migration.drop_reasons_that_no_longer_lock(apps, editor)
+    else:  # the embedded SQLite database's path, run here on the same rows
+        migration.drop_row_by_row(Location)
 
     after = {
         ocpi_id: (limited, reasons, override)

@@ -34,9 +34,12 @@ WHERE location.id = kept.id
 def drop_reasons_that_no_longer_lock(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(POSTGRESQL)
-        return
-    # Elsewhere (the embedded SQLite database) row by row, in batches.
-    Location = apps.get_model("stations", "Location")
+    else:
+        drop_row_by_row(apps.get_model("stations", "Location"))
+
+
+def drop_row_by_row(Location) -> None:
+    """Elsewhere (the embedded SQLite database): the same change, read in Python and written in batches."""
     changed = []
     for pk, reasons in Location.objects.exclude(limited_access_reasons=[]).values_list("pk", "limited_access_reasons"):
         if isinstance(reasons, list) and any(code in DROPPED for code in reasons):
@@ -48,5 +51,5 @@ def drop_reasons_that_no_longer_lock(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("stations", "0007_location_published_to_our_drivers")]
 
-    # Not undone: the former rule is recomputed by the next write of each location under the old code.
+    # Not undone: the dropped codes cannot be told from the rows; the former code sets them again as it writes.
     operations = [migrations.RunPython(drop_reasons_that_no_longer_lock, migrations.RunPython.noop)]
