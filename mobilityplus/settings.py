@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab  # noqa: F401  (kept at hand for schedule entries)
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,12 +27,18 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", default="SECRET_KEY" not in os.environ)
+# Development mode only when asked for (DEBUG=true, as `make demo` and the test settings do): a server
+# started without it is a production server, whatever else is missing.
+DEBUG = env_bool("DEBUG", default=False)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. Generate one with: "
+            "python -c \"import secrets; print(secrets.token_urlsafe(50))\" "
+            "(DEBUG=true, for local development only, uses a public built-in key instead)."
+        )
     SECRET_KEY = "dev-only-insecure-key-for-the-embedded-demo-never-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
@@ -106,6 +113,9 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# /healthz: how long its database and broker checks may take (together) before the part counts as unavailable.
+HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "1.5"))
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
@@ -182,8 +192,21 @@ OCPI_BUSINESS_WEBSITE = os.environ.get("OCPI_BUSINESS_WEBSITE", "https://www.mob
 # Public base URL partners use to reach us (versions URL = OCPI_BASE_URL + /ocpi/versions).
 OCPI_BASE_URL = os.environ.get("OCPI_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 # Key for encrypting the tokens we must send to partners (Fernet, urlsafe base64, 32 bytes).
-# Unset in development: derived from SECRET_KEY.
+# Required when DEBUG is off; in development (DEBUG=true) it may be unset and is then derived from SECRET_KEY.
 OCPI_TOKEN_ENCRYPTION_KEY = os.environ.get("OCPI_TOKEN_ENCRYPTION_KEY", "")
+if not OCPI_TOKEN_ENCRYPTION_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "OCPI_TOKEN_ENCRYPTION_KEY must be set when DEBUG is off (it encrypts the tokens we send to partners). "
+        "Generate one with: python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+    )
+if OCPI_TOKEN_ENCRYPTION_KEY:
+    try:
+        Fernet(OCPI_TOKEN_ENCRYPTION_KEY)
+    except ValueError as exc:  # caught here, not at the first partner handshake
+        raise ImproperlyConfigured(
+            "OCPI_TOKEN_ENCRYPTION_KEY is not a Fernet key (32 bytes, urlsafe base64). Generate one with: "
+            "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+        ) from exc
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
 # How often each process checks whether agreements changed elsewhere (saves in-process apply at once).
