@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +58,7 @@ class ServedPlatform:
 
 @contextmanager
 def served(env: dict[str, str], log_path: Path) -> Iterator[ServedPlatform]:
-    """gunicorn (one sync worker) on a free port; yields once it accepts connections."""
+    """gunicorn (one sync worker) on a free port; yields once its worker answers HTTP."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "mobilityplus.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     with log_path.open("w") as log:
@@ -67,7 +69,9 @@ def served(env: dict[str, str], log_path: Path) -> Iterator[ServedPlatform]:
             assert server.poll() is None, f"gunicorn exited: {log_path.read_text()}"
             assert time.monotonic() < deadline, f"gunicorn did not start: {log_path.read_text()}"
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                # Any answer will do (a 404 touches no database): the worker has loaded the platform.
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/served-platform-ready", timeout=5)
+            except urllib.error.HTTPError:
                 break
             except OSError:
                 time.sleep(0.2)
