@@ -11,7 +11,10 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab  # noqa: F401  (kept at hand for schedule entries)
 from cryptography.fernet import Fernet
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+
+from mobilityplus.content_policy import tile_source
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "leaflet",
     "simple_history",
+    "csp",
     "roaming",
     "cards",
     "stations",
@@ -65,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -182,6 +187,24 @@ LEAFLET_CONFIG = {
     "MAX_ZOOM": 19,
     "TILES": [("OpenStreetMap", MAP_TILES_URL, {"attribution": MAP_TILES_ATTRIBUTION})],
     "RESET_VIEW": False,
+}
+
+# Content-Security-Policy (django-csp) on every page: scripts and styles only from our own static files (or an
+# element carrying the page's nonce), data only from our own origin, images also from the tile server.
+# docs/security-deployment.md says how pages keep to it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:", *filter(None, [tile_source(MAP_TILES_URL)])],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
 }
 
 # OCPI: who we are on the wire.
