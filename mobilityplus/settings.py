@@ -196,7 +196,14 @@ CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF, NONCE],
-        "style-src": [SELF, NONCE],
+        "style-src": [
+            SELF,
+            NONCE,
+            # Inline style attributes of third-party pages, each admitted by its exact text's hash only.
+            "'unsafe-hashes'",
+            "'sha256-XMXSevYjgSjXgRafBFDvtjwX+yyWLrxfso9DcNZ9UXM='",  # simple_history's paginator: border-top: 0
+            "'sha256-OfgyIBrd+/vP79JdFMYP+re4T+fIenvkrHPD2HZ8/cs='",  # DRF's filter button: float: right; margin-...
+        ],
         "img-src": [SELF, "data:", *filter(None, [tile_source(MAP_TILES_URL)])],
         "connect-src": [SELF],
         "font-src": [SELF],
