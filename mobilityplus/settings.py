@@ -228,7 +228,8 @@ if not OCPI_TOKEN_ENCRYPTION_KEY and not DEBUG:
     raise ImproperlyConfigured(
         "OCPI_TOKEN_ENCRYPTION_KEY must be set when DEBUG is off (it encrypts the tokens we send to partners). "
         "Generate one with: python -c "
-        "\"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\" (a deployment that already stores partner tokens: see docs/security-deployment.md to keep them readable)."
+        "\"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\" "
+        "(a deployment that already stores partner tokens: see docs/security-deployment.md to keep them readable)."
     )
 if OCPI_TOKEN_ENCRYPTION_KEY:
     try:
