@@ -96,7 +96,8 @@ def test_a_stalled_broker_is_a_503_within_the_deadline(client):
 
 
 @pytest.mark.django_db
-def test_healthy_parts_answer_200_on_postgresql(client):
+def test_healthy_parts_answer_200(client, settings):
+    settings.REDIS_URL = TEST_REDIS_URL
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}, "failing": []}

@@ -75,10 +75,15 @@ class Watched:
         assert self.page_errors == []
 
 
-@pytest.fixture
-def watched_page(browser, live_server, monkeypatch):
-    # The live server answers in short-lived threads: each closes its database connection after its request.
+@pytest.fixture(autouse=True)
+def _live_server_closes_its_connections(monkeypatch):
+    # The live server answers in short-lived threads: each closes its database connection after its request,
+    # so none is left open when the test database is dropped.
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+
+
+@pytest.fixture
+def watched_page(browser, live_server):
     context = browser.new_context()
     watched = Watched(origin=live_server.url)
     context.expose_function("reportCspViolation", lambda violation: watched.violations.append(violation))
