@@ -390,7 +390,7 @@ def test_the_panel_shows_ev_only_as_information_without_a_lock(live_server, pane
     # No tile server here: tiles fail fast, as offline.
     page.route(re.compile(r"https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
     page.goto(f"{live_server.url}/?lat=52.0892&lon=5.1106&z=17")
-    page.wait_for_function("document.body.dataset.mapLoaded")
+    page.wait_for_function("() => document.body.dataset.mapLoaded")
 
     ev_marker = page.locator(f'.station-icon[data-station-id="{ev_bay.pk}"]')
     shop_marker = page.locator(f'.station-icon[data-station-id="{shop.pk}"]')
