@@ -31,12 +31,12 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from cards.db_outage import DATABASE_ERRORS, bounded_queries
 from cards.decision_log import decision_log
 from cards.identifiers import lookup_uid
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
 from cards.selectors import foreign_token_for
+from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.bounded_cache import BoundedCache
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
@@ -318,17 +318,35 @@ def card_verdict(entry: CardEntry, today: dt.date) -> tuple[str, str]:
     return "ALLOWED", "Enjoy your charge with MobilityPlus."
 
 
+class CannotCheckNow(Exception):
+    """The card is not in the warm cache and the database cannot say (stalled or down): ask again later."""
+
+
 def authorize_token(party: Party, token_uid: str, token_type: str, location: dict | None) -> tuple[dict | None, str]:
-    """Decide whether `party` (a CPO) may let our card charge; (AuthorizationInfo or None if unknown, reason)."""
+    """Decide whether `party` (a CPO) may let our card charge; (AuthorizationInfo or None if unknown, reason).
+
+    Cards in the warm cache are decided without the database; one that is not, while the database is stalled
+    or down, raises CannotCheckNow (the decision is logged either way, written once the database is back).
+    """
     started = time.perf_counter()
     uid = lookup_uid(token_uid, token_type)
-    entry = card_directory.card(uid, token_type)
     reference = ""
-    if entry is None:
+    try:
+        entry = card_directory.card(uid, token_type)
+        covered = entry is not None and card_directory.covers(party)
+    except DATABASE_ERRORS as error:
+        logger.warning("Authorization of %s for %s without the database: %s", uid, party.ocpi_id, error)
+        entry, covered = None, False
+        unavailable = True
+    else:
+        unavailable = False
+    if unavailable:
+        info, allowed, reason = None, "NOT_ALLOWED", "This card cannot be checked right now; please try again."
+    elif entry is None:
         info, allowed, reason = None, "UNKNOWN", "Unknown token"
     else:
         allowed, reason = card_verdict(entry, today())
-        if allowed == "ALLOWED" and not card_directory.covers(party):
+        if allowed == "ALLOWED" and not covered:
             allowed, reason = "NOT_ALLOWED", "MobilityPlus cards cannot be used at this operator's stations."
         reference = new_authorization_reference()
         info = {
@@ -352,6 +370,8 @@ def authorize_token(party: Party, token_uid: str, token_type: str, location: dic
         authorization_reference=reference,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
     )
+    if unavailable:
+        raise CannotCheckNow(reason)
     return info, reason
 
 

@@ -7,13 +7,14 @@ from typing import Any
 from rest_framework import serializers
 
 from cards import selectors, services
-from cards.authorization import authorize_token
+from cards.authorization import CannotCheckNow, authorize_token
 from cards.identifiers import foreign_uid_lookups
 from cards.models import Card, ForeignToken
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import (
     CLIENT_ERROR,
     INVALID_PARAMETERS,
+    SERVER_ERROR,
     UNKNOWN_TOKEN,
     OcpiError,
     ocpi_response,
@@ -60,7 +61,14 @@ def authorize(ctx: PartnerContext, token_uid: str):
     """POST /ocpi/emsp/2.2.1/tokens/{token_uid}/authorize[?type=RFID]: AuthorizationInfo."""
     token_type = _token_type(ctx)
     location = location_references(ctx.json(required=False))
-    info, reason = authorize_token(ctx.party, token_uid, token_type, location)
+    try:
+        info, reason = authorize_token(ctx.party, token_uid, token_type, location)
+    except CannotCheckNow as error:
+        # Our database is stalled or down and this card is not in the warm cache: a clear "try again", so the
+        # CPO applies its own rules for an unreachable eMSP (its cached token), never a 500.
+        unavailable = OcpiError(SERVER_ERROR, f"{error} Our card database is unavailable.", http_status=503)
+        unavailable.headers = {"Retry-After": "30"}
+        raise unavailable from error
     if info is None:
         raise OcpiError(UNKNOWN_TOKEN, "Unknown token", http_status=404)
     return info

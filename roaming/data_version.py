@@ -90,9 +90,20 @@ class VersionWatch:
             return self._value
         with self._lock:
             if now >= self._next_read:
+                from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
                 from roaming.models import PartnerDataVersion
 
-                self._value = PartnerDataVersion.objects.filter(pk=VERSION_ROW).values_list("value", flat=True).first()
+                try:
+                    with bounded_queries():
+                        self._value = (
+                            PartnerDataVersion.objects.filter(pk=VERSION_ROW).values_list("value", flat=True).first()
+                        )
+                except DATABASE_ERRORS as error:
+                    # Database stalled or down: nobody can change partner data either, so the caches stay as
+                    # they are (partners keep being answered) and the counter is read again a little later.
+                    logger.warning("Reading the partner-data change counter failed (%s); caches kept", error)
+                    self._next_read = now + max(settings.ROAMING_CHANGES_CHECK_S, 2.0)
+                    return self._value
                 self._next_read = now + settings.ROAMING_CHANGES_CHECK_S
         return self._value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -12,11 +13,14 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
 from roaming.data_version import partner_data_changed, partner_data_version
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 
 OUR_CARDS = (RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS, RoamingAgreement.Direction.BOTH)
 THEIR_CARDS = (RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS, RoamingAgreement.Direction.BOTH)
+
+logger = logging.getLogger(__name__)
 
 
 def own_party() -> Party:
@@ -114,8 +118,17 @@ class AgreementsInForce:
         if key == self._key and now - self._loaded_at < AGREEMENTS_MAX_AGE_S:
             return
         with self._lock:
-            rows = list(active_agreements(on=key[0]).values_list("partner_id", "hub_id", "direction"))
-            me = own_party().pk
+            try:
+                with bounded_queries():
+                    rows = list(active_agreements(on=key[0]).values_list("partner_id", "hub_id", "direction"))
+                    me = own_party().pk
+            except DATABASE_ERRORS as error:
+                if not self._loaded_at:
+                    raise  # never loaded: nothing to answer from
+                # Database stalled or down: keep the copy we have (nobody can change agreements meanwhile).
+                logger.warning("Reloading agreements in force failed (%s); the copy in memory is kept", error)
+                self._loaded_at = now - AGREEMENTS_MAX_AGE_S + 2.0  # try again in 2 s
+                return
             self._in_force = frozenset({partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub}) - {me}
             self._through_hub = frozenset((partner, hub) for partner, hub, _ in rows if hub and partner != me)
             self._accepting_our_cards = frozenset(

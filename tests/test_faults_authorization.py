@@ -1,4 +1,5 @@
-"""Faults that must not spread, at our stations' authorization (`POST /api/v1/authorizations`).
+"""Faults that must not spread, at our stations' authorization (`POST /api/v1/authorizations`) and at partner
+CPOs' authorization of our cards over OCPI (`POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize`).
 
 - one eMSP stalling: our own cards are not delayed and another eMSP is still asked (per-partner bulkhead),
   and once it has failed a few times it is not asked at all until a trial call finds it healthy (circuit);
@@ -24,6 +25,8 @@ from cards.decision_log import decision_log
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import PartnerCircuits, Refused, circuit_key, partner_circuits
 from roaming.models import Party, RoamingAgreement
+from roaming.ocpi import endpoint
+from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
 from tests.factories import CardFactory, EVSEFactory, PartnerConnectionFactory, RoamingAgreementFactory
 from tests.ocpi_peer import OcpiPeer, PeerResponse, ok
@@ -297,3 +300,135 @@ def test_a_database_that_is_down_still_decides_our_own_cards_and_logs_them_once_
     assert unknown["allowed"] == "NOT_ALLOWED" and "cannot be checked right now" in unknown["reason"]
     wait_for(lambda: AuthorizationDecision.objects.filter(token_uid__in=[own.uid, blocked.uid]).count() == 4)
     assert AuthorizationDecision.objects.filter(token_uid="0DDC0006", result="NOT_ALLOWED").count() == 1
+
+
+# -- partner CPOs authorizing our cards over OCPI while our database stalls or is down ----------------------------
+
+OCPI_AUTHORIZE = "/ocpi/emsp/2.2.1/tokens/{uid}/authorize?type=RFID"
+EMSP = AuthorizationDecision.Direction.EMSP
+
+
+@pytest.fixture
+def partner_cpo(transactional_db):
+    connection = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="cpo-fault-token")
+    RoamingAgreementFactory(partner=connection.party, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
+    return connection
+
+
+def ocpi_authorize(post, uid: str) -> tuple[int, dict, float]:
+    """POST the OCPI authorize of one of our cards as the partner CPO: (HTTP status, body, seconds)."""
+    started = time.monotonic()
+    reply = post(
+        OCPI_AUTHORIZE.format(uid=uid),
+        {"location_id": "NL-ALF-0001", "evse_uids": ["NL*ALF*E1"]},
+        authorization_header("cpo-fault-token"),
+    )
+    return reply.status_code, reply.json(), time.monotonic() - started
+
+
+def over_http(base_url: str):
+    def post(path: str, body: dict, authorization: str):
+        return requests.post(base_url + path, json=body, headers={"Authorization": authorization}, timeout=10)
+
+    return post
+
+
+def through_client(client):
+    def post(path: str, body: dict, authorization: str):
+        return client.post(path, body, content_type="application/json", HTTP_AUTHORIZATION=authorization)
+
+    return post
+
+
+def test_a_stalled_database_still_decides_our_cards_for_partner_cpos_over_ocpi(
+    live_server, partner_cpo, settings, monkeypatch
+):
+    own = CardFactory(uid="04DD0007")
+    blocked = CardFactory(uid="04DD0008", status=Card.Status.BLOCKED)
+    card_directory.warm()
+    post = over_http(live_server.url)
+    # The partner's connection and agreement get cached, and both cards (the first look for changes evicts
+    # cards changed in the last seconds, so they are read again).
+    assert [ocpi_authorize(post, uid)[1]["data"]["allowed"] for uid in (own.uid, blocked.uid)] == [
+        "ALLOWED",
+        "BLOCKED",
+    ]
+    wait_for(lambda: decision_log.pending == 0)
+    # Every request now wants the database: the change counter, the connection, the changed cards, the contact time.
+    settings.CARDS_CACHE_POLL_S = 0
+    settings.ROAMING_CHANGES_CHECK_S = 0
+    monkeypatch.setattr(endpoint, "CONNECTION_CACHE_SECONDS", 0.0)
+    endpoint._contacts_written.clear()
+    locker = psycopg.connect(conninfo(), autocommit=False)
+    try:
+        with locker.cursor() as cursor:  # the database stalls: everything this path reads or writes is locked
+            cursor.execute(
+                "LOCK TABLE cards_card, cards_authorizationdecision, roaming_partnerdataversion, "
+                "roaming_partnerconnection, roaming_party, roaming_roamingagreement IN ACCESS EXCLUSIVE MODE"
+            )
+        answers = [ocpi_authorize(post, uid) for uid in (own.uid, blocked.uid, "0DDC0009")]
+    finally:
+        locker.rollback()  # the database comes back
+        locker.close()
+    (mine, mine_body, mine_s), (refused, refused_body, refused_s), (unknown, unknown_body, unknown_s) = answers
+    assert mine == 200 and mine_body["status_code"] == 1000 and mine_body["data"]["allowed"] == "ALLOWED", mine_body
+    assert refused == 200 and refused_body["data"]["allowed"] == "BLOCKED"
+    assert mine_s < 2.0 and refused_s < 2.0
+    # Not in the warm cache and the database cannot say: a clear "try again", never a 500 nor a guess.
+    assert unknown == 503 and unknown_body["status_code"] == 3000, unknown_body
+    assert "cannot be checked right now" in unknown_body["status_message"] and unknown_s < 2.0
+    wait_for(
+        lambda: AuthorizationDecision.objects.filter(direction=EMSP, token_uid__in=[own.uid, blocked.uid]).count()
+        == 4
+    )
+    assert AuthorizationDecision.objects.filter(token_uid="0DDC0009", result="NOT_ALLOWED", path="unknown").exists()
+
+
+def test_a_database_that_is_down_still_decides_our_cards_for_partner_cpos_over_ocpi(
+    client, partner_cpo, settings, monkeypatch
+):
+    own = CardFactory(uid="04EE000A")
+    card_directory.warm()
+    post = through_client(client)
+    status, body, _ = ocpi_authorize(post, own.uid)
+    assert status == 200 and body["data"]["allowed"] == "ALLOWED"
+    settings.CARDS_CACHE_POLL_S = 0
+    settings.ROAMING_CHANGES_CHECK_S = 0
+    monkeypatch.setattr(endpoint, "CONNECTION_CACHE_SECONDS", 0.0)
+    endpoint._contacts_written.clear()
+    wait_for(lambda: decision_log.pending == 0)
+    time.sleep(0.2)  # the log's writer closes its idle connection: it will have to reconnect, and cannot
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = closed_port()  # nothing listens there: the database is down
+    try:
+        answers = [ocpi_authorize(post, uid) for uid in (own.uid, "0DDC000B")]
+        time.sleep(0.2)
+        assert decision_log.pending >= 2  # kept for later: the database cannot take them now
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+    (mine, mine_body, mine_s), (unknown, unknown_body, unknown_s) = answers
+    assert mine == 200 and mine_body["data"]["allowed"] == "ALLOWED" and mine_s < 2.0, mine_body
+    assert unknown == 503 and unknown_body["status_code"] == 3000 and unknown_s < 2.0, unknown_body
+    wait_for(lambda: AuthorizationDecision.objects.filter(direction=EMSP, token_uid=own.uid).count() == 2)
+    assert AuthorizationDecision.objects.filter(token_uid="0DDC000B", result="NOT_ALLOWED").count() == 1
+
+
+def test_a_partner_push_while_the_database_is_down_is_told_to_try_again_not_handed_a_500(
+    client, partner_cpo, monkeypatch
+):
+    """Any OCPI call the database cannot serve is a 503 with OCPI 3000 and Retry-After; nothing is stored."""
+    monkeypatch.setattr(endpoint, "CONNECTION_CACHE_SECONDS", 0.0)
+    status, _, _ = ocpi_authorize(through_client(client), "0DDC000C")  # the connection is cached (then expires)
+    assert status == 404
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = closed_port()
+    try:
+        reply = client.get("/ocpi/emsp/2.2.1/tokens", HTTP_AUTHORIZATION=authorization_header("cpo-fault-token"))
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+    assert reply.status_code == 503 and reply["Retry-After"] == "30"
+    assert reply.json()["status_code"] == 3000 and "try again later" in reply.json()["status_message"]

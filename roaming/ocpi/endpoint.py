@@ -12,10 +12,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, DataError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
 from roaming.data_version import partner_data_changed, partner_data_version
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi import credentials, throttle
@@ -91,7 +92,8 @@ def _note_contact(connection: PartnerConnection) -> None:
         return
     _contacts_written[connection.pk] = now
     try:
-        record_contact(connection.pk)
+        with bounded_queries():  # never held by a stalled database
+            record_contact(connection.pk)
     except DatabaseError:
         # A bookkeeping timestamp must not turn an answer the partner is owed into a 500.
         logger.warning("Could not record contact for connection %s", connection.pk, exc_info=True)
@@ -116,15 +118,23 @@ def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
     cached = _connections.get(digest)
     if cached and cached[0] > now:
         return cached[1], cached[2]
-    connection = (
-        PartnerConnection.objects.select_related("party", "via_hub").filter(token_from_them_hash=digest).first()
-    )
-    registration = False
-    if connection is None:
-        connection = (
-            PartnerConnection.objects.select_related("party", "via_hub").filter(registration_token_hash=digest).first()
-        )
-        registration = connection is not None
+    try:
+        with bounded_queries():
+            connection = (
+                PartnerConnection.objects.select_related("party", "via_hub").filter(token_from_them_hash=digest).first()
+            )
+            registration = False
+            if connection is None:
+                connection = (
+                    PartnerConnection.objects.select_related("party", "via_hub")
+                    .filter(registration_token_hash=digest)
+                    .first()
+                )
+                registration = connection is not None
+    except DATABASE_ERRORS:
+        if cached:  # database stalled or down: the copy we had is the best answer (nobody can change it now)
+            return cached[1], cached[2]
+        raise
     _connections[digest] = (now + CONNECTION_CACHE_SECONDS, connection, registration)
     return connection, registration
 
@@ -246,6 +256,13 @@ def ocpi_endpoint(
                 # the failed statement wrote nothing. Logged as an error, because the checks should have caught it.
                 logger.exception("OCPI %s %s: input the database refused", request.method, request.path)
                 response = error_response(OcpiError(INVALID_PARAMETERS, "body: a value is out of range or not text"))
+            except (OperationalError, InterfaceError):
+                # Our database is stalled (statement timeout) or down: the failed transaction stored nothing, and
+                # the partner is told to try again (it keeps what it sent), not handed a 500.
+                logger.exception("OCPI %s %s: database unavailable", request.method, request.path)
+                unavailable = OcpiError(SERVER_ERROR, "Temporarily unavailable, nothing was stored: try again later")
+                unavailable.http_status, unavailable.headers = 503, {"Retry-After": "30"}
+                response = error_response(unavailable)
             except Exception:
                 logger.exception("OCPI %s %s failed", request.method, request.path)
                 response = ocpi_response(None, SERVER_ERROR, "Internal error", http_status=500)

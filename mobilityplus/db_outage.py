@@ -1,7 +1,8 @@
-"""Authorization keeps answering while the database stalls or is down.
+"""Hot paths keep answering while the database stalls or is down.
 
-The request path of an authorization reads the database only to refresh its per-process caches (the look
-for changed cards, a card or EVSE not cached yet, a foreign token). Those reads run under
+The request path of an authorization (at our stations, and of our cards for partner CPOs over OCPI) reads the
+database only to refresh its per-process caches (the look for changed cards, a card or EVSE not cached yet, a
+foreign token, the partner-data change counter, a partner's connection and agreements). Those reads run under
 `bounded_queries()`: on PostgreSQL a statement may then take at most CARDS_DB_STATEMENT_TIMEOUT_MS (set with
 SET LOCAL, so feed pulls, migrations and the rest keep the server's default), and a failure surfaces as one of
 `DATABASE_ERRORS`, which the callers turn into a decision from the warm cache instead of an HTTP 500.
