@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -15,8 +16,11 @@ from django.utils import timezone
 
 from cards.identifiers import InvalidIdentifier, foreign_uid, normalise_contract_id, normalise_uid
 from cards.models import Card, CardStatusChange, Driver, ForeignToken, TokenDelivery
+from mobilityplus.task_queue import QUEUE_ERRORS
 from roaming.models import Party
 from roaming.selectors import own_party
+
+logger = logging.getLogger(__name__)
 
 
 class CardError(ValueError):
@@ -32,9 +36,31 @@ def default_whitelist(token_type: str) -> str:
 
 
 def _queue_push(card: Card) -> None:
+    transaction.on_commit(lambda: _publish_push(card))
+
+
+def _publish_push(card: Card) -> None:
+    """Queue the push of a committed card change; with the broker down, leave a row the requeue task sends.
+
+    The change itself is saved either way: a staff block or a driver's "block my card" never fails for Redis.
+    Each CPO to push to gets a FAILED delivery (nothing attempted), which `requeue_token_deliveries` (beat)
+    takes once idle past TOKEN_REQUEUE_AFTER; staff see the reason in the deliveries meanwhile.
+    """
+    from cards import selectors
     from cards.tasks import push_card_token
 
-    transaction.on_commit(lambda: push_card_token.delay(card.pk))
+    try:
+        push_card_token.delay(card.pk)
+    except QUEUE_ERRORS as error:
+        logger.error("Token push of card %s not queued (sent later by the requeue task): %s", card.pk, error)
+        for connection in selectors.token_push_targets():
+            record_delivery(
+                card,
+                connection.party,
+                status=TokenDelivery.Status.FAILED,
+                error=f"Not queued (broker unavailable: {error}); sent again by the requeue task",
+                attempted=False,
+            )
 
 
 def _change_status(card: Card, new_status: str, *, by, reason: str, push: bool = True) -> Card:

@@ -15,7 +15,9 @@ from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 logger = logging.getLogger(__name__)
 
 
-@shared_task
+# ignore_result: nobody reads it, and publishing then touches only the broker (a result store that is down as well
+# would otherwise hold the request in its reconnect loop and end in a RuntimeError).
+@shared_task(ignore_result=True)
 def push_card_token(card_id: int) -> list[int]:
     """Send the card's current Token to every connected CPO whose agreement covers it (one task each)."""
     card = Card.objects.select_related("issuer_party").filter(pk=card_id).first()

@@ -352,3 +352,23 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
         )
     rows.sort(key=lambda row: row.date, reverse=True)
     return rows
+
+
+# Results older than this are not posted again: the partner has long given up on the command.
+REPOST_RESULTS_WITHIN = dt.timedelta(hours=24)
+
+
+def results_to_repost(now: dt.datetime | None = None) -> list[int]:
+    """Incoming commands whose result we have but never posted and whose post was not tried and refused."""
+    now = now or timezone.now()
+    return list(
+        Command.objects.filter(
+            direction=Command.Direction.INCOMING,
+            result_at__gte=now - REPOST_RESULTS_WITHIN,
+            result_at__lt=now - dt.timedelta(seconds=30),  # a post just queued is still on its way
+            result_reported_at__isnull=True,
+        )
+        .exclude(response_url="")
+        .exclude(error__startswith="Reporting the result failed")
+        .values_list("pk", flat=True)
+    )

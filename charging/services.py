@@ -20,18 +20,17 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import redis.exceptions
 import requests
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from urllib3.exceptions import NewConnectionError
 
 from cards.models import Card, Driver
 from cards.selectors import token_payload
 from charging.models import CDR, Command, Session
+from mobilityplus.task_queue import QUEUE_ERRORS
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.destinations import RefusedDestination, check_url, registered_hosts
@@ -374,8 +373,6 @@ def check_startable(location: Location, evse: EVSE) -> None:
         raise CommandRefused("This operator does not support starting a session from the app.")
 
 
-# What publishing a task raises when the broker (Redis) is down or unreachable.
-QUEUE_ERRORS = (BrokerUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 NOT_QUEUED_TEXT = "We could not pass your request on just now, so nothing was started. Please try again in a minute."
 
 
@@ -723,10 +720,18 @@ def report_charge_point_result(command: Command, result: str, message: str | Non
         payload["message"] = [{"language": "en", "text": message}]
     command = record_command_result(command, payload)
     if command.direction == Command.Direction.INCOMING and command.response_url:
-        from charging.tasks import post_command_result
-
-        transaction.on_commit(lambda: post_command_result.delay(command.pk))
+        transaction.on_commit(lambda: _queue_result_post(command))
     return command
+
+
+def _queue_result_post(command: Command) -> None:
+    """Queue the post of a result; with the broker down it stays unreported and `repost_command_results` sends it."""
+    from charging.tasks import post_command_result
+
+    try:
+        post_command_result.delay(command.pk)
+    except QUEUE_ERRORS as error:
+        logger.error("Result of command %s not queued (sent later): %s", command.pk, error)
 
 
 def post_command_result(command_id: int) -> bool:

@@ -16,7 +16,7 @@ def send_command(command_id: int) -> str:
     return services.send_command(command_id).status
 
 
-@shared_task(name="charging.post_command_result", acks_late=False)
+@shared_task(name="charging.post_command_result", acks_late=False, ignore_result=True)
 def post_command_result(command_id: int) -> bool:
     """Post our charge point's CommandResult to the partner's response_url."""
     return services.post_command_result(command_id)
@@ -26,3 +26,14 @@ def post_command_result(command_id: int) -> bool:
 def expire_commands() -> int:
     """Periodic: commands whose result never came within the CPO's timeout become timed out."""
     return services.expire_overdue_commands()
+
+
+@shared_task(name="charging.repost_command_results")
+def repost_command_results() -> int:
+    """Periodic: post the results that could not be queued (broker down) when the charge point reported them."""
+    from charging.selectors import results_to_repost
+
+    pending = results_to_repost()
+    for command_id in pending:
+        post_command_result.delay(command_id)
+    return len(pending)

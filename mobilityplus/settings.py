@@ -181,6 +181,8 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 # charging: commands whose CommandResult never came within the CPO's timeout become "timed out".
 CELERY_BEAT_SCHEDULE["charging-expire-commands"] = {"task": "charging.expire_commands", "schedule": 30.0}
+# charging: partners' command results that could not be queued (broker down) are posted once it is back.
+CELERY_BEAT_SCHEDULE["charging-repost-command-results"] = {"task": "charging.repost_command_results", "schedule": 60.0}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -12,10 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from kombu.exceptions import OperationalError
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
 
+from mobilityplus.task_queue import QUEUE_ERRORS
 from roaming import selectors, services
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.credentials import encrypt_token
@@ -144,7 +144,7 @@ def _queue(model_admin: admin.ModelAdmin, request: HttpRequest, task, *args, **k
     """Send a task; a broker that is down becomes an error message, not a server error."""
     try:
         task.delay(*args, **kwargs)
-    except OperationalError as error:
+    except QUEUE_ERRORS as error:
         model_admin.message_user(request, f"Could not queue the job (broker unavailable: {error}).", messages.ERROR)
         return False
     return True

@@ -28,7 +28,7 @@ from roaming.selectors import party_ids_accepting_our_cards
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
-from stations.pull_lock import WORKER_DIED, PullBusy, PullLock, PullTakenOver
+from stations.pull_lock import LOCK_UNAVAILABLE, WORKER_DIED, LockUnavailable, PullBusy, PullLock, PullTakenOver
 from stations.services import (
     StoreResult,
     analyze_station_tables,
@@ -175,7 +175,22 @@ def pull_locations(
     if not url:
         raise PullNotPossible(f"{connection}: no locations SENDER endpoint")
     lock = PullLock(connection.pk)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except LockUnavailable as error:
+        # Recorded, so staff see in the feed's runs why nothing was pulled (and the scheduler tries at the next tick).
+        now = timezone.now()
+        SyncRun.objects.create(
+            connection=connection,
+            full=full,
+            status=SyncRun.Status.FAILED,
+            started_at=now,
+            finished_at=now,
+            error=f"{error}; skipped, pulled again once it is back",
+        )
+        logger.warning("Location pull of %s skipped: %s", connection.party.ocpi_id, error)
+        raise
+    if not acquired:
         raise PullBusy(f"A location pull for {connection.party.ocpi_id} is already running")
     try:
         with fewer_gc_passes():
@@ -495,6 +510,7 @@ def connections_due(now: dt.datetime | None = None) -> list[tuple[int, bool]]:
         # A run whose worker died does not count: its partner is pulled again at the next tick, not an interval later.
         last = (
             connection.sync_runs.exclude(status=SyncRun.Status.FAILED, error__startswith=WORKER_DIED)
+            .exclude(status=SyncRun.Status.FAILED, error__startswith=LOCK_UNAVAILABLE)
             .order_by("-started_at")
             .values_list("started_at", flat=True)
             .first()

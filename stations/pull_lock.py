@@ -31,8 +31,17 @@ TAKEOVER_KEY = "stations:pull_locations:{}:takeover"
 WORKER_DIED = "worker died"
 
 
+# The error of a SyncRun recorded for a pull skipped because the lock's store (Redis) could not be reached; like a
+# dead worker's run it does not count as a pull, so the partner is pulled at the first tick once Redis is back.
+LOCK_UNAVAILABLE = "not pulled"
+
+
 class PullBusy(Exception):
     """Another run for this partner holds the lock and is alive."""
+
+
+class LockUnavailable(PullBusy):
+    """The lock's store (the Django cache, Redis) cannot be reached: nobody can tell whether a run is going on."""
 
 
 class PullTakenOver(Exception):
@@ -104,7 +113,10 @@ class PullLock:
     def acquire(self) -> bool:
         """Take the lock, or take it over from a dead holder (whose SyncRun is closed as failed)."""
         self.token = uuid.uuid4().hex
-        if cache.add(self.key, self._value(), timeout=settings.FEEDS_LOCK_TIMEOUT_S):
+        added = cache.add(self.key, self._value(), timeout=settings.FEEDS_LOCK_TIMEOUT_S)
+        if added is None:  # django-redis answers None (not False) when it ignored a connection error
+            raise LockUnavailable(f"{LOCK_UNAVAILABLE}: the pull lock's store (Redis) cannot be reached")
+        if added:
             return True
         return self._take_over()
 

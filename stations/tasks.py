@@ -16,6 +16,8 @@ def pull_locations(connection_id: int, full: bool = False) -> dict:
     """Pull one partner's location feed; a pull already running for that partner makes this one a no-op."""
     try:
         run = feeds.pull_locations(connection_id, full=full)
+    except feeds.LockUnavailable as error:
+        return {"status": "skipped", "error": str(error)}
     except feeds.PullBusy as busy:
         logger.info("%s", busy)
         return {"status": "busy"}
