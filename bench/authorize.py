@@ -10,7 +10,7 @@ throughput, latency percentiles, errors and whether the decision log kept up (ev
 request has its row shortly after the load stops). Last line: name=value figures.
 
 Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50),
-BENCH_WORKER_CLASS (sync; gthread keeps client connections alive but has a longer tail here) and BENCH_THREADS (1),
+BENCH_WORKER_CLASS (gthread, as in production) and BENCH_THREADS (8),
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
 
 gunicorn runs with mobilityplus/gunicorn.conf.py, as in production: each worker warms its card cache.
@@ -49,8 +49,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
-WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+# Defaults as in production (mobilityplus/gunicorn.conf.py).
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
 
 # The served platform runs as in production (DEBUG off), which needs both keys; bench-only values.

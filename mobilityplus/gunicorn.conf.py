@@ -8,8 +8,12 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threads, so a request waiting on an eMSP's real-time answer (at most CARDS_REALTIME_DEADLINE_S, and at most
+# CARDS_REALTIME_PARTNER_CONCURRENCY such requests per eMSP and process) holds one thread, not a whole worker: our
+# own cards are answered by the other threads meanwhile (docs/faults.md). With sync workers the first calls to a
+# stalling eMSP held every worker until its circuit opened. Each thread keeps its own database connection.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 backlog = 2048
 
