@@ -527,6 +527,8 @@ def stalling_emsp_main(args: argparse.Namespace) -> int:
         "DB_CONN_MAX_AGE": "600",
         "REDIS_URL": args.redis_url,
         "CARDS_BACKEND_API_TOKEN": BACKEND_TOKEN,
+        # The bench's eMSPs listen on 127.0.0.1, which the outgoing-URL allow-list refuses when DEBUG is off.
+        "OCPI_ALLOW_PRIVATE_NETWORK_URLS": "true",
     }
     if args.no_isolation:
         env.update(

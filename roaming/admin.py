@@ -144,7 +144,7 @@ def _queue(model_admin: admin.ModelAdmin, request: HttpRequest, task, *args, **k
     """Send a task; a broker that is down becomes an error message, not a server error."""
     try:
         task.delay(*args, **kwargs)
-    except QUEUE_ERRORS as error:
+    except (*QUEUE_ERRORS, RuntimeError) as error:  # RuntimeError: Celery gave up reconnecting to the result store
         model_admin.message_user(request, f"Could not queue the job (broker unavailable: {error}).", messages.ERROR)
         return False
     return True

@@ -127,7 +127,7 @@ class AgreementsInForce:
                     raise  # never loaded: nothing to answer from
                 # Database stalled or down: keep the copy we have (nobody can change agreements meanwhile).
                 logger.warning("Reloading agreements in force failed (%s); the copy in memory is kept", error)
-                self._loaded_at = now - AGREEMENTS_MAX_AGE_S + 2.0  # try again in 2 s
+                self._key, self._loaded_at = key, now - AGREEMENTS_MAX_AGE_S + 2.0  # try again in 2 s
                 return
             self._in_force = frozenset({partner for partner, _, _ in rows} | {hub for _, hub, _ in rows if hub}) - {me}
             self._through_hub = frozenset((partner, hub) for partner, hub, _ in rows if hub and partner != me)

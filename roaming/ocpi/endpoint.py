@@ -133,6 +133,7 @@ def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
                 registration = connection is not None
     except DATABASE_ERRORS:
         if cached:  # database stalled or down: the copy we had is the best answer (nobody can change it now)
+            _connections[digest] = (now + 2.0, cached[1], cached[2])  # the next requests do not wait again
             return cached[1], cached[2]
         raise
     _connections[digest] = (now + CONNECTION_CACHE_SECONDS, connection, registration)
