@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from roaming.models import PartnerConnection, Party, credentials_endpoint
 from roaming.ocpi import credentials
@@ -149,14 +151,34 @@ def check_versions_url(url: str) -> None:
     check_url(url)
 
 
+# Failures that happen before a request is written: the partner cannot have acted on it.
+NOT_SENT = (NewConnectionError, ConnectTimeoutError, NameResolutionError, requests.ConnectTimeout)
+
+
+def _answer_lost(error: OcpiClientError) -> bool:
+    """Whether our request may have reached them without an answer we could read (timeout, dropped, garbage, 5xx)."""
+    if error.refused or not error.retryable:
+        return False
+    seen, pending = set(), [error.__cause__]
+    while pending:  # requests wraps urllib3's reason in MaxRetryError inside ConnectionError
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, NOT_SENT):
+            return False
+        pending.extend([cause.__cause__, cause.__context__, getattr(cause, "reason", None)])
+        pending.extend(arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException))
+    return True
+
+
 def _call(step: str, log: HandshakeLog, call) -> Any:
     """Run one remote step; any failure to get a usable answer is OCPI 3001 (unable to use the client's API)."""
     try:
         reply = call()
     except OcpiClientError as error:
         log.record(step, False, str(error))
-        lost = not error.refused and error.retryable
-        raise HandshakeError(step, UNABLE_TO_USE_CLIENT_API, str(error), answer_lost=lost) from error
+        raise HandshakeError(step, UNABLE_TO_USE_CLIENT_API, str(error), answer_lost=_answer_lost(error)) from error
     log.record(step, True, f"HTTP {reply.http_status} in {reply.elapsed_ms:.0f} ms")
     return reply
 
