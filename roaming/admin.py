@@ -242,7 +242,7 @@ class PartyAdmin(SimpleHistoryAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return selectors.partners_for_console(super().get_queryset(request))
+        return selectors.partners_for_console(super().get_queryset(request)).select_related("reached_through__party")
 
     def get_urls(self):
         urls = [
@@ -270,6 +270,9 @@ class PartyAdmin(SimpleHistoryAdmin):
     def connection_status(self, party: Party) -> str:
         connection = self._connection(party)
         if connection is None:
+            if party.reached_through_id:  # one party of a platform: its calls come over another party's connection
+                platform = party.reached_through
+                return f"{platform.get_status_display()} through {platform.party.name}'s platform"
             return "-"
         text = connection.get_status_display()
         if connection.via_hub_id:

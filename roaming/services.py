@@ -271,6 +271,8 @@ def _record_platform_parties(connection: PartnerConnection, roles: list[dict]) -
     re-attach it. Parties this connection no longer lists stop being reached through it. Returns notes
     for the handshake log.
     """
+    if connection.party.role == Party.Role.HUB:
+        return []  # a hub's clients come from hubclientinfo and need staff's confirmation (hub rules)
     own = (connection.party.country_code, connection.party.party_id)
     listed: dict[tuple[str, str], list[dict]] = {}
     for role in roles:

@@ -203,7 +203,7 @@ def test_re_read_that_fails_keeps_the_attention_and_rotate_finishes_it(ours, ocp
 # --- A platform with several parties -----------------------------------------------------------------------------
 
 
-def test_a_platform_hosting_three_cpos_speaks_for_each_with_its_own_agreement(ours, ocpi_peer):
+def test_a_platform_hosting_three_cpos_speaks_for_each_with_its_own_agreement(ours, ocpi_peer, client):
     peer = SpecPeer(ocpi_peer, platform=True, party_id="EXO")
     connection = connect(peer)
     assert connection.status == PartnerConnection.Status.CONNECTED, connection.last_error
@@ -252,6 +252,14 @@ def test_a_platform_hosting_three_cpos_speaks_for_each_with_its_own_agreement(ou
     assert status == 200 and body["data"]["id"] == station.ocpi_id
     LocationFactory(party=cgp, ocpi_id="CGP-1")
     assert call(ours, token, path="/ocpi/emsp/2.2.1/locations/NL/CGP/CGP-1")[0] == 403
+
+    # Staff see each party and how it is reached.
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    listing = client.get("/admin/roaming/party/").content.decode()
+    assert listing.count("Connected through Excellent Operator&#x27;s platform") == 2
+    page = client.get(f"/admin/roaming/party/{exo.pk}/change/").content.decode()
+    assert "NL*CGP (Charging Green Power; no agreement in force: its calls get HTTP 403)" in page
+    assert "NL*PFC (Plug Flex Charging; agreement in force)" in page
 
 
 def test_a_platform_does_not_take_over_a_party_we_reach_another_way(ours, ocpi_peer):
