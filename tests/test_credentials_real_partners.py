@@ -278,6 +278,25 @@ def test_a_platform_does_not_take_over_a_party_we_reach_another_way(ours, ocpi_p
     assert list(connection.platform_parties.values_list("party_id", flat=True)) == ["CGP"]
 
 
+def test_a_hub_listing_other_roles_gets_no_platform_parties(ours, ocpi_peer):
+    """Hub clients come from hubclientinfo and staff's confirmation, never from the hub's credentials."""
+    peer = SpecPeer(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
+    hub_roles = peer.credentials
+
+    def with_a_client(token: str) -> dict:
+        body = hub_roles(token)
+        client = {**body["roles"][0], "role": "CPO", "country_code": "NL", "party_id": "HCL"}
+        return {**body, "roles": [*body["roles"], client]}
+
+    peer.credentials = with_a_client
+
+    connection = connect(peer)
+
+    assert connection.status == PartnerConnection.Status.CONNECTED, connection.last_error
+    assert connection.party.role == Party.Role.HUB
+    assert not Party.objects.filter(party_id="HCL").exists()
+
+
 # --- Rotation whose answer is lost -------------------------------------------------------------------------------
 
 
