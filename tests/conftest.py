@@ -73,3 +73,12 @@ def browser(monkeypatch):
         chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_authentications_carried_over():
+    """Failed-authentication counts live in the shared cache (Redis): no test inherits another's from 127.0.0.1."""
+    from roaming.ocpi import throttle
+
+    throttle.reset("127.0.0.1")
+    yield
