@@ -212,6 +212,15 @@ def hub_client(hub: PartnerConnection, country_code: str, party_id: str) -> Part
     )
 
 
+def platform_party(connection: PartnerConnection, country_code: str, party_id: str) -> Party | None:
+    """A party a platform hosts, recorded as reached through this (direct) connection; never us, never a hub's."""
+    if connection.via_hub_id or is_our_party(country_code, party_id):
+        return None
+    return Party.objects.filter(
+        reached_through=connection, country_code=country_code.upper(), party_id=party_id.upper(), is_self=False
+    ).first()
+
+
 # --- Staff console ---------------------------------------------------------------------------------------------------
 
 
