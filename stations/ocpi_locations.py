@@ -167,7 +167,7 @@ def _text(
         note(notes, "text_truncated", f"{where}{name}", value, value[:max_length], length=len(value))
         value = value[:max_length]
     if "\x00" in value:  # PostgreSQL text cannot hold it (a feed page is not walked like a pushed body)
-        raise InvalidObject(f"{where}{name}: contains a NUL character")
+        raise InvalidObject(f"{where}{name}: contains a NUL byte (\\u0000)")  # as storable.text_problem says
     return value
 
 
