@@ -72,6 +72,8 @@ def _not_found(what: str) -> OcpiError:
 
 
 def _same_id(a: Any, b: str) -> bool:
+    if type(a) is int:  # an id sent as a number (a repair parse_location notes)
+        a = str(a)
     return isinstance(a, str) and a.upper() == b.upper()
 
 
