@@ -36,6 +36,7 @@ _STANDARDS = (
     "TESLA_S"
 )
 CONNECTOR_STANDARDS = {s.upper(): s for s in _STANDARDS.split()}  # OCPI ConnectorType, keyed in upper case
+STANDARD_VALUES = frozenset(CONNECTOR_STANDARDS.values())
 PARKING_TYPES = frozenset(
     {"ALONG_MOTORWAY", "PARKING_GARAGE", "PARKING_LOT", "ON_DRIVEWAY", "ON_STREET", "UNDERGROUND_GARAGE"}
 )
@@ -189,15 +190,20 @@ def _enum(obj: dict, name: str, allowed: frozenset[str], notes: list[Repair], wh
 
 def _enum_list(obj: dict, name: str, notes: list[Repair], where: str) -> list:
     items = _list(obj, name, where)
-    allowed = LIST_ENUMS[name]
-    if all(item in allowed for item in items):
+    if not items:
         return items
+    allowed = LIST_ENUMS[name]
+    try:
+        if allowed.issuperset(items):
+            return items
+    except TypeError:  # an object or a list among the items: looked at one by one below
+        pass
     fixed = []
     for item in items:
         if isinstance(item, str) and item not in allowed and item.strip().upper() in allowed:
             note(notes, "enum_case", f"{where}{name}", item, item.strip().upper())
             item = item.strip().upper()
-        fixed.append(item if isinstance(item, str) else str(item))
+        fixed.append(item)
     return fixed
 
 
@@ -259,15 +265,13 @@ def _coordinate(obj: Any, name: str, limit: float, where: str) -> float:
 def _standard(obj: dict, notes: list[Repair], where: str) -> str:
     """The connector type: required (a driver relies on it); a known one in other case is repaired."""
     value = _text(obj, "standard", 40, notes, required=True, where=where)
-    if value.upper() in CONNECTOR_STANDARDS and value not in CONNECTOR_STANDARDS.values():
-        fixed = CONNECTOR_STANDARDS[value.upper()]
-        note(notes, "enum_case", f"{where}standard", value, fixed)
-        return fixed
-    if value != value.strip() and value.strip().upper() in CONNECTOR_STANDARDS:
-        fixed = CONNECTOR_STANDARDS[value.strip().upper()]
-        note(notes, "enum_case", f"{where}standard", value, fixed)
-        return fixed
-    return value
+    if value in STANDARD_VALUES:  # the usual case
+        return value
+    fixed = CONNECTOR_STANDARDS.get(value.strip().upper())
+    if fixed is None:
+        return value  # a type OCPI does not list (hubs add their own): kept as sent
+    note(notes, "enum_case", f"{where}standard", value, fixed)
+    return fixed
 
 
 def _power(obj: dict, power_type: str, notes: list[Repair], where: str) -> tuple[int | None, int | None, int | None]:
@@ -376,7 +380,7 @@ def parse_evse(obj: Any, where: str = "", notes: list[Repair] | None = None) -> 
         "longitude": _coordinate(coordinates, "longitude", 180, where) if coordinates else None,
         "physical_reference": _text(obj, "physical_reference", 16, notes, where=where, truncate=True),
         "directions": _list(obj, "directions", where),
-        "parking_restrictions": _enum_list(obj, "parking_restrictions", notes, where),
+        "parking_restrictions": [str(r) for r in _enum_list(obj, "parking_restrictions", notes, where)],
         "images": _list(obj, "images", where),
         "last_updated": stamp,
         "connectors": connectors,
