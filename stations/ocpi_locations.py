@@ -175,7 +175,7 @@ def _text(
 def _enum(obj: dict, name: str, allowed: frozenset[str], notes: list[Repair], where: str) -> str:
     """A required enum value; other case or stray spaces are repaired, an unknown value refused."""
     value = obj.get(name)
-    if value in allowed:  # the usual case, without a call
+    if type(value) is str and value in allowed:  # the usual case, without a call
         return value
     if value is None or value == "":
         raise InvalidObject(f"{where}{name}: required")
@@ -229,9 +229,11 @@ def _integer(obj: dict, name: str, where: str, notes: list[Repair], *, required:
         if required:
             raise InvalidObject(f"{where}{name}: required")
         return None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        note(notes, "number_as_text", f"{where}{name}", value, int(value))
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        if 0 < len(digits) <= 10 and digits.isascii() and digits.isdigit():  # longer is out of range anyway
+            note(notes, "number_as_text", f"{where}{name}", value, int(digits))
+            value = int(digits)
     problem = integer_problem(value)
     if problem:
         raise InvalidObject(f"{where}{name}: {problem}")
@@ -294,15 +296,15 @@ def _power(obj: dict, power_type: str, notes: list[Repair], where: str) -> tuple
             raise InvalidObject(
                 f"{where}max_electric_power: implausible {power} W, and no voltage and amperage to derive it from"
             )
-        if voltage is None and amperage is None:
-            note(notes, "voltage_or_amperage_missing", f"{where}{missing}", None, None)
-        elif voltage is None and amperage:
+        if voltage is None and amperage:
             voltage = round(power / (amperage * phases))
             note(notes, "voltage_or_amperage_derived", f"{where}max_voltage", None, voltage)
         elif amperage is None and voltage:
             line_to_neutral = voltage / SQRT3 if phases == 3 and voltage > LINE_TO_LINE_ABOVE_V else voltage
             amperage = round(power / (line_to_neutral * phases))
             note(notes, "voltage_or_amperage_derived", f"{where}max_amperage", None, amperage)
+        else:  # neither, or the other is 0: nothing to derive from, the power alone is kept
+            note(notes, "voltage_or_amperage_missing", f"{where}{missing}", None, None)
         return voltage, amperage, power
     line_to_line = phases == 3 and voltage > LINE_TO_LINE_ABOVE_V
     derived = (voltage / SQRT3 if line_to_line else voltage) * amperage * phases
