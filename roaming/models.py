@@ -220,3 +220,27 @@ class PartnerDataVersion(models.Model):
 
     def __str__(self) -> str:
         return f"Partner data version {self.value}"
+
+
+class RepairCount(models.Model):
+    """How many of a partner's objects needed one kind of repair on one day, with the latest example.
+
+    Written in bulk by roaming.ocpi.repairs.RepairTally (one upsert per feed page or push); read by the
+    data-quality page. `party` is the object's owner (for a hub's feed, the CPO behind the hub).
+    """
+
+    party = models.ForeignKey(Party, on_delete=models.CASCADE, related_name="repair_counts", db_index=False)
+    module = models.CharField(max_length=32, help_text="OCPI module, e.g. locations")
+    channel = models.CharField(max_length=8, help_text="pull (feed) or push")
+    day = models.DateField()
+    kind = models.CharField(max_length=64)
+    repaired = models.PositiveIntegerField(default=0, help_text="Objects with this repair that day")
+    example = models.JSONField(default=dict, help_text="The latest: object id, field, what was sent, what we kept")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["party", "module", "channel", "day", "kind"], name="repaircount_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.party}: {self.kind} x{self.repaired} on {self.day}"
