@@ -195,7 +195,9 @@ REPAIRS = [
                 and c.power_type == "AC_3_PHASE"
                 and c.standard == "IEC_62196_T2"
                 and loc.connector_standards == ",IEC_62196_T2,"
-                and loc.limited_access_reasons == ["parking_ev_only"]
+                # repaired to the OCPI value; EV_ONLY is information for drivers, not a lock (docs/map.md)
+                and stored_evse(loc).parking_restrictions == ["EV_ONLY"]
+                and not loc.limited_access
             )
             or _fail(loc)
         ),
