@@ -8,6 +8,7 @@ else see afterwards. The finer rules are tested on pytest's live server in the m
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -261,6 +262,21 @@ def test_odd_routing_headers_are_a_clean_4xx(production, hub, value):
         assert 400 <= answer.status < 500, (answer.status, body[:300])
         if answer.status != 400 or body.startswith(b"{"):  # gunicorn's own 400 for a malformed header is HTML
             assert 2000 <= json.loads(body)["status_code"] < 3000
+    # The same bytes as a token, raw and base64-encoded with a NUL inside: an unknown token, 401.
+    for authorization in (b"Token " + value, b"Token " + base64.b64encode(b"hub-token\x00" + value)):
+        connection = http.client.HTTPConnection(host, int(port), timeout=20)
+        connection.putrequest("GET", "/ocpi/cpo/2.2.1/locations")
+        connection.putheader("Authorization", authorization)
+        connection.endheaders()
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        if value.strip() == b"":
+            assert answer.status == 401, (answer.status, body[:300])
+            continue
+        assert answer.status in (400, 401, 431), (answer.status, body[:300])
+        if body.startswith(b"{"):
+            assert json.loads(body)["status_code"] == 2000
     # A NUL byte is refused by gunicorn before Django sees it.
     raw = socket_request(
         production,
