@@ -59,6 +59,22 @@ def party_ids_accepting_our_cards(on: dt.date | None = None) -> set[int]:
     return ids
 
 
+def party_ids_a_hub_feed_may_carry(hub: PartnerConnection, on: dt.date | None = None) -> set[int]:
+    """Parties whose stations a hub's location feed may bring: those staff confirmed through that very hub.
+
+    An agreement in force taking our cards whose `hub` is this hub, with a party that is not us and is
+    reached through this hub or not connected at all. A party we reach directly, through another hub, or
+    whose connection is suspended, keeps its stations to itself: a hub's copy of them is skipped.
+    """
+    ids = active_agreements(on=on, our_cards=True).filter(hub=hub.party).values_list("partner_id", flat=True)
+    return set(
+        Party.objects.filter(pk__in=ids, is_self=False)
+        .filter(Q(connection__isnull=True) | Q(connection__via_hub=hub))
+        .exclude(connection__status__in=CLOSED_STATUSES)
+        .values_list("pk", flat=True)
+    )
+
+
 def party_ids_whose_cards_we_accept(on: dt.date | None = None) -> set[int]:
     return set(active_agreements(on=on, our_cards=False).values_list("partner_id", flat=True))
 

@@ -25,7 +25,7 @@ from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
 from roaming.ocpi.repairs import RepairTally
-from roaming.selectors import party_ids_accepting_our_cards
+from roaming.selectors import party_ids_a_hub_feed_may_carry
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
@@ -54,8 +54,9 @@ class PullNotPossible(Exception):
 class Owners:
     """Resolves an object's own country code and party id to the Party we store it under.
 
-    A hub's feed holds many CPOs: only those we have an agreement with are kept. A CPO's own feed may
-    only carry its own locations.
+    A hub's feed holds many CPOs: only those staff confirmed through that hub (an agreement in force
+    through it, taking our cards) are kept; anyone else's objects, ours and those of parties we reach
+    another way included, are skipped. A CPO's own feed may only carry its own locations.
     """
 
     def __init__(self, connection: PartnerConnection):
@@ -63,9 +64,8 @@ class Owners:
         self.own = (connection.party.country_code, connection.party.party_id)
         self.connection = connection
         if self.is_hub:
-            # Our own stations come from our own tables, never from a hub's copy of them.
-            ids = party_ids_accepting_our_cards()
-            parties = Party.objects.filter(pk__in=ids, is_self=False).values_list("pk", "country_code", "party_id")
+            ids = party_ids_a_hub_feed_may_carry(connection)
+            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
         else:
             parties = [(connection.party_id, *self.own)]
         self.by_code = {(cc, pid): pk for pk, cc, pid in parties}
