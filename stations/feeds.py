@@ -24,7 +24,8 @@ from django.utils import timezone
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
-from roaming.selectors import party_ids_accepting_our_cards
+from roaming.ocpi.repairs import RepairTally
+from roaming.selectors import party_ids_a_hub_feed_may_carry
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
@@ -33,6 +34,7 @@ from stations.services import (
     StoreResult,
     analyze_station_tables,
     mark_locations_removed,
+    record_repairs,
     reject_object,
     store_locations,
 )
@@ -52,8 +54,9 @@ class PullNotPossible(Exception):
 class Owners:
     """Resolves an object's own country code and party id to the Party we store it under.
 
-    A hub's feed holds many CPOs: only those we have an agreement with are kept. A CPO's own feed may
-    only carry its own locations.
+    A hub's feed holds many CPOs: only those staff confirmed through that hub (an agreement in force
+    through it, taking our cards) are kept; anyone else's objects, ours and those of parties we reach
+    another way included, are skipped. A CPO's own feed may only carry its own locations.
     """
 
     def __init__(self, connection: PartnerConnection):
@@ -61,9 +64,8 @@ class Owners:
         self.own = (connection.party.country_code, connection.party.party_id)
         self.connection = connection
         if self.is_hub:
-            # Our own stations come from our own tables, never from a hub's copy of them.
-            ids = party_ids_accepting_our_cards()
-            parties = Party.objects.filter(pk__in=ids, is_self=False).values_list("pk", "country_code", "party_id")
+            ids = party_ids_a_hub_feed_may_carry(connection)
+            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
         else:
             parties = [(connection.party_id, *self.own)]
         self.by_code = {(cc, pid): pk for pk, cc, pid in parties}
@@ -261,7 +263,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                         stored(result)
                 else:
                     stored(store_page(parsed, source=connection, sync_run=run))
-                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
+                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "repaired", "skipped"])
                 lock.refresh()
                 if on_page:
                     on_page(run, reply.total_count)
@@ -347,10 +349,11 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
     if not isinstance(data, list):
         raise FeedPageError(f"page {run.pages + 1}: data is not a list")
     parsed: list[ParsedLocation] = []
+    repairs = RepairTally("locations", "pull")  # written once for the page, and only if anything was repaired
     for obj in data:
         object_id = obj.get("id", "") if isinstance(obj, dict) else ""
         try:
-            item = parse_location(obj)
+            item = parse_location(obj, now=run.started_at)
             party_pk = owners.resolve(item)
         except InvalidObject as error:
             reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
@@ -372,7 +375,11 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
             run.skipped += 1
             continue
         item.party_id = party_pk
+        if item.repairs:
+            record_repairs(repairs, connection, item, sync_run=run)
         parsed.append(item)
+    run.repaired += repairs.repaired_objects
+    repairs.save()
     return parsed
 
 

@@ -82,3 +82,14 @@ def _no_failed_authentications_carried_over():
 
     throttle.reset("127.0.0.1")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_decision_outlives_its_test():
+    """The decision log writes from its own thread and connection: what one test buffered must not land in the
+    database the next test starts from (it would count there as a decision that test made)."""
+    from cards.decision_log import decision_log
+
+    decision_log.discard()
+    yield
+    decision_log.discard()

@@ -42,7 +42,7 @@ def pull(connection, full=False) -> SyncRun:
 def test_spec_examples_are_stored_with_summaries_and_limited_access(ocpi_peer):
     hub = cpo_connection(ocpi_peer, country_code="DE", party_id="HUB", role="HUB")
     for cc, pid in [("BE", "BEC"), ("SE", "EVC"), ("NL", "ALF"), ("NL", "ALL"), ("DE", "ALL")]:
-        RoamingAgreementFactory(partner=PartyFactory(country_code=cc, party_id=pid))
+        RoamingAgreementFactory(partner=PartyFactory(country_code=cc, party_id=pid), hub=hub.party)
     names = [
         "location_example.json",
         "location_example_parking_garage_opening_hours.json",
@@ -355,8 +355,8 @@ def test_hub_fields_and_non_emi3_evse_ids_are_kept(ocpi_peer):
 
 def test_one_hub_list_of_many_cpos_keeps_only_owners_we_have_an_agreement_with(ocpi_peer):
     hub = cpo_connection(ocpi_peer, country_code="DE", party_id="HBJ", role="HUB")
-    RoamingAgreementFactory(partner=PartyFactory(country_code="NL", party_id="FST"))
-    RoamingAgreementFactory(partner=PartyFactory(country_code="DE", party_id="ION"))
+    RoamingAgreementFactory(partner=PartyFactory(country_code="NL", party_id="FST"), hub=hub.party)
+    RoamingAgreementFactory(partner=PartyFactory(country_code="DE", party_id="ION"), hub=hub.party)
     PartyFactory(country_code="BE", party_id="Q8C")  # known, no agreement
     LocationFeed(
         ocpi_peer,

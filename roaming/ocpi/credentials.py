@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import secrets
 
@@ -57,7 +56,9 @@ def tokens_in_header(header: str) -> list[str]:
         decoded = base64.b64decode(value, validate=True).decode()
         if decoded and decoded.isprintable():
             candidates.append(decoded)
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
+        # Not Base64 (binascii.Error), not UTF-8 (UnicodeDecodeError), or not even ASCII: a header's bytes
+        # arrive as Latin-1 text, and b64decode refuses non-ASCII text with a plain ValueError.
         pass
     candidates.append(value)
     return candidates
