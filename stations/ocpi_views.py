@@ -18,9 +18,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import JsonResponse
 
+from roaming.models import Party
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import (
-    CLIENT_ERROR,
     INVALID_PARAMETERS,
     UNKNOWN_LOCATION,
     OcpiError,
@@ -29,6 +29,7 @@ from roaming.ocpi.envelope import (
     parse_datetime,
 )
 from roaming.ocpi.input import match_identity
+from roaming.ocpi.ownership import check_owner
 from roaming.ocpi.pagination import page_request
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
@@ -43,16 +44,6 @@ from stations.services import store_locations
 
 # ---------------------------------------------------------------------------------------------
 # Receiver: /ocpi/emsp/2.2.1/locations/{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]
-
-
-def _own_party_only(ctx: PartnerContext, country_code: str, party_id: str) -> None:
-    if (country_code.upper(), party_id.upper()) != (ctx.party.country_code, ctx.party.party_id):
-        raise OcpiError(
-            CLIENT_ERROR,
-            f"You may only access your own locations ({ctx.party.country_code}/{ctx.party.party_id}), "
-            f"not {country_code}/{party_id}",
-            http_status=403,
-        )
 
 
 def _find_location(party, location_id: str, *, lock: bool = False) -> Location | None:
@@ -106,16 +97,16 @@ def location_receiver(
     evse_uid: str | None = None,
     connector_id: str | None = None,
 ):
-    _own_party_only(ctx, country_code, party_id)
+    owner = check_owner(ctx, country_code, party_id)
     if ctx.request.method == "GET":
-        return _receiver_get(ctx, location_id, evse_uid, connector_id)
+        return _receiver_get(owner, location_id, evse_uid, connector_id)
     body = ctx.json()
     if not isinstance(body, dict):
         raise OcpiError(INVALID_PARAMETERS, "body: must be a JSON object", http_status=400)
     if ctx.request.method == "PATCH" and "last_updated" not in body:
         raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")
     with transaction.atomic():
-        location = _find_location(ctx.party, location_id, lock=True)
+        location = _find_location(owner, location_id, lock=True)
         created = location is None
         if created:
             if evse_uid is not None or ctx.request.method == "PATCH":
@@ -127,7 +118,7 @@ def location_receiver(
             parsed = parse_location(document)
         except InvalidObject as error:
             raise OcpiError(INVALID_PARAMETERS, str(error)) from error
-        parsed.party_id = ctx.party.pk
+        parsed.party_id = owner.pk
         store_locations([parsed], source=ctx.connection)
     return ocpi_response(None, http_status=201 if created else 200)
 
@@ -200,11 +191,28 @@ def _changed_document(method: str, document: dict, body: dict, evse_uid: str | N
     return document
 
 
-def _receiver_get(ctx: PartnerContext, location_id: str, evse_uid: str | None, connector_id: str | None):
-    location = _find_location(ctx.party, location_id)
+def _receiver_get(owner: Party, location_id: str, evse_uid: str | None, connector_id: str | None) -> dict:
+    """What the CPO sent us (`Location.raw`: its last PUT with every later PATCH merged in), not our columns,
+    so fields we keep no column for (energy_mix, directions, related_locations, images...) come back as sent."""
+    location = _find_location(owner, location_id)
     if location is None:
         raise _not_found(f"location {location_id}")
-    return _one_object(location, evse_uid, connector_id)
+    if not location.raw:  # stored before raw copies were kept
+        return _one_object(location, evse_uid, connector_id)
+    document = location.raw
+    if evse_uid is None:
+        return document
+    evses = document.get("evses") or []
+    index = _find_in(evses, "uid", evse_uid)
+    if index is None:
+        raise _not_found(f"EVSE {evse_uid}")
+    if connector_id is None:
+        return evses[index]
+    connectors = evses[index].get("connectors") or []
+    position = _find_in(connectors, "id", connector_id)
+    if position is None:
+        raise _not_found(f"connector {connector_id}")
+    return connectors[position]
 
 
 def _one_object(location: Location, evse_uid: str | None, connector_id: str | None) -> dict:
