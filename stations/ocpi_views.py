@@ -6,16 +6,11 @@ reads through stations.ocpi_locations.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import datetime as dt
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.http import JsonResponse
 
 from roaming.models import Party
@@ -30,7 +25,7 @@ from roaming.ocpi.envelope import (
 )
 from roaming.ocpi.input import match_identity
 from roaming.ocpi.ownership import check_owner
-from roaming.ocpi.pagination import page_request
+from roaming.ocpi.pagination import paginated_response
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
 from stations.ocpi_locations import (
@@ -232,59 +227,14 @@ def _one_object(location: Location, evse_uid: str | None, connector_id: str | No
 
 # ---------------------------------------------------------------------------------------------
 # Sender: /ocpi/cpo/2.2.1/locations[/{location_id}[/{evse_uid}[/{connector_id}]]] (our own stations)
-#
-# Pages are cut on the stable key (last_updated, id) with a cursor in the Link, so page 550 costs
-# the same index range scan as page 1 (an OFFSET would read and drop every earlier row).
-
-
-def _encode_cursor(location: Location) -> str:
-    text = f"{location.last_updated.isoformat()}|{location.pk}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[dt.datetime, int]:
-    try:
-        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        stamp, pk = text.rsplit("|", 1)
-        moment, key = dt.datetime.fromisoformat(stamp), int(pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers") from exc
-    # Ours always carry an offset and a key the id column can hold; anything else was made up.
-    if moment.tzinfo is None or not 0 <= key < 2**63:
-        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers")
-    return moment, key
 
 
 @ocpi_endpoint("locations", methods=("GET",))
 def location_sender_list(ctx: PartnerContext) -> JsonResponse:
-    request = ctx.request
+    """Our stations, in cursor pages (roaming.ocpi.pagination)."""
     max_limit = settings.FEEDS_SENDER_MAX_LIMIT
-    params = page_request(request, default_limit=max_limit, max_limit=max_limit)
-    limit, offset = params.limit, params.offset
-
-    window = Location.objects.filter(party=own_party(), removed_at__isnull=True)
-    if params.date_from:
-        window = window.filter(last_updated__gte=params.date_from)
-    if params.date_to:
-        window = window.filter(last_updated__lt=params.date_to)
-    page = window.select_related("party").order_by("last_updated", "pk")
-    cursor = request.GET.get("cursor")
-    if cursor:
-        stamp, pk = _decode_cursor(cursor)
-        # The `>=` bound gives the index a range to start from; the OR alone would scan from the first row.
-        page = page.filter(last_updated__gte=stamp).filter(Q(last_updated__gt=stamp) | Q(pk__gt=pk))
-    elif offset:
-        # A partner that pages by offset itself still gets an answer; our own Links never use it.
-        page = page[offset:]
-    locations = list(page[: limit + 1])
-    more = len(locations) > limit
-    locations = locations[:limit]
-    headers = {"X-Total-Count": str(window.count()), "X-Limit": str(max_limit)}
-    if more:
-        query = {k: v for k, v in request.GET.items() if k not in ("cursor", "offset")}
-        query.update(cursor=_encode_cursor(locations[-1]), limit=str(limit))
-        headers["Link"] = f'<{request.build_absolute_uri(request.path)}?{urlencode(query)}>; rel="next"'
-    return ocpi_response(locations_to_ocpi(locations), headers=headers)
+    window = Location.objects.filter(party=own_party(), removed_at__isnull=True).select_related("party")
+    return paginated_response(ctx.request, window, locations_to_ocpi, default_limit=max_limit, max_limit=max_limit)
 
 
 @ocpi_endpoint("locations", methods=("GET",))
