@@ -174,7 +174,7 @@ def ocpi_call(
     OCPI envelope, or None when the body is not JSON) and `.data` (its `data`).
 
     - `transport`: pytest-django's `client` (in-process) or a base URL such as `live_server.url` (real HTTP);
-    - `json_body` is sent as JSON, `raw` as is (bad-input tests); `query` becomes the query string;
+    - `json_body` is sent as JSON (a str or bytes as is), `raw` as is; `query` becomes the query string;
     - `token`: the credentials token (`Authorization: Token <base64>`), else `partner.token`;
     - `routing`: OCPI-from-* headers: a dict, or True for `partner.routing`; by default sent when `partner`
       is reached through a hub (`partner.hub`), never otherwise.
@@ -190,6 +190,8 @@ def ocpi_call(
     elif isinstance(routing, dict):
         sent.update(routing)
     sent.update(headers or {})
+    if isinstance(json_body, str | bytes):  # already a body: sent as is (bad-input tests)
+        raw, json_body = json_body, None
     body = raw if raw is not None else (None if json_body is None else json.dumps(json_body))
     if isinstance(transport, str):
         if body is not None:
@@ -213,10 +215,16 @@ def ocpi_call(
 
 
 @pytest.fixture
-def ocpi(client) -> Callable[..., Any]:
-    """`ocpi_call` bound to pytest-django's in-process `client`: `ocpi("GET", url, partner=ocpi_partner)`."""
+def ocpi(client, request) -> Callable[..., Any]:
+    """`ocpi_call` bound to pytest-django's in-process `client`: `ocpi("GET", url, partner=ocpi_partner)`.
+
+    Without `token` or `partner`, the token is the test module's `OCPI_TOKEN` (its usual caller), if it sets one.
+    """
+    default_token = getattr(request.module, "OCPI_TOKEN", None)
 
     def call(method: str, url: str, json_body: Any = None, **kwargs: Any):
+        if kwargs.get("token") is None and kwargs.get("partner") is None:
+            kwargs["token"] = default_token
         return ocpi_call(client, method, url, json_body, **kwargs)
 
     return call

@@ -2,7 +2,8 @@
 
 Bad input and what happens to it:
 - a required field missing or malformed -> OCPI 2001 naming the field, nothing stored;
-- a CDR of another party -> HTTP 404 + 2000, nothing stored;
+- a CDR of another party -> HTTP 403 + 2000 (roaming.ocpi.ownership), nothing stored; reading one we
+  stored for another party -> 404, as an unknown one;
 - the same CDR posted twice -> the first one stays, the answer points at it;
 - a CDR for a session or token we do not know -> stored and flagged for staff, never dropped.
 """
@@ -144,7 +145,7 @@ def test_partners_write_and_read_only_their_own_cdrs(client, cpo):
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
     RoamingAgreementFactory(partner=other)
     refused = post(client, cdr(), token="other-token")  # the body says BE*BEC
-    assert refused.status_code == 404 and refused.json()["status_code"] == 2000
+    assert refused.status_code == 403 and refused.json()["status_code"] == 2000
     assert not CDR.objects.exists()
 
     location = post(client, cdr())["Location"]
