@@ -202,8 +202,9 @@ def ocpi_call(
         kwargs: dict[str, Any] = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in sent.items()}
         if query:
             url = f"{url}?{urlencode(query)}"
-        if body is not None:
-            kwargs.update(data=body, content_type="application/json")
+        if body is not None or method.upper() not in ("GET", "HEAD"):
+            # No body is an empty one (Django's client would otherwise send an empty multipart form).
+            kwargs.update(data=body or "", content_type="application/json")
         response = getattr(transport, method.lower())(url, **kwargs)
         text = response.content.decode("utf-8", "replace")
     try:
