@@ -174,6 +174,7 @@ def ocpi_call(
     OCPI envelope, or None when the body is not JSON) and `.data` (its `data`).
 
     - `transport`: pytest-django's `client` (in-process) or a base URL such as `live_server.url` (real HTTP);
+      `url` is a path, or an absolute URL (a `Link` header's);
     - `json_body` is sent as JSON (a str or bytes as is), `raw` as is; `query` becomes the query string;
     - `token`: the credentials token (`Authorization: Token <base64>`), else `partner.token`;
     - `routing`: OCPI-from-* headers: a dict, or True for `partner.routing`; by default sent when `partner`
@@ -196,7 +197,8 @@ def ocpi_call(
     if isinstance(transport, str):
         if body is not None:
             sent.setdefault("Content-Type", "application/json")
-        response = requests.request(method, transport + url, data=body, headers=sent, params=query, timeout=30)
+        absolute = url if url.startswith(("http://", "https://")) else transport + url  # e.g. a Link we sent
+        response = requests.request(method, absolute, data=body, headers=sent, params=query, timeout=30)
         text = response.text
     else:
         kwargs: dict[str, Any] = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in sent.items()}
@@ -215,17 +217,27 @@ def ocpi_call(
     return response
 
 
+def _bound_call(transport: Client | str, request) -> Callable[..., Any]:
+    default_token = getattr(request.module, "OCPI_TOKEN", None)
+
+    def call(method: str, url: str, json_body: Any = None, **kwargs: Any):
+        if kwargs.get("token") is None and kwargs.get("partner") is None:
+            kwargs["token"] = default_token
+        return ocpi_call(transport, method, url, json_body, **kwargs)
+
+    return call
+
+
 @pytest.fixture
 def ocpi(client, request) -> Callable[..., Any]:
     """`ocpi_call` bound to pytest-django's in-process `client`: `ocpi("GET", url, partner=ocpi_partner)`.
 
     Without `token` or `partner`, the token is the test module's `OCPI_TOKEN` (its usual caller), if it sets one.
     """
-    default_token = getattr(request.module, "OCPI_TOKEN", None)
+    return _bound_call(client, request)
 
-    def call(method: str, url: str, json_body: Any = None, **kwargs: Any):
-        if kwargs.get("token") is None and kwargs.get("partner") is None:
-            kwargs["token"] = default_token
-        return ocpi_call(client, method, url, json_body, **kwargs)
 
-    return call
+@pytest.fixture
+def ocpi_live(live_server, request) -> Callable[..., Any]:
+    """The same as `ocpi`, over real HTTP to pytest-django's `live_server`."""
+    return _bound_call(live_server.url, request)
