@@ -15,10 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# The demo asks for development mode (DEBUG=true: built-in keys, tracebacks) and lets partner URLs point at
+# this machine (the demo's partners run on 127.0.0.1). Never use these settings for a real server.
+DEMO_ENV := DEBUG=true OCPI_ALLOW_PRIVATE_NETWORK_URLS=true
+
 demo: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py load_demo
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(DEMO_ENV) $(PY) manage.py migrate --noinput
+	$(DEMO_ENV) $(PY) manage.py load_demo
+	$(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
 test: install
 	$(PY) -m pytest

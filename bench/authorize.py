@@ -53,6 +53,12 @@ WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
 
+# The served platform runs as in production (DEBUG off), which needs both keys; bench-only values.
+BENCH_KEYS = {
+    "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+    "OCPI_TOKEN_ENCRYPTION_KEY": "YmVuY2gtb25seS1rZXktbm90LWZvci1wcm9kdWN0aW8=",
+}
+
 
 def token_of(index: int) -> str:
     return f"bench-partner-token-{index:04d}"
@@ -61,6 +67,9 @@ def token_of(index: int) -> str:
 def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilityplus.settings")
+    # Loading the data in this process: development mode, with the keys the served platform uses (BENCH_KEYS).
+    os.environ.setdefault("DEBUG", "true")
+    os.environ.update(BENCH_KEYS)
     import django
 
     django.setup()
@@ -238,7 +247,7 @@ def main() -> int:
 
     env = {
         **os.environ,
-        "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+        **BENCH_KEYS,
         "DEBUG": "false",
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",

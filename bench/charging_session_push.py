@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilityplus.settings")
+# A bench runs the platform in-process in development mode (built-in keys), as its figures were measured.
+os.environ.setdefault("DEBUG", "true")
 
 import django  # noqa: E402
 

@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mobilityplus.settings")
+# A bench runs the platform in-process in development mode (built-in keys), as its figures were measured.
+os.environ.setdefault("DEBUG", "true")
 
 STATION_TABLES = ["stations_location", "stations_evse", "stations_connector", "stations_evsestatuschange"]
 

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from cards.authorization import authorize_at_station, card_directory
 from cards.models import Card
 from mobilityplus.api_errors import error_responses
+from roaming.ocpi.throttle import BACKEND_BEARER_AUTH
 
 BACKEND = "charge-point-backend"
 
@@ -31,9 +32,15 @@ class BackendTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
+        # An address that sent too many wrong tokens is refused before its token is compared (right or wrong).
+        retry_after = BACKEND_BEARER_AUTH.blocked_for(request)
         expected = settings.CARDS_BACKEND_API_TOKEN
-        if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            raise exceptions.AuthenticationFailed("Invalid service token.")
+        if retry_after is None and (not expected or not hmac.compare_digest(token.strip().encode(), expected.encode())):
+            retry_after = BACKEND_BEARER_AUTH.note_failure(request)
+            if retry_after is None:
+                raise exceptions.AuthenticationFailed("Invalid service token.")
+        if retry_after is not None:
+            raise exceptions.Throttled(wait=retry_after, detail="Too many failed authentications from your address.")
         return AnonymousUser(), BACKEND
 
     def authenticate_header(self, request) -> str:

@@ -38,6 +38,7 @@ from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
 from cards.selectors import foreign_token_for
 from roaming.models import PartnerConnection, Party, RoamingAgreement
+from roaming.ocpi.bounded_cache import BoundedCache
 from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import agreements_in_force, own_party, party_ids_whose_cards_we_accept
@@ -124,6 +125,8 @@ class CardDirectory:
 
     def __init__(self) -> None:
         self._cards: dict[tuple[str, str], CardEntry | None] = {}
+        # Uids that are not our cards, kept apart and bounded: they come from the caller (random or foreign uids).
+        self._unknown = BoundedCache(max_entries=lambda: settings.CARDS_UNKNOWN_CACHE_MAX_ENTRIES)
         self._lock = threading.Lock()
         self._issuer: tuple[int, str, str] | None = None
         self._watermark: dt.datetime | None = None
@@ -142,6 +145,8 @@ class CardDirectory:
         self._poll_if_due()
         key = (uid, token_type)
         entry = self._cards.get(key, False)
+        if entry is False and self._unknown.get(key, False) is None:
+            return None
         if entry is False or (entry is not None and time.monotonic() - entry.loaded_at > ENTRY_MAX_AGE_S):
             try:
                 with bounded_queries():
@@ -154,7 +159,11 @@ class CardDirectory:
                 if entry:  # too old to trust without a look, but better than nothing while the database is away
                     return entry
                 raise
-            entry = _entry(row, time.monotonic()) if row else None
+            if row is None:
+                self._cards.pop(key, None)
+                self._unknown[key] = None
+                return None
+            entry = _entry(row, time.monotonic())
             if len(self._cards) >= MAX_ENTRIES:
                 self._cards.clear()
             self._cards[key] = entry
@@ -199,15 +208,18 @@ class CardDirectory:
             cards[(row[1], row[2])] = _entry(row, now)
         with self._lock:
             self._cards = cards
+            self._unknown.clear()
             self._watermark = started
         return len(cards)
 
     def evict(self, uid: str, token_type: str) -> None:
         self._cards.pop((uid, token_type), None)
+        self._unknown.pop((uid, token_type), None)
 
     def clear(self) -> None:
         with self._lock:
             self._cards = {}
+            self._unknown.clear()
             self._issuer = None
             self._watermark = None
             self._next_poll = 0.0
@@ -241,6 +253,7 @@ class CardDirectory:
                     return
                 for key in changed:
                     self._cards.pop(key, None)
+                    self._unknown.pop(key, None)
             self._watermark = polled_at
         finally:
             self._lock.release()

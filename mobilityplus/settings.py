@@ -5,12 +5,17 @@ With no environment at all, the platform runs on a SQLite file with Celery tasks
 in-process, so `make demo` needs no server.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab  # noqa: F401  (kept at hand for schedule entries)
+from cryptography.fernet import Fernet
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+
+from mobilityplus.content_policy import tile_source
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,12 +31,18 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", default="SECRET_KEY" not in os.environ)
+# Development mode only when asked for (DEBUG=true, as `make demo` and the test settings do): a server
+# started without it is a production server, whatever else is missing.
+DEBUG = env_bool("DEBUG", default=False)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. Generate one with: "
+            "python -c \"import secrets; print(secrets.token_urlsafe(50))\" "
+            "(DEBUG=true, for local development only, uses a public built-in key instead)."
+        )
     SECRET_KEY = "dev-only-insecure-key-for-the-embedded-demo-never-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
@@ -50,6 +61,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "leaflet",
     "simple_history",
+    "axes",
+    "csp",
     "roaming",
     "cards",
     "stations",
@@ -58,6 +71,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -65,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last: turns a login refused by AxesBackend into the lockout page (HTTP 429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mobilityplus.urls"
@@ -122,6 +138,9 @@ if REDIS_URL:
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# /healthz: how long its database and broker checks may take (together) before the part counts as unavailable.
+HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "1.5"))
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
@@ -221,6 +240,31 @@ LEAFLET_CONFIG = {
     "RESET_VIEW": False,
 }
 
+# Content-Security-Policy (django-csp) on every page: scripts and styles only from our own static files (or an
+# element carrying the page's nonce), data only from our own origin, images also from the tile server.
+# docs/security-deployment.md says how pages keep to it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [
+            SELF,
+            NONCE,
+            # Inline style attributes of third-party pages, each admitted by its exact text's hash only.
+            "'unsafe-hashes'",
+            "'sha256-XMXSevYjgSjXgRafBFDvtjwX+yyWLrxfso9DcNZ9UXM='",  # simple_history's paginator: border-top: 0
+            "'sha256-OfgyIBrd+/vP79JdFMYP+re4T+fIenvkrHPD2HZ8/cs='",  # DRF's filter button: float: right; margin-...
+        ],
+        "img-src": [SELF, "data:", *filter(None, [tile_source(MAP_TILES_URL)])],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # OCPI: who we are on the wire.
 OCPI_COUNTRY_CODE = os.environ.get("OCPI_COUNTRY_CODE", "BE")
 OCPI_PARTY_ID = os.environ.get("OCPI_PARTY_ID", "MBP")
@@ -229,8 +273,23 @@ OCPI_BUSINESS_WEBSITE = os.environ.get("OCPI_BUSINESS_WEBSITE", "https://www.mob
 # Public base URL partners use to reach us (versions URL = OCPI_BASE_URL + /ocpi/versions).
 OCPI_BASE_URL = os.environ.get("OCPI_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 # Key for encrypting the tokens we must send to partners (Fernet, urlsafe base64, 32 bytes).
-# Unset in development: derived from SECRET_KEY.
+# Required when DEBUG is off; in development (DEBUG=true) it may be unset and is then derived from SECRET_KEY.
 OCPI_TOKEN_ENCRYPTION_KEY = os.environ.get("OCPI_TOKEN_ENCRYPTION_KEY", "")
+if not OCPI_TOKEN_ENCRYPTION_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "OCPI_TOKEN_ENCRYPTION_KEY must be set when DEBUG is off (it encrypts the tokens we send to partners). "
+        "Generate one with: python -c "
+        "\"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\" "
+        "(a deployment that already stores partner tokens: see docs/security-deployment.md to keep them readable)."
+    )
+if OCPI_TOKEN_ENCRYPTION_KEY:
+    try:
+        Fernet(OCPI_TOKEN_ENCRYPTION_KEY)
+    except ValueError as exc:  # caught here, not at the first partner handshake
+        raise ImproperlyConfigured(
+            "OCPI_TOKEN_ENCRYPTION_KEY is not a Fernet key (32 bytes, urlsafe base64). Generate one with: "
+            "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+        ) from exc
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
 # Calls carrying a partner's token may go to loopback/private/link-local addresses only when this is on
@@ -324,3 +383,29 @@ CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
     "task": "stations.map_tasks.refresh_map_cells_if_changed",
     "schedule": MAP_CELLS_REFRESH_SECONDS,
 }
+
+# Abuse limits (docs/security-throttling.md).
+# Reverse proxies of ours in front of Django that append to X-Forwarded-For; 0 = the header is never read.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+# An address with this many failed OCPI token authentications within the window gets HTTP 429 for a window.
+OCPI_AUTH_FAILURE_LIMIT = int(os.environ.get("OCPI_AUTH_FAILURE_LIMIT", "20"))
+OCPI_AUTH_FAILURE_WINDOW_S = float(os.environ.get("OCPI_AUTH_FAILURE_WINDOW_S", "60"))
+# The same for wrong `Authorization: Bearer` tokens on POST /api/v1/authorizations.
+CARDS_BACKEND_AUTH_FAILURE_LIMIT = int(os.environ.get("CARDS_BACKEND_AUTH_FAILURE_LIMIT", "20"))
+CARDS_BACKEND_AUTH_FAILURE_WINDOW_S = float(os.environ.get("CARDS_BACKEND_AUTH_FAILURE_WINDOW_S", "60"))
+# Per-process cache of credentials tokens (known and unknown): at most this many entries, least recently used out.
+OCPI_CONNECTION_CACHE_MAX_ENTRIES = int(os.environ.get("OCPI_CONNECTION_CACHE_MAX_ENTRIES", "10000"))
+# Cards not found in the per-process card cache (cards/authorization.py): at most this many remembered.
+CARDS_UNKNOWN_CACHE_MAX_ENTRIES = int(os.environ.get("CARDS_UNKNOWN_CACHE_MAX_ENTRIES", "10000"))
+# Login lockout (django-axes) for drivers and staff: AXES_FAILURE_LIMIT wrong passwords for one username from
+# one address lock that pair out for AXES_COOLOFF_MINUTES, even with the right password (HTTP 429 page).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = dt.timedelta(minutes=float(os.environ.get("AXES_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "mobilityplus.client_address.client_address"
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# One row per failed attempt group is enough; no row for every successful login.
+AXES_DISABLE_ACCESS_LOG = True

@@ -19,16 +19,21 @@ from mobilityplus.api_errors import error_responses
 from stations import api_schema, selectors
 from stations.filters import STANDARD_LABELS, StationFilter
 from stations.models import EvseStatus, Location, MapStatus
+from stations.opening_hours import opening_cue, opening_hours_text
+from stations.services import parking_information
 
-# What a driver reads for each code `stations.services.limited_access_reasons` stores.
+# What a driver reads for each code `stations.services.limited_access_reasons` stores (the lock).
 LIMITED_REASON_TEXT = {
     "not_public": "Not a public station: the operator keeps it for some drivers only",
     "parking_customers": "Only for customers of the site (shop, hotel, restaurant)",
-    "parking_ev_only": "Reserved for electric vehicles",
     "parking_disabled": "Reserved for disabled drivers",
     "parking_motorcycles": "Only for motorcycles and scooters",
-    "parking_type_on_driveway": "On a private driveway",
-    "opening_hours": "Not open around the clock: see the opening times",
+    "parking_type_on_driveway": "Private parking (a driveway)",
+}
+# Parking rules every driver of ours can follow (`stations.services.parking_information`): no lock.
+PARKING_INFORMATION_TEXT = {
+    "EV_ONLY": "Parking reserved for electric vehicles",
+    "PLUGGED": "Park only while plugged in",
 }
 EVSE_MAP_STATUS = {
     EvseStatus.AVAILABLE: MapStatus.AVAILABLE,
@@ -38,7 +43,6 @@ EVSE_MAP_STATUS = {
     EvseStatus.INOPERATIVE: MapStatus.FAULTY,
     EvseStatus.OUTOFORDER: MapStatus.FAULTY,
 }
-WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
 class ViewportSerializer(serializers.Serializer):
@@ -218,19 +222,6 @@ class SearchView(PublicMapView):
         return Response({"results": selectors.search_places(params["q"])})
 
 
-def opening_hours_text(opening_times: dict | None) -> str:
-    if not opening_times:
-        return "Opening times not given"
-    if opening_times.get("twentyfourseven"):
-        return "Open 24/7"
-    periods = []
-    for period in opening_times.get("regular_hours") or []:
-        day = period.get("weekday")
-        name = WEEKDAYS[day - 1] if isinstance(day, int) and 1 <= day <= 7 else "?"
-        periods.append(f"{name} {period.get('period_begin', '?')}–{period.get('period_end', '?')}")
-    return "; ".join(periods) or "Opening times not given"
-
-
 def station_payload(location: Location) -> dict:
     now = timezone.now()
     confirmed = selectors.status_confirmed_at([location.source_id]).get(location.source_id)
@@ -239,6 +230,7 @@ def station_payload(location: Location) -> dict:
     if limited and not reasons:
         reasons = ["Marked as limited access by MobilityPlus"]
     operator = (location.operator or {}).get("name") or location.party.name
+    restrictions = [r for evse in location.evses.all() for r in evse.parking_restrictions or []]
     evses = []
     for evse in location.evses.all():
         changed = evse.status_changed_at
@@ -283,13 +275,17 @@ def station_payload(location: Location) -> dict:
             "country": location.country,
             "operator": operator,
             "opening_times": location.opening_times,
+            # Both None when the partner gave no opening times: the panel then says nothing about them.
             "opening_hours": opening_hours_text(location.opening_times),
+            "open_now": opening_cue(location.opening_times, location.time_zone, now),
+            "time_zone": location.time_zone,
             "status": location.map_status,
             "status_updated_at": location.status_updated_at.isoformat() if location.status_updated_at else None,
             "stale": selectors.is_stale(location.status_updated_at, now, confirmed),
             "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
             "limited": limited,
             "limited_reasons": reasons,
+            "parking_information": [PARKING_INFORMATION_TEXT[code] for code in parking_information(restrictions)],
             "max_power_kw": location.max_power_kw,
             "card": any(evse["card"] for evse in evses),
             "app": any(evse["app"] for evse in evses),

@@ -34,8 +34,12 @@ from stations.storable import storable_copy, storable_text
 
 IN_USE_STATUSES = {EvseStatus.CHARGING, EvseStatus.RESERVED, EvseStatus.BLOCKED}
 FAULTY_STATUSES = {EvseStatus.OUTOFORDER, EvseStatus.INOPERATIVE}
-# Parking that only some drivers may use: a driver sees these as a lock on the map.
-LIMITED_PARKING_RESTRICTIONS = {"CUSTOMERS", "EV_ONLY", "DISABLED", "MOTORCYCLES"}
+# The lock says who may use a station (docs/map.md, "What the lock means"). Parking some of our drivers may
+# not use locks it; EV_ONLY (a bay kept for electric vehicles: every driver of ours) and PLUGGED (park only
+# while charging) are rules every driver of ours can follow, so the panel shows them as information.
+LIMITED_PARKING_RESTRICTIONS = {"CUSTOMERS", "DISABLED", "MOTORCYCLES"}
+INFORMATION_PARKING_RESTRICTIONS = ("EV_ONLY", "PLUGGED")
+# Private parking: of OCPI's parking types only a driveway (a home or a company's own) says so.
 LIMITED_PARKING_TYPES = {"ON_DRIVEWAY"}
 
 LOCATION_FIELDS = [
@@ -125,26 +129,27 @@ def connector_power_kw(power_type: str, max_voltage: int, max_amperage: int, max
     return max_voltage * max_amperage * (1 if power_type == "DC" else phases) / 1000
 
 
-def limited_access_reasons(
-    *,
-    publish: bool,
-    parking_type: str,
-    opening_times: dict | None,
-    charging_when_closed: bool | None,
-    parking_restrictions: Iterable[str],
-) -> list[str]:
-    """Why a driver may not simply drive up and charge; empty means open to all."""
+def limited_access_reasons(*, publish: bool, parking_type: str, parking_restrictions: Iterable[str]) -> list[str]:
+    """Why some MobilityPlus drivers may not be allowed to use a station (the lock); empty means all may.
+
+    Only who may use it counts. When it is open is its own cue (`stations.opening_hours`), and EV_ONLY or
+    PLUGGED are information in the panel (`parking_information`).
+    """
     reasons = []
     if not publish:
+        # Shown to us only because `publish_allowed_to` names our issuer: published to named issuers only.
         reasons.append("not_public")
     for restriction in sorted(set(parking_restrictions) & LIMITED_PARKING_RESTRICTIONS):
         reasons.append(f"parking_{restriction.lower()}")
     if parking_type in LIMITED_PARKING_TYPES:
         reasons.append(f"parking_type_{parking_type.lower()}")
-    if isinstance(opening_times, dict) and not opening_times.get("twentyfourseven", False):
-        # Charging when closed (default true in OCPI) still lets a driver charge, but not drive in at any hour.
-        reasons.append("opening_hours")
     return reasons
+
+
+def parking_information(parking_restrictions: Iterable[str]) -> list[str]:
+    """Parking rules every driver of ours can follow (EV_ONLY, PLUGGED), in OCPI order: information, not a lock."""
+    present = set(parking_restrictions)
+    return [r for r in INFORMATION_PARKING_RESTRICTIONS if r in present]
 
 
 def refresh_location_summaries(location_ids: Iterable[int]) -> int:
@@ -172,14 +177,7 @@ class EvseSummaryInput:
     connectors: list[tuple[str, str, int, int, int | None]]  # standard, power_type, volts, amps, watts
 
 
-def location_summary(
-    *,
-    publish: bool,
-    parking_type: str,
-    opening_times: dict | None,
-    charging_when_closed: bool | None,
-    evses: Iterable[EvseSummaryInput],
-) -> dict[str, Any]:
+def location_summary(*, publish: bool, parking_type: str, evses: Iterable[EvseSummaryInput]) -> dict[str, Any]:
     """The map summary and limited-access fields (SUMMARY_FIELDS) of a location, from its EVSEs."""
     live = [e for e in evses if e.status != EvseStatus.REMOVED]
     changed = [e.status_changed_at for e in live if e.status_changed_at]
@@ -187,8 +185,6 @@ def location_summary(
     reasons = limited_access_reasons(
         publish=publish,
         parking_type=parking_type,
-        opening_times=opening_times,
-        charging_when_closed=charging_when_closed,
         parking_restrictions=[r for e in live for r in e.parking_restrictions],
     )
     standards = sorted({c[0] for c in connectors})
@@ -218,16 +214,10 @@ def _refresh_chunk(ids: list[int]) -> int:
         by_pk[evse_pk].connectors.append(tuple(connector))
 
     rows = []
-    for pk, publish, parking_type, opening_times, when_closed in Location.objects.filter(pk__in_array=ids).values_list(
-        "pk", "publish", "parking_type", "opening_times", "charging_when_closed"
+    for pk, publish, parking_type in Location.objects.filter(pk__in_array=ids).values_list(
+        "pk", "publish", "parking_type"
     ):
-        summary = location_summary(
-            publish=publish,
-            parking_type=parking_type,
-            opening_times=opening_times,
-            charging_when_closed=when_closed,
-            evses=evses.get(pk, []),
-        )
+        summary = location_summary(publish=publish, parking_type=parking_type, evses=evses.get(pk, []))
         rows.append((pk, *(summary[name] for name in SUMMARY_FIELDS)))
     _write_summaries(rows)
     return len(rows)
@@ -375,8 +365,6 @@ class EvsePlan:
         return location_summary(
             publish=location["publish"],
             parking_type=location["parking_type"],
-            opening_times=location["opening_times"],
-            charging_when_closed=location["charging_when_closed"],
             evses=[
                 EvseSummaryInput(
                     row["status"],

@@ -82,6 +82,15 @@ def browser(monkeypatch):
         chromium.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_failed_authentications_carried_over():
+    """Failed-authentication counts live in the shared cache (Redis): no test inherits another's from 127.0.0.1."""
+    from roaming.ocpi import throttle
+
+    throttle.reset("127.0.0.1")
+    yield
+
+
 # --- The OCPI test kit: one partner, one call helper -------------------------------------------------------------
 
 

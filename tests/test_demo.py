@@ -1,6 +1,7 @@
 """`make demo` on a fresh checkout: migrate, load demo data, serve the admin and /healthz."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,9 +19,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def demo_env() -> dict[str, str]:
+    """The environment the Makefile's demo target gives its commands."""
+    makefile = (ROOT / "Makefile").read_text()
+    assignments = re.search(r"^DEMO_ENV := (.*)$", makefile, re.MULTILINE).group(1)
+    assert makefile.count("$(DEMO_ENV) $(PY) manage.py") == 3  # migrate, load_demo, runserver
+    return dict(item.split("=", 1) for item in assignments.split())
+
+
 def test_demo_serves_admin_login_and_health(tmp_path):
-    # The embedded default: no DATABASE_URL server, no REDIS_URL.
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
+    # The embedded default: no DATABASE_URL server, no REDIS_URL; the variables `make demo` sets (DEMO_ENV).
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", **demo_env()}
+    assert env["DEBUG"] == "true"  # the demo asks for development mode; nothing else turns it on
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput"], ["load_demo"]):
         done = subprocess.run(manage + command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

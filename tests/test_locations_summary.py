@@ -77,9 +77,9 @@ def test_counts_power_and_connector_standards():
         ({}, [], []),
         ({"publish": False}, [], ["not_public"]),
         ({}, ["CUSTOMERS"], ["parking_customers"]),
-        ({}, ["EV_ONLY", "PLUGGED"], ["parking_ev_only"]),
+        ({}, ["EV_ONLY", "PLUGGED"], []),  # information in the panel, not a lock (docs/map.md)
         ({"parking_type": "ON_DRIVEWAY"}, [], ["parking_type_on_driveway"]),
-        ({"opening_times": {"twentyfourseven": False, "regular_hours": []}}, [], ["opening_hours"]),
+        ({"opening_times": {"twentyfourseven": False, "regular_hours": []}}, [], []),  # its own cue, not a lock
         ({"opening_times": {"twentyfourseven": True}}, [], []),
     ],
 )

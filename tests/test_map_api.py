@@ -354,7 +354,7 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
             "regular_hours": [{"weekday": 1, "period_begin": "08:00", "period_end": "20:00"}],
         },
         limited_access=True,
-        limited_access_reasons=["parking_customers", "opening_hours", "SOMETHING_NEW"],
+        limited_access_reasons=["parking_customers", "SOMETHING_NEW"],
     )
     fast = EVSEFactory(
         location=location,
@@ -399,7 +399,6 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     assert props["limited"] is True
     assert props["limited_reasons"] == [
         "Only for customers of the site (shop, hotel, restaurant)",
-        "Not open around the clock: see the opening times",
         "SOMETHING_NEW",  # a code from a newer version is shown as it is rather than dropped
     ]
     assert props["card"] is True and props["app"] is True
@@ -480,24 +479,10 @@ def test_every_limited_access_reason_the_feeds_store_reads_as_text_for_drivers()
     from stations.services import LIMITED_PARKING_RESTRICTIONS, LIMITED_PARKING_TYPES, limited_access_reasons
 
     codes = set(
-        limited_access_reasons(
-            publish=False,
-            parking_type="",
-            opening_times={"twentyfourseven": False},
-            charging_when_closed=None,
-            parking_restrictions=LIMITED_PARKING_RESTRICTIONS,
-        )
+        limited_access_reasons(publish=False, parking_type="", parking_restrictions=LIMITED_PARKING_RESTRICTIONS)
     )
     for parking_type in LIMITED_PARKING_TYPES:
-        codes |= set(
-            limited_access_reasons(
-                publish=True,
-                parking_type=parking_type,
-                opening_times=None,
-                charging_when_closed=None,
-                parking_restrictions=[],
-            )
-        )
+        codes |= set(limited_access_reasons(publish=True, parking_type=parking_type, parking_restrictions=[]))
     assert codes - set(LIMITED_REASON_TEXT) == set()
 
 

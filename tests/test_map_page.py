@@ -78,7 +78,7 @@ def open_map(browser, url: str, **context_options):
     # No tile server here: tiles fail fast, as offline, and the map must still work on its plain background.
     page.route(re.compile(r"https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
     page.goto(url)
-    page.wait_for_function("document.body.dataset.mapLoaded")
+    page.wait_for_function("() => document.body.dataset.mapLoaded")
     return page
 
 
@@ -89,7 +89,7 @@ def marker_ids(page) -> set[int]:
 def reload_done(page, action) -> None:
     before = page.evaluate("document.body.dataset.mapLoaded")
     action()
-    page.wait_for_function(f"document.body.dataset.mapLoaded !== '{before}'")
+    page.wait_for_function(f"() => document.body.dataset.mapLoaded !== '{before}'")
 
 
 def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo_map, browser):
@@ -156,7 +156,7 @@ def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo
     # The shared link restores filters and position.
     shared = browser.new_page()
     shared.goto(page.url)
-    shared.wait_for_function("document.body.dataset.mapLoaded")
+    shared.wait_for_function("() => document.body.dataset.mapLoaded")
     expect(shared.locator("#filter-available")).to_be_checked()
     assert marker_ids(shared) == marker_ids(page)
     page.screenshot(path=str(OUTPUT / "map-filtered.png"))
@@ -184,14 +184,14 @@ def test_search_near_me_keyboard_and_phone(live_server, demo_map, browser):
 
     # Near me: the browser's position, then the nearest stations listed with their distance.
     page.goto(f"{live_server.url}/?lat=50.85&lon=4.35&z=13")
-    page.wait_for_function("document.body.dataset.mapLoaded")
+    page.wait_for_function("() => document.body.dataset.mapLoaded")
     page.click("#near-me")
     expect(page.locator("#search-results button").first).to_contain_text("Amsterdam 0 · 0.1 km")
     assert page.locator("#search-results button").count() == 5
 
     # Keyboard: a marker takes focus and Enter opens its details.
     page.goto(f"{live_server.url}/?lat=50.85&lon=4.355&z=15")
-    page.wait_for_function("document.body.dataset.mapLoaded")
+    page.wait_for_function("() => document.body.dataset.mapLoaded")
     marker = page.locator(f'.station-icon[data-station-id="{demo_map["limited"].pk}"]')
     marker.focus()
     page.keyboard.press("Enter")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -17,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from roaming.data_version import partner_data_changed, partner_data_version
 from roaming.models import PartnerConnection, Party
-from roaming.ocpi import credentials
+from roaming.ocpi import credentials, throttle
+from roaming.ocpi.bounded_cache import BoundedCache
 from roaming.ocpi.envelope import (
     CLIENT_ERROR,
     INVALID_PARAMETERS,
@@ -65,7 +67,8 @@ class PartnerContext:
         return self._body
 
 
-_connections: dict[str, tuple[float, PartnerConnection | None, bool]] = {}
+# Bounded: unknown tokens are cached too (a miss costs a query), and random tokens must not grow it for good.
+_connections: BoundedCache = BoundedCache(max_entries=lambda: settings.OCPI_CONNECTION_CACHE_MAX_ENTRIES)
 
 
 _connections_seen: dict[str, Any] = {"version": None}
@@ -128,6 +131,7 @@ def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
 
 def authenticate(request: HttpRequest, module: str) -> PartnerContext:
     """Find the calling partner from `Authorization: Token ...` and, through a hub, the OCPI-from headers."""
+    throttle.refuse_if_blocked(request)  # before any token lookup: 429 to an address that failed too often
     header = request.headers.get("Authorization", "")
     connection, registration = None, False
     for candidate in credentials.tokens_in_header(header):
@@ -135,6 +139,7 @@ def authenticate(request: HttpRequest, module: str) -> PartnerContext:
         if connection is not None:
             break
     if connection is None:
+        throttle.note_failed_authentication(request)
         raise OcpiError(CLIENT_ERROR, "Unknown or missing credentials token", http_status=401)
     if registration and module not in {"versions", "credentials"}:
         raise OcpiError(CLIENT_ERROR, "The registration token is only valid for versions and credentials", 401)

@@ -110,7 +110,9 @@ def ocpi_response(
 
 
 def error_response(error: OcpiError) -> JsonResponse:
-    return ocpi_response(None, error.status_code, error.message, http_status=error.http_status)
+    return ocpi_response(
+        None, error.status_code, error.message, http_status=error.http_status, headers=getattr(error, "headers", None)
+    )
 
 
 def validation_message(errors: Any, prefix: str = "") -> str:

@@ -197,8 +197,14 @@
     var status = STATUS[key];
     var html = '<h2 id="station-name">' + escapeHtml(p.name) + "</h2>" +
       "<p>" + escapeHtml(p.address) + ", " + escapeHtml(p.postal_code) + " " + escapeHtml(p.city) + "</p>" +
-      "<p><strong>Operator:</strong> " + escapeHtml(p.operator) + "<br><strong>Opening times:</strong> " +
-      escapeHtml(p.opening_hours) + "<br><strong>Up to:</strong> " + escapeHtml(p.max_power_kw) + " kW</p>" +
+      "<p><strong>Operator:</strong> " + escapeHtml(p.operator) +
+      // No opening times given: say nothing about them rather than "not given".
+      (p.opening_hours ? "<br><strong>Opening times:</strong> " + escapeHtml(p.opening_hours) : "") +
+      "<br><strong>Up to:</strong> " + escapeHtml(p.max_power_kw) + " kW</p>" +
+      (p.open_now
+        ? '<p class="open-now ' + (p.open_now.indexOf("Open") === 0 ? "is-open" : "is-closed") + '">' +
+          escapeHtml(p.open_now) + "</p>"
+        : "") +
       '<p class="station-status"><span class="marker-shape status-' + key + (p.stale ? " is-stale" : "") +
       '" aria-hidden="true">' + status.letter + "</span> " + status.label +
       ", updated " + ago(p.status_updated_at) + " ago" + "</p>";
@@ -209,6 +215,11 @@
     if (p.limited) {
       html += '<div class="limited"><strong><span class="lock-badge static">' + LOCK_SVG + "</span> Limited access</strong><ul>" +
         p.limited_reasons.map(function (r) { return "<li>" + escapeHtml(r) + "</li>"; }).join("") + "</ul></div>";
+    }
+    if (p.parking_information && p.parking_information.length) {
+      // Rules every driver of ours can follow (EV_ONLY, PLUGGED): information, never the lock.
+      html += '<div class="parking-info"><strong>Parking</strong><ul>' +
+        p.parking_information.map(function (r) { return "<li>" + escapeHtml(r) + "</li>"; }).join("") + "</ul></div>";
     }
     html += '<p class="how-to-start"><strong>Start with:</strong> ' +
       (p.card ? "your MobilityPlus card" : "not with the card") + " · " + (p.app ? "the app" : "not from the app") + "</p>";
