@@ -203,6 +203,8 @@ def ocpi_call(
     if isinstance(json_body, str | bytes):  # already a body: sent as is (bad-input tests)
         raw, json_body = json_body, None
     body = raw if raw is not None else (None if json_body is None else json.dumps(json_body))
+    if isinstance(body, str):  # lone surrogates too: bad-input tests send them on purpose
+        body = body.encode("utf-8", "surrogatepass")
     if isinstance(transport, str):
         if body is not None:
             sent.setdefault("Content-Type", "application/json")
