@@ -373,12 +373,14 @@ def test_locations_receiver_get_answers_what_was_sent_with_patches_applied(ocpi)
     assert ocpi("PUT", url, sent, partner=cpo).status_code == 201
     assert ocpi("GET", url, partner=cpo).data == sent
 
+    moved = [{"language": "en", "text": "Entrance moved to the back"}]
+    ocpi("PATCH", url, {"directions": moved, "last_updated": "2015-06-30T00:00:00Z"}, partner=cpo)
     ocpi("PATCH", url, {"name": "Gent Zuid 2", "last_updated": "2015-07-01T00:00:00Z"}, partner=cpo)
     ocpi("PATCH", f"{url}/3256", {"status": "CHARGING", "last_updated": "2015-07-02T00:00:00Z"}, partner=cpo)
     ocpi("PATCH", f"{url}/3256/1", {"tariff_ids": ["99"], "last_updated": "2015-07-03T00:00:00Z"}, partner=cpo)
 
     expected = copy.deepcopy(sent)
-    expected.update(name="Gent Zuid 2", last_updated="2015-07-03T00:00:00Z")
+    expected.update(name="Gent Zuid 2", directions=moved, last_updated="2015-07-03T00:00:00Z")
     expected["evses"][0].update(status="CHARGING", last_updated="2015-07-03T00:00:00Z")
     expected["evses"][0]["connectors"][0].update(tariff_ids=["99"], last_updated="2015-07-03T00:00:00Z")
     assert ocpi("GET", url, partner=cpo).data == expected
@@ -388,6 +390,10 @@ def test_locations_receiver_get_answers_what_was_sent_with_patches_applied(ocpi)
     assert ocpi("GET", f"{url}/NOPE", partner=cpo).envelope["status_code"] == 2003
     # Our columns follow the PATCHes too.
     assert Location.objects.get(ocpi_id="LOC1").name == "Gent Zuid 2"
+    # A location stored before raw copies were kept is answered from our columns.
+    LocationFactory(party=cpo.party, ocpi_id="OLD1", name="Older")
+    older = ocpi("GET", "/ocpi/emsp/2.2.1/locations/BE/BEC/OLD1", partner=cpo).data
+    assert older["id"] == "OLD1" and older["name"] == "Older"
 
 
 # --- paging --------------------------------------------------------------------------------------------------------
