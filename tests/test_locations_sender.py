@@ -9,7 +9,6 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from roaming.models import RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
 from stations import feeds
 from stations.models import EVSE, Location
@@ -101,12 +100,11 @@ def test_bad_list_parameters_are_ocpi_2001(ocpi_live, our_stations, emsp, params
 
 
 def test_the_list_costs_the_same_few_queries_whatever_the_page_size(
-    client, our_stations, emsp, django_assert_max_num_queries
+    ocpi, our_stations, emsp, django_assert_max_num_queries
 ):
-    headers = {"HTTP_AUTHORIZATION": authorization_header("shl-token")}
-    client.get(URL, {"limit": 2}, **headers)  # the first call fills the per-process partner and agreement caches
+    ocpi("GET", URL, limit=2)  # the first call fills the per-process partner and agreement caches
     with django_assert_max_num_queries(5):  # own party, page, count, EVSEs, connectors
-        response = client.get(URL, {"limit": 25}, **headers)
+        response = ocpi("GET", URL, limit=25)
     assert len(response.json()["data"]) == 25
     assert response.json()["data"][0]["evses"][0]["connectors"][1]["standard"] == "IEC_62196_T2_COMBO"
 
