@@ -66,7 +66,7 @@ def _text(obj: dict, name: str, max_length: int, *, required: bool = False, wher
     if len(value) > max_length:
         raise InvalidObject(f"{where}{name}: longer than {max_length} characters")
     if "\x00" in value:  # PostgreSQL text cannot hold it (a feed page is not walked like a pushed body)
-        raise InvalidObject(f"{where}{name}: contains a NUL character")
+        raise InvalidObject(f"{where}{name}: contains a NUL byte")
     return value
 
 

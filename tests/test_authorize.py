@@ -244,7 +244,7 @@ def test_buffered_decision_log_is_written_by_the_background_thread(ocpi, setting
     card = CardFactory()
     for _ in range(20):
         assert authorize(ocpi, card.uid).status_code == 200
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # generous: the machine may be busy
     while AuthorizationDecision.objects.count() < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert AuthorizationDecision.objects.filter(token_uid=card.uid).count() == 20

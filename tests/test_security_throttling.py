@@ -202,6 +202,8 @@ def ocpi_routes() -> list[str]:
 
     paths = []
     for route in walk(get_resolver().url_patterns, ""):
+        if route == "^ocpi/":  # the catch-all 404: it reads no token, so there is nothing to guess against
+            continue
         route = route.replace("^", "").replace("$", "").replace("/?", "").replace("\\.", ".")
         route = re.sub(r"<int:\w+>", "1", route)
         route = re.sub(r"<uuid:\w+>", str(uuid.uuid4()), route)
@@ -237,7 +239,10 @@ def test_an_unknown_ocpi_path_tells_nothing_about_a_token(live_server, partner):
     ]
     # No token is looked up there, so right and wrong tokens get the same 404: nothing to guess against.
     assert [answer.status_code for answer in answers] == [404, 404]
-    assert answers[0].content == answers[1].content
+    bodies = [answer.json() for answer in answers]
+    for body in bodies:
+        body.pop("timestamp")
+    assert bodies[0] == bodies[1] and bodies[0]["status_code"] == 2000
 
 
 def test_failures_counted_in_another_process_block_here_through_redis(live_server, partner, settings):

@@ -260,5 +260,6 @@ def ocpi_endpoint(
     return decorate
 
 
+@csrf_exempt  # a partner's POST to an unknown path gets the OCPI 404, not Django's HTML CSRF page
 def ocpi_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return error_response(OcpiError(CLIENT_ERROR, "No such OCPI endpoint", http_status=404))
