@@ -305,6 +305,16 @@ def test_a_hub_writes_for_a_confirmed_client_with_or_without_routing_headers(ocp
     assert write(ocpi, confirmed, partner=client, routing=False).status_code == 201
 
 
+@pytest.mark.parametrize(
+    "ocpi_partner", [{"role": "CPO"}, {"role": "CPO", "via_hub": True}], indirect=True, ids=["direct", "via-hub"]
+)
+def test_the_kit_partner_writes_its_own_objects_directly_or_through_its_hub(ocpi, ocpi_partner):
+    """The shared kit's partner: its calls are attributed to it, with the hub's routing headers when via a hub."""
+    response = put_session(ocpi, ocpi_partner.party, partner=ocpi_partner)
+    assert response.status_code == 201 and Session.objects.get().party == ocpi_partner.party
+    assert (ocpi_partner.hub is not None) == ("OCPI-to-country-code" in response)  # routing headers swapped back
+
+
 def test_check_owner_directly(rf):
     from roaming.ocpi.endpoint import PartnerContext
 
