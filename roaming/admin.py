@@ -61,6 +61,8 @@ class PartnerConnectionInline(admin.StackedInline):
         "location_pull_interval_minutes",
         "hub_client_status",
         "staff_confirmation",
+        "needs_attention",
+        "platform_parties",
         "last_contact_at",
         "last_error",
         "last_error_at",
@@ -70,6 +72,8 @@ class PartnerConnectionInline(admin.StackedInline):
         "version",
         "hub_client_status",
         "staff_confirmation",
+        "needs_attention",
+        "platform_parties",
         "last_contact_at",
         "last_error",
         "last_error_at",
@@ -83,6 +87,24 @@ class PartnerConnectionInline(admin.StackedInline):
     @admin.display(description="Hub client confirmed by staff")
     def staff_confirmation(self, connection: PartnerConnection) -> str:
         return staff_confirmation(connection)
+
+    @admin.display(description="Other parties on this platform")
+    def platform_parties(self, connection: PartnerConnection) -> str:
+        return platform_parties(connection)
+
+
+def platform_parties(connection: PartnerConnection) -> str:
+    """Parties their credentials list besides the token's own: each needs its own agreement before it may call."""
+    if not connection.pk:
+        return "-"
+    parties = list(connection.platform_parties.order_by("country_code", "party_id"))
+    if not parties:
+        return "-"
+    refused = "no agreement in force: its calls get HTTP 403"
+    return ", ".join(
+        f"{party.ocpi_id} ({party.name}; {'agreement in force' if selectors.agreement_in_force(party) else refused})"
+        for party in parties
+    )
 
 
 def staff_confirmation(connection: PartnerConnection) -> str:
@@ -202,6 +224,8 @@ class PartyAdmin(SimpleHistoryAdmin):
     )
     list_filter = ("role", ConnectionStatusFilter, ReachedFilter, AgreementStatusFilter)
     search_fields = ("name", "party_id", "country_code")
+    # Set by the credentials handshake (their roles), not by hand: see docs/partners.md.
+    readonly_fields = ("reached_through",)
     list_per_page = 50
     inlines = (PartnerConnectionInline, RoamingAgreementInline)
     change_list_template = "admin/roaming/party/change_list.html"
@@ -212,12 +236,13 @@ class PartyAdmin(SimpleHistoryAdmin):
         "suspend",
         "resume",
         "pull_locations_now",
+        "reread_endpoints",
         "rotate_tokens",
         "unregister",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return selectors.partners_for_console(super().get_queryset(request))
+        return selectors.partners_for_console(super().get_queryset(request)).select_related("reached_through__party")
 
     def get_urls(self):
         urls = [
@@ -245,6 +270,9 @@ class PartyAdmin(SimpleHistoryAdmin):
     def connection_status(self, party: Party) -> str:
         connection = self._connection(party)
         if connection is None:
+            if party.reached_through_id:  # one party of a platform: its calls come over another party's connection
+                platform = party.reached_through
+                return f"{platform.get_status_display()} through {platform.party.name}'s platform"
             return "-"
         text = connection.get_status_display()
         if connection.via_hub_id:
@@ -395,7 +423,20 @@ class PartyAdmin(SimpleHistoryAdmin):
             if _queue(self, request, pull_locations, connection.pk, full=False):
                 self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
 
-    @admin.action(description="Rotate tokens (PUT our credentials at theirs)")
+    @admin.action(description="Re-read their endpoints (GET their versions and details with the token we hold)")
+    def reread_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Finishes a registration whose answer was partly unusable: no token changes at either side."""
+        from roaming.tasks import reread_partner_endpoints
+
+        for connection in self._connections(request, queryset):
+            if _queue(self, request, reread_partner_endpoints, connection.pk):
+                self.message_user(
+                    request,
+                    f"{connection.party.name}: re-reading their versions and endpoints; tokens stay as they are.",
+                    messages.SUCCESS,
+                )
+
+    @admin.action(description="Rotate tokens (PUT our credentials at theirs: new tokens both ways, endpoints re-read)")
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import rotate_partner_tokens
 
@@ -457,16 +498,24 @@ class PartnerConnectionAdmin(SimpleHistoryAdmin):
         "hub_client_confirmed",
         "version",
         "last_contact_at",
+        "needs_attention",
         "last_error",
     )
     list_filter = ("status", "hub_client_status")
     list_select_related = ("party", "via_hub__party")
     search_fields = ("party__name", "party__party_id")
-    exclude = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash", "handshake_log")
+    exclude = (
+        "token_to_them_encrypted",
+        "token_from_them_hash",
+        "previous_token_from_them_hash",
+        "registration_token_hash",
+        "handshake_log",
+    )
     readonly_fields = (
         "version",
         "endpoints",
         "staff_confirmation",
+        "needs_attention",
         "last_contact_at",
         "last_error",
         "last_error_at",

@@ -30,6 +30,14 @@ class Party(models.Model):
     website = models.URLField(blank=True)
     logo_url = models.URLField(blank=True)
     is_self = models.BooleanField(default=False, help_text="MobilityPlus itself (see OCPI_* settings).")
+    reached_through = models.ForeignKey(
+        "PartnerConnection",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="platform_parties",
+        help_text="A platform hosting several parties: the connection (another party's) whose token speaks for it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
 
@@ -65,6 +73,14 @@ class Party(models.Model):
         return self.role in self.EMSP_ROLES
 
 
+def credentials_endpoint(endpoints: list[dict]) -> str | None:
+    """The credentials URL in a list of endpoints: SENDER, RECEIVER or anything else, the first one listed."""
+    for endpoint in endpoints:
+        if endpoint.get("identifier") == "credentials" and endpoint.get("url"):
+            return endpoint["url"]
+    return None
+
+
 class PartnerConnection(models.Model):
     """How we talk to a party: directly, or through a hub's connection."""
 
@@ -92,6 +108,9 @@ class PartnerConnection(models.Model):
     token_to_them_encrypted = models.TextField(blank=True)
     # Token they send when calling us: only a SHA-256 digest, we just verify it.
     token_from_them_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    # During a rotation whose answer we lost: the token they called us with before it. Either is accepted
+    # until they call us with one of them; the other is then retired (services.settle_rotation).
+    previous_token_from_them_hash = models.CharField(max_length=64, blank=True, db_index=True)
     # Token A we handed out for registration: valid only on versions/credentials until used.
     registration_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
     accepts_raw_token = models.BooleanField(
@@ -108,6 +127,10 @@ class PartnerConnection(models.Model):
         default=list,
         blank=True,
         help_text="Steps of the latest credentials handshake: [{step, ok, detail, at}].",
+    )
+    needs_attention = models.TextField(
+        blank=True,
+        help_text="A handshake the partner accepted but whose answer we could not fully use: what staff must finish.",
     )
     last_contact_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -132,6 +155,11 @@ class PartnerConnection(models.Model):
     def transport(self) -> PartnerConnection:
         """The connection whose URLs and tokens carry our calls (the hub's, when routed)."""
         return self.via_hub if self.via_hub_id else self
+
+    @property
+    def credentials_url(self) -> str | None:
+        """Their credentials endpoint, whatever role they list it with (2.2.1: the role is to be disregarded)."""
+        return credentials_endpoint(self.transport.endpoints)
 
     def endpoint_url(self, module: str, role: str) -> str | None:
         for endpoint in self.transport.endpoints:
@@ -192,3 +220,27 @@ class PartnerDataVersion(models.Model):
 
     def __str__(self) -> str:
         return f"Partner data version {self.value}"
+
+
+class RepairCount(models.Model):
+    """How many of a partner's objects needed one kind of repair on one day, with the latest example.
+
+    Written in bulk by roaming.ocpi.repairs.RepairTally (one upsert per feed page or push); read by the
+    data-quality page. `party` is the object's owner (for a hub's feed, the CPO behind the hub).
+    """
+
+    party = models.ForeignKey(Party, on_delete=models.CASCADE, related_name="repair_counts", db_index=False)
+    module = models.CharField(max_length=32, help_text="OCPI module, e.g. locations")
+    channel = models.CharField(max_length=8, help_text="pull (feed) or push")
+    day = models.DateField()
+    kind = models.CharField(max_length=64)
+    repaired = models.PositiveIntegerField(default=0, help_text="Objects with this repair that day")
+    example = models.JSONField(default=dict, help_text="The latest: object id, field, what was sent, what we kept")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["party", "module", "channel", "day", "kind"], name="repaircount_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.party}: {self.kind} x{self.repaired} on {self.day}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
@@ -13,7 +13,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from roaming.data_version import partner_data_changed, partner_data_version
-from roaming.models import PartnerConnection, Party, RoamingAgreement
+from roaming.models import PartnerConnection, Party, RepairCount, RoamingAgreement
+from roaming.ocpi.repairs import KIND_LABELS
 
 OUR_CARDS = (RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS, RoamingAgreement.Direction.BOTH)
 THEIR_CARDS = (RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS, RoamingAgreement.Direction.BOTH)
@@ -212,6 +213,15 @@ def hub_client(hub: PartnerConnection, country_code: str, party_id: str) -> Part
     )
 
 
+def platform_party(connection: PartnerConnection, country_code: str, party_id: str) -> Party | None:
+    """A party a platform hosts, recorded as reached through this (direct) connection; never us, never a hub's."""
+    if connection.via_hub_id or is_our_party(country_code, party_id):
+        return None
+    return Party.objects.filter(
+        reached_through=connection, country_code=country_code.upper(), party_id=party_id.upper(), is_self=False
+    ).first()
+
+
 # --- Staff console ---------------------------------------------------------------------------------------------------
 
 
@@ -240,6 +250,42 @@ def partners_for_console(queryset=None):
 
 
 @dataclass
+class RepairSummary:
+    """One kind of repair a partner's objects needed in the last REPAIR_DAYS days, with the latest example."""
+
+    kind: str
+    label: str
+    objects: int
+    example: dict
+
+
+REPAIR_DAYS = 7  # the window of the data-quality page's repair list
+REPAIRS_SHOWN = 3
+
+
+def partner_repairs(party_ids: list[int], today: dt.date | None = None) -> dict[int, list[RepairSummary]]:
+    """Per party, its most frequent repairs of the last REPAIR_DAYS days (every module and channel)."""
+    today = today or timezone.localdate()
+    rows = RepairCount.objects.filter(party_id__in=party_ids, day__gt=today - dt.timedelta(days=REPAIR_DAYS))
+    found: dict[tuple[int, str], RepairSummary] = {}
+    for party_id, kind, repaired, example in rows.order_by("-day", "-pk").values_list(
+        "party_id", "kind", "repaired", "example"
+    ):
+        summary = found.get((party_id, kind))
+        if summary is None:  # the newest row of a kind gives its example
+            found[(party_id, kind)] = RepairSummary(kind, KIND_LABELS.get(kind, kind), repaired, example)
+        else:
+            summary.objects += repaired
+    result: dict[int, list[RepairSummary]] = {}
+    for (party_id, _kind), summary in found.items():
+        result.setdefault(party_id, []).append(summary)
+    for summaries in result.values():
+        summaries.sort(key=lambda summary: (-summary.objects, summary.kind))
+        del summaries[REPAIRS_SHOWN:]
+    return result
+
+
+@dataclass
 class PartnerQuality:
     """How complete and fresh one partner's station data is; shares are 0..1."""
 
@@ -251,6 +297,9 @@ class PartnerQuality:
     with_access_data: float
     rejected_share: float
     rejected_last_sync: int
+    repaired_share: float = 0.0
+    repaired_last_sync: int = 0
+    repairs: list[RepairSummary] = field(default_factory=list)  # most frequent first (pulls and pushes)
 
     @property
     def shares(self) -> tuple[float, float, float, float]:
@@ -309,6 +358,7 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
         .values_list("party_id", "run_id")
     )
     runs = SyncRun.objects.in_bulk([pk for pk in latest_run_of_party.values() if pk])
+    repairs = partner_repairs([party.pk for party in parties])
     result = []
     for party in parties:
         row = counts.get(party.pk, {})
@@ -325,6 +375,9 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
                 with_access_data=row.get("access", 0) / total if total else 0.0,
                 rejected_share=run.rejected / processed if processed else 0.0,
                 rejected_last_sync=run.rejected if run else 0,
+                repaired_share=run.repaired / processed if processed else 0.0,
+                repaired_last_sync=run.repaired if run else 0,
+                repairs=repairs.get(party.pk, []),
             )
         )
     result.sort(key=lambda quality: (quality.score, quality.party.name))

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from roaming.models import PartnerConnection, Party
+from roaming.models import PartnerConnection, Party, credentials_endpoint
 from roaming.ocpi import credentials
 from roaming.ocpi.client import OcpiClient, OcpiClientError
 from roaming.ocpi.destinations import RefusedDestination, check_url, url_host
@@ -50,10 +52,12 @@ SUPPORTED_VERSIONS = ("2.2.1",)
 # During a handshake the other side waits on us: one quick retry, never a long backoff.
 HANDSHAKE_RETRIES = 1
 HANDSHAKE_BACKOFF_S = 0.2
-# Modules a partner's version details must offer, per role it registers with (else OCPI 3003).
+# Modules a partner's version details must offer, per role it registers with (else OCPI 3003). Credentials
+# too, in any role: 2.2.1 says the role of another platform's credentials endpoint must be disregarded
+# (its own example lists it as RECEIVER).
 EXPECTED_MODULES = {
-    "CPO": [("credentials", "SENDER"), ("locations", "SENDER")],
-    "EMSP": [("credentials", "SENDER"), ("tokens", "SENDER")],
+    "CPO": [("locations", "SENDER")],
+    "EMSP": [("tokens", "SENDER")],
 }
 OCPI_ROLE_TO_PARTY_ROLE = {
     "CPO": Party.Role.CPO,
@@ -64,13 +68,19 @@ OCPI_ROLE_TO_PARTY_ROLE = {
 
 
 class HandshakeError(Exception):
-    """A handshake step that failed: `status_code` is the OCPI code we answer or record (3001, 3002, 3003)."""
+    """A handshake step that failed: `status_code` is the OCPI code we answer or record (3001, 3002, 3003).
 
-    def __init__(self, step: str, status_code: int, message: str):
+    `answer_lost`: the request went out but no answer we could read came back (timeout, dropped
+    connection, not JSON, 5xx), so the partner may have acted on it.
+    """
+
+    def __init__(self, step: str, status_code: int, message: str, *, answer_lost: bool = False):
         super().__init__(f"{step}: {message}")
         self.step = step
         self.status_code = status_code
         self.message = f"{step}: {message}"
+        self.answer_lost = answer_lost
+        self.token_b: str | None = None  # the token we had just sent them, when the step was our POST/PUT
 
 
 @dataclass
@@ -86,6 +96,10 @@ class PartnerPlatform:
             if endpoint["identifier"] == module and endpoint["role"] == role:
                 return endpoint["url"]
         return None
+
+    @property
+    def credentials_url(self) -> str | None:
+        return credentials_endpoint(self.endpoints)
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -136,13 +150,34 @@ def check_versions_url(url: str) -> None:
     check_url(url)
 
 
+# Failures that happen before a request is written: the partner cannot have acted on it.
+NOT_SENT = (NewConnectionError, ConnectTimeoutError, NameResolutionError, requests.ConnectTimeout)
+
+
+def _answer_lost(error: OcpiClientError) -> bool:
+    """Whether our request may have reached them without an answer we could read (timeout, dropped, garbage, 5xx)."""
+    if error.refused or not error.retryable:
+        return False
+    seen, pending = set(), [error.__cause__]
+    while pending:  # requests wraps urllib3's reason in MaxRetryError inside ConnectionError
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, NOT_SENT):
+            return False
+        pending.extend([cause.__cause__, cause.__context__, getattr(cause, "reason", None)])
+        pending.extend(arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException))
+    return True
+
+
 def _call(step: str, log: HandshakeLog, call) -> Any:
     """Run one remote step; any failure to get a usable answer is OCPI 3001 (unable to use the client's API)."""
     try:
         reply = call()
     except OcpiClientError as error:
         log.record(step, False, str(error))
-        raise HandshakeError(step, UNABLE_TO_USE_CLIENT_API, str(error)) from error
+        raise HandshakeError(step, UNABLE_TO_USE_CLIENT_API, str(error), answer_lost=_answer_lost(error)) from error
     log.record(step, True, f"HTTP {reply.http_status} in {reply.elapsed_ms:.0f} ms")
     return reply
 
@@ -206,6 +241,8 @@ def discover_platform(
         for module, role in EXPECTED_MODULES.get(ocpi_role, [])
         if platform.endpoint_url(module, role) is None
     ]
+    if roles and platform.credentials_url is None:
+        missing.append("credentials")
     if missing:
         log.record("version_details", False, f"missing {', '.join(sorted(set(missing)))}")
         raise HandshakeError(
@@ -222,6 +259,49 @@ def _roles_of(connection: PartnerConnection, credentials_data: dict) -> list[dic
         for role in credentials_data["roles"]
         if (role["country_code"].upper(), role["party_id"].upper()) == (party.country_code, party.party_id)
     ]
+
+
+def _record_platform_parties(connection: PartnerConnection, roles: list[dict]) -> list[str]:
+    """The other parties in their Credentials: one platform hosting several CPOs or eMSPs speaks for each.
+
+    A party new to us is recorded as reached through this connection (it needs its own agreement in
+    force before the connection may speak for it). A party we already reach another way (its own
+    connection, a hub, another platform) or MobilityPlus itself is left as it is: their word does not
+    re-attach it. Parties this connection no longer lists stop being reached through it. Returns notes
+    for the handshake log.
+    """
+    if connection.party.role == Party.Role.HUB:
+        return []  # a hub's clients come from hubclientinfo and need staff's confirmation (hub rules)
+    own = (connection.party.country_code, connection.party.party_id)
+    listed: dict[tuple[str, str], list[dict]] = {}
+    for role in roles:
+        key = (role["country_code"].upper(), role["party_id"].upper())
+        if key != own:
+            listed.setdefault(key, []).append(role)
+    notes = []
+    for (country_code, party_id), party_roles in listed.items():
+        if is_our_party(country_code, party_id):
+            notes.append(f"{country_code}*{party_id} is us: ignored")
+            continue
+        party, created = Party.objects.get_or_create(
+            country_code=country_code,
+            party_id=party_id,
+            defaults={"role": Party.Role.OTHER, "name": f"{country_code}*{party_id}", "reached_through": connection},
+        )
+        own_connection = PartnerConnection.objects.filter(party=party).exists()
+        if party.is_self or own_connection or (not created and party.reached_through_id != connection.pk):
+            notes.append(f"{party.ocpi_id} is already reached another way: not attached")
+            continue
+        _update_party_from_roles(party, party_roles)
+        notes.append(f"{party.ocpi_id} reached through this connection")
+    gone = connection.platform_parties.all()
+    for country_code, party_id in listed:
+        gone = gone.exclude(country_code=country_code, party_id=party_id)
+    for party in gone:
+        party.reached_through = None
+        party.save(update_fields=["reached_through"])
+        notes.append(f"{party.ocpi_id} no longer listed: detached")
+    return notes
 
 
 def _update_party_from_roles(party: Party, roles: list[dict]) -> None:
@@ -265,8 +345,13 @@ def _store_registration(
     log: HandshakeLog,
     expected_registration_hash: str | None = None,
     raw_token: bool | None = None,
+    all_roles: list[dict] | None = None,
+    attention: str = "",
 ) -> PartnerConnection:
-    """Save the outcome of a successful handshake at once: tokens, endpoints, status, party details."""
+    """Save the outcome of a handshake at once: tokens, endpoints, status, party details, the platform's parties.
+
+    `attention` is set when the partner registered us but part of its answer was unusable (staff finish it).
+    """
     with transaction.atomic():
         connection = PartnerConnection.objects.select_for_update().select_related("party").get(pk=connection_pk)
         if expected_registration_hash is not None and connection.registration_token_hash != expected_registration_hash:
@@ -277,17 +362,22 @@ def _store_registration(
         connection.endpoints = platform.endpoints
         connection.token_to_them_encrypted = credentials.encrypt_token(token_to_them)
         connection.token_from_them_hash = credentials.hash_token(token_from_them)
+        connection.previous_token_from_them_hash = ""
         connection.registration_token_hash = ""
         if raw_token is not None:
             connection.accepts_raw_token = raw_token
         connection.status = PartnerConnection.Status.CONNECTED
         connection.last_contact_at = timezone.now()
-        connection.last_error = ""
-        connection.last_error_at = None
-        connection.handshake_log = log.steps
-        connection.save()
+        connection.needs_attention = attention
+        connection.last_error = attention
+        connection.last_error_at = timezone.now() if attention else None
         if roles:
             _update_party_from_roles(connection.party, roles)
+        # None when their roles are unknown (an unusable answer): the parties recorded before stay.
+        for note in _record_platform_parties(connection, all_roles) if all_roles is not None else []:
+            log.record("parties", True, note)
+        connection.handshake_log = log.steps
+        connection.save()
     return connection
 
 
@@ -330,6 +420,7 @@ def accept_registration(
         log=log,
         expected_registration_hash=None if update else connection.registration_token_hash,
         raw_token=raw_token,
+        all_roles=data["roles"],
     )
     return our_credentials(token_c)
 
@@ -361,24 +452,53 @@ def issue_registration_token(party: Party) -> str:
     return token
 
 
+@dataclass
+class PartnerAnswer:
+    """Their answer to our credentials POST/PUT. `unusable` says what we could not use in it ("" when all is well):
+    they accepted us (a token C came back), so `credentials` then holds that token and nothing else."""
+
+    credentials: dict[str, Any]
+    token_b: str
+    unusable: str = ""
+
+
+def _usable_token(data: Any) -> str | None:
+    """Token C out of an otherwise invalid Credentials answer, if it is one we can send (OCPI: string(64))."""
+    token = data.get("token") if isinstance(data, dict) else None
+    if isinstance(token, str) and 0 < len(token) <= 64 and token.isprintable() and token.isascii():
+        return token
+    return None
+
+
 def _register_at_partner(
     connection: PartnerConnection, *, method: str, url: str, client: OcpiClient, log: HandshakeLog
-) -> tuple[dict, str]:
+) -> PartnerAnswer:
     """POST or PUT our credentials at theirs with a fresh token B; they call us back with B before answering.
 
-    Returns their Credentials and B. While the call runs, B is accepted on versions/credentials only
-    (as the registration token); the caller stores or withdraws it.
+    While the call runs, B is accepted on versions/credentials only (as the registration token); the
+    caller stores or withdraws it. An answer with a usable token C but something else unusable is
+    returned with `unusable` set: the partner has already switched to B and C, so dropping them would
+    leave us half-registered (their token A consumed, our retry refused).
     """
     token_b = credentials.new_token()
     # A queryset update: no history row for a token that may be withdrawn a second later.
     PartnerConnection.objects.filter(pk=connection.pk).update(registration_token_hash=credentials.hash_token(token_b))
-    reply = _call("register", log, lambda: client.request(method, url, body=our_credentials(token_b)))
+    try:
+        reply = _call("register", log, lambda: client.request(method, url, body=our_credentials(token_b)))
+    except HandshakeError as error:
+        error.token_b = token_b
+        raise
     serializer = CredentialsSerializer(data=reply.data)
-    if not serializer.is_valid():
-        message = validation_message(serializer.errors)
-        log.record("register", False, f"their credentials are invalid: {message}")
-        raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, f"their credentials are invalid: {message}")
-    return serializer.validated_data, token_b
+    if serializer.is_valid():
+        return PartnerAnswer(serializer.validated_data, token_b)
+    message = f"their credentials are invalid: {validation_message(serializer.errors)}"
+    token_c = _usable_token(reply.data)
+    log.record("register", False, message + ("; their token kept" if token_c else ""))
+    if token_c is None:
+        error = HandshakeError("register", UNABLE_TO_USE_CLIENT_API, message, answer_lost=True)
+        error.token_b = token_b
+        raise error
+    return PartnerAnswer({"token": token_c, "roles": []}, token_b, unusable=message)
 
 
 def _abandon_registration(
@@ -407,6 +527,7 @@ def _finish_registration(
         token_from_them=token_b,
         roles=_roles_of(connection, theirs),
         log=log,
+        all_roles=theirs["roles"],
     )
 
 
@@ -423,17 +544,32 @@ def connect_to_partner(connection_id: int, versions_url: str, token_a: str) -> P
     try:
         expected = ["CPO", "EMSP"] if party.role == Party.Role.CPO_EMSP else [party.role]
         platform = discover_platform(versions_url, token_a, log, raw_token=connection.accepts_raw_token, roles=expected)
-        credentials_url = platform.endpoint_url("credentials", "SENDER") or platform.endpoint_url(
-            "credentials", "RECEIVER"
-        )
+        credentials_url = platform.credentials_url
         if not credentials_url:
             log.record("version_details", False, "no credentials endpoint")
             raise HandshakeError("version_details", NO_MATCHING_ENDPOINTS, "they offer no credentials endpoint")
         client = _handshake_client(token_a, raw_token=connection.accepts_raw_token, hosts=platform.hosts)
-        theirs, token_b = _register_at_partner(connection, method="POST", url=credentials_url, client=client, log=log)
+        answer = _register_at_partner(connection, method="POST", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
         return _abandon_registration(connection, previous_registration_hash, error, log)
-    return _finish_registration(connection, platform, theirs, token_b, log, "their token and endpoints stored")
+    if answer.unusable:
+        attention = (
+            f"Registered at the partner, but {answer.unusable}. Their token and the endpoints read with token A "
+            'are kept; run "Re-read their endpoints" or "Rotate tokens" to finish.'
+        )
+        log.record("stored", True, "their token kept, connection needs attention")
+        return _store_registration(
+            connection.pk,
+            platform=platform,
+            token_to_them=answer.credentials["token"],
+            token_from_them=answer.token_b,
+            roles=[],
+            log=log,
+            attention=attention,
+        )
+    return _finish_registration(
+        connection, platform, answer.credentials, answer.token_b, log, "their token and endpoints stored"
+    )
 
 
 def _store_rotated_tokens(
@@ -444,49 +580,129 @@ def _store_rotated_tokens(
     registration_hash: str,
     roles: list[dict],
     log: HandshakeLog,
+    all_roles: list[dict] | None,
+    attention: str,
 ) -> PartnerConnection:
     """Save both new tokens in one go: the partner switched to them the moment it answered our PUT."""
     with transaction.atomic():
         connection = PartnerConnection.objects.select_for_update().select_related("party").get(pk=connection_pk)
         connection.token_to_them_encrypted = credentials.encrypt_token(token_to_them)
         connection.token_from_them_hash = credentials.hash_token(token_from_them)
+        connection.previous_token_from_them_hash = ""
+        connection.needs_attention = attention
         # Token B is no longer a registration token but their token; a token A staff handed out stays valid.
         connection.registration_token_hash = registration_hash
         connection.last_contact_at = timezone.now()
+        if roles:
+            _update_party_from_roles(connection.party, roles)
+        for note in _record_platform_parties(connection, all_roles) if all_roles is not None else []:
+            log.record("parties", True, note)
         connection.handshake_log = log.steps
         connection.save(
             update_fields=[
                 "token_to_them_encrypted",
                 "token_from_them_hash",
+                "previous_token_from_them_hash",
+                "needs_attention",
                 "registration_token_hash",
                 "last_contact_at",
                 "handshake_log",
                 "updated_at",
             ]
         )
-        if roles:
-            _update_party_from_roles(connection.party, roles)
     return connection
 
 
-def _refresh_platform(
-    connection: PartnerConnection, versions_url: str, token: str, log: HandshakeLog, *, raw_token: bool
+def _keep_both_tokens(
+    connection_pk: int, error: HandshakeError, registration_hash: str, log: HandshakeLog
 ) -> PartnerConnection:
-    """Re-read their versions and endpoints with the new token; on failure keep the endpoints we had.
+    """Our PUT went out but its answer was lost: the partner may have switched to the new token B, or not.
+
+    Both the token they called us with until now and B stay valid; the first authenticated call with one
+    of them retires the other (`settle_rotation`). The token they meant to give us is unknown, so our
+    token for them stays as it was.
+    """
+    with transaction.atomic():
+        connection = PartnerConnection.objects.select_for_update().select_related("party").get(pk=connection_pk)
+        connection.previous_token_from_them_hash = connection.token_from_them_hash
+        connection.token_from_them_hash = credentials.hash_token(error.token_b)
+        connection.registration_token_hash = registration_hash
+        connection.needs_attention = (
+            "Token rotation pending: our PUT got no usable answer, so we accept both their previous token and "
+            "the new one until they call us with either. If they switched, the token they gave us was in the "
+            "lost answer and our calls to them may be refused: Test connection, and Rotate tokens again."
+        )
+        connection.last_error = f"Token rotation answer lost (OCPI {error.status_code}) at {error.message}"
+        connection.last_error_at = timezone.now()
+        log.record("stored", True, "both tokens accepted until they call us")
+        connection.handshake_log = log.steps
+        connection.save()
+    return connection
+
+
+def settle_rotation(connection_id: int, used_token: str) -> None:
+    """The first authenticated call after a rotation whose answer was lost: keep the token used, retire the other."""
+    used = credentials.hash_token(used_token)
+    with transaction.atomic():
+        connection = PartnerConnection.objects.select_for_update().get(pk=connection_id)
+        previous = connection.previous_token_from_them_hash
+        if not previous or used not in (previous, connection.token_from_them_hash):
+            return
+        if used == previous:
+            # They never switched: the rotation did not happen on their side, our token for them still works.
+            connection.token_from_them_hash = previous
+            connection.needs_attention = ""
+            note = "they still call with their previous token: the new one is retired"
+        else:
+            connection.needs_attention = (
+                "They switched to our new token after a rotation whose answer was lost; the token they gave us "
+                "in it is unknown, so our calls to them may be refused: Test connection, and Rotate tokens again."
+            )
+            note = "they call with the new token: the previous one is retired"
+        connection.previous_token_from_them_hash = ""
+        connection.handshake_log = [
+            *connection.handshake_log,
+            {"step": "settled", "ok": True, "detail": note, "at": format_datetime(timezone.now())},
+        ]
+        connection.save(
+            update_fields=[
+                "token_from_them_hash",
+                "previous_token_from_them_hash",
+                "needs_attention",
+                "handshake_log",
+                "updated_at",
+            ]
+        )
+
+
+def _refresh_platform(
+    connection: PartnerConnection,
+    versions_url: str,
+    token: str,
+    log: HandshakeLog,
+    *,
+    raw_token: bool,
+    heading: str = "Tokens rotated, but refreshing their endpoints failed",
+) -> PartnerConnection:
+    """Re-read their versions and endpoints with the token we hold; on failure keep the endpoints we had.
 
     The tokens are already rotated on both sides, so a failure here must not undo them: the connection
-    keeps working on the previous endpoints and staff see the error (a later rotation refreshes again).
+    keeps working on the previous endpoints and staff see the error and what to do (needs_attention).
+    Success settles a connection that needed attention only for its endpoints.
     """
     try:
         platform = discover_platform(versions_url, token, log, raw_token=raw_token)
     except HandshakeError as error:
-        heading = "Tokens rotated, but refreshing their endpoints failed"
         _record_failure(connection, error, log, heading, note="; previous endpoints kept")
+        connection.needs_attention = f'{heading}: run "Re-read their endpoints" once they answer again.'
+        connection.save(update_fields=["needs_attention", "updated_at"])
         return connection
     log.record("endpoints", True, "their endpoints refreshed")
     connection.versions_url = platform.versions_url
     connection.version = platform.version
     connection.endpoints = platform.endpoints
+    if not connection.previous_token_from_them_hash:
+        connection.needs_attention = ""
     connection.last_error = ""
     connection.last_error_at = None
     connection.handshake_log = log.steps
@@ -495,6 +711,7 @@ def _refresh_platform(
             "versions_url",
             "version",
             "endpoints",
+            "needs_attention",
             "last_error",
             "last_error_at",
             "handshake_log",
@@ -504,37 +721,69 @@ def _refresh_platform(
     return connection
 
 
+def reread_partner_endpoints(connection_id: int) -> PartnerConnection:
+    """Staff's "Re-read their endpoints": GET their versions and details with the token we hold; no token changes."""
+    connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
+    log = HandshakeLog()
+    if connection.via_hub_id or not connection.versions_url or not connection.token_to_them_encrypted:
+        error = HandshakeError("versions", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
+        _record_failure(connection, error, log)
+        return connection
+    token = credentials.decrypt_token(connection.token_to_them_encrypted)
+    return _refresh_platform(
+        connection,
+        connection.versions_url,
+        token,
+        log,
+        raw_token=connection.accepts_raw_token,
+        heading="Re-reading their endpoints failed",
+    )
+
+
 def rotate_tokens_at_partner(connection_id: int) -> PartnerConnection:
     """PUT fresh credentials at a connected partner: new token B for them, new token C for us.
 
-    Their valid Credentials answer means they already use B and accept only C, so both are saved at
-    once before anything else; re-reading their versions and endpoints is a separate step whose
-    failure is recorded without touching the tokens. A failure before that answer withdraws B and
-    keeps the old tokens (the partner did not switch).
+    Their Credentials answer means they already use B and accept only C, so both are saved at once
+    before anything else (an answer with C but something else unusable too, flagged for staff);
+    re-reading their versions and endpoints is a separate step whose failure is recorded without
+    touching the tokens. An explicit refusal withdraws B and keeps the old tokens (the partner did not
+    switch); no readable answer at all keeps both their old token and B valid (`_keep_both_tokens`).
     """
     connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
     previous_registration_hash = connection.registration_token_hash
     log = HandshakeLog()
     try:
-        credentials_url = connection.endpoint_url("credentials", "SENDER")
+        credentials_url = connection.credentials_url
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("register", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
-        client = OcpiClient.for_connection(
-            connection, routing=False, retries=HANDSHAKE_RETRIES, backoff=HANDSHAKE_BACKOFF_S
-        )
-        theirs, token_b = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
+        # A PUT whose answer is lost is never sent again: had they switched to B, the repeat (with our old
+        # token) would be refused, and that refusal would hide that they did.
+        client = OcpiClient.for_connection(connection, routing=False, retries=0)
+        answer = _register_at_partner(connection, method="PUT", url=credentials_url, client=client, log=log)
     except HandshakeError as error:
+        if error.answer_lost and error.token_b:
+            return _keep_both_tokens(connection.pk, error, previous_registration_hash, log)
         return _abandon_registration(connection, previous_registration_hash, error, log)
-    log.record("stored", True, "rotated tokens stored")
+    theirs = answer.credentials
+    log.record("stored", True, "rotated tokens stored" + (", connection needs attention" if answer.unusable else ""))
+    attention = (
+        f'Tokens rotated, but {answer.unusable}: their new token is kept; run "Re-read their endpoints".'
+        if answer.unusable
+        else ""
+    )
     connection = _store_rotated_tokens(
         connection.pk,
         token_to_them=theirs["token"],
-        token_from_them=token_b,
+        token_from_them=answer.token_b,
         registration_hash=previous_registration_hash,
         roles=_roles_of(connection, theirs),
         log=log,
+        all_roles=None if answer.unusable else theirs["roles"],
+        attention=attention,
     )
-    return _refresh_platform(connection, theirs["url"], theirs["token"], log, raw_token=client.raw_token)
+    # Their answer's URL is unusable with it: the versions URL we had is re-read instead.
+    versions_url = connection.versions_url if answer.unusable else theirs["url"]
+    return _refresh_platform(connection, versions_url, theirs["token"], log, raw_token=client.raw_token)
 
 
 def unregister_at_partner(connection_id: int) -> PartnerConnection:
@@ -546,7 +795,7 @@ def unregister_at_partner(connection_id: int) -> PartnerConnection:
     connection = PartnerConnection.objects.select_related("party").get(pk=connection_id)
     log = HandshakeLog()
     try:
-        credentials_url = connection.endpoint_url("credentials", "SENDER")
+        credentials_url = connection.credentials_url
         if connection.via_hub_id or not credentials_url or not connection.token_to_them_encrypted:
             raise HandshakeError("unregister", UNABLE_TO_USE_CLIENT_API, "not registered directly with this partner")
         client = OcpiClient.for_connection(

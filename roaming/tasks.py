@@ -26,3 +26,8 @@ def rotate_partner_tokens(connection_id: int) -> dict:
 @shared_task(name="roaming.unregister_partner")
 def unregister_partner(connection_id: int) -> dict:
     return _outcome(services.unregister_at_partner(connection_id))
+
+
+@shared_task(name="roaming.reread_partner_endpoints")
+def reread_partner_endpoints(connection_id: int) -> dict:
+    return _outcome(services.reread_partner_endpoints(connection_id))

@@ -59,12 +59,15 @@ def version_details(ctx: PartnerContext) -> dict[str, Any]:
 
 def _presented_token(ctx: PartnerContext) -> tuple[str, bool]:
     """The token the caller authenticated with (what it must keep using to call us), and whether it came raw."""
-    expected = ctx.connection.registration_token_hash if ctx.with_registration_token else None
-    expected = expected or ctx.connection.token_from_them_hash
+    connection = ctx.connection
+    if ctx.with_registration_token:
+        expected = {connection.registration_token_hash}
+    else:  # during a rotation whose answer was lost, either of their tokens
+        expected = {connection.token_from_them_hash, connection.previous_token_from_them_hash} - {""}
     header = ctx.request.headers.get("Authorization", "")
     raw_value = header.strip().partition(" ")[2].strip()
     for candidate in credentials.tokens_in_header(header):
-        if credentials.hash_token(candidate) == expected:
+        if credentials.hash_token(candidate) in expected:
             return candidate, candidate == raw_value
     raise OcpiError(CLIENT_ERROR, "Unknown or missing credentials token", http_status=401)
 

@@ -24,6 +24,7 @@ from django.utils import timezone
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
+from roaming.ocpi.repairs import RepairTally
 from roaming.selectors import party_ids_accepting_our_cards
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
@@ -33,6 +34,7 @@ from stations.services import (
     StoreResult,
     analyze_station_tables,
     mark_locations_removed,
+    record_repairs,
     reject_object,
     store_locations,
 )
@@ -246,7 +248,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                         stored(result)
                 else:
                     stored(store_page(parsed, source=connection, sync_run=run))
-                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "skipped"])
+                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "repaired", "skipped"])
                 lock.refresh()
                 if on_page:
                     on_page(run, reply.total_count)
@@ -332,10 +334,11 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
     if not isinstance(data, list):
         raise FeedPageError(f"page {run.pages + 1}: data is not a list")
     parsed: list[ParsedLocation] = []
+    repairs = RepairTally("locations", "pull")  # written once for the page, and only if anything was repaired
     for obj in data:
         object_id = obj.get("id", "") if isinstance(obj, dict) else ""
         try:
-            item = parse_location(obj)
+            item = parse_location(obj, now=run.started_at)
             party_pk = owners.resolve(item)
         except InvalidObject as error:
             reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
@@ -357,7 +360,11 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
             run.skipped += 1
             continue
         item.party_id = party_pk
+        if item.repairs:
+            record_repairs(repairs, connection, item, sync_run=run)
         parsed.append(item)
+    run.repaired += repairs.repaired_objects
+    repairs.save()
     return parsed
 
 

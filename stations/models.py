@@ -159,8 +159,9 @@ class Connector(models.Model):
     standard = models.CharField(max_length=40)
     format = models.CharField(max_length=6)
     power_type = models.CharField(max_length=16)
-    max_voltage = models.PositiveIntegerField()
-    max_amperage = models.PositiveIntegerField()
+    # Empty when a partner sent only max_electric_power (what a driver relies on) and neither figure.
+    max_voltage = models.PositiveIntegerField(null=True, blank=True)
+    max_amperage = models.PositiveIntegerField(null=True, blank=True)
     max_electric_power = models.PositiveIntegerField(null=True, blank=True, help_text="Watts")
     tariff_ids = models.JSONField(default=list, blank=True)
     terms_and_conditions = models.URLField(max_length=255, blank=True)
@@ -176,6 +177,8 @@ class Connector(models.Model):
     def power_kw(self) -> float:
         if self.max_electric_power:
             return self.max_electric_power / 1000
+        if self.max_voltage is None or self.max_amperage is None:
+            return 0.0
         phases = 3 if self.power_type == "AC_3_PHASE" else 1
         if self.power_type == "DC":
             return self.max_voltage * self.max_amperage / 1000
@@ -219,6 +222,9 @@ class SyncRun(models.Model):
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
+    repaired = models.PositiveIntegerField(
+        default=0, help_text="Objects kept after a repair (see the partner data-quality page for which)."
+    )
     skipped = models.PositiveIntegerField(
         default=0, help_text="Objects of owners we have no agreement with (hub feeds)."
     )

@@ -26,16 +26,18 @@ from roaming.ocpi.envelope import (
 from roaming.ocpi.input import match_identity
 from roaming.ocpi.ownership import check_owner
 from roaming.ocpi.pagination import paginated_response
+from roaming.ocpi.repairs import RepairTally
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
 from stations.ocpi_locations import (
     InvalidObject,
+    ParsedLocation,
     connector_to_ocpi,
     evse_to_ocpi,
     locations_to_ocpi,
     parse_location,
 )
-from stations.services import store_locations
+from stations.services import record_repairs, store_locations
 
 # ---------------------------------------------------------------------------------------------
 # Receiver: /ocpi/emsp/2.2.1/locations/{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]
@@ -56,6 +58,8 @@ def _not_found(what: str) -> OcpiError:
 
 
 def _same_id(a: Any, b: str) -> bool:
+    if type(a) is int:  # an id sent as a number (a repair parse_location notes)
+        a = str(a)
     return isinstance(a, str) and a.upper() == b.upper()
 
 
@@ -98,8 +102,11 @@ def location_receiver(
     body = ctx.json()
     if not isinstance(body, dict):
         raise OcpiError(INVALID_PARAMETERS, "body: must be a JSON object", http_status=400)
-    if ctx.request.method == "PATCH" and "last_updated" not in body:
-        raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")
+    if ctx.request.method == "PATCH":
+        # An optional field sent as null is absent: in a PATCH it changes nothing.
+        body = {name: value for name, value in body.items() if value is not None}
+        if "last_updated" not in body:
+            raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")
     with transaction.atomic():
         location = _find_location(owner, location_id, lock=True)
         created = location is None
@@ -113,9 +120,26 @@ def location_receiver(
             parsed = parse_location(document)
         except InvalidObject as error:
             raise OcpiError(INVALID_PARAMETERS, str(error)) from error
+        _refuse_pushed_evse_if_rejected(parsed, evse_uid)
         parsed.party_id = owner.pk
         store_locations([parsed], source=ctx.connection)
-    return ocpi_response(None, http_status=201 if created else 200)
+    message = None
+    if parsed.repairs:
+        repairs = RepairTally("locations", "push")
+        record_repairs(repairs, ctx.connection, parsed)
+        repairs.save()
+        if parsed.rejected_evses:
+            message = "Location kept without invalid EVSEs: " + "; ".join(e.reason for e in parsed.rejected_evses)
+    return ocpi_response(None, message=message, http_status=201 if created else 200)
+
+
+def _refuse_pushed_evse_if_rejected(parsed: ParsedLocation, evse_uid: str | None) -> None:
+    """A push of one EVSE (or one of its connectors) that leaves that EVSE invalid is refused, not dropped."""
+    if evse_uid is None:
+        return
+    for evse in parsed.rejected_evses:
+        if isinstance(evse.payload, dict) and _same_id(evse.payload.get("uid"), evse_uid):
+            raise OcpiError(INVALID_PARAMETERS, evse.reason)
 
 
 def _new_location(body: dict, country_code: str, party_id: str, location_id: str) -> dict:

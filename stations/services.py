@@ -17,6 +17,7 @@ from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
 
+from roaming.ocpi.repairs import RepairTally
 from stations.bulk_writes import Row, bulk_insert, bulk_update_rows, bulk_upsert
 from stations.models import (
     EVSE,
@@ -122,9 +123,13 @@ def map_status_of(statuses: Iterable[str]) -> str:
     return MapStatus.UNKNOWN
 
 
-def connector_power_kw(power_type: str, max_voltage: int, max_amperage: int, max_electric_power: int | None) -> float:
+def connector_power_kw(
+    power_type: str, max_voltage: int | None, max_amperage: int | None, max_electric_power: int | None
+) -> float:
     if max_electric_power:
         return max_electric_power / 1000
+    if max_voltage is None or max_amperage is None:
+        return 0.0
     phases = 3 if power_type == "AC_3_PHASE" else 1
     return max_voltage * max_amperage * (1 if power_type == "DC" else phases) / 1000
 
@@ -253,6 +258,20 @@ def reject_object(connection, payload, error: str, *, sync_run=None, object_id: 
         error=storable_text(error),
         payload=storable_copy(payload),
     )
+
+
+def record_repairs(tally: RepairTally, connection, item: ParsedLocation, *, sync_run=None) -> None:
+    """Count a kept location's repairs for its owner; keep each EVSE dropped from it as a rejected object."""
+    tally.add(item.party_id, item.repairs, item.location["ocpi_id"])
+    for evse in item.rejected_evses:
+        uid = evse.payload.get("uid") if isinstance(evse.payload, dict) else None
+        reject_object(
+            connection,
+            evse.payload,
+            f"{evse.reason} (the EVSE alone was rejected; location {item.location['ocpi_id']} was kept)",
+            sync_run=sync_run,
+            object_id=f"{item.location['ocpi_id']}/{uid}" if isinstance(uid, str | int) else item.location["ocpi_id"],
+        )
 
 
 def store_locations(

@@ -461,7 +461,7 @@ def test_spec_credentials_examples_are_accepted(name):
     assert serializer.is_valid(), serializer.errors
 
 
-def test_registration_with_the_spec_example_takes_business_details_of_our_party_only(ours, ocpi_peer):
+def test_registration_with_the_spec_example_takes_business_details_per_party(ours, ocpi_peer):
     """credentials_example4 lists three CPOs on one platform; the token was issued to NL*PFC."""
     peer = PeerParty(ocpi_peer, party_id="PFC")
     peer.accepted = {"peer-token-B"}
@@ -475,7 +475,12 @@ def test_registration_with_the_spec_example_takes_business_details_of_our_party_
     assert reply["status_code"] == 1000, reply
     party.refresh_from_db()
     assert party.name == "Plug Flex Charging" and party.role == "CPO"
-    assert not Party.objects.filter(party_id__in=["EXO", "CGP"]).exists()
+    # The platform's other two CPOs are parties of their own, reached through this connection (docs/partners.md).
+    others = Party.objects.filter(party_id__in=["EXO", "CGP"])
+    assert {(p.name, p.reached_through.party_id) for p in others} == {
+        ("Excellent Operator", party.pk),
+        ("Charging Green Power", party.pk),
+    }
 
 
 # --- Outgoing rotation and unregistration when the partner misbehaves --------------------------------------------

@@ -165,7 +165,7 @@ def test_each_bad_object_is_rejected_alone_and_the_feed_moves_on(ocpi_peer):
     for ocpi_id, _raw, _place, reason in BAD:
         assert reason in rejects[ocpi_id].error, (ocpi_id, rejects[ocpi_id].error)
         assert rejects[ocpi_id].payload["id"] == ocpi_id  # what the partner sent is kept for staff
-    assert rejects["BAD\ufffdNUL"].error == "id: contains a NUL byte"
+    assert rejects["BAD\ufffdNUL"].error == "id: contains a NUL byte (\\u0000)"
     assert rejects["BAD-NUL-NAME"].payload["name"] == "Site\ufffd Utrecht"  # storable, and still readable
     assert rejects["BAD-NAN"].payload["evses"][0]["connectors"][0]["max_amperage"] == "nan"
     with db_connection.cursor() as cursor:  # nothing stored holds a NUL, whatever the partner sent

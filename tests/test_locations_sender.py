@@ -47,6 +47,8 @@ def our_stations():
             standard="IEC_62196_T2_COMBO",
             power_type="DC",
             format="CABLE",
+            max_voltage=500,  # 500 V x 50 A allows the factory's 22 kW (230 V x 32 A DC would not: it is repaired)
+            max_amperage=50,
             last_updated=stamp,
         )
         locations.append(loc)

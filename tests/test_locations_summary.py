@@ -129,7 +129,9 @@ def test_a_feed_write_stores_the_summary_the_stored_rows_give(feed_party):
         location("S3", statuses=("OUTOFORDER", "UNKNOWN"), opening_times={"twentyfourseven": False}),
     ]
     first[0]["evses"][1]["parking_restrictions"] = ["CUSTOMERS"]
-    first[0]["evses"][2]["connectors"][0].update(standard="CHADEMO", power_type="DC", max_electric_power=50000)
+    first[0]["evses"][2]["connectors"][0].update(
+        standard="CHADEMO", power_type="DC", max_voltage=500, max_amperage=125, max_electric_power=50000
+    )
     store(first, party, connection)
     # The next version drops S1's available EVSE and makes S3's faulty one available.
     second = [

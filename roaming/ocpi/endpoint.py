@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, DataError
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -35,8 +36,9 @@ from roaming.selectors import (
     agreement_in_force_through_hub,
     hub_client,
     is_our_party,
+    platform_party,
 )
-from roaming.services import record_contact
+from roaming.services import record_contact, settle_rotation
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +116,14 @@ def _connection_for_token(token: str) -> tuple[PartnerConnection | None, bool]:
     now = time.monotonic()
     _check_connections_version()
     cached = _connections.get(digest)
-    if cached and cached[0] > now:
+    # Only a known token is answered from the cache: a token issued a moment ago in another process (token B
+    # of a handshake, whose partner calls back at once) must not be hidden by this process's earlier miss.
+    if cached and cached[0] > now and cached[1] is not None:
         return cached[1], cached[2]
     connection = (
-        PartnerConnection.objects.select_related("party", "via_hub").filter(token_from_them_hash=digest).first()
+        PartnerConnection.objects.select_related("party", "via_hub")
+        .filter(Q(token_from_them_hash=digest) | Q(previous_token_from_them_hash=digest))
+        .first()
     )
     registration = False
     if connection is None:
@@ -148,6 +154,9 @@ def authenticate(request: HttpRequest, module: str) -> PartnerContext:
     if connection.party.is_self:
         # A connection row for our own party would let its token holder act as MobilityPlus.
         raise OcpiError(CLIENT_ERROR, f"Nobody may call us as {connection.party.ocpi_id}", http_status=403)
+    if connection.previous_token_from_them_hash and not registration:
+        # A rotation whose answer was lost: the token they call with now is the one they keep.
+        settle_rotation(connection.pk, candidate)
 
     party = connection.party
     if module not in CONFIGURATION_MODULES:
@@ -171,18 +180,27 @@ def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> tu
     """The party a functional call speaks for, and the hub it speaks through (None when it speaks for itself).
 
     A hub's client named in OCPI-from-*, or the caller. Never MobilityPlus itself, and through a hub
-    only a party attached to that hub (its client connection), not suspended or disconnected.
+    only a party attached to that hub (its client connection), not suspended or disconnected. A
+    platform hosting several parties speaks for any party recorded as reached through its connection,
+    named in OCPI-from-* or, without those headers, by the object's own party in the URL.
     """
     country = request.headers.get("OCPI-from-country-code", "").strip().upper()
     party_id = request.headers.get("OCPI-from-party-id", "").strip().upper()
     if not country or not party_id:
-        return connection.party, None
+        named = request.resolver_match.kwargs if request.resolver_match else {}
+        url_party = (str(named.get("country_code", "")).upper(), str(named.get("party_id", "")).upper())
+        own = (connection.party.country_code, connection.party.party_id)
+        hosted = _hosted_party(connection, *url_party) if all(url_party) and url_party != own else None
+        return (hosted or connection.party), None
     if is_our_party(country, party_id):
         raise OcpiError(CLIENT_ERROR, f"Nobody may act as {country}*{party_id}: that is us", http_status=403)
     if (country, party_id) == (connection.party.country_code, connection.party.party_id):
         return connection.party, None
     if connection.party.role != Party.Role.HUB:
-        raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
+        hosted = _hosted_party(connection, country, party_id)
+        if hosted is None:
+            raise OcpiError(CLIENT_ERROR, f"You may not speak for {country}*{party_id}", http_status=403)
+        return hosted, None
     # Cached with the connections (same lifetime and invalidation): through a hub this is every request.
     key = f"hub:{connection.pk}:{country}*{party_id}"
     now = time.monotonic()
@@ -197,6 +215,18 @@ def _attributed_party(request: HttpRequest, connection: PartnerConnection) -> tu
     if client.status in CLOSED_STATUSES:
         raise OcpiError(CLIENT_ERROR, f"Connection to {country}*{party_id} is {client.status}", http_status=403)
     return client.party, connection
+
+
+def _hosted_party(connection: PartnerConnection, country: str, party_id: str) -> Party | None:
+    """`selectors.platform_party`, cached with the connections (same lifetime and invalidation)."""
+    key = f"platform:{connection.pk}:{country}*{party_id}"
+    now = time.monotonic()
+    cached = _connections.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
+    party = platform_party(connection, country, party_id)
+    _connections[key] = (now + CONNECTION_CACHE_SECONDS, party, False)
+    return party
 
 
 def _echo_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
