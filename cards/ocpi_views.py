@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
-
 from cards import selectors, services
 from cards.authorization import CannotCheckNow, authorize_token
 from cards.identifiers import foreign_uid_lookups
-from cards.models import Card, ForeignToken
+from cards.models import ForeignToken
+from cards.serializers import TOKEN_TYPES, TokenSerializer
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import (
-    CLIENT_ERROR,
     INVALID_PARAMETERS,
     SERVER_ERROR,
     UNKNOWN_TOKEN,
@@ -20,11 +18,9 @@ from roaming.ocpi.envelope import (
     ocpi_response,
     validated,
 )
-from roaming.ocpi.fields import OcpiDateTimeField
 from roaming.ocpi.input import match_identity
+from roaming.ocpi.ownership import check_owner
 from roaming.ocpi.pagination import paginated_response
-
-TOKEN_TYPES = tuple(Card.Type.values)
 
 
 def _token_type(ctx: PartnerContext) -> str:
@@ -84,39 +80,6 @@ def tokens_list(ctx: PartnerContext):
 # -- CPO side: tokens other eMSPs push to us --------------------------------------------------------------
 
 
-class EnergyContractSerializer(serializers.Serializer):
-    supplier_name = serializers.CharField(max_length=64)
-    contract_id = serializers.CharField(max_length=64, required=False, allow_null=True)
-
-
-class TokenSerializer(serializers.Serializer):
-    country_code = serializers.CharField(max_length=2, min_length=2)
-    party_id = serializers.CharField(max_length=3, min_length=3)
-    uid = serializers.CharField(max_length=36)
-    type = serializers.ChoiceField(choices=TOKEN_TYPES)
-    contract_id = serializers.CharField(max_length=36)
-    visual_number = serializers.CharField(max_length=64, required=False, allow_null=True, allow_blank=True)
-    issuer = serializers.CharField(max_length=64)
-    group_id = serializers.CharField(max_length=36, required=False, allow_null=True, allow_blank=True)
-    valid = serializers.BooleanField()
-    whitelist = serializers.ChoiceField(choices=tuple(Card.Whitelist.values))
-    language = serializers.CharField(max_length=2, required=False, allow_null=True, allow_blank=True)
-    default_profile_type = serializers.ChoiceField(
-        choices=("CHEAP", "FAST", "GREEN", "REGULAR"), required=False, allow_null=True
-    )
-    energy_contract = EnergyContractSerializer(required=False, allow_null=True)
-    last_updated = OcpiDateTimeField(not_future=True)
-
-
-def _own_url(ctx: PartnerContext, country_code: str, party_id: str) -> None:
-    if (country_code.upper(), party_id.upper()) != (ctx.party.country_code, ctx.party.party_id):
-        raise OcpiError(
-            CLIENT_ERROR,
-            f"You may write tokens only under your own country_code/party_id ({ctx.party.ocpi_id})",
-            http_status=403,
-        )
-
-
 def _match_url(data: dict, country_code: str, party_id: str, token_uid: str, token_type: str) -> None:
     match_identity(data, {"country_code": country_code, "party_id": party_id, "uid": token_uid})
     if "type" in data and data["type"] != token_type:
@@ -126,10 +89,10 @@ def _match_url(data: dict, country_code: str, party_id: str, token_uid: str, tok
 @ocpi_endpoint("tokens", methods=("GET", "PUT", "PATCH"))
 def token_receiver(ctx: PartnerContext, country_code: str, party_id: str, token_uid: str):
     """GET/PUT/PATCH /ocpi/cpo/2.2.1/tokens/{country_code}/{party_id}/{token_uid}[?type=]."""
-    _own_url(ctx, country_code, party_id)
+    owner = check_owner(ctx, country_code, party_id)
     token_type = _token_type(ctx)
     existing = ForeignToken.objects.filter(
-        party=ctx.party, uid__in=foreign_uid_lookups(token_uid, token_type), type=token_type
+        party=owner, uid__in=foreign_uid_lookups(token_uid, token_type), type=token_type
     ).first()
     method = ctx.request.method
     if method == "GET":
@@ -143,7 +106,7 @@ def token_receiver(ctx: PartnerContext, country_code: str, party_id: str, token_
         data = validated(TokenSerializer, body)
         _match_url(data, country_code, party_id, token_uid, token_type)
         data["data"] = body
-        _, created = services.store_foreign_token(ctx.party, data)
+        _, created = services.store_foreign_token(owner, data)
         return ocpi_response(None, http_status=201 if created else 200)
     if "last_updated" not in body:
         raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")

@@ -7,16 +7,23 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from cards.serializers import TokenSerializer
 from charging.models import AuthMethod, Command, Session
-from roaming.ocpi.fields import BoundedIntegerField, GeoLocationSerializer, NumberField, OcpiDateTimeField
+from roaming.ocpi.fields import (
+    BoundedIntegerField,
+    GeoLocationSerializer,
+    NumberField,
+    OcpiDateTimeField,
+    OcpiObjectSerializer,
+)
 
 
-class PriceSerializer(serializers.Serializer):
+class PriceSerializer(OcpiObjectSerializer):
     excl_vat = NumberField()
     incl_vat = NumberField(required=False, allow_null=True)
 
 
-class CdrTokenSerializer(serializers.Serializer):
+class CdrTokenSerializer(OcpiObjectSerializer):
     country_code = serializers.CharField(min_length=2, max_length=2)
     party_id = serializers.CharField(min_length=3, max_length=3)
     uid = serializers.CharField(max_length=36)
@@ -24,7 +31,7 @@ class CdrTokenSerializer(serializers.Serializer):
     contract_id = serializers.CharField(max_length=36)
 
 
-class CdrDimensionSerializer(serializers.Serializer):
+class CdrDimensionSerializer(OcpiObjectSerializer):
     type = serializers.ChoiceField(
         choices=[
             "CURRENT",
@@ -45,13 +52,13 @@ class CdrDimensionSerializer(serializers.Serializer):
     volume = NumberField()
 
 
-class ChargingPeriodSerializer(serializers.Serializer):
+class ChargingPeriodSerializer(OcpiObjectSerializer):
     start_date_time = OcpiDateTimeField(not_future=True)
     dimensions = CdrDimensionSerializer(many=True, allow_empty=False)
     tariff_id = serializers.CharField(max_length=36, required=False)
 
 
-class SessionSerializer(serializers.Serializer):
+class SessionSerializer(OcpiObjectSerializer):
     """A whole Session (PUT); with partial=True a PATCH, which must still carry last_updated."""
 
     country_code = serializers.CharField(min_length=2, max_length=2)
@@ -79,7 +86,7 @@ class SessionSerializer(serializers.Serializer):
         return attrs
 
 
-class CdrLocationSerializer(serializers.Serializer):
+class CdrLocationSerializer(OcpiObjectSerializer):
     id = serializers.CharField(max_length=36)
     name = serializers.CharField(max_length=255, required=False, allow_null=True)
     address = serializers.CharField(max_length=255)
@@ -96,7 +103,7 @@ class CdrLocationSerializer(serializers.Serializer):
     connector_power_type = serializers.CharField(max_length=16)
 
 
-class CdrSerializer(serializers.Serializer):
+class CdrSerializer(OcpiObjectSerializer):
     country_code = serializers.CharField(min_length=2, max_length=2)
     party_id = serializers.CharField(min_length=3, max_length=3)
     id = serializers.CharField(max_length=39)
@@ -159,35 +166,23 @@ class CdrSerializer(serializers.Serializer):
             yield f"{name}.incl_vat", price.get("incl_vat")
 
 
-class DisplayTextSerializer(serializers.Serializer):
+class DisplayTextSerializer(OcpiObjectSerializer):
     language = serializers.CharField(max_length=2)
     text = serializers.CharField(max_length=512)
 
 
-class CommandResponseSerializer(serializers.Serializer):
+class CommandResponseSerializer(OcpiObjectSerializer):
     result = serializers.ChoiceField(choices=Command.RESPONSE_RESULTS)
     timeout = BoundedIntegerField()
     message = DisplayTextSerializer(many=True, required=False)
 
 
-class CommandResultSerializer(serializers.Serializer):
+class CommandResultSerializer(OcpiObjectSerializer):
     result = serializers.ChoiceField(choices=Command.RESULT_VALUES)
     message = DisplayTextSerializer(many=True, required=False)
 
 
-class TokenSerializer(serializers.Serializer):
-    country_code = serializers.CharField(min_length=2, max_length=2)
-    party_id = serializers.CharField(min_length=3, max_length=3)
-    uid = serializers.CharField(max_length=36)
-    type = serializers.ChoiceField(choices=["AD_HOC_USER", "APP_USER", "OTHER", "RFID"])
-    contract_id = serializers.CharField(max_length=36)
-    issuer = serializers.CharField(max_length=64)
-    valid = serializers.BooleanField()
-    whitelist = serializers.ChoiceField(choices=["ALWAYS", "ALLOWED", "ALLOWED_OFFLINE", "NEVER"])
-    last_updated = OcpiDateTimeField(not_future=True)
-
-
-class StartSessionSerializer(serializers.Serializer):
+class StartSessionSerializer(OcpiObjectSerializer):
     response_url = serializers.URLField(max_length=255)
     token = TokenSerializer()
     location_id = serializers.CharField(max_length=36)
@@ -201,6 +196,6 @@ class StartSessionSerializer(serializers.Serializer):
         return attrs
 
 
-class StopSessionSerializer(serializers.Serializer):
+class StopSessionSerializer(OcpiObjectSerializer):
     response_url = serializers.URLField(max_length=255)
     session_id = serializers.CharField(max_length=36)

@@ -43,8 +43,6 @@ from roaming.ocpi.envelope import (
 )
 from roaming.selectors import (
     agreement_covers,
-    hub_client_for_writes,
-    is_our_party,
     own_party,
     party_ids_accepting_our_cards,
 )
@@ -108,21 +106,6 @@ def _money(value: float | None) -> Decimal | None:
 
 
 # --- Sessions and CDRs received from CPOs -------------------------------------------------------------------
-
-
-def check_writer(party: Party, country_code: str, party_id: str, connection: PartnerConnection) -> Party:
-    """The party an object belongs to, if the caller may write it: itself, or a client of the hub calling."""
-    country_code, party_id = country_code.upper(), party_id.upper()
-    if is_our_party(country_code, party_id) or party.is_self:
-        raise OcpiError(CLIENT_ERROR, f"Nobody may write objects of {country_code}*{party_id}: that is us", 403)
-    if (party.country_code, party.party_id) == (country_code, party_id):
-        return party
-    if party.role == Party.Role.HUB:
-        # Only a client attached to this hub, with an agreement in force through it (staff's confirmation).
-        client = hub_client_for_writes(connection, country_code, party_id)
-        if client is not None:
-            return client.party
-    raise OcpiError(CLIENT_ERROR, f"You may only write objects of {party.ocpi_id}, not {country_code}*{party_id}", 404)
 
 
 def find_card(cdr_token: dict) -> Card | None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from roaming.ocpi.envelope import OcpiError, parse_datetime
-from roaming.ocpi.fields import BoundedIntegerField
-from roaming.ocpi.input import check_not_future
+from roaming.ocpi.fields import BoundedIntegerField, OcpiDateTimeField, OcpiObjectSerializer
 
 OCPI_ROLES = ("CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP")
 CONNECTION_STATUSES = ("CONNECTED", "OFFLINE", "PLANNED", "SUSPENDED")
 
 
-class ImageSerializer(serializers.Serializer):
+class ImageSerializer(OcpiObjectSerializer):
     url = serializers.URLField(max_length=255)
     thumbnail = serializers.URLField(max_length=255, required=False)
     category = serializers.CharField()
@@ -21,20 +19,20 @@ class ImageSerializer(serializers.Serializer):
     height = BoundedIntegerField(required=False)
 
 
-class BusinessDetailsSerializer(serializers.Serializer):
+class BusinessDetailsSerializer(OcpiObjectSerializer):
     name = serializers.CharField(max_length=100)
     website = serializers.URLField(max_length=255, required=False)
     logo = ImageSerializer(required=False)
 
 
-class CredentialsRoleSerializer(serializers.Serializer):
+class CredentialsRoleSerializer(OcpiObjectSerializer):
     role = serializers.ChoiceField(choices=OCPI_ROLES)
     business_details = BusinessDetailsSerializer()
     party_id = serializers.CharField(min_length=1, max_length=3)
     country_code = serializers.CharField(min_length=2, max_length=2)
 
 
-class CredentialsSerializer(serializers.Serializer):
+class CredentialsSerializer(OcpiObjectSerializer):
     """OCPI 2.2.1 Credentials: the token to call its owner with, its versions URL, its roles."""
 
     token = serializers.CharField(max_length=64, trim_whitespace=False)
@@ -48,17 +46,10 @@ class CredentialsSerializer(serializers.Serializer):
         return value
 
 
-class ClientInfoSerializer(serializers.Serializer):
+class ClientInfoSerializer(OcpiObjectSerializer):
     party_id = serializers.CharField(min_length=1, max_length=3)
     country_code = serializers.CharField(min_length=2, max_length=2)
     role = serializers.ChoiceField(choices=OCPI_ROLES)
     status = serializers.ChoiceField(choices=CONNECTION_STATUSES)
-    last_updated = serializers.CharField()
-
-    def validate_last_updated(self, value: str) -> str:
-        try:
-            # From the future it would make every later report look older (and be ignored).
-            check_not_future(parse_datetime(value, "last_updated"), "last_updated")
-        except OcpiError as error:
-            raise serializers.ValidationError(error.message.partition(": ")[2]) from error
-        return value
+    # From the future it would make every later report look older (and be ignored).
+    last_updated = OcpiDateTimeField(not_future=True)

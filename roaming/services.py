@@ -23,7 +23,6 @@ from roaming.ocpi.envelope import (
     UNSUPPORTED_VERSION,
     OcpiError,
     format_datetime,
-    parse_datetime,
     validated,
     validation_message,
 )
@@ -884,7 +883,7 @@ def record_hub_client_info(hub: PartnerConnection, info: dict[str, Any]) -> tupl
     country_code, party_id = info["country_code"].upper(), info["party_id"].upper()
     if is_our_party(country_code, party_id):
         raise OcpiError(CLIENT_ERROR, f"{country_code}*{party_id} is us: no hub speaks for it", http_status=403)
-    last_updated = parse_datetime(info["last_updated"], "last_updated")
+    last_updated = info["last_updated"]  # an aware datetime (roaming.serializers.ClientInfoSerializer)
     role = OCPI_ROLE_TO_PARTY_ROLE.get(info["role"], Party.Role.OTHER)
     with transaction.atomic():
         party, party_created = Party.objects.get_or_create(

@@ -6,21 +6,16 @@ reads through stations.ocpi_locations.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import datetime as dt
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.http import JsonResponse
 
+from roaming.models import Party
 from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import (
-    CLIENT_ERROR,
     INVALID_PARAMETERS,
     UNKNOWN_LOCATION,
     OcpiError,
@@ -29,7 +24,8 @@ from roaming.ocpi.envelope import (
     parse_datetime,
 )
 from roaming.ocpi.input import match_identity
-from roaming.ocpi.pagination import page_request
+from roaming.ocpi.ownership import check_owner
+from roaming.ocpi.pagination import paginated_response
 from roaming.ocpi.repairs import RepairTally
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
@@ -45,16 +41,6 @@ from stations.services import record_repairs, store_locations
 
 # ---------------------------------------------------------------------------------------------
 # Receiver: /ocpi/emsp/2.2.1/locations/{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]
-
-
-def _own_party_only(ctx: PartnerContext, country_code: str, party_id: str) -> None:
-    if (country_code.upper(), party_id.upper()) != (ctx.party.country_code, ctx.party.party_id):
-        raise OcpiError(
-            CLIENT_ERROR,
-            f"You may only access your own locations ({ctx.party.country_code}/{ctx.party.party_id}), "
-            f"not {country_code}/{party_id}",
-            http_status=403,
-        )
 
 
 def _find_location(party, location_id: str, *, lock: bool = False) -> Location | None:
@@ -110,9 +96,9 @@ def location_receiver(
     evse_uid: str | None = None,
     connector_id: str | None = None,
 ):
-    _own_party_only(ctx, country_code, party_id)
+    owner = check_owner(ctx, country_code, party_id)
     if ctx.request.method == "GET":
-        return _receiver_get(ctx, location_id, evse_uid, connector_id)
+        return _receiver_get(owner, location_id, evse_uid, connector_id)
     body = ctx.json()
     if not isinstance(body, dict):
         raise OcpiError(INVALID_PARAMETERS, "body: must be a JSON object", http_status=400)
@@ -122,7 +108,7 @@ def location_receiver(
         if "last_updated" not in body:
             raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")
     with transaction.atomic():
-        location = _find_location(ctx.party, location_id, lock=True)
+        location = _find_location(owner, location_id, lock=True)
         created = location is None
         if created:
             if evse_uid is not None or ctx.request.method == "PATCH":
@@ -135,7 +121,7 @@ def location_receiver(
         except InvalidObject as error:
             raise OcpiError(INVALID_PARAMETERS, str(error)) from error
         _refuse_pushed_evse_if_rejected(parsed, evse_uid)
-        parsed.party_id = ctx.party.pk
+        parsed.party_id = owner.pk
         store_locations([parsed], source=ctx.connection)
     message = None
     if parsed.repairs:
@@ -224,11 +210,28 @@ def _changed_document(method: str, document: dict, body: dict, evse_uid: str | N
     return document
 
 
-def _receiver_get(ctx: PartnerContext, location_id: str, evse_uid: str | None, connector_id: str | None):
-    location = _find_location(ctx.party, location_id)
+def _receiver_get(owner: Party, location_id: str, evse_uid: str | None, connector_id: str | None) -> dict:
+    """What the CPO sent us (`Location.raw`: its last PUT with every later PATCH merged in), not our columns,
+    so fields we keep no column for (energy_mix, directions, related_locations, images...) come back as sent."""
+    location = _find_location(owner, location_id)
     if location is None:
         raise _not_found(f"location {location_id}")
-    return _one_object(location, evse_uid, connector_id)
+    if not location.raw:  # stored before raw copies were kept
+        return _one_object(location, evse_uid, connector_id)
+    document = location.raw
+    if evse_uid is None:
+        return document
+    evses = document.get("evses") or []
+    index = _find_in(evses, "uid", evse_uid)
+    if index is None:
+        raise _not_found(f"EVSE {evse_uid}")
+    if connector_id is None:
+        return evses[index]
+    connectors = evses[index].get("connectors") or []
+    position = _find_in(connectors, "id", connector_id)
+    if position is None:
+        raise _not_found(f"connector {connector_id}")
+    return connectors[position]
 
 
 def _one_object(location: Location, evse_uid: str | None, connector_id: str | None) -> dict:
@@ -248,59 +251,14 @@ def _one_object(location: Location, evse_uid: str | None, connector_id: str | No
 
 # ---------------------------------------------------------------------------------------------
 # Sender: /ocpi/cpo/2.2.1/locations[/{location_id}[/{evse_uid}[/{connector_id}]]] (our own stations)
-#
-# Pages are cut on the stable key (last_updated, id) with a cursor in the Link, so page 550 costs
-# the same index range scan as page 1 (an OFFSET would read and drop every earlier row).
-
-
-def _encode_cursor(location: Location) -> str:
-    text = f"{location.last_updated.isoformat()}|{location.pk}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[dt.datetime, int]:
-    try:
-        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        stamp, pk = text.rsplit("|", 1)
-        moment, key = dt.datetime.fromisoformat(stamp), int(pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers") from exc
-    # Ours always carry an offset and a key the id column can hold; anything else was made up.
-    if moment.tzinfo is None or not 0 <= key < 2**63:
-        raise OcpiError(INVALID_PARAMETERS, "cursor: not a cursor from one of our Link headers")
-    return moment, key
 
 
 @ocpi_endpoint("locations", methods=("GET",))
 def location_sender_list(ctx: PartnerContext) -> JsonResponse:
-    request = ctx.request
+    """Our stations, in cursor pages (roaming.ocpi.pagination)."""
     max_limit = settings.FEEDS_SENDER_MAX_LIMIT
-    params = page_request(request, default_limit=max_limit, max_limit=max_limit)
-    limit, offset = params.limit, params.offset
-
-    window = Location.objects.filter(party=own_party(), removed_at__isnull=True)
-    if params.date_from:
-        window = window.filter(last_updated__gte=params.date_from)
-    if params.date_to:
-        window = window.filter(last_updated__lt=params.date_to)
-    page = window.select_related("party").order_by("last_updated", "pk")
-    cursor = request.GET.get("cursor")
-    if cursor:
-        stamp, pk = _decode_cursor(cursor)
-        # The `>=` bound gives the index a range to start from; the OR alone would scan from the first row.
-        page = page.filter(last_updated__gte=stamp).filter(Q(last_updated__gt=stamp) | Q(pk__gt=pk))
-    elif offset:
-        # A partner that pages by offset itself still gets an answer; our own Links never use it.
-        page = page[offset:]
-    locations = list(page[: limit + 1])
-    more = len(locations) > limit
-    locations = locations[:limit]
-    headers = {"X-Total-Count": str(window.count()), "X-Limit": str(max_limit)}
-    if more:
-        query = {k: v for k, v in request.GET.items() if k not in ("cursor", "offset")}
-        query.update(cursor=_encode_cursor(locations[-1]), limit=str(limit))
-        headers["Link"] = f'<{request.build_absolute_uri(request.path)}?{urlencode(query)}>; rel="next"'
-    return ocpi_response(locations_to_ocpi(locations), headers=headers)
+    window = Location.objects.filter(party=own_party(), removed_at__isnull=True).select_related("party")
+    return paginated_response(ctx.request, window, locations_to_ocpi, default_limit=max_limit, max_limit=max_limit)
 
 
 @ocpi_endpoint("locations", methods=("GET",))

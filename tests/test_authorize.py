@@ -1,7 +1,6 @@
 """Our authorize endpoint: a CPO asks whether one of our cards may charge (OCPI 2.2.1, eMSP side)."""
 
 import datetime as dt
-import json
 
 import pytest
 from django.utils import timezone
@@ -11,9 +10,9 @@ from cards.authorization import card_directory
 from cards.decision_log import decision_log
 from cards.models import AuthorizationDecision, Card
 from roaming.models import Party, RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from tests.factories import CardFactory, PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 
+OCPI_TOKEN = "cpo-token"  # the CPO asking (fixture `cpo`)
 URL = "/ocpi/emsp/2.2.1/tokens/{uid}/authorize"
 
 
@@ -33,21 +32,16 @@ def cpo(db):
     return connection
 
 
-def authorize(client, uid, body=None, token="cpo-token", query="?type=RFID", **headers):
-    return client.post(
-        URL.format(uid=uid) + query,
-        data=json.dumps(body) if body is not None else "",
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(token),
-        **headers,
-    )
+def authorize(ocpi, uid, body=None, type="RFID", **kwargs):
+    """A CPO's real-time authorization request for one of our tokens (through the shared `ocpi` call)."""
+    return ocpi("POST", URL.format(uid=uid), body, type=type, **kwargs)
 
 
-def test_active_card_is_allowed_with_token_reference_and_display_text(client, cpo):
+def test_active_card_is_allowed_with_token_reference_and_display_text(ocpi, cpo):
     card = CardFactory(uid="04A1B2C3D4E5F6", language="nl")
     body = {"location_id": "LOC1", "evse_uids": ["EVSE1", "EVSE2"]}
-    first = authorize(client, "04a1b2c3d4e5f6", body, HTTP_X_REQUEST_ID="req-1", HTTP_X_CORRELATION_ID="corr-1")
-    second = authorize(client, "04A1B2C3D4E5F6", body)
+    first = authorize(ocpi, "04a1b2c3d4e5f6", body, headers={"X-Request-ID": "req-1", "X-Correlation-ID": "corr-1"})
+    second = authorize(ocpi, "04A1B2C3D4E5F6", body)
     assert first.status_code == 200 and first["X-Request-ID"] == "req-1" and first["X-Correlation-ID"] == "corr-1"
     data = first.json()["data"]
     assert first.json()["status_code"] == 1000
@@ -73,25 +67,25 @@ def test_active_card_is_allowed_with_token_reference_and_display_text(client, cp
         (Card.Status.EXPIRED, "EXPIRED"),
     ],
 )
-def test_card_status_decides_with_http_200_and_a_reason(client, cpo, status, expected):
+def test_card_status_decides_with_http_200_and_a_reason(ocpi, cpo, status, expected):
     card = CardFactory(status=status)
-    response = authorize(client, card.uid)
+    response = authorize(ocpi, card.uid)
     assert response.status_code == 200 and response.json()["status_code"] == 1000
     data = response.json()["data"]
     assert data["allowed"] == expected and data["token"]["valid"] is False and data["info"]["text"]
     assert "location" not in data
 
 
-def test_validity_dates_expire_and_not_yet_valid(client, cpo):
+def test_validity_dates_expire_and_not_yet_valid(ocpi, cpo):
     today = timezone.localdate()
     past = CardFactory(valid_until=today - dt.timedelta(days=1))
     future = CardFactory(valid_from=today + dt.timedelta(days=3))
-    assert authorize(client, past.uid).json()["data"]["allowed"] == "EXPIRED"
-    response = authorize(client, future.uid).json()["data"]
+    assert authorize(ocpi, past.uid).json()["data"]["allowed"] == "EXPIRED"
+    response = authorize(ocpi, future.uid).json()["data"]
     assert response["allowed"] == "NOT_ALLOWED" and "valid from" in response["info"]["text"]
 
 
-def test_cpo_without_agreement_in_force_is_refused_and_the_wrong_direction_is_not_allowed(client, db):
+def test_cpo_without_agreement_in_force_is_refused_and_the_wrong_direction_is_not_allowed(ocpi, db):
     PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="stranger")
     ended = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="ended")
     RoamingAgreementFactory(partner=ended.party, valid_until=timezone.localdate() - dt.timedelta(days=1))
@@ -100,15 +94,15 @@ def test_cpo_without_agreement_in_force_is_refused_and_the_wrong_direction_is_no
     card = CardFactory()
     # No agreement in force at all: the OCPI gate refuses the call, and nothing about the card is said.
     for token in ("stranger", "ended"):
-        response = authorize(client, card.uid, token=token)
+        response = authorize(ocpi, card.uid, token=token)
         assert response.status_code == 403 and response.json()["status_code"] == 2000, token
         assert "data" not in response.json() and card.uid not in response.content.decode()
     # An agreement in force, but not for our cards at their stations: the driver is told why.
-    data = authorize(client, card.uid, token="wrong-way").json()["data"]
+    data = authorize(ocpi, card.uid, token="wrong-way").json()["data"]
     assert data["allowed"] == "NOT_ALLOWED" and "operator" in data["info"]["text"]
 
 
-def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
+def test_through_a_hub_the_agreement_of_the_named_cpo_counts(ocpi, client, db):
     hub = PartnerConnectionFactory(party__role=Party.Role.HUB, tokens__from_them="hub-token")
     covered = PartnerConnectionFactory(party__role=Party.Role.CPO, via_hub=hub)
     RoamingAgreementFactory(partner=covered.party, hub=hub.party)  # agreed through this hub
@@ -119,13 +113,8 @@ def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     card = CardFactory()
 
     def via_hub(party):
-        return authorize(
-            client,
-            card.uid,
-            token="hub-token",
-            HTTP_OCPI_FROM_COUNTRY_CODE=party.country_code,
-            HTTP_OCPI_FROM_PARTY_ID=party.party_id,
-        )
+        routing = {"OCPI-from-country-code": party.country_code, "OCPI-from-party-id": party.party_id}
+        return authorize(ocpi, card.uid, token="hub-token", routing=routing)
 
     assert via_hub(covered.party).json()["data"]["allowed"] == "ALLOWED"
     assert via_hub(uncovered.party).json()["data"]["allowed"] == "NOT_ALLOWED"
@@ -137,31 +126,30 @@ def test_through_a_hub_the_agreement_of_the_named_cpo_counts(client, db):
     assert via_hub(covered.party).status_code == 403  # the cached hub client is forgotten at once
 
 
-def test_unknown_token_is_404_with_2004_and_logged(client, cpo):
+def test_unknown_token_is_404_with_2004_and_logged(ocpi, cpo):
     CardFactory(uid="04AA")
-    response = authorize(client, "04BB")
+    response = authorize(ocpi, "04BB")
     assert response.status_code == 404
     assert response.json()["status_code"] == 2004 and "data" not in response.json()
-    assert authorize(client, "04AA", query="?type=APP_USER").status_code == 404  # same uid, other type
+    assert authorize(ocpi, "04AA", type="APP_USER").status_code == 404  # same uid, other type
     assert AuthorizationDecision.objects.filter(token_uid="04BB", result="UNKNOWN").count() == 1
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
-def test_bad_credentials_are_401_and_reveal_nothing(client, cpo, token):
+def test_bad_credentials_are_401_and_reveal_nothing(ocpi, cpo, token):
     card = CardFactory()
-    headers = {"HTTP_AUTHORIZATION": authorization_header(token)} if token else {}
-    response = client.post(URL.format(uid=card.uid), data="", content_type="application/json", **headers)
+    response = ocpi("POST", URL.format(uid=card.uid), token=token or "")
     assert response.status_code == 401
     assert card.uid not in response.content.decode() and card.contract_id not in response.content.decode()
     assert "data" not in response.json()
     assert not AuthorizationDecision.objects.exists()
 
 
-def test_suspended_connection_is_refused(client, cpo):
+def test_suspended_connection_is_refused(ocpi, cpo):
     card = CardFactory()
     cpo.status = cpo.Status.SUSPENDED
     cpo.save()
-    assert authorize(client, card.uid).status_code == 403
+    assert authorize(ocpi, card.uid).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -175,84 +163,79 @@ def test_suspended_connection_is_refused(client, cpo):
         (["L1"], "body"),
     ],
 )
-def test_malformed_location_references_are_2001_naming_the_field(client, cpo, body, field):
+def test_malformed_location_references_are_2001_naming_the_field(ocpi, cpo, body, field):
     card = CardFactory()
-    response = authorize(client, card.uid, body)
+    response = authorize(ocpi, card.uid, body)
     assert response.json()["status_code"] == 2001
     assert response.json()["status_message"].startswith(field)
     assert not AuthorizationDecision.objects.exists()
 
 
-def test_invalid_json_and_unknown_type(client, cpo):
+def test_invalid_json_and_unknown_type(ocpi, cpo):
     card = CardFactory()
-    broken = client.post(
-        URL.format(uid=card.uid),
-        data="{not json",
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header("cpo-token"),
-    )
+    broken = authorize(ocpi, card.uid, "{not json")
     assert broken.status_code == 400 and broken.json()["status_code"] == 2001
-    wrong_type = authorize(client, card.uid, query="?type=BADGE")
+    wrong_type = authorize(ocpi, card.uid, type="BADGE")
     assert wrong_type.json()["status_code"] == 2001 and wrong_type.json()["status_message"].startswith("type")
 
 
-def test_no_body_is_fine_and_app_tokens_are_found_by_type(client, cpo):
+def test_no_body_is_fine_and_app_tokens_are_found_by_type(ocpi, cpo):
     app = CardFactory(uid="APP-USER-1", type=Card.Type.APP_USER, whitelist=Card.Whitelist.NEVER)
-    data = authorize(client, "app-user-1", query="?type=APP_USER").json()["data"]
+    data = authorize(ocpi, "app-user-1", type="APP_USER").json()["data"]
     assert data["allowed"] == "ALLOWED" and data["token"]["uid"] == app.uid and "location" not in data
 
 
-def test_a_change_is_seen_at_once_in_this_process(client, cpo):
+def test_a_change_is_seen_at_once_in_this_process(ocpi, cpo):
     card = CardFactory()
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "ALLOWED"
     services.block_card(card, reason="test")
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "BLOCKED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "BLOCKED"
     agreement = RoamingAgreement.objects.filter(partner=cpo.party).get()
     agreement.direction = RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS
     agreement.save()
     services.unblock_card(card, reason="test")
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
     agreement.delete()  # no agreement in force at all: the OCPI gate refuses the partner
-    assert authorize(client, card.uid).status_code == 403
+    assert authorize(ocpi, card.uid).status_code == 403
 
 
-def test_changes_made_by_another_process_are_seen_after_the_poll(client, cpo, settings):
+def test_changes_made_by_another_process_are_seen_after_the_poll(ocpi, cpo, settings):
     """Another worker changed the rows: no signal reached us, the poll of last_updated/updated_at does."""
     settings.CARDS_CACHE_POLL_S = 0
     settings.ROAMING_CHANGES_CHECK_S = 0
     card = CardFactory()
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "ALLOWED"
     Card.objects.filter(pk=card.pk).update(status=Card.Status.BLOCKED, last_updated=timezone.now())
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "BLOCKED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "BLOCKED"
     Card.objects.filter(pk=card.pk).update(status=Card.Status.ACTIVE, last_updated=timezone.now())
     RoamingAgreement.objects.filter(partner=cpo.party).update(
         direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS, updated_at=timezone.now()
     )
-    assert authorize(client, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
+    assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "NOT_ALLOWED"
     RoamingAgreement.objects.filter(partner=cpo.party).update(
         status=RoamingAgreement.Status.SUSPENDED, updated_at=timezone.now()
     )
-    assert authorize(client, card.uid).status_code == 403
+    assert authorize(ocpi, card.uid).status_code == 403
 
 
-def test_a_warm_cache_answers_without_database_queries(client, cpo, django_assert_max_num_queries, settings):
+def test_a_warm_cache_answers_without_database_queries(ocpi, cpo, django_assert_max_num_queries, settings):
     settings.CARDS_DECISION_LOG_FLUSH_S = 60  # buffered: the log is written later, in bulk
     settings.ROAMING_CHANGES_CHECK_S = 60  # nor the look for changed connections and agreements
     cards = CardFactory.create_batch(5)
     assert card_directory.warm() == 5
     settings.CARDS_CACHE_POLL_S = 60  # the next look for changes is not due during this test
     for card in cards:  # the first look for changes re-reads the cards changed seconds ago
-        authorize(client, card.uid)
+        authorize(ocpi, card.uid)
     with django_assert_max_num_queries(0):
         for card in cards:
-            assert authorize(client, card.uid).json()["data"]["allowed"] == "ALLOWED"
+            assert authorize(ocpi, card.uid).json()["data"]["allowed"] == "ALLOWED"
     assert decision_log.pending == 10
     assert decision_log.flush() == 10
     assert AuthorizationDecision.objects.count() == 10
 
 
 @pytest.mark.django_db(transaction=True)
-def test_buffered_decision_log_is_written_by_the_background_thread(client, settings):
+def test_buffered_decision_log_is_written_by_the_background_thread(ocpi, settings):
     import time
 
     settings.CARDS_DECISION_LOG_FLUSH_S = 0.05
@@ -260,7 +243,7 @@ def test_buffered_decision_log_is_written_by_the_background_thread(client, setti
     RoamingAgreementFactory(partner=connection.party)
     card = CardFactory()
     for _ in range(20):
-        assert authorize(client, card.uid).status_code == 200
+        assert authorize(ocpi, card.uid).status_code == 200
     deadline = time.monotonic() + 20  # generous: the machine may be busy
     while AuthorizationDecision.objects.count() < 20 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -2,7 +2,8 @@
 
 Bad input and what happens to it:
 - a required field missing or malformed -> OCPI 2001 naming the field, nothing stored;
-- a CDR of another party -> HTTP 404 + 2000, nothing stored;
+- a CDR of another party -> HTTP 403 + 2000 (roaming.ocpi.ownership), nothing stored; reading one we
+  stored for another party -> 404, as an unknown one;
 - the same CDR posted twice -> the first one stays, the answer points at it;
 - a CDR for a session or token we do not know -> stored and flagged for staff, never dropped.
 """
@@ -19,9 +20,9 @@ from django.utils import timezone
 
 from charging.models import CDR, Session
 from roaming.models import Party
-from roaming.ocpi.credentials import authorization_header
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import own_party
+from tests.conftest import make_ocpi_partner
 from tests.factories import (
     CardFactory,
     CdrFactory,
@@ -37,16 +38,13 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 EXAMPLE = json.loads((Path("/work/shared/ocpi/examples") / "cdr_example.json").read_text())
-TOKEN = "cpo-token-cdrs"
+OCPI_TOKEN = "cpo-token-cdrs"
 URL = "/ocpi/emsp/2.2.1/cdrs"
 
 
 @pytest.fixture
 def cpo():
-    party = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO, name="Becharged")
-    PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
-    RoamingAgreementFactory(partner=party)
-    return party
+    return make_ocpi_partner(country_code="BE", party_id="BEC", name="Becharged", token=OCPI_TOKEN).party
 
 
 def cdr(**changes) -> dict:
@@ -67,57 +65,48 @@ def cdr_token_of(card, **changes) -> dict:
     return {**token, **changes}
 
 
-def post(client, body, token: str = TOKEN):
-    data = body if isinstance(body, str) else json.dumps(body)
-    return client.post(URL, data=data, content_type="application/json", HTTP_AUTHORIZATION=authorization_header(token))
-
-
-def get(client, url: str, token: str = TOKEN):
-    return client.get(url, HTTP_AUTHORIZATION=authorization_header(token))
-
-
 @override_settings(OCPI_BASE_URL="https://roaming.example")
-def test_spec_example_is_stored_flagged_and_readable_at_its_location(client, cpo):
-    response = post(client, cdr())
+def test_spec_example_is_stored_flagged_and_readable_at_its_location(ocpi, cpo):
+    response = ocpi("POST", URL, cdr())
     assert response.status_code == 201 and response.json()["status_code"] == 1000
     stored = CDR.objects.get()
     assert response["Location"] == f"https://roaming.example/ocpi/emsp/2.2.1/cdrs/{stored.pk}"
     # Its token is DE*TNM and it names no session: kept, and flagged for staff.
     assert stored.unknown_token and stored.unknown_session and stored.flagged
     assert float(stored.total_energy) == 15.342 and float(stored.total_cost_incl_vat) == 4.4
-    got = get(client, response["Location"].replace("https://roaming.example", ""))
+    got = ocpi("GET", response["Location"].replace("https://roaming.example", ""))
     assert got.status_code == 200 and got.json()["data"] == EXAMPLE
 
 
-def test_the_same_cdr_twice_keeps_the_first(client, cpo):
-    first = post(client, cdr())
-    second = post(client, cdr(total_cost={"excl_vat": 99}))
+def test_the_same_cdr_twice_keeps_the_first(ocpi, cpo):
+    first = ocpi("POST", URL, cdr())
+    second = ocpi("POST", URL, cdr(total_cost={"excl_vat": 99}))
     assert second.status_code == 200 and second.json()["status_code"] == 1000
     assert second["Location"] == first["Location"]
     assert CDR.objects.count() == 1 and float(CDR.objects.get().total_cost_excl_vat) == 4.0
 
 
-def test_cdr_of_our_drivers_session_is_matched(client, cpo):
+def test_cdr_of_our_drivers_session_is_matched(ocpi, cpo):
     card = CardFactory()
     location = LocationFactory(party=cpo, ocpi_id="LOC1")
     evse = EVSEFactory(location=location, uid="3256")
     session = SessionFactory(party=cpo, ocpi_id="SES-9", card=card, status="COMPLETED")
     token = cdr_token_of(card, uid=card.uid.lower())  # matched case-insensitively
-    assert post(client, cdr(session_id="ses-9", cdr_token=token)).status_code == 201
+    assert ocpi("POST", URL, cdr(session_id="ses-9", cdr_token=token)).status_code == 201
     stored = CDR.objects.get()
     assert (stored.session, stored.card, stored.location, stored.evse) == (session, card, location, evse)
     assert not stored.flagged
 
 
-def test_credit_cdr_refers_to_the_original(client, cpo):
-    post(client, cdr())
+def test_credit_cdr_refers_to_the_original(ocpi, cpo):
+    ocpi("POST", URL, cdr())
     credit = cdr(
         id="12345-C", credit=True, credit_reference_id="12345", total_cost={"excl_vat": -4.0, "incl_vat": -4.4}
     )
-    assert post(client, credit).status_code == 201
+    assert ocpi("POST", URL, credit).status_code == 201
     credit_cdr = CDR.objects.get(ocpi_id="12345-C")
     assert credit_cdr.credit and credit_cdr.credited_cdr == CDR.objects.get(ocpi_id="12345")
-    no_reference = post(client, cdr(id="12345-D", credit=True))
+    no_reference = ocpi("POST", URL, cdr(id="12345-D", credit=True))
     assert no_reference.json()["status_code"] == 2001 and "credit_reference_id" in no_reference.json()["status_message"]
 
 
@@ -132,26 +121,26 @@ def test_credit_cdr_refers_to_the_original(client, cpo):
         ({"auth_method": "CARD"}, "auth_method"),
     ],
 )
-def test_bad_cdr_is_2001_naming_the_field_and_not_stored(client, cpo, change, field):
-    response = post(client, cdr(**change))
+def test_bad_cdr_is_2001_naming_the_field_and_not_stored(ocpi, cpo, change, field):
+    response = ocpi("POST", URL, cdr(**change))
     assert response.status_code == 400
     assert response.json()["status_code"] == 2001 and field in response.json()["status_message"]
     assert not CDR.objects.exists()
 
 
-def test_partners_write_and_read_only_their_own_cdrs(client, cpo):
+def test_partners_write_and_read_only_their_own_cdrs(ocpi, cpo):
     other = PartyFactory(country_code="NL", party_id="OTH", role=Party.Role.CPO)
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
     RoamingAgreementFactory(partner=other)
-    refused = post(client, cdr(), token="other-token")  # the body says BE*BEC
-    assert refused.status_code == 404 and refused.json()["status_code"] == 2000
+    refused = ocpi("POST", URL, cdr(), token="other-token")  # the body says BE*BEC
+    assert refused.status_code == 403 and refused.json()["status_code"] == 2000
     assert not CDR.objects.exists()
 
-    location = post(client, cdr())["Location"]
+    location = ocpi("POST", URL, cdr())["Location"]
     path = location[location.index("/ocpi/") :]
-    assert get(client, path, token="other-token").status_code == 404
-    assert get(client, "/ocpi/emsp/2.2.1/cdrs/999999").status_code == 404
-    assert post(client, "{broken").status_code == 400
+    assert ocpi("GET", path, token="other-token").status_code == 404
+    assert ocpi("GET", "/ocpi/emsp/2.2.1/cdrs/999999").status_code == 404
+    assert ocpi("POST", URL, "{broken").status_code == 400
 
 
 def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
@@ -173,10 +162,10 @@ def test_staff_filter_cdrs_without_a_matching_session(client, cpo):
     assert client.get("/admin/charging/cdr/").status_code == 302  # staff only
 
 
-def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_live_one(client, cpo):
+def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_live_one(ocpi, cpo):
     card = CardFactory()
     token = cdr_token_of(card)
-    post(client, cdr(session_id="LATE-1", cdr_token=token))
+    ocpi("POST", URL, cdr(session_id="LATE-1", cdr_token=token))
     assert CDR.objects.get().unknown_session
     session = {
         "country_code": "BE",
@@ -193,24 +182,19 @@ def test_cdr_before_its_session_is_matched_when_the_session_arrives_and_ends_a_l
         "status": "COMPLETED",
         "last_updated": "2015-06-29T23:40:00Z",
     }
-    client.put(
-        "/ocpi/emsp/2.2.1/sessions/BE/BEC/LATE-1",
-        data=json.dumps(session),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(TOKEN),
-    )
+    ocpi("PUT", "/ocpi/emsp/2.2.1/sessions/BE/BEC/LATE-1", session)
     stored = CDR.objects.get()
     assert stored.session.ocpi_id == "LATE-1" and not stored.unknown_session
 
     # A CDR for a session still shown as charging ends it: the driver is not left watching a finished charge.
     live = SessionFactory(party=cpo, ocpi_id="LIVE-1", card=card, status="ACTIVE")
-    post(client, cdr(id="C-LIVE-1", session_id="LIVE-1", cdr_token=token))
+    ocpi("POST", URL, cdr(id="C-LIVE-1", session_id="LIVE-1", cdr_token=token))
     live.refresh_from_db()
     assert live.status == "COMPLETED" and live.end_date_time.isoformat().startswith("2015-06-29T23:37:32")
 
 
 @pytest.mark.parametrize("pushed_status", ["ACTIVE", "PENDING"])
-def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_live(client, cpo, pushed_status):
+def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_live(ocpi, client, cpo, pushed_status):
     card = CardFactory()
     token = cdr_token_of(card)
     end = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=10)
@@ -223,7 +207,7 @@ def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_
         end_date_time=format_datetime(end),
         last_updated=format_datetime(end),
     )
-    assert post(client, bill).status_code == 201
+    assert ocpi("POST", URL, bill).status_code == 201
     # The CPO's queued "still charging" push arrives after its final bill.
     session = {
         "country_code": "BE",
@@ -240,12 +224,7 @@ def test_cdr_before_its_session_ends_it_even_when_the_session_is_then_pushed_as_
         "status": pushed_status,
         "last_updated": format_datetime(timezone.now()),
     }
-    response = client.put(
-        "/ocpi/emsp/2.2.1/sessions/BE/BEC/EARLY-1",
-        data=json.dumps(session),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(TOKEN),
-    )
+    response = ocpi("PUT", "/ocpi/emsp/2.2.1/sessions/BE/BEC/EARLY-1", session)
     assert response.status_code == 201 and response.json()["status_code"] == 1000
     stored = Session.objects.get(ocpi_id="EARLY-1")
     assert stored.status == Session.Status.COMPLETED and stored.end_date_time == end

@@ -14,8 +14,6 @@ Bad input and what happens to it:
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.utils import timezone
 
@@ -36,7 +34,7 @@ from tests.ocpi_peer import ok
 
 pytestmark = pytest.mark.django_db
 
-EMSP_TOKEN = "emsp-calls-us"
+EMSP_TOKEN = OCPI_TOKEN = "emsp-calls-us"
 OUR_TOKEN = "we-call-emsp"
 
 
@@ -85,25 +83,21 @@ def start_body(ocpi_peer, **changes) -> dict:
     return body
 
 
-def send(client, command: str, body) -> dict:
-    response = client.post(
-        f"/ocpi/cpo/2.2.1/commands/{command}",
-        data=json.dumps(body),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(EMSP_TOKEN),
-    )
+def send(ocpi, command: str, body) -> dict:
+    """POST a command to our CPO side as the eMSP (the shared `ocpi` call); the envelope."""
+    response = ocpi("POST", f"/ocpi/cpo/2.2.1/commands/{command}", body)
     assert response.status_code in (200, 400, 404)
-    return response.json()
+    return response.envelope
 
 
 def test_start_is_accepted_handed_to_the_charge_point_and_the_result_posted_back(
-    client, emsp, station, ocpi_peer, django_capture_on_commit_callbacks
+    ocpi, emsp, station, ocpi_peer, django_capture_on_commit_callbacks
 ):
     ocpi_peer.route("POST", r"/ocpi/emsp/2\.2\.1/commands/START_SESSION/abc-1", lambda r: ok())
-    answer = send(client, "START_SESSION", start_body(ocpi_peer))
+    answer = send(ocpi, "START_SESSION", start_body(ocpi_peer))
     assert answer["status_code"] == 1000
     assert answer["data"] == {"result": "ACCEPTED", "timeout": services.charge_point_timeout()}
-    again = send(client, "START_SESSION", start_body(ocpi_peer))  # the same command twice
+    again = send(ocpi, "START_SESSION", start_body(ocpi_peer))  # the same command twice
     assert again["data"]["result"] == "ACCEPTED"
     command = Command.objects.get()
     assert (command.direction, command.partner, command.evse) == ("incoming", emsp, station)
@@ -120,10 +114,10 @@ def test_start_is_accepted_handed_to_the_charge_point_and_the_result_posted_back
 
 
 def test_charge_point_that_never_answers_reports_timeout(
-    client, emsp, station, ocpi_peer, django_capture_on_commit_callbacks
+    ocpi, emsp, station, ocpi_peer, django_capture_on_commit_callbacks
 ):
     ocpi_peer.route("POST", r"/ocpi/emsp/2\.2\.1/commands/START_SESSION/abc-1", lambda r: ok())
-    send(client, "START_SESSION", start_body(ocpi_peer))
+    send(ocpi, "START_SESSION", start_body(ocpi_peer))
     Command.objects.update(deadline_at=timezone.now() - timezone.timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True):
         assert services.expire_overdue_commands() == 1
@@ -131,39 +125,39 @@ def test_charge_point_that_never_answers_reports_timeout(
     assert Command.objects.get().status == Command.Status.TIMED_OUT
 
 
-def test_unusable_evse_is_rejected_by_the_charge_point_hand_over(client, emsp, station, ocpi_peer):
+def test_unusable_evse_is_rejected_by_the_charge_point_hand_over(ocpi, emsp, station, ocpi_peer):
     station.status = "OUTOFORDER"
     station.save()
-    answer = send(client, "START_SESSION", start_body(ocpi_peer))
+    answer = send(ocpi, "START_SESSION", start_body(ocpi_peer))
     assert answer["data"]["result"] == "REJECTED"
     assert Command.objects.get().status == Command.Status.REJECTED
 
 
-def test_refusals(client, emsp, station, ocpi_peer):
-    foreign = send(client, "START_SESSION", start_body(ocpi_peer, token=token("TOT")))
+def test_refusals(ocpi, emsp, station, ocpi_peer):
+    foreign = send(ocpi, "START_SESSION", start_body(ocpi_peer, token=token("TOT")))
     assert foreign["data"]["result"] == "REJECTED" and "own tokens" in foreign["data"]["message"][0]["text"]
-    unknown_location = send(client, "START_SESSION", start_body(ocpi_peer, location_id="NOWHERE"))
+    unknown_location = send(ocpi, "START_SESSION", start_body(ocpi_peer, location_id="NOWHERE"))
     assert unknown_location["status_code"] == 2003
-    unknown_evse = send(client, "START_SESSION", start_body(ocpi_peer, evse_uid="NOPE"))
+    unknown_evse = send(ocpi, "START_SESSION", start_body(ocpi_peer, evse_uid="NOPE"))
     assert unknown_evse["status_code"] == 2003
     # Someone else's location is not ours to start.
     LocationFactory(ocpi_id="THEIRS")
-    assert send(client, "START_SESSION", start_body(ocpi_peer, location_id="THEIRS"))["status_code"] == 2003
-    bad = send(client, "START_SESSION", start_body(ocpi_peer, response_url="not a url"))
+    assert send(ocpi, "START_SESSION", start_body(ocpi_peer, location_id="THEIRS"))["status_code"] == 2003
+    bad = send(ocpi, "START_SESSION", start_body(ocpi_peer, response_url="not a url"))
     assert bad["status_code"] == 2001 and "response_url" in bad["status_message"]
-    missing_token = send(client, "START_SESSION", {"response_url": "https://x.example/r", "location_id": "MBP-GENT"})
+    missing_token = send(ocpi, "START_SESSION", {"response_url": "https://x.example/r", "location_id": "MBP-GENT"})
     assert missing_token["status_code"] == 2001 and "token" in missing_token["status_message"]
-    assert send(client, "RESERVE_NOW", {})["data"]["result"] == "NOT_SUPPORTED"
-    assert send(client, "DANCE", {})["status_code"] == 2001
+    assert send(ocpi, "RESERVE_NOW", {})["data"]["result"] == "NOT_SUPPORTED"
+    assert send(ocpi, "DANCE", {})["status_code"] == 2001
     assert not Command.objects.exists()
 
     # An agreement for our cards at their stations only does not let their cards start ours.
     RoamingAgreement.objects.update(direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
-    no_agreement = send(client, "START_SESSION", start_body(ocpi_peer))
+    no_agreement = send(ocpi, "START_SESSION", start_body(ocpi_peer))
     assert no_agreement["data"]["result"] == "REJECTED"
 
 
-def test_stop_only_their_own_live_session(client, emsp, station, ocpi_peer):
+def test_stop_only_their_own_live_session(ocpi, emsp, station, ocpi_peer):
     theirs = SessionFactory(
         party=own_party(),
         ocpi_id="MBP-S1",
@@ -172,11 +166,11 @@ def test_stop_only_their_own_live_session(client, emsp, station, ocpi_peer):
     )
     SessionFactory(party=own_party(), ocpi_id="MBP-S2", card=None, cdr_token={"country_code": "FR", "party_id": "TOT"})
     url = ocpi_peer.url("/ocpi/emsp/2.2.1/commands/STOP_SESSION/s1")
-    stop = send(client, "STOP_SESSION", {"response_url": url, "session_id": "MBP-S1"})
+    stop = send(ocpi, "STOP_SESSION", {"response_url": url, "session_id": "MBP-S1"})
     assert stop["data"]["result"] == "ACCEPTED"
     assert Command.objects.get().session == theirs
-    other = send(client, "STOP_SESSION", {"response_url": url + "x", "session_id": "MBP-S2"})
+    other = send(ocpi, "STOP_SESSION", {"response_url": url + "x", "session_id": "MBP-S2"})
     assert other["data"]["result"] == "UNKNOWN_SESSION"
-    unknown = send(client, "STOP_SESSION", {"response_url": url + "y", "session_id": "NOPE"})
+    unknown = send(ocpi, "STOP_SESSION", {"response_url": url + "y", "session_id": "NOPE"})
     assert unknown["data"]["result"] == "UNKNOWN_SESSION"
     assert Command.objects.count() == 1

@@ -13,7 +13,6 @@ A CommandResult is taken only from the CPO the command was sent to.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
@@ -42,7 +41,7 @@ from tests.ocpi_peer import PeerResponse, dropped, ok
 
 pytestmark = pytest.mark.django_db
 
-CPO_TOKEN = "cpo-calls-us"
+CPO_TOKEN = OCPI_TOKEN = "cpo-calls-us"
 OUR_TOKEN = "we-call-cpo"
 FAST = {"CHARGING_COMMAND_RETRY_BACKOFF_S": 0.01, "OCPI_BASE_URL": "https://roaming.example"}
 
@@ -94,18 +93,14 @@ def live(client) -> dict:
     return client.get("/charging/live.json").json()
 
 
-def post_result(client, command: Command, result: dict, token: str = CPO_TOKEN):
-    return client.post(
-        f"/ocpi/emsp/2.2.1/commands/{command.type}/{command.uid}",
-        data=json.dumps(result),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(token),
-    )
+def post_result(ocpi, command: Command, result: dict, **kwargs):
+    """The CPO's CommandResult at our response_url for `command` (the shared `ocpi` call)."""
+    return ocpi("POST", f"/ocpi/emsp/2.2.1/commands/{command.type}/{command.uid}", result, **kwargs)
 
 
 @override_settings(**FAST)
 def test_start_sends_one_start_session_and_follows_the_result(
-    client, world, ocpi_peer, django_capture_on_commit_callbacks
+    ocpi, client, world, ocpi_peer, django_capture_on_commit_callbacks
 ):
     ocpi_peer.route("POST", r"/ocpi/cpo/2\.2\.1/commands/START_SESSION", accept(30))
     client.force_login(world.driver.user)
@@ -129,13 +124,13 @@ def test_start_sends_one_start_session_and_follows_the_result(
     intruder = PartyFactory(country_code="BE", party_id="EVL", role=Party.Role.CPO)
     PartnerConnectionFactory(party=intruder, tokens__from_them="intruder")
     RoamingAgreementFactory(partner=intruder)
-    refused = post_result(client, command, {"result": "REJECTED"}, token="intruder")
+    refused = post_result(ocpi, command, {"result": "REJECTED"}, token="intruder")
     assert refused.status_code == 404 and refused.json()["status_code"] == 2000
-    bad = post_result(client, command, {"result": "MAYBE"})
+    bad = post_result(ocpi, command, {"result": "MAYBE"})
     assert bad.json()["status_code"] == 2001 and "result" in bad.json()["status_message"]
     assert live(client)["command"]["status"] == "pending"
 
-    answered = post_result(client, command, {"result": "ACCEPTED"})
+    answered = post_result(ocpi, command, {"result": "ACCEPTED"})
     assert answered.status_code == 200 and answered.json()["status_code"] == 1000
     shown = live(client)["command"]
     assert shown["status"] == "accepted" and "plug in" in shown["text"]
@@ -155,7 +150,7 @@ def test_cpo_unreachable_is_failed_after_connection_retries(client, django_captu
 
 @override_settings(**FAST)
 def test_cpo_closing_the_connection_after_reading_the_command_is_not_resent(
-    client, world, ocpi_peer, django_capture_on_commit_callbacks
+    ocpi, client, world, ocpi_peer, django_capture_on_commit_callbacks
 ):
     ocpi_peer.route("POST", r"/ocpi/cpo/2\.2\.1/commands/START_SESSION", lambda r: dropped())
     client.force_login(world.driver.user)
@@ -174,7 +169,7 @@ def test_cpo_closing_the_connection_after_reading_the_command_is_not_resent(
     )
     assert shown["retry_url"] == world.start_url
     # It did start after all: the CPO's result on our response_url is the truth.
-    post_result(client, command, {"result": "ACCEPTED"})
+    post_result(ocpi, command, {"result": "ACCEPTED"})
     assert live(client)["command"]["status"] == "accepted"
 
 
@@ -210,7 +205,9 @@ def test_cpo_errors_are_not_resent(client, world, ocpi_peer, django_capture_on_c
 
 
 @override_settings(**FAST)
-def test_no_result_within_the_cpos_timeout_is_timed_out(client, world, ocpi_peer, django_capture_on_commit_callbacks):
+def test_no_result_within_the_cpos_timeout_is_timed_out(
+    ocpi, client, world, ocpi_peer, django_capture_on_commit_callbacks
+):
     ocpi_peer.route("POST", r"/ocpi/cpo/2\.2\.1/commands/START_SESSION", accept(timeout=1))
     client.force_login(world.driver.user)
     press_start(client, world, django_capture_on_commit_callbacks)
@@ -219,7 +216,7 @@ def test_no_result_within_the_cpos_timeout_is_timed_out(client, world, ocpi_peer
     shown = live(client)["command"]  # checked on read: no need to wait for the periodic task
     assert shown["status"] == "timed_out" and shown["text"] == "No answer from the charge point in time."
     # The result arrives after all: it is the truth, so it is recorded.
-    post_result(client, Command.objects.get(), {"result": "ACCEPTED"})
+    post_result(ocpi, Command.objects.get(), {"result": "ACCEPTED"})
     assert live(client)["command"]["status"] == "accepted"
 
 
@@ -278,7 +275,7 @@ def test_cannot_start_without_an_active_card_or_where_it_cannot_work(client, wor
 
 
 @override_settings(**FAST)
-def test_stop_sends_stop_session_once(client, world, ocpi_peer, django_capture_on_commit_callbacks):
+def test_stop_sends_stop_session_once(ocpi, client, world, ocpi_peer, django_capture_on_commit_callbacks):
     ocpi_peer.route("POST", r"/ocpi/cpo/2\.2\.1/commands/STOP_SESSION", accept(20))
     session = SessionFactory(party=world.cpo, ocpi_id="S-77", card=world.card, location=world.location, evse=world.evse)
     client.force_login(world.driver.user)
@@ -289,7 +286,7 @@ def test_stop_sends_stop_session_once(client, world, ocpi_peer, django_capture_o
     command = Command.objects.get()
     assert ocpi_peer.requests[0].path == "/ocpi/cpo/2.2.1/commands/STOP_SESSION"
     assert ocpi_peer.requests[0].json() == {"response_url": services.response_url(command), "session_id": "S-77"}
-    post_result(client, command, {"result": "ACCEPTED"})
+    post_result(ocpi, command, {"result": "ACCEPTED"})
     assert live(client)["command"]["text"] == "The charge point is stopping the session."
 
 
@@ -328,7 +325,7 @@ def test_command_goes_through_a_real_celery_worker(client, ocpi_peer, redis_cele
 
 @override_settings(**FAST, CHARGING_COMMAND_HTTP_TIMEOUT_S=0.3)
 def test_cpo_too_slow_to_answer_is_failed_not_resent_and_a_later_result_still_counts(
-    client, world, ocpi_peer, django_capture_on_commit_callbacks
+    ocpi, client, world, ocpi_peer, django_capture_on_commit_callbacks
 ):
     ocpi_peer.route(
         "POST",
@@ -343,5 +340,5 @@ def test_cpo_too_slow_to_answer_is_failed_not_resent_and_a_later_result_still_co
     time.sleep(0.8)
     assert len(ocpi_peer.requests) == 1
     # The CPO did get it and reports the charge point started: the driver sees the truth.
-    post_result(client, command, {"result": "ACCEPTED"})
+    post_result(ocpi, command, {"result": "ACCEPTED"})
     assert live(client)["command"]["status"] == "accepted"

@@ -8,7 +8,6 @@ growing energy, stops it and POSTs the CDR. Headless Chromium checks that the dr
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from playwright.sync_api import expect
 from cards.selectors import token_payload
 from charging.models import Command, Session
 from roaming.models import Party, RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from roaming.ocpi.envelope import format_datetime
+from tests.conftest import ocpi_call
 from tests.factories import (
     CardFactory,
     ConnectorFactory,
@@ -50,13 +49,8 @@ def at(minute: int) -> str:
 
 
 def as_cpo(method: str, url: str, body: dict) -> requests.Response:
-    response = requests.request(
-        method,
-        url,
-        data=json.dumps(body),
-        headers={"Authorization": authorization_header(CPO_TOKEN), "Content-Type": "application/json"},
-        timeout=10,
-    )
+    """The CPO's call to one of our URLs (absolute), through the shared kit; it must succeed."""
+    response = ocpi_call("", method, url, body, token=CPO_TOKEN)
     assert response.status_code in (200, 201), response.text
     assert response.json()["status_code"] == 1000, response.text
     return response

@@ -148,7 +148,7 @@ def test_a_partner_may_write_and_read_only_its_own_locations(live_server, cpo):
     assert Location.objects.get(ocpi_id="X1").party == other.party
 
 
-def test_a_hub_pushes_for_its_client_only_through_the_routing_headers(live_server, cpo):
+def test_a_hub_pushes_for_its_confirmed_client_with_or_without_routing_headers(live_server, cpo):
     hub = PartnerConnectionFactory(party=PartyFactory(country_code="DE", party_id="HBJ", role="HUB"))
     client = PartnerConnectionFactory(
         party=PartyFactory(country_code="NL", party_id="FST"), via_hub=hub, tokens__from_them="unused"
@@ -159,7 +159,9 @@ def test_a_hub_pushes_for_its_client_only_through_the_routing_headers(live_serve
     routed = {"OCPI-from-country-code": "NL", "OCPI-from-party-id": "FST"}
 
     assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token", **routed)[0] == 201
-    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token")[0] == 403  # the hub itself is not NL*FST
+    # Without routing headers too (roaming.ocpi.ownership): the URL names a client it may act for.
+    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token")[0] == 200
+    assert call(live_server, "PUT", "/DE/HBX/F1", body, token="hub-token", **routed)[0] == 403
     assert Location.objects.get(ocpi_id="F1").party.party_id == "FST"
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import requests
 from django.core.cache import cache
 from django.utils import timezone
 
 from roaming.models import RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
 from stations import feeds
 from stations.models import EVSE, Location
@@ -27,6 +25,7 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/ocpi/cpo/2.2.1/locations"
+OCPI_TOKEN = "shl-token"  # the eMSP pulling (fixture `emsp`)
 BASE_TIME = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
@@ -66,14 +65,9 @@ def emsp():
     return PartnerConnectionFactory(party=party, tokens__from_them="shl-token")
 
 
-def get(url, token="shl-token", **params):
-    response = requests.get(url, params=params, headers={"Authorization": authorization_header(token)}, timeout=10)
-    return response
-
-
-def test_pages_follow_a_cursor_link_to_the_end_without_gaps_or_repeats(live_server, our_stations, emsp, settings):
+def test_pages_follow_a_cursor_link_to_the_end_without_gaps_or_repeats(ocpi_live, our_stations, emsp, settings):
     settings.FEEDS_SENDER_MAX_LIMIT = 10
-    response = get(live_server.url + URL, limit=500)
+    response = ocpi_live("GET", URL, limit=500)
     ids, pages = [], 0
     while True:
         body = response.json()
@@ -86,14 +80,14 @@ def test_pages_follow_a_cursor_link_to_the_end_without_gaps_or_repeats(live_serv
             break
         next_url = link[link.index("<") + 1 : link.index(">")]
         assert "cursor=" in next_url and "offset=" not in next_url
-        response = get(next_url)
+        response = ocpi_live("GET", next_url)
 
     assert pages == 3
     assert ids == [f"MBP{i:03d}" for i in range(25)]  # oldest first, each once, removed and others' left out
 
 
-def test_date_from_and_date_to_select_a_window(live_server, our_stations, emsp):
-    response = get(live_server.url + URL, date_from="2026-03-01T12:03:00Z", date_to="2026-03-01T12:05:00Z")
+def test_date_from_and_date_to_select_a_window(ocpi_live, our_stations, emsp):
+    response = ocpi_live("GET", URL, date_from="2026-03-01T12:03:00Z", date_to="2026-03-01T12:05:00Z")
     assert [loc["id"] for loc in response.json()["data"]] == ["MBP006", "MBP007", "MBP008", "MBP009"]
     assert response.headers["X-Total-Count"] == "4" and "Link" not in response.headers
 
@@ -102,33 +96,32 @@ def test_date_from_and_date_to_select_a_window(live_server, our_stations, emsp):
     ("params", "message"),
     [({"limit": "ten"}, "limit"), ({"date_from": "yesterday"}, "date_from"), ({"cursor": "%%%"}, "cursor")],
 )
-def test_bad_list_parameters_are_ocpi_2001(live_server, our_stations, emsp, params, message):
-    body = get(live_server.url + URL, **params).json()
+def test_bad_list_parameters_are_ocpi_2001(ocpi_live, our_stations, emsp, params, message):
+    body = ocpi_live("GET", URL, **params).json()
     assert body["status_code"] == 2001 and message in body["status_message"]
 
 
 def test_the_list_costs_the_same_few_queries_whatever_the_page_size(
-    client, our_stations, emsp, django_assert_max_num_queries
+    ocpi, our_stations, emsp, django_assert_max_num_queries
 ):
-    headers = {"HTTP_AUTHORIZATION": authorization_header("shl-token")}
-    client.get(URL, {"limit": 2}, **headers)  # the first call fills the per-process partner and agreement caches
+    ocpi("GET", URL, limit=2)  # the first call fills the per-process partner and agreement caches
     with django_assert_max_num_queries(5):  # own party, page, count, EVSEs, connectors
-        response = client.get(URL, {"limit": 25}, **headers)
+        response = ocpi("GET", URL, limit=25)
     assert len(response.json()["data"]) == 25
     assert response.json()["data"][0]["evses"][0]["connectors"][1]["standard"] == "IEC_62196_T2_COMBO"
 
 
-def test_single_objects_and_unknown_ones(live_server, our_stations, emsp):
-    body = get(f"{live_server.url}{URL}/MBP003").json()
+def test_single_objects_and_unknown_ones(ocpi_live, our_stations, emsp):
+    body = ocpi_live("GET", f"{URL}/MBP003").json()
     assert body["data"]["id"] == "MBP003" and body["data"]["country_code"] == "BE"
-    body = get(f"{live_server.url}{URL}/MBP003/MBP003-1").json()
+    body = ocpi_live("GET", f"{URL}/MBP003/MBP003-1").json()
     assert body["data"]["evse_id"] == "BE*MBP*E0031"
-    body = get(f"{live_server.url}{URL}/MBP003/MBP003-1/2").json()
+    body = ocpi_live("GET", f"{URL}/MBP003/MBP003-1/2").json()
     assert body["data"]["power_type"] == "DC"
     for path in ("/NOPE", "/MBP003/NOPE", "/MBP003/MBP003-1/7", "/GONE", "/THEIRS"):
-        response = get(f"{live_server.url}{URL}{path}")
+        response = ocpi_live("GET", f"{URL}{path}")
         assert (response.status_code, response.json()["status_code"]) == (404, 2003), path
-    assert get(live_server.url + URL, token="wrong").status_code == 401
+    assert ocpi_live("GET", URL, token="wrong").status_code == 401
 
 
 def test_our_own_puller_pulls_our_own_sender(live_server, our_stations, settings):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from roaming.models import PartnerConnection, Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header, decrypt_token, hash_token
 from stations.models import RejectedObject
+from tests.conftest import ocpi_call
 from tests.factories import (
     EVSEFactory,
     LocationFactory,
@@ -174,7 +175,7 @@ def test_issue_registration_token_shows_it_once_and_stores_only_its_hash(client,
     assert connection.status == PartnerConnection.Status.PLANNED
     assert "/ocpi/versions" in response.content.decode()
     # Token A opens versions and credentials only.
-    assert client.get("/ocpi/versions", HTTP_AUTHORIZATION=authorization_header(token)).status_code == 200
+    assert ocpi_call(client, "GET", "/ocpi/versions", token=token).status_code == 200
     # Never in a message (cookie) or in the next page.
     assert token not in client.get(PARTNERS_URL).content.decode()
 
@@ -249,11 +250,11 @@ def test_suspend_and_resume_change_status_and_keep_history(client, staff):
     action(client, "suspend", [allego])
     allego.connection.refresh_from_db()
     assert allego.connection.status == PartnerConnection.Status.SUSPENDED
-    assert client.get("/ocpi/versions", HTTP_AUTHORIZATION=authorization_header("allego-token")).status_code == 403
+    assert ocpi_call(client, "GET", "/ocpi/versions", token="allego-token").status_code == 403
     action(client, "resume", [allego])
     allego.connection.refresh_from_db()
     assert allego.connection.status == PartnerConnection.Status.CONNECTED
-    assert client.get("/ocpi/versions", HTTP_AUTHORIZATION=authorization_header("allego-token")).status_code == 200
+    assert ocpi_call(client, "GET", "/ocpi/versions", token="allego-token").status_code == 200
 
     history = client.get(f"/admin/roaming/partnerconnection/{allego.connection.pk}/history/").content.decode()
     assert history.count("stella") >= 2

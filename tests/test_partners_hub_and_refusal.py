@@ -34,10 +34,8 @@ urlpatterns = [path("probe/locations", probe), path("", include("mobilityplus.ur
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
-
-def get(client, token: str, url: str = "/probe/locations", **headers: str):
-    extra = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}
-    return client.get(url, HTTP_AUTHORIZATION=authorization_header(token), **extra)
+PROBE_URL = "/probe/locations"
+INFO_URL = "/ocpi/2.2.1/hubclientinfo/DE/ION"
 
 
 @pytest.fixture
@@ -49,17 +47,17 @@ def partner():
     return connection
 
 
-def test_partner_with_an_agreement_in_force_is_served(client, partner):
-    response = get(client, "partner-token")
+def test_partner_with_an_agreement_in_force_is_served(ocpi, partner):
+    response = ocpi("GET", PROBE_URL, token="partner-token")
     assert response.status_code == 200
     assert response.json()["data"] == {"party": "NL*ALL", "connection": "NL*ALL"}
 
 
-def test_suspended_connection_is_refused_everywhere(client, partner):
+def test_suspended_connection_is_refused_everywhere(ocpi, partner):
     partner.status = PartnerConnection.Status.SUSPENDED
     partner.save()
     for url in ("/probe/locations", "/ocpi/versions", "/ocpi/2.2.1", "/ocpi/2.2.1/credentials"):
-        response = get(client, "partner-token", url)
+        response = ocpi("GET", url, token="partner-token")
         assert response.status_code == 403, url
         assert response.json()["status_code"] == 2000
 
@@ -74,32 +72,35 @@ def test_suspended_connection_is_refused_everywhere(client, partner):
         {"valid_from": dt.date.today() + dt.timedelta(days=7)},  # not yet started
     ],
 )
-def test_agreement_not_in_force_is_refused_on_functional_modules(client, partner, change):
+def test_agreement_not_in_force_is_refused_on_functional_modules(ocpi, partner, change):
     for agreement in RoamingAgreement.objects.filter(partner=partner.party):
         for field, value in change.items():
             setattr(agreement, field, value)
         agreement.save()
-    response = get(client, "partner-token")
+    response = ocpi("GET", PROBE_URL, token="partner-token")
     assert response.status_code == 403
     assert response.json()["status_code"] == 2000
     assert "No roaming agreement in force with NL*ALL" in response.json()["status_message"]
     # Configuration modules stay open, so the partner can still be (re)connected.
-    assert get(client, "partner-token", "/ocpi/versions").status_code == 200
+    assert ocpi("GET", "/ocpi/versions", token="partner-token").status_code == 200
 
 
-def test_partner_without_any_agreement_is_refused(client):
+def test_partner_without_any_agreement_is_refused(ocpi):
     PartnerConnectionFactory(tokens__from_them="stranger-token")
-    assert get(client, "stranger-token").status_code == 403
+    assert ocpi("GET", PROBE_URL, token="stranger-token").status_code == 403
 
 
-def test_direct_partner_cannot_speak_for_another_party(client, partner):
-    response = get(client, "partner-token", **{"OCPI-from-country-code": "DE", "OCPI-from-party-id": "ION"})
+def test_direct_partner_cannot_speak_for_another_party(ocpi, partner):
+    response = ocpi(
+        "GET", PROBE_URL, token="partner-token", routing={"OCPI-from-country-code": "DE", "OCPI-from-party-id": "ION"}
+    )
     assert response.status_code == 403
     # Naming itself is fine, and the response swaps the routing headers.
-    response = get(
-        client,
-        "partner-token",
-        **{
+    response = ocpi(
+        "GET",
+        PROBE_URL,
+        token="partner-token",
+        routing={
             "OCPI-from-country-code": "NL",
             "OCPI-from-party-id": "ALL",
             "OCPI-to-country-code": "BE",
@@ -125,29 +126,29 @@ def hub_from(country: str, party_id: str) -> dict:
     return {"OCPI-from-country-code": country, "OCPI-from-party-id": party_id}
 
 
-def test_call_through_hub_is_attributed_to_the_client_in_the_headers(client, hub):
-    response = get(client, "hub-token", **hub_from("fr", "tot"))  # CiString: case-insensitive
+def test_call_through_hub_is_attributed_to_the_client_in_the_headers(ocpi, hub):
+    response = ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("fr", "tot"))  # CiString: case-insensitive
     assert response.status_code == 200
     assert response.json()["data"] == {"party": "FR*TOT", "connection": "DE*HBJ"}
     # Without from-headers the hub speaks for itself; it carries agreements, so it may.
-    assert get(client, "hub-token").json()["data"]["party"] == "DE*HBJ"
+    assert ocpi("GET", PROBE_URL, token="hub-token").json()["data"]["party"] == "DE*HBJ"
 
 
-def test_hub_may_only_speak_for_its_own_connected_clients_with_an_agreement(client, hub, partner):
+def test_hub_may_only_speak_for_its_own_connected_clients_with_an_agreement(ocpi, hub, partner):
     # A party reached directly (not through this hub).
-    assert get(client, "hub-token", **hub_from("NL", "ALL")).status_code == 403
+    assert ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("NL", "ALL")).status_code == 403
     # A party we have never heard of.
-    assert get(client, "hub-token", **hub_from("DE", "XYZ")).status_code == 403
+    assert ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("DE", "XYZ")).status_code == 403
     # A suspended client.
     client_connection = PartnerConnection.objects.get(party__party_id="TOT")
     client_connection.status = PartnerConnection.Status.SUSPENDED
     client_connection.save()
-    assert get(client, "hub-token", **hub_from("FR", "TOT")).status_code == 403
+    assert ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("FR", "TOT")).status_code == 403
     # A client whose agreement ended.
     client_connection.status = PartnerConnection.Status.CONNECTED
     client_connection.save()
     RoamingAgreement.objects.filter(partner__party_id="TOT").update(status=RoamingAgreement.Status.ENDED)
-    response = get(client, "hub-token", **hub_from("FR", "TOT"))
+    response = ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("FR", "TOT"))
     assert response.status_code == 403 and "FR*TOT" in response.json()["status_message"]
 
 
@@ -162,66 +163,59 @@ def client_info(status: str, last_updated: str = "2026-01-01T10:00:00Z", **overr
     }
 
 
-def put_info(client, token: str, body: dict, url: str = "/ocpi/2.2.1/hubclientinfo/DE/ION"):
-    return client.put(url, body, content_type="application/json", HTTP_AUTHORIZATION=authorization_header(token))
-
-
-def test_hubclientinfo_creates_the_party_and_keeps_its_status(client, hub):
-    response = put_info(client, "hub-token", client_info("CONNECTED"))
+def test_hubclientinfo_creates_the_party_and_keeps_its_status(ocpi, hub):
+    response = ocpi("PUT", INFO_URL, client_info("CONNECTED"), token="hub-token")
     assert response.status_code == 201 and response.json()["status_code"] == 1000
     ionity = PartnerConnection.objects.select_related("party").get(party__party_id="ION")
     assert ionity.via_hub == hub and ionity.party.role == Party.Role.CPO
     assert ionity.hub_client_status == "CONNECTED" and ionity.status == PartnerConnection.Status.CONNECTED
 
-    assert put_info(client, "hub-token", client_info("SUSPENDED", "2026-01-01T11:00:00")).status_code == 200
+    assert ocpi("PUT", INFO_URL, client_info("SUSPENDED", "2026-01-01T11:00:00"), token="hub-token").status_code == 200
     # An older report arriving late does not win.
-    assert put_info(client, "hub-token", client_info("CONNECTED", "2026-01-01T09:00:00Z")).status_code == 200
+    assert ocpi("PUT", INFO_URL, client_info("CONNECTED", "2026-01-01T09:00:00Z"), token="hub-token").status_code == 200
     ionity.refresh_from_db()
     assert ionity.hub_client_status == "SUSPENDED"
 
-    response = client.get("/ocpi/2.2.1/hubclientinfo/de/ion", HTTP_AUTHORIZATION=authorization_header("hub-token"))
+    response = ocpi("GET", "/ocpi/2.2.1/hubclientinfo/de/ion", token="hub-token")
     assert response.status_code == 200
     assert response.json()["data"] == client_info("SUSPENDED", "2026-01-01T11:00:00Z")
     # The same party as EMSP too makes it CPO_EMSP.
-    put_info(client, "hub-token", client_info("SUSPENDED", "2026-01-01T12:00:00Z", role="EMSP"))
+    ocpi("PUT", INFO_URL, client_info("SUSPENDED", "2026-01-01T12:00:00Z", role="EMSP"), token="hub-token")
     assert Party.objects.get(party_id="ION").role == Party.Role.CPO_EMSP
 
 
-def test_hubclientinfo_bad_input(client, hub, partner):
-    unknown = client.get("/ocpi/2.2.1/hubclientinfo/DE/ZZZ", HTTP_AUTHORIZATION=authorization_header("hub-token"))
+def test_hubclientinfo_bad_input(ocpi, hub, partner):
+    unknown = ocpi("GET", "/ocpi/2.2.1/hubclientinfo/DE/ZZZ", token="hub-token")
     assert unknown.status_code == 404 and unknown.json()["status_code"] == 2000
-    mismatch = put_info(client, "hub-token", client_info("CONNECTED", party_id="XXX"))
+    mismatch = ocpi("PUT", INFO_URL, client_info("CONNECTED", party_id="XXX"), token="hub-token")
     assert mismatch.json()["status_code"] == 2001 and "URL" in mismatch.json()["status_message"]
-    invalid = put_info(client, "hub-token", client_info("SLEEPING", last_updated="yesterday"))
+    invalid = ocpi("PUT", INFO_URL, client_info("SLEEPING", last_updated="yesterday"), token="hub-token")
     assert invalid.json()["status_code"] == 2001
     assert "status" in invalid.json()["status_message"] and "last_updated" in invalid.json()["status_message"]
-    garbage = client.put(
-        "/ocpi/2.2.1/hubclientinfo/DE/ION",
-        b"{not json",
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header("hub-token"),
-    )
+    garbage = ocpi("PUT", INFO_URL, b"{not json", token="hub-token")
     assert garbage.status_code == 400
     assert not Party.objects.filter(party_id="ION").exists()
     # Only a hub may send ClientInfo.
-    assert put_info(client, "partner-token", client_info("CONNECTED")).status_code == 403
+    assert ocpi("PUT", INFO_URL, client_info("CONNECTED"), token="partner-token").status_code == 403
     # A party we reach directly keeps its direct connection: the hub's report is not recorded against it.
-    direct = put_info(
-        client,
-        "hub-token",
-        client_info("OFFLINE", party_id="ALL", country_code="NL"),
+    direct = ocpi(
+        "PUT",
         "/ocpi/2.2.1/hubclientinfo/NL/ALL",
+        client_info("OFFLINE", party_id="ALL", country_code="NL"),
+        token="hub-token",
     )
     assert direct.status_code == 200
     partner.refresh_from_db()
     assert partner.via_hub is None and partner.hub_client_status == ""
 
 
-def test_hub_client_created_by_clientinfo_can_be_spoken_for_once_agreed(client, hub):
-    put_info(client, "hub-token", client_info("CONNECTED"))
-    assert get(client, "hub-token", **hub_from("DE", "ION")).status_code == 403  # no agreement yet
+def test_hub_client_created_by_clientinfo_can_be_spoken_for_once_agreed(ocpi, hub):
+    ocpi("PUT", INFO_URL, client_info("CONNECTED"), token="hub-token")
+    assert (
+        ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("DE", "ION")).status_code == 403
+    )  # no agreement yet
     RoamingAgreementFactory(partner=Party.objects.get(party_id="ION"), hub=hub.party)
-    assert get(client, "hub-token", **hub_from("DE", "ION")).json()["data"]["party"] == "DE*ION"
+    assert ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("DE", "ION")).json()["data"]["party"] == "DE*ION"
 
 
 def test_our_calls_through_a_hub_carry_routing_headers_and_the_hub_token(ocpi_peer, hub):
@@ -239,7 +233,7 @@ def test_our_calls_through_a_hub_carry_routing_headers_and_the_hub_token(ocpi_pe
     assert (request.header("OCPI-to-country-code"), request.header("OCPI-to-party-id")) == ("FR", "TOT")
 
 
-def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi_peer, hub):
+def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi, ocpi_peer, hub):
     ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
     ocpi_peer.route("GET", r"/versions", lambda r: ok([{"version": "2.2.1", "url": ocpi_peer.url("/2.2.1")}]))
     services.store_partner_tokens(hub, to_them="token-for-hub")
@@ -261,7 +255,7 @@ def test_our_calls_straight_to_a_hub_say_to_hub_on_functional_modules_only(ocpi_
         assert not [name for name in request.headers if name.lower().startswith("ocpi-")]
 
 
-def test_direct_partner_gets_no_routing_headers(ocpi_peer, partner):
+def test_direct_partner_gets_no_routing_headers(ocpi, ocpi_peer, partner):
     ocpi_peer.route("GET", r"/locations", lambda r: ok([]))
     services.store_partner_tokens(partner, to_them="token-for-partner")
     partner.versions_url = ocpi_peer.url("/versions")  # calls go only to the partner's registered hosts
@@ -275,12 +269,12 @@ def contact_writes(queries: CaptureQueriesContext) -> list[str]:
     return [sql for sql in sqls if sql.startswith("UPDATE") and "last_contact_at" in sql]
 
 
-def test_incoming_call_records_contact_at_most_once_a_minute(client, partner):
+def test_incoming_call_records_contact_at_most_once_a_minute(ocpi, partner):
     assert partner.last_contact_at is None
     updated_at, history_rows = partner.updated_at, partner.history.count()
 
     with CaptureQueriesContext(db_connection) as first:
-        assert get(client, "partner-token").status_code == 200
+        assert ocpi("GET", PROBE_URL, token="partner-token").status_code == 200
     partner.refresh_from_db()
     contact = partner.last_contact_at
     assert contact is not None and len(contact_writes(first)) == 1
@@ -288,24 +282,24 @@ def test_incoming_call_records_contact_at_most_once_a_minute(client, partner):
     assert partner.updated_at == updated_at and partner.history.count() == history_rows
 
     with CaptureQueriesContext(db_connection) as second:
-        assert get(client, "partner-token").status_code == 200
-        assert get(client, "partner-token", "/ocpi/versions").status_code == 200
+        assert ocpi("GET", PROBE_URL, token="partner-token").status_code == 200
+        assert ocpi("GET", "/ocpi/versions", token="partner-token").status_code == 200
     assert contact_writes(second) == []
     partner.refresh_from_db()
     assert partner.last_contact_at == contact
 
 
-def test_refused_calls_record_no_contact(client, partner):
-    assert get(client, "wrong-token").status_code == 401
+def test_refused_calls_record_no_contact(ocpi, partner):
+    assert ocpi("GET", PROBE_URL, token="wrong-token").status_code == 401
     partner.status = PartnerConnection.Status.SUSPENDED
     partner.save()
-    assert get(client, "partner-token").status_code == 403
+    assert ocpi("GET", PROBE_URL, token="partner-token").status_code == 403
     partner.refresh_from_db()
     assert partner.last_contact_at is None
 
 
-def test_a_call_through_a_hub_is_contact_with_the_hub(client, hub):
-    assert get(client, "hub-token", **hub_from("FR", "TOT")).status_code == 200
+def test_a_call_through_a_hub_is_contact_with_the_hub(ocpi, hub):
+    assert ocpi("GET", PROBE_URL, token="hub-token", routing=hub_from("FR", "TOT")).status_code == 200
     hub.refresh_from_db()
     assert hub.last_contact_at is not None
 
@@ -319,10 +313,10 @@ def test_record_contact_for_outgoing_calls(partner):
     assert partner.last_contact_at is not None and partner.updated_at == updated_at
 
 
-def test_agreement_changes_take_effect_on_the_next_call(client, partner):
-    assert get(client, "partner-token").status_code == 200
+def test_agreement_changes_take_effect_on_the_next_call(ocpi, partner):
+    assert ocpi("GET", PROBE_URL, token="partner-token").status_code == 200
     agreement = RoamingAgreement.objects.get(partner=partner.party)
     agreement.valid_until = timezone.localdate() - dt.timedelta(days=1)
     agreement.status = RoamingAgreement.Status.ENDED
     agreement.save()
-    assert get(client, "partner-token").status_code == 403
+    assert ocpi("GET", PROBE_URL, token="partner-token").status_code == 403

@@ -22,7 +22,7 @@ from django.db import connection as db_connection
 
 from roaming import services
 from roaming.models import PartnerConnection, Party, RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
+from tests.conftest import ocpi_call
 from tests.factories import CardFactory, PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,11 +87,7 @@ def partner():
 
 
 def authorize_status(url: str, card_uid: str, token: str = "partner-token", **headers: str) -> int:
-    response = requests.post(
-        f"{url}/ocpi/emsp/2.2.1/tokens/{card_uid}/authorize",
-        headers={"Authorization": authorization_header(token), **headers},
-        timeout=5,
-    )
+    response = ocpi_call(url, "POST", f"/ocpi/emsp/2.2.1/tokens/{card_uid}/authorize", token=token, headers=headers)
     if response.status_code == 200:
         assert response.json()["data"]["allowed"] == "ALLOWED"
     return response.status_code

@@ -17,7 +17,6 @@ from cards.authorization import card_directory
 from cards.models import ForeignToken
 from charging.models import CDR, Session
 from roaming.models import PartnerConnection, Party, RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
 from stations.models import EVSE, Location
 from tests.factories import (
@@ -32,6 +31,8 @@ from tests.factories import (
 from tests.feeds_fixtures import example, location, stamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+OCPI_TOKEN = "hub-token"  # the hub (fixture `hub`) calls unless a test says otherwise
 
 BACKEND_TOKEN = "backend-token-for-hub-tests"
 
@@ -67,17 +68,6 @@ def our_station():
     return station
 
 
-def call(live_server, method: str, path: str, body=None, token: str = "hub-token", **headers: str):
-    response = requests.request(
-        method,
-        live_server.url + path,
-        json=body,
-        headers={"Authorization": authorization_header(token), **headers},
-        timeout=10,
-    )
-    return response
-
-
 def routed(country_code: str, party_id: str) -> dict[str, str]:
     return {"OCPI-from-country-code": country_code, "OCPI-from-party-id": party_id}
 
@@ -110,32 +100,32 @@ def station_state(station: Location) -> tuple:
     return station.city, evses, Location.objects.filter(party=own_party()).count()
 
 
-def test_a_hub_cannot_make_our_own_party_its_client_nor_rewrite_our_stations(live_server, hub, our_station):
+def test_a_hub_cannot_make_our_own_party_its_client_nor_rewrite_our_stations(ocpi_live, hub, our_station):
     before = station_state(our_station)
     me = own_party()
 
     # The attack: ClientInfo about BE*MBP, then the hub "speaks for" us.
-    assert_refused(call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/BE/MBP", client_info("BE", "MBP")))
+    assert_refused(ocpi_live("PUT", "/ocpi/2.2.1/hubclientinfo/BE/MBP", client_info("BE", "MBP")))
     assert not PartnerConnection.objects.filter(party=me).exists()
-    assert_refused(call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/be/mbp", client_info("be", "mbp")))
+    assert_refused(ocpi_live("PUT", "/ocpi/2.2.1/hubclientinfo/be/mbp", client_info("be", "mbp")))
 
     url = "/ocpi/emsp/2.2.1/locations/BE/MBP/BE-BRU-1"
-    assert_refused(call(live_server, "PUT", url, forged_station(), **routed("BE", "MBP")))
+    assert_refused(ocpi_live("PUT", url, forged_station(), routing=routed("BE", "MBP")))
     status_patch = {"status": "REMOVED", "last_updated": stamp()}
-    assert_refused(call(live_server, "PATCH", url + "/BE*MBP*E0001", status_patch, **routed("BE", "MBP")))
-    assert_refused(call(live_server, "PUT", url, forged_station(), **routed("be", "mbp")))  # CiString
+    assert_refused(ocpi_live("PATCH", url + "/BE*MBP*E0001", status_patch, routing=routed("BE", "MBP")))
+    assert_refused(ocpi_live("PUT", url, forged_station(), routing=routed("be", "mbp")))  # CiString
     assert station_state(our_station) == before
 
     # A via-hub row for our party left by the old code changes nothing: still refused.
     PartnerConnection.objects.create(party=me, via_hub=hub, status=PartnerConnection.Status.CONNECTED)
     RoamingAgreementFactory(partner=me, hub=hub.party)
-    assert_refused(call(live_server, "PUT", url, forged_station(), **routed("BE", "MBP")))
+    assert_refused(ocpi_live("PUT", url, forged_station(), routing=routed("BE", "MBP")))
     assert station_state(our_station) == before
 
     # Our CPO locations feed still serves the real station.
     partner = PartnerConnectionFactory(party=PartyFactory(country_code="NL", party_id="ALL"), tokens__from_them="p")
     RoamingAgreementFactory(partner=partner.party)
-    feed = call(live_server, "GET", "/ocpi/cpo/2.2.1/locations", token="p").json()["data"]
+    feed = ocpi_live("GET", "/ocpi/cpo/2.2.1/locations", token="p").json()["data"]
     assert [(item["city"], [e["status"] for e in item["evses"]]) for item in feed] == [("Brussel", ["AVAILABLE"])]
 
 
@@ -148,7 +138,7 @@ def test_the_migration_detaches_our_party_from_a_hub(hub):
     assert left.via_hub is None and left.status == PartnerConnection.Status.DISCONNECTED
 
 
-def test_nobody_writes_our_objects_or_speaks_as_us(live_server, hub, our_station):
+def test_nobody_writes_our_objects_or_speaks_as_us(ocpi_live, hub, our_station):
     """A direct partner, or a hub without routing headers, naming our party in the URL or the object."""
     partner = PartnerConnectionFactory(
         party=PartyFactory(country_code="NL", party_id="ALL", role=Party.Role.CPO_EMSP), tokens__from_them="p"
@@ -159,20 +149,20 @@ def test_nobody_writes_our_objects_or_speaks_as_us(live_server, hub, our_station
     for who in ({"token": "p"}, {"token": "hub-token"}):
         for headers in ({}, routed("BE", "MBP")):
             assert_refused(
-                call(live_server, "PUT", f"/ocpi/cpo/2.2.1/tokens/BE/MBP/{token['uid']}", token, **who, **headers)
+                ocpi_live("PUT", f"/ocpi/cpo/2.2.1/tokens/BE/MBP/{token['uid']}", token, **who, routing=headers)
             )
             session = example("session_example_1_simple_start.json") | {"country_code": "BE", "party_id": "MBP"}
-            assert_refused(call(live_server, "PUT", "/ocpi/emsp/2.2.1/sessions/BE/MBP/101", session, **who, **headers))
+            assert_refused(ocpi_live("PUT", "/ocpi/emsp/2.2.1/sessions/BE/MBP/101", session, **who, routing=headers))
             cdr = example("cdr_example.json") | {"country_code": "BE", "party_id": "MBP"}
-            assert_refused(call(live_server, "POST", "/ocpi/emsp/2.2.1/cdrs", cdr, **who, **headers))
+            assert_refused(ocpi_live("POST", "/ocpi/emsp/2.2.1/cdrs", cdr, **who, routing=headers))
         # Speaking as us on a read or an authorization is refused too.
         assert_refused(
-            call(live_server, "POST", f"/ocpi/emsp/2.2.1/tokens/{card.uid}/authorize", **who, **routed("BE", "MBP"))
+            ocpi_live("POST", f"/ocpi/emsp/2.2.1/tokens/{card.uid}/authorize", **who, routing=routed("BE", "MBP"))
         )
     assert not ForeignToken.objects.exists() and not Session.objects.exists() and not CDR.objects.exists()
 
 
-def test_a_hub_cannot_push_tokens_for_an_emsp_it_does_not_reach(live_server, hub, our_station):
+def test_a_hub_cannot_push_tokens_for_an_emsp_it_does_not_reach(ocpi_live, live_server, hub, our_station):
     """The attack: another eMSP we agreed with directly, without a connection row yet, claimed by a hub."""
     emsp = PartyFactory(country_code="NL", party_id="EMS", role=Party.Role.EMSP)
     RoamingAgreementFactory(partner=emsp, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
@@ -180,12 +170,9 @@ def test_a_hub_cannot_push_tokens_for_an_emsp_it_does_not_reach(live_server, hub
     url = f"/ocpi/cpo/2.2.1/tokens/NL/EMS/{token['uid']}"
 
     # The ClientInfo is recorded (the hub may report on it), but gives the hub no rights.
-    assert (
-        call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/NL/EMS", client_info("NL", "EMS", "EMSP")).status_code
-        == 201
-    )
+    assert ocpi_live("PUT", "/ocpi/2.2.1/hubclientinfo/NL/EMS", client_info("NL", "EMS", "EMSP")).status_code == 201
     assert PartnerConnection.objects.get(party=emsp).via_hub == hub
-    assert_refused(call(live_server, "PUT", url, token, **routed("NL", "EMS")))
+    assert_refused(ocpi_live("PUT", url, token, routing=routed("NL", "EMS")))
     assert not ForeignToken.objects.exists()
 
     def authorize() -> dict:
@@ -199,11 +186,11 @@ def test_a_hub_cannot_push_tokens_for_an_emsp_it_does_not_reach(live_server, hub
     RoamingAgreementFactory(
         partner=emsp, hub=hub.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS
     )
-    assert call(live_server, "PUT", url, token, **routed("NL", "EMS")).status_code == 201
+    assert ocpi_live("PUT", url, token, routing=routed("NL", "EMS")).status_code == 201
     assert authorize()["allowed"] == "ALLOWED" and authorize()["path"] == "cache"
 
 
-def test_a_party_reached_directly_or_through_another_hub_is_never_reattached(live_server, hub):
+def test_a_party_reached_directly_or_through_another_hub_is_never_reattached(ocpi_live, hub):
     direct = PartnerConnectionFactory(
         party=PartyFactory(country_code="NL", party_id="ALL", role=Party.Role.CPO), tokens__from_them="p"
     )
@@ -216,8 +203,7 @@ def test_a_party_reached_directly_or_through_another_hub_is_never_reattached(liv
 
     for connection in (direct, elsewhere):
         party = connection.party
-        answer = call(
-            live_server,
+        answer = ocpi_live(
             "PUT",
             f"/ocpi/2.2.1/hubclientinfo/{party.country_code}/{party.party_id}",
             client_info(party.country_code, party.party_id, role="EMSP"),
@@ -231,29 +217,29 @@ def test_a_party_reached_directly_or_through_another_hub_is_never_reattached(liv
 
         body = location("X1", country_code=party.country_code, party_id=party.party_id, updated=stamp())
         path = f"/ocpi/emsp/2.2.1/locations/{party.country_code}/{party.party_id}/X1"
-        assert_refused(call(live_server, "PUT", path, body, **routed(party.country_code, party.party_id)))
+        assert_refused(ocpi_live("PUT", path, body, routing=routed(party.country_code, party.party_id)))
     assert not Location.objects.exists()
 
 
-def test_an_unconfirmed_client_cannot_write_until_staff_confirm_it(live_server, hub):
-    assert call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/DE/ION", client_info("DE", "ION")).status_code == 201
+def test_an_unconfirmed_client_cannot_write_until_staff_confirm_it(ocpi_live, hub):
+    assert ocpi_live("PUT", "/ocpi/2.2.1/hubclientinfo/DE/ION", client_info("DE", "ION")).status_code == 201
     ionity = Party.objects.get(party_id="ION")
     path = "/ocpi/emsp/2.2.1/locations/DE/ION/I1"
     body = location("I1", country_code="DE", party_id="ION", updated=stamp())
-    assert_refused(call(live_server, "PUT", path, body, **routed("DE", "ION")))
+    assert_refused(ocpi_live("PUT", path, body, routing=routed("DE", "ION")))
     # A direct agreement (not through this hub) is no confirmation of the hub's claim.
     direct = RoamingAgreementFactory(partner=ionity)
-    assert_refused(call(live_server, "PUT", path, body, **routed("DE", "ION")))
+    assert_refused(ocpi_live("PUT", path, body, routing=routed("DE", "ION")))
     # Sessions pushed by the hub without routing headers go through the same rule.
     session = example("session_example_1_simple_start.json") | {"country_code": "DE", "party_id": "ION"}
-    assert call(live_server, "PUT", "/ocpi/emsp/2.2.1/sessions/DE/ION/101", session).status_code in (403, 404)
+    assert ocpi_live("PUT", "/ocpi/emsp/2.2.1/sessions/DE/ION/101", session).status_code == 403
     assert not Location.objects.exists() and not Session.objects.exists()
 
     direct.hub = hub.party  # staff confirm: the agreement runs through this hub
     direct.save()
-    assert call(live_server, "PUT", path, body, **routed("DE", "ION")).status_code == 201
+    assert ocpi_live("PUT", path, body, routing=routed("DE", "ION")).status_code == 201
     assert Location.objects.get().party == ionity
-    assert call(live_server, "PUT", "/ocpi/emsp/2.2.1/sessions/DE/ION/101", session).status_code == 201
+    assert ocpi_live("PUT", "/ocpi/emsp/2.2.1/sessions/DE/ION/101", session).status_code == 201
 
 
 def test_admin_shows_whether_staff_confirmed_a_hub_client(client, hub, admin_user):
@@ -269,7 +255,7 @@ def test_admin_shows_whether_staff_confirmed_a_hub_client(client, hub, admin_use
     assert "Confirmed: an agreement with FR*TOT through Hubject is in force." in page
 
 
-def test_a_known_party_claimed_by_a_hub_gets_none_of_our_traffic_until_confirmed(live_server, hub):
+def test_a_known_party_claimed_by_a_hub_gets_none_of_our_traffic_until_confirmed(ocpi_live, hub):
     """Our cards' tokens must not flow to a hub for a CPO we agreed with directly, on the hub's word alone."""
     from cards.selectors import token_push_targets
 
@@ -277,7 +263,7 @@ def test_a_known_party_claimed_by_a_hub_gets_none_of_our_traffic_until_confirmed
     hub.save()
     cpo = PartyFactory(country_code="NL", party_id="CPX", role=Party.Role.CPO)
     RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
-    answer = call(live_server, "PUT", "/ocpi/2.2.1/hubclientinfo/NL/CPX", client_info("NL", "CPX", "CPO"))
+    answer = ocpi_live("PUT", "/ocpi/2.2.1/hubclientinfo/NL/CPX", client_info("NL", "CPX", "CPO"))
     assert answer.status_code == 201
     claimed = PartnerConnection.objects.get(party=cpo)
     assert claimed.via_hub == hub and claimed.status == PartnerConnection.Status.PLANNED

@@ -36,6 +36,7 @@ from roaming.ocpi.envelope import envelope
 from roaming.selectors import own_party
 from stations import feeds
 from stations.models import Location, SyncRun
+from tests.conftest import ocpi_call
 from tests.factories import (
     CardFactory,
     ConnectorFactory,
@@ -382,13 +383,8 @@ def start_session(client, response_url: str) -> dict:
         "location_id": "MBP-GENT",
         "evse_uid": "MBP-GENT-1",
     }
-    response = client.post(
-        "/ocpi/cpo/2.2.1/commands/START_SESSION",
-        data=json.dumps(body),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(EMSP_TOKEN),
-    )
-    answer = response.json()
+    response = ocpi_call(client, "POST", "/ocpi/cpo/2.2.1/commands/START_SESSION", body, token=EMSP_TOKEN)
+    answer = response.envelope
     # An OCPI answer: HTTP 200 with the CommandResponse, or a client error (2001) with HTTP 400.
     assert response.status_code == (400 if answer["status_code"] == 2001 else 200)
     return answer
@@ -543,13 +539,7 @@ def credentials(url: str) -> dict:
 
 
 def register(client, token_a: str, url: str) -> dict:
-    response = client.post(
-        "/ocpi/2.2.1/credentials",
-        data=json.dumps(credentials(url)),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=authorization_header(token_a),
-    )
-    return response.json()
+    return ocpi_call(client, "POST", "/ocpi/2.2.1/credentials", credentials(url), token=token_a).envelope
 
 
 @pytest.mark.parametrize(

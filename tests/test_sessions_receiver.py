@@ -3,7 +3,7 @@
 Bad input and what happens to it:
 - a field missing or of the wrong type -> OCPI 2001 naming the field, nothing stored or changed;
 - a PATCH without last_updated -> 2001 "last_updated"; a PATCH of a session never PUT -> HTTP 404;
-- another party's session (URL or body) -> HTTP 404 + 2000, nothing stored;
+- another party's session (URL or body) -> HTTP 403 + 2000 (roaming.ocpi.ownership), nothing stored;
 - URL and body disagreeing on the id -> 2001;
 - reopening a COMPLETED session -> 2001, it stays COMPLETED;
 - an older PUT/PATCH than what we hold, or the same push twice -> accepted and ignored.
@@ -19,8 +19,8 @@ import pytest
 
 from charging.models import Session
 from roaming.models import Party
-from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
+from tests.conftest import make_ocpi_partner
 from tests.factories import (
     CardFactory,
     EVSEFactory,
@@ -33,7 +33,7 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = Path("/work/shared/ocpi/examples")
-TOKEN = "cpo-token-sessions"
+OCPI_TOKEN = "cpo-token-sessions"
 
 
 def example(name: str) -> dict:
@@ -42,10 +42,7 @@ def example(name: str) -> dict:
 
 @pytest.fixture
 def cpo():
-    party = PartyFactory(country_code="NL", party_id="STK", role=Party.Role.CPO, name="Stekker")
-    PartnerConnectionFactory(party=party, tokens__from_them=TOKEN)
-    RoamingAgreementFactory(partner=party)
-    return party
+    return make_ocpi_partner(country_code="NL", party_id="STK", name="Stekker", token=OCPI_TOKEN).party
 
 
 @pytest.fixture
@@ -63,107 +60,96 @@ def our_session(card, **changes) -> dict:
     return body
 
 
-def call(client, method: str, path: str, body=None, token: str = TOKEN, **headers):
-    kwargs = {"HTTP_AUTHORIZATION": authorization_header(token), **headers}
-    if body is not None:
-        kwargs["data"] = body if isinstance(body, str | bytes) else json.dumps(body)
-        kwargs["content_type"] = "application/json"
-    return getattr(client, method.lower())(path, **kwargs)
-
-
 URL = "/ocpi/emsp/2.2.1/sessions/NL/STK/101"
 
 
-def test_put_creates_then_replaces_and_get_returns_it(client, cpo, card):
+def test_put_creates_then_replaces_and_get_returns_it(ocpi, cpo, card):
     location = LocationFactory(party=cpo, ocpi_id="LOC1")
     evse = EVSEFactory(location=location, uid="3256")
 
-    created = call(client, "PUT", URL, our_session(card))
+    created = ocpi("PUT", URL, our_session(card))
     assert created.status_code == 201 and created.json()["status_code"] == 1000
     session = Session.objects.get()
     # Tied to our card (case-insensitive uid), the CPO's location and EVSE; the payload kept as sent.
     assert (session.card, session.location, session.evse) == (card, location, evse)
     assert session.status == "PENDING" and session.raw["id"] == "101"
 
-    again = call(client, "PUT", URL, our_session(card, status="ACTIVE", kwh=3.5, last_updated="2020-03-09T10:20:00Z"))
+    again = ocpi("PUT", URL, our_session(card, status="ACTIVE", kwh=3.5, last_updated="2020-03-09T10:20:00Z"))
     assert again.status_code == 200
     session.refresh_from_db()
     assert session.status == "ACTIVE" and float(session.kwh) == 3.5
     # PUT replaces everything: total_cost, left out this time, is gone.
     body = our_session(card, status="ACTIVE", last_updated="2020-03-09T10:21:00Z")
     del body["total_cost"]
-    call(client, "PUT", URL, body)
+    ocpi("PUT", URL, body)
     session.refresh_from_db()
     assert session.total_cost_excl_vat is None
 
-    got = call(client, "GET", URL)
+    got = ocpi("GET", URL)
     assert got.status_code == 200
     assert got.json()["data"]["id"] == "101" and got.json()["data"]["status"] == "ACTIVE"
     assert got.json()["data"]["last_updated"] == "2020-03-09T10:21:00Z"
     assert Session.objects.count() == 1
 
 
-def test_duplicate_and_stale_pushes_are_harmless(client, cpo, card):
+def test_duplicate_and_stale_pushes_are_harmless(ocpi, cpo, card):
     body = our_session(card, status="ACTIVE", kwh=4.0, last_updated="2020-03-09T10:30:00Z")
-    assert call(client, "PUT", URL, body).status_code == 201
-    assert call(client, "PUT", URL, body).json()["status_code"] == 1000
+    assert ocpi("PUT", URL, body).status_code == 201
+    assert ocpi("PUT", URL, body).json()["status_code"] == 1000
     older = our_session(card, status="PENDING", kwh=0.0, last_updated="2020-03-09T10:17:09Z")
-    assert call(client, "PUT", URL, older).json()["status_code"] == 1000
+    assert ocpi("PUT", URL, older).json()["status_code"] == 1000
     session = Session.objects.get()
     assert session.status == "ACTIVE" and float(session.kwh) == 4.0
 
     patch = example("session_patch_example_charging_period.json")
     patch["last_updated"] = "2020-03-09T10:40:00Z"
-    call(client, "PATCH", URL, patch)
-    call(client, "PATCH", URL, patch)  # the same PATCH twice: its period is appended once
+    ocpi("PATCH", URL, patch)
+    ocpi("PATCH", URL, patch)  # the same PATCH twice: its period is appended once
     session.refresh_from_db()
     assert len(session.charging_periods) == 1 and float(session.kwh) == 15.0
 
 
-def test_patch_appends_charging_periods_and_updates_cost(client, cpo, card):
-    call(
-        client, "PUT", URL, our_session(card, status="ACTIVE", charging_periods=[], last_updated="2019-06-23T08:00:00Z")
-    )
+def test_patch_appends_charging_periods_and_updates_cost(ocpi, cpo, card):
+    ocpi("PUT", URL, our_session(card, status="ACTIVE", charging_periods=[], last_updated="2019-06-23T08:00:00Z"))
     first = example("session_patch_example_charging_period.json")
-    response = call(client, "PATCH", URL, first)
+    response = ocpi("PATCH", URL, first)
     assert response.status_code == 200 and response.json()["status_code"] == 1000
     second = copy.deepcopy(first)
     second["charging_periods"][0]["start_date_time"] = "2019-06-23T08:20:00Z"
     second["kwh"], second["last_updated"] = 21.5, "2019-06-23T08:20:00Z"
-    call(client, "PATCH", URL, second)
+    ocpi("PATCH", URL, second)
     cost = example("session_patch_example_total_cost.json")
     cost["last_updated"] = "2019-06-23T08:21:00Z"
-    call(client, "PATCH", URL, cost)
+    ocpi("PATCH", URL, cost)
 
     session = Session.objects.get()
     assert [p["start_date_time"] for p in session.charging_periods] == ["2019-06-23T08:16:02Z", "2019-06-23T08:20:00Z"]
     assert float(session.kwh) == 21.5
     assert (float(session.total_cost_excl_vat), float(session.total_cost_incl_vat)) == (0.6, 0.66)
     assert session.status == "ACTIVE"  # not in the PATCH, so unchanged
-    assert len(call(client, "GET", URL).json()["data"]["charging_periods"]) == 2
+    assert len(ocpi("GET", URL).json()["data"]["charging_periods"]) == 2
 
 
-def test_patch_needs_last_updated_and_an_existing_session(client, cpo, card):
-    missing = call(client, "PATCH", URL, {"kwh": 3, "last_updated": "2020-03-09T10:17:09Z"})
+def test_patch_needs_last_updated_and_an_existing_session(ocpi, cpo, card):
+    missing = ocpi("PATCH", URL, {"kwh": 3, "last_updated": "2020-03-09T10:17:09Z"})
     assert missing.status_code == 404
-    call(client, "PUT", URL, our_session(card, status="ACTIVE"))
-    no_date = call(client, "PATCH", URL, {"kwh": 3})
+    ocpi("PUT", URL, our_session(card, status="ACTIVE"))
+    no_date = ocpi("PATCH", URL, {"kwh": 3})
     assert no_date.json()["status_code"] == 2001 and "last_updated" in no_date.json()["status_message"]
     assert float(Session.objects.get().kwh) == 0.0
 
 
-def test_completed_is_final(client, cpo, card):
-    call(
-        client,
+def test_completed_is_final(ocpi, cpo, card):
+    ocpi(
         "PUT",
         URL,
         our_session(
             card, status="COMPLETED", end_date_time="2020-03-09T11:00:00Z", last_updated="2020-03-09T11:00:00Z"
         ),
     )
-    reopen = call(client, "PATCH", URL, {"status": "ACTIVE", "last_updated": "2020-03-09T11:05:00Z"})
+    reopen = ocpi("PATCH", URL, {"status": "ACTIVE", "last_updated": "2020-03-09T11:05:00Z"})
     assert reopen.json()["status_code"] == 2001 and "COMPLETED" in reopen.json()["status_message"]
-    reput = call(client, "PUT", URL, our_session(card, status="ACTIVE", last_updated="2020-03-09T11:06:00Z"))
+    reput = ocpi("PUT", URL, our_session(card, status="ACTIVE", last_updated="2020-03-09T11:06:00Z"))
     assert reput.json()["status_code"] == 2001
     session = Session.objects.get()
     assert session.status == "COMPLETED" and session.end_date_time is not None
@@ -179,49 +165,47 @@ def test_completed_is_final(client, cpo, card):
         ({"currency": None}, "currency"),
     ],
 )
-def test_bad_input_is_2001_naming_the_field_and_changes_nothing(client, cpo, card, change, field):
-    call(client, "PUT", URL, our_session(card, status="ACTIVE", kwh=2.0))
-    response = call(client, "PUT", URL, our_session(card, **change, last_updated="2020-03-09T12:00:00Z"))
+def test_bad_input_is_2001_naming_the_field_and_changes_nothing(ocpi, cpo, card, change, field):
+    ocpi("PUT", URL, our_session(card, status="ACTIVE", kwh=2.0))
+    response = ocpi("PUT", URL, our_session(card, **change, last_updated="2020-03-09T12:00:00Z"))
     assert response.status_code == 400
     assert response.json()["status_code"] == 2001 and field in response.json()["status_message"]
     session = Session.objects.get()
     assert session.status == "ACTIVE" and float(session.kwh) == 2.0
 
 
-def test_invalid_json_and_mismatched_ids(client, cpo, card):
-    assert call(client, "PUT", URL, "{not json").status_code == 400
-    other_id = call(client, "PUT", "/ocpi/emsp/2.2.1/sessions/NL/STK/999", our_session(card))
+def test_invalid_json_and_mismatched_ids(ocpi, cpo, card):
+    assert ocpi("PUT", URL, "{not json").status_code == 400
+    other_id = ocpi("PUT", "/ocpi/emsp/2.2.1/sessions/NL/STK/999", our_session(card))
     assert other_id.json()["status_code"] == 2001 and "id" in other_id.json()["status_message"]
     assert not Session.objects.exists()
 
 
-def test_a_partner_cannot_push_or_read_another_partys_session(client, cpo, card):
+def test_a_partner_cannot_push_or_read_another_partys_session(ocpi, cpo, card):
     other = PartyFactory(country_code="BE", party_id="BEC", role=Party.Role.CPO)
     PartnerConnectionFactory(party=other, tokens__from_them="other-token")
     RoamingAgreementFactory(partner=other)  # a partner in good standing, still not the owner
-    call(client, "PUT", URL, our_session(card, status="ACTIVE"))
+    ocpi("PUT", URL, our_session(card, status="ACTIVE"))
 
     # BEC writing under STK's URL, or under its own URL with STK's body: refused, nothing changes.
-    hijack = call(
-        client,
+    hijack = ocpi(
         "PUT",
         URL,
         our_session(card, status="INVALID", last_updated="2030-01-01T00:00:00Z"),
         token="other-token",
     )
-    assert hijack.status_code == 404 and hijack.json()["status_code"] == 2000
-    mismatch = call(client, "PUT", "/ocpi/emsp/2.2.1/sessions/BE/BEC/101", our_session(card), token="other-token")
+    assert hijack.status_code == 403 and hijack.json()["status_code"] == 2000
+    mismatch = ocpi("PUT", "/ocpi/emsp/2.2.1/sessions/BE/BEC/101", our_session(card), token="other-token")
     assert mismatch.json()["status_code"] == 2001
-    assert call(client, "GET", URL, token="other-token").status_code == 404
+    assert ocpi("GET", URL, token="other-token").status_code == 403
     assert (
-        call(client, "PATCH", URL, {"kwh": 9, "last_updated": "2030-01-01T00:00:00Z"}, token="other-token").status_code
-        == 404
+        ocpi("PATCH", URL, {"kwh": 9, "last_updated": "2030-01-01T00:00:00Z"}, token="other-token").status_code == 403
     )
     assert Session.objects.get().status == "ACTIVE" and Session.objects.count() == 1
-    assert call(client, "GET", URL, token="wrong").status_code == 401
+    assert ocpi("GET", URL, token="wrong").status_code == 401
 
 
-def test_a_hub_pushes_for_its_client_cpo(client, cpo, card):
+def test_a_hub_pushes_for_its_client_cpo(ocpi, cpo, card):
     hub = PartyFactory(country_code="DE", party_id="HBJ", role=Party.Role.HUB)
     hub_connection = PartnerConnectionFactory(party=hub, tokens__from_them="hub-token")
     client_party = PartyFactory(country_code="FR", party_id="TOT", role=Party.Role.CPO)
@@ -229,17 +213,17 @@ def test_a_hub_pushes_for_its_client_cpo(client, cpo, card):
     RoamingAgreementFactory(partner=client_party, hub=hub)
     body = our_session(card, country_code="FR", party_id="TOT")
     url = "/ocpi/emsp/2.2.1/sessions/FR/TOT/101"
-    response = call(
-        client, "PUT", url, body, token="hub-token", HTTP_OCPI_FROM_COUNTRY_CODE="FR", HTTP_OCPI_FROM_PARTY_ID="TOT"
+    response = ocpi(
+        "PUT", url, body, token="hub-token", HTTP_OCPI_FROM_COUNTRY_CODE="FR", HTTP_OCPI_FROM_PARTY_ID="TOT"
     )
     assert response.status_code == 201
     assert Session.objects.get().party == client_party
     # ...but not for a party that is not its client.
-    refused = call(client, "PUT", URL, our_session(card), token="hub-token")
-    assert refused.status_code == 404
+    refused = ocpi("PUT", URL, our_session(card), token="hub-token")
+    assert refused.status_code == 403
 
 
-def test_foreign_token_session_is_stored_without_a_card(client, cpo, card):
+def test_foreign_token_session_is_stored_without_a_card(ocpi, cpo, card):
     body = example("session_example_1_simple_start.json")  # token NL*TST: not ours
-    assert call(client, "PUT", URL, body).status_code == 201
+    assert ocpi("PUT", URL, body).status_code == 201
     assert Session.objects.get().card is None

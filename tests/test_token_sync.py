@@ -7,10 +7,10 @@ import pytest
 from cards.authorization import card_directory
 from cards.models import Card, ForeignToken
 from roaming.models import Party, RoamingAgreement
-from roaming.ocpi.credentials import authorization_header
 from tests.factories import CardFactory, PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 
 LIST_URL = "/ocpi/emsp/2.2.1/tokens"
+OCPI_TOKEN = "emsp"  # the eMSP pushing tokens (fixture `emsp`)
 
 
 @pytest.fixture(autouse=True)
@@ -20,57 +20,53 @@ def _fresh_cache():
     card_directory.clear()
 
 
-def get(client, url, token, **params):
-    return client.get(url, params, HTTP_AUTHORIZATION=authorization_header(token))
-
-
-def test_cpo_with_agreement_pages_through_our_tokens(client, db, django_assert_max_num_queries):
+def test_cpo_with_agreement_pages_through_our_tokens(ocpi, db, django_assert_max_num_queries):
     cpo = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="cpo")
     RoamingAgreementFactory(partner=cpo.party, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     cards = CardFactory.create_batch(7)
     Card.objects.filter(pk=cards[0].pk).update(status=Card.Status.BLOCKED)
-    get(client, LIST_URL, "cpo")  # caches the caller and the agreements
+    ocpi("GET", LIST_URL, token="cpo")  # caches the caller and the agreements
     with django_assert_max_num_queries(3):
-        first = get(client, LIST_URL, "cpo", limit=3)
+        first = ocpi("GET", LIST_URL, token="cpo", limit=3)
     assert first.status_code == 200 and first.json()["status_code"] == 1000
     assert first["X-Total-Count"] == "7" and first["X-Limit"] == "1000"
     assert [t["uid"] for t in first.json()["data"]] == [c.uid for c in cards[:3]]
     assert first.json()["data"][0]["valid"] is False and first.json()["data"][1]["valid"] is True
     assert first.json()["data"][0]["country_code"] == "BE" and first.json()["data"][0]["party_id"] == "MBP"
     next_url = first["Link"].split(";")[0].strip("<>")
-    assert "offset=3" in next_url and "limit=3" in next_url
-    second = client.get(next_url, HTTP_AUTHORIZATION=authorization_header("cpo"))
-    third = client.get(second["Link"].split(";")[0].strip("<>"), HTTP_AUTHORIZATION=authorization_header("cpo"))
+    assert "cursor=" in next_url and "offset=" not in next_url and "limit=3" in next_url
+    second = ocpi("GET", next_url, token="cpo")
+    third = ocpi("GET", second["Link"].split(";")[0].strip("<>"), token="cpo")
     assert [t["uid"] for t in second.json()["data"] + third.json()["data"]] == [c.uid for c in cards[3:]]
     assert "Link" not in third
 
 
-def test_date_filters_and_bad_parameters(client, db):
+def test_date_filters_and_bad_parameters(ocpi, db):
     cpo = PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="cpo")
     RoamingAgreementFactory(partner=cpo.party)
     old, new = CardFactory(), CardFactory()
     Card.objects.filter(pk=old.pk).update(last_updated="2020-01-01T00:00:00Z")
-    recent = get(client, LIST_URL, "cpo", date_from="2021-01-01T00:00:00Z")
+    recent = ocpi("GET", LIST_URL, token="cpo", date_from="2021-01-01T00:00:00Z")
     assert [t["uid"] for t in recent.json()["data"]] == [new.uid]
-    older = get(client, LIST_URL, "cpo", date_to="2021-01-01T00:00:00")
+    older = ocpi("GET", LIST_URL, token="cpo", date_to="2021-01-01T00:00:00")
     assert [t["uid"] for t in older.json()["data"]] == [old.uid]
-    bad = get(client, LIST_URL, "cpo", offset="x")
+    bad = ocpi("GET", LIST_URL, token="cpo", offset="x")
     assert bad.json()["status_code"] == 2001 and bad.json()["status_message"].startswith("offset")
-    assert get(client, LIST_URL, "cpo", date_from="yesterday").json()["status_code"] == 2001
+    assert ocpi("GET", LIST_URL, token="cpo", date_from="yesterday").json()["status_code"] == 2001
 
 
-def test_partner_without_agreement_sees_no_tokens_and_strangers_get_401(client, db):
+def test_partner_without_agreement_sees_no_tokens_and_strangers_get_401(ocpi, db):
     PartnerConnectionFactory(party__role=Party.Role.CPO, tokens__from_them="no-deal")
     wrong_way = PartnerConnectionFactory(party__role=Party.Role.EMSP, tokens__from_them="emsp")
     RoamingAgreementFactory(partner=wrong_way.party, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     CardFactory.create_batch(3)
     # No agreement in force: refused by the OCPI gate.
-    refused = get(client, LIST_URL, "no-deal")
+    refused = ocpi("GET", LIST_URL, token="no-deal")
     assert refused.status_code == 403 and "data" not in refused.json()
     # An agreement that does not cover our cards at their stations: an empty list.
-    response = get(client, LIST_URL, "emsp")
+    response = ocpi("GET", LIST_URL, token="emsp")
     assert response.json()["data"] == [] and response["X-Total-Count"] == "0"
-    assert get(client, LIST_URL, "guess").status_code == 401
+    assert ocpi("GET", LIST_URL, token="guess").status_code == 401
 
 
 # -- CPO side: eMSPs push their tokens to us ------------------------------------------------------------
@@ -94,12 +90,8 @@ def token_body(party, uid="12345678905880", **changes):
     return body
 
 
-def send(client, method, party, uid, body, token="emsp", query=""):
-    url = f"/ocpi/cpo/2.2.1/tokens/{party.country_code}/{party.party_id}/{uid}{query}"
-    data = json.dumps(body) if not isinstance(body, str) else body
-    return getattr(client, method)(
-        url, data=data, content_type="application/json", HTTP_AUTHORIZATION=authorization_header(token)
-    )
+def token_url(party, uid):
+    return f"/ocpi/cpo/2.2.1/tokens/{party.country_code}/{party.party_id}/{uid}"
 
 
 @pytest.fixture
@@ -114,28 +106,25 @@ def example(name):
         return json.load(handle)
 
 
-def test_spec_examples_put_then_patch_then_get(client, emsp):
+def test_spec_examples_put_then_patch_then_get(ocpi, emsp):
     body = {**example("token_put_example"), "country_code": emsp.country_code, "party_id": emsp.party_id}
-    created = send(client, "put", emsp, "012345678", body)
+    created = ocpi("PUT", token_url(emsp, "012345678"), body)
     assert created.status_code == 201 and created.json()["status_code"] == 1000
-    replaced = send(client, "put", emsp, "012345678", {**body, "whitelist": "ALLOWED"})
+    replaced = ocpi("PUT", token_url(emsp, "012345678"), {**body, "whitelist": "ALLOWED"})
     assert replaced.status_code == 200
-    patched = send(client, "patch", emsp, "012345678", example("token_patch_example"))
+    patched = ocpi("PATCH", token_url(emsp, "012345678"), example("token_patch_example"))
     assert patched.status_code == 200 and patched.json()["status_code"] == 1000
     token = ForeignToken.objects.get(party=emsp)
     assert token.uid == "012345678" and token.whitelist == "ALLOWED" and token.valid is False
     assert token.data["valid"] is False and token.data["group_id"] == "DF000-2001-8999"
-    got = client.get(
-        f"/ocpi/cpo/2.2.1/tokens/{emsp.country_code}/{emsp.party_id}/012345678",
-        HTTP_AUTHORIZATION=authorization_header("emsp"),
-    )
+    got = ocpi("GET", token_url(emsp, "012345678"), token="emsp")
     assert got.json()["data"]["valid"] is False and got.json()["data"]["last_updated"] == "2019-06-19T02:11:11Z"
 
 
 @pytest.mark.parametrize("name", ["token_example_1_app_user", "token_example_2_full_rfid"])
-def test_the_specs_token_examples_are_accepted(client, emsp, name):
+def test_the_specs_token_examples_are_accepted(ocpi, emsp, name):
     body = {**example(name), "country_code": emsp.country_code, "party_id": emsp.party_id}
-    response = send(client, "put", emsp, body["uid"], body, query=f"?type={body['type']}")
+    response = ocpi("PUT", token_url(emsp, body["uid"]), body, type=body["type"])
     assert response.status_code == 201 and response.json()["status_code"] == 1000
     stored = ForeignToken.objects.get(party=emsp)
     assert stored.type == body["type"] and stored.uid == body["uid"].upper()
@@ -154,39 +143,36 @@ def test_the_specs_token_examples_are_accepted(client, emsp, name):
         ({"party_id": "XYZ"}, "party_id"),
     ],
 )
-def test_bad_put_is_2001_naming_the_field_and_stores_nothing(client, emsp, field, changes):
-    send(client, "put", emsp, "AA11", token_body(emsp, uid="AA11"))
+def test_bad_put_is_2001_naming_the_field_and_stores_nothing(ocpi, emsp, field, changes):
+    ocpi("PUT", token_url(emsp, "AA11"), token_body(emsp, uid="AA11"))
     body = {**token_body(emsp, uid="AA11", whitelist="NEVER"), **changes}
-    response = send(client, "put", emsp, "AA11", body)
+    response = ocpi("PUT", token_url(emsp, "AA11"), body)
     assert response.json()["status_code"] == 2001
     assert field in response.json()["status_message"]
     assert ForeignToken.objects.get(party=emsp).whitelist == "ALLOWED"  # the stored token is untouched
 
 
-def test_patch_needs_last_updated_and_an_existing_token(client, emsp):
-    send(client, "put", emsp, "AA11", token_body(emsp, uid="AA11"))
-    missing = send(client, "patch", emsp, "AA11", {"valid": False})
+def test_patch_needs_last_updated_and_an_existing_token(ocpi, emsp):
+    ocpi("PUT", token_url(emsp, "AA11"), token_body(emsp, uid="AA11"))
+    missing = ocpi("PATCH", token_url(emsp, "AA11"), {"valid": False})
     assert missing.json()["status_code"] == 2001 and "last_updated" in missing.json()["status_message"]
-    unknown = send(client, "patch", emsp, "BB22", {"valid": False, "last_updated": "2020-01-01T00:00:00Z"})
+    unknown = ocpi("PATCH", token_url(emsp, "BB22"), {"valid": False, "last_updated": "2020-01-01T00:00:00Z"})
     assert unknown.status_code == 404 and unknown.json()["status_code"] == 2004
-    bad = send(client, "patch", emsp, "AA11", {"whitelist": 3, "last_updated": "2020-01-01T00:00:00Z"})
+    bad = ocpi("PATCH", token_url(emsp, "AA11"), {"whitelist": 3, "last_updated": "2020-01-01T00:00:00Z"})
     assert bad.json()["status_code"] == 2001 and "whitelist" in bad.json()["status_message"]
-    garbage = send(client, "put", emsp, "AA11", "{oops")
+    garbage = ocpi("PUT", token_url(emsp, "AA11"), "{oops")
     assert garbage.status_code == 400 and garbage.json()["status_code"] == 2001
     assert ForeignToken.objects.get(party=emsp).valid is True
 
 
-def test_a_partner_writes_and_reads_only_under_its_own_ids(client, emsp):
+def test_a_partner_writes_and_reads_only_under_its_own_ids(ocpi, emsp):
     other = PartyFactory(role=Party.Role.EMSP)
-    send(client, "put", emsp, "AA11", token_body(emsp, uid="AA11"))
-    response = send(client, "put", other, "AA11", token_body(other, uid="AA11"))
+    ocpi("PUT", token_url(emsp, "AA11"), token_body(emsp, uid="AA11"))
+    response = ocpi("PUT", token_url(other, "AA11"), token_body(other, uid="AA11"))
     assert response.status_code == 403 and response.json()["status_code"] == 2000
     sneaky = PartnerConnectionFactory(party=other, tokens__from_them="other")
     RoamingAgreementFactory(partner=other, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
     assert sneaky.party == other
-    peek = client.get(
-        f"/ocpi/cpo/2.2.1/tokens/{emsp.country_code}/{emsp.party_id}/AA11",
-        HTTP_AUTHORIZATION=authorization_header("other"),
-    )
+    peek = ocpi("GET", token_url(emsp, "AA11"), token="other")
     assert peek.status_code == 403 and "AA11" not in peek.content.decode()
     assert ForeignToken.objects.count() == 1

@@ -4,7 +4,10 @@ One definition each, so every module refuses the same things with the same words
 - `OcpiDateTimeField`: an instant that exists (no month 13, 30 February, year 0, +25:00 offset; year 1 only
   when representable in UTC), optionally no later than now + OCPI_MAX_CLOCK_SKEW_SECONDS;
 - `NumberField`: a finite JSON number within the range its column can hold (Decimal(12, 4) by default);
-- `GeoCoordinateField`: latitude or longitude as the spec's string (numbers accepted), finite and in range.
+- `GeoCoordinateField`: latitude or longitude as the spec's string (numbers accepted), finite and in range;
+- `OcpiObjectSerializer`: the base of every serializer of an OCPI object a partner sends: an optional field
+  sent as `null` is absent (many implementations write `null` for every field they do not fill);
+  a required field sent as `null` is still refused.
 DRF's CharField already refuses NUL characters and lone surrogates; the request-level walk in
 `roaming.ocpi.input` refuses them anywhere else in a body.
 """
@@ -12,6 +15,7 @@ DRF's CharField already refuses NUL characters and lone surrogates; the request-
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -23,6 +27,25 @@ from roaming.ocpi.input import check_not_future
 DECIMAL_12_4_LIMIT = 100_000_000
 # PositiveIntegerField (PostgreSQL integer).
 INT32_MAX = 2**31 - 1
+
+
+def without_optional_nulls(data: Any, fields: Mapping[str, serializers.Field]) -> Any:
+    """`data` without the keys of optional fields whose value is null (anything but an object: unchanged)."""
+    if not isinstance(data, Mapping):
+        return data
+    return {
+        name: value
+        for name, value in data.items()
+        if value is not None or name not in fields or fields[name].required or fields[name].read_only
+    }
+
+
+class OcpiObjectSerializer(serializers.Serializer):
+    """An OCPI object from a partner. An optional field sent as `null` counts as absent, at every level
+    (nested objects and lists of objects use this base too); a required one sent as `null` is refused."""
+
+    def to_internal_value(self, data: Any):
+        return super().to_internal_value(without_optional_nulls(data, self.fields))
 
 
 class OcpiDateTimeField(serializers.Field):
@@ -108,6 +131,6 @@ class GeoCoordinateField(serializers.Field):
         return value
 
 
-class GeoLocationSerializer(serializers.Serializer):
+class GeoLocationSerializer(OcpiObjectSerializer):
     latitude = GeoCoordinateField(limit=90)
     longitude = GeoCoordinateField(limit=180)
