@@ -50,9 +50,9 @@ from tests.factories import (
     UserFactory,
 )
 from tests.feeds_fixtures import LocationFeed, cpo_connection, example, location, stamp
-from tests.ocpi_input_world import build_world, snapshot
+from tests.ocpi_input_world import PARTNER_TOKEN, World, build_world, snapshot
 from tests.served_platform import PRODUCTION_KEYS, free_port
-from tests.test_ocpi_bad_input import CDRS_URL, LOCATION_URL, SESSION_URL, cdr, refused, send, session
+from tests.test_ocpi_bad_input import CDRS_URL, LOCATION_URL, SESSION_URL, cdr, refused, session
 from tests.test_ocpi_bad_input import location as partner_location
 from tests.test_security_hub import assert_refused, client_info, forged_station, routed
 from tests.test_security_outgoing_urls import MetadataTrap
@@ -119,6 +119,12 @@ def production(transactional_db, tmp_path) -> Iterator[Server]:
         for address in ("127.0.0.1", ATTACKER):
             throttle.reset(address)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+
+
+def send(server: Server, method: str, path: str, body=None, *, token: str = PARTNER_TOKEN) -> requests.Response:
+    """A partner's OCPI call with a JSON body (the bad-input world's partner)."""
+    data = json.dumps(body) if body is not None else None
+    return requests.request(method, server.url + path, data=data, headers=World.headers(token), timeout=60)
 
 
 def call(server: Server, method: str, path: str, body=None, token: str = "hub-token", **headers: str):
