@@ -5,56 +5,47 @@ from __future__ import annotations
 import pytest
 import requests
 
-from roaming.ocpi.credentials import authorization_header
-from roaming.services import store_partner_tokens
 from stations.models import EVSE, Connector, EvseStatusChange, Location
-from tests.factories import PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
+from tests.conftest import make_ocpi_partner
 from tests.feeds_fixtures import example, location, stamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE = "/ocpi/emsp/2.2.1/locations"
+OCPI_TOKEN = "bec-token"
 
 
 @pytest.fixture
 def cpo():
     """BE*BEC, the party of the spec's location examples, connected with its own token."""
-    party = PartyFactory(country_code="BE", party_id="BEC")
-    RoamingAgreementFactory(partner=party)
-    return PartnerConnectionFactory(party=party, tokens__from_them="bec-token", tokens__to_them="to-bec")
+    return make_ocpi_partner(country_code="BE", party_id="BEC", token=OCPI_TOKEN, tokens__to_them="to-bec").connection
 
 
-def call(live_server, method, path, body=None, token="bec-token", **headers):
-    headers = {"Authorization": authorization_header(token), **headers}
-    response = requests.request(method, live_server.url + BASE + path, json=body, headers=headers, timeout=10)
-    return response.status_code, response.json()
+def test_put_a_new_location_then_get_it_back(ocpi_live, cpo):
+    response = ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
 
-
-def test_put_a_new_location_then_get_it_back(live_server, cpo):
-    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
-
-    assert (status, body["status_code"]) == (201, 1000)
+    assert (response.status_code, response.envelope["status_code"]) == (201, 1000)
     stored = Location.objects.get(party=cpo.party, ocpi_id="LOC1")
     assert (stored.map_status, stored.evse_count, stored.source) == ("available", 2, cpo)
-    status, body = call(live_server, "GET", "/BE/BEC/LOC1")
-    assert status == 200 and body["data"]["id"] == "LOC1"
-    assert [e["uid"] for e in body["data"]["evses"]] == ["3256", "3257"]
-    status, body = call(live_server, "GET", "/BE/BEC/LOC1/3257/1")
-    assert body["data"]["standard"] == "IEC_62196_T2" and body["data"]["max_amperage"] == 16
+    response = ocpi_live("GET", BASE + "/BE/BEC/LOC1")
+    assert response.status_code == 200 and response.data["id"] == "LOC1"
+    assert [e["uid"] for e in response.data["evses"]] == ["3256", "3257"]
+    response = ocpi_live("GET", BASE + "/BE/BEC/LOC1/3257/1")
+    assert response.data["standard"] == "IEC_62196_T2" and response.data["max_amperage"] == 16
 
-    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
-    assert (status, body["status_code"]) == (200, 1000)  # a replace, not a second location
+    response = ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
+    assert (response.status_code, response.envelope["status_code"]) == (200, 1000)  # a replace, not a second one
     assert Location.objects.count() == 1
 
 
-def test_a_status_patch_is_on_the_map_at_once_with_history_and_bumps_the_location(live_server, cpo):
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+def test_a_status_patch_is_on_the_map_at_once_with_history_and_bumps_the_location(ocpi_live, cpo):
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
     patch = example("location_patch_example_status.json")  # {"status": "CHARGING", "last_updated": ...}
-    call(live_server, "PATCH", "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
+    ocpi_live("PATCH", BASE + "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
 
-    status, body = call(live_server, "PATCH", "/BE/BEC/LOC1/3257", patch)
+    response = ocpi_live("PATCH", BASE + "/BE/BEC/LOC1/3257", patch)
 
-    assert (status, body["status_code"]) == (200, 1000)
+    assert (response.status_code, response.envelope["status_code"]) == (200, 1000)
     loc = Location.objects.get()
     assert (loc.map_status, loc.available_evse_count) == ("in_use", 0)
     evse = EVSE.objects.get(uid="3257")
@@ -66,28 +57,28 @@ def test_a_status_patch_is_on_the_map_at_once_with_history_and_bumps_the_locatio
     ]
 
 
-def test_put_an_evse_and_a_connector_into_an_existing_location(live_server, cpo):
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+def test_put_an_evse_and_a_connector_into_an_existing_location(ocpi_live, cpo):
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
     evse = example("location_example.json")["evses"][0] | {"uid": "3258", "status": "AVAILABLE"}
     evse["last_updated"] = stamp()
-    assert call(live_server, "PUT", "/BE/BEC/LOC1/3258", evse)[0] == 200
+    assert ocpi_live("PUT", BASE + "/BE/BEC/LOC1/3258", evse).status_code == 200
     connector = evse["connectors"][0] | {"id": "9", "standard": "IEC_62196_T2_COMBO", "power_type": "DC"}
     connector |= {"max_voltage": 500, "max_amperage": 300, "max_electric_power": 150000, "last_updated": stamp()}
 
-    status, body = call(live_server, "PUT", "/BE/BEC/LOC1/3258/9", connector)
+    response = ocpi_live("PUT", BASE + "/BE/BEC/LOC1/3258/9", connector)
 
-    assert (status, body["status_code"]) == (200, 1000)
+    assert (response.status_code, response.envelope["status_code"]) == (200, 1000)
     loc = Location.objects.get()
     assert loc.evse_count == 3 and loc.max_power_kw == 150
     assert loc.connector_standards == ",IEC_62196_T2,IEC_62196_T2_COMBO,"
     assert Connector.objects.filter(evse__uid="3258").count() == 3
 
 
-def test_the_spec_bad_evse_example_is_refused_and_nothing_changes(live_server, cpo):
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+def test_the_spec_bad_evse_example_is_refused_and_nothing_changes(ocpi_live, cpo):
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
     before = Location.objects.get()
 
-    status, body = call(live_server, "PUT", "/BE/BEC/LOC1/3256", example("location_put_example_add_evse.json"))
+    body = ocpi_live("PUT", BASE + "/BE/BEC/LOC1/3256", example("location_put_example_add_evse.json")).envelope
 
     assert body["status_code"] == 2001 and "connectors[0]" in body["status_message"]
     after = Location.objects.get()
@@ -107,67 +98,54 @@ def test_the_spec_bad_evse_example_is_refused_and_nothing_changes(live_server, c
     ],
     ids=["patch-without-last-updated", "unknown-status", "unknown-location", "unknown-evse", "id-mismatch", "uid"],
 )
-def test_bad_pushes_are_refused_in_ocpi_form(live_server, cpo, method, path, body, code, message):
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+def test_bad_pushes_are_refused_in_ocpi_form(ocpi_live, cpo, method, path, body, code, message):
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
     before = Location.objects.get().content_hash
     if body is None:
         body = example("location_example.json")
 
-    status, answer = call(live_server, method, path, body)
+    answer = ocpi_live(method, BASE + path, body).envelope
 
     assert answer["status_code"] == code and message in answer["status_message"], answer
     assert Location.objects.get().content_hash == before
     assert Location.objects.count() == 1
 
 
-def test_invalid_json_is_http_400(live_server, cpo):
-    response = requests.put(
-        live_server.url + BASE + "/BE/BEC/LOC1",
-        data=b"{not json",
-        headers={"Authorization": authorization_header("bec-token"), "Content-Type": "application/json"},
-        timeout=10,
-    )
-    assert response.status_code == 400 and response.json()["status_code"] == 2001
+def test_invalid_json_is_http_400(ocpi_live, cpo):
+    response = ocpi_live("PUT", BASE + "/BE/BEC/LOC1", raw=b"{not json")
+    assert response.status_code == 400 and response.envelope["status_code"] == 2001
 
 
-def test_a_partner_may_write_and_read_only_its_own_locations(live_server, cpo):
-    other = PartnerConnectionFactory(party=PartyFactory(country_code="NL", party_id="ALL"), tokens__from_them="t-all")
-    RoamingAgreementFactory(partner=other.party)
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+def test_a_partner_may_write_and_read_only_its_own_locations(ocpi_live, cpo):
+    other = make_ocpi_partner(country_code="NL", party_id="ALL", token="t-all")
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
 
-    status, body = call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"), token="t-all")
-    assert (status, body["status_code"]) == (403, 2000)
-    status, body = call(live_server, "PATCH", "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
-    assert status == 200
-    status, body = call(live_server, "GET", "/BE/BEC/LOC1", token="t-all")
-    assert status == 403
-    assert call(live_server, "GET", "/BE/BEC/LOC1", token="not-a-token")[0] == 401
+    response = ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"), partner=other)
+    assert (response.status_code, response.envelope["status_code"]) == (403, 2000)
+    response = ocpi_live("PATCH", BASE + "/BE/BEC/LOC1/3256", {"status": "OUTOFORDER", "last_updated": stamp()})
+    assert response.status_code == 200
+    assert ocpi_live("GET", BASE + "/BE/BEC/LOC1", partner=other).status_code == 403
+    assert ocpi_live("GET", BASE + "/BE/BEC/LOC1", token="not-a-token").status_code == 401
     # A location under the other party's own code is its own.
     mine = location("X1", country_code="NL", party_id="ALL", updated=stamp())
-    assert call(live_server, "PUT", "/NL/ALL/X1", mine, token="t-all")[0] == 201
+    assert ocpi_live("PUT", BASE + "/NL/ALL/X1", mine, partner=other).status_code == 201
     assert Location.objects.get(ocpi_id="X1").party == other.party
 
 
-def test_a_hub_pushes_for_its_confirmed_client_with_or_without_routing_headers(live_server, cpo):
-    hub = PartnerConnectionFactory(party=PartyFactory(country_code="DE", party_id="HBJ", role="HUB"))
-    client = PartnerConnectionFactory(
-        party=PartyFactory(country_code="NL", party_id="FST"), via_hub=hub, tokens__from_them="unused"
-    )
-    RoamingAgreementFactory(partner=client.party, hub=hub.party)
-    store_partner_tokens(hub, from_them="hub-token")
+def test_a_hub_pushes_for_its_confirmed_client_with_or_without_routing_headers(ocpi_live, cpo):
+    client = make_ocpi_partner(country_code="NL", party_id="FST", via_hub=True, token="hub-token")
     body = location("F1", country_code="NL", party_id="FST", updated=stamp())
-    routed = {"OCPI-from-country-code": "NL", "OCPI-from-party-id": "FST"}
 
-    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token", **routed)[0] == 201
+    assert ocpi_live("PUT", BASE + "/NL/FST/F1", body, partner=client).status_code == 201
     # Without routing headers too (roaming.ocpi.ownership): the URL names a client it may act for.
-    assert call(live_server, "PUT", "/NL/FST/F1", body, token="hub-token")[0] == 200
-    assert call(live_server, "PUT", "/DE/HBX/F1", body, token="hub-token", **routed)[0] == 403
+    assert ocpi_live("PUT", BASE + "/NL/FST/F1", body, partner=client, routing=False).status_code == 200
+    assert ocpi_live("PUT", BASE + "/DE/HBX/F1", body, partner=client).status_code == 403
     assert Location.objects.get(ocpi_id="F1").party.party_id == "FST"
 
 
-def test_a_status_patch_reaches_the_drivers_map_api_at_once(live_server, cpo):
+def test_a_status_patch_reaches_the_drivers_map_api_at_once(live_server, ocpi_live, cpo):
     """The map caches its answers; a CPO's status push must not wait for that cache to expire."""
-    call(live_server, "PUT", "/BE/BEC/LOC1", example("location_example.json"))
+    ocpi_live("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json"))
     loc = Location.objects.get()
     streets = {"bbox": f"{loc.longitude - 0.01},{loc.latitude - 0.01},{loc.longitude + 0.01},{loc.latitude + 0.01}"}
     streets["zoom"] = 17
@@ -179,5 +157,5 @@ def test_a_status_patch_reaches_the_drivers_map_api_at_once(live_server, cpo):
     assert map_status() == "available"
     assert map_status() == "available"  # now served from the cache
     for uid in ("3256", "3257"):
-        call(live_server, "PATCH", f"/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": stamp()})
+        ocpi_live("PATCH", BASE + f"/BE/BEC/LOC1/{uid}", {"status": "OUTOFORDER", "last_updated": stamp()})
     assert map_status() == "faulty"
