@@ -24,18 +24,12 @@ from cards.authorization import card_directory
 from roaming.ocpi import endpoint, throttle
 from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
-from tests.conftest import TEST_REDIS_URL
-from tests.factories import (
-    CardFactory,
-    DriverFactory,
-    EVSEFactory,
-    PartnerConnectionFactory,
-    RoamingAgreementFactory,
-    UserFactory,
-)
+from tests.conftest import TEST_REDIS_URL, make_ocpi_partner
+from tests.factories import CardFactory, DriverFactory, EVSEFactory, UserFactory
 
 PARTNER_TOKEN = "valid-partner-token-for-throttling"
 SERVICE_TOKEN = "backend-secret-for-throttling"
+AUTHORIZE = "/ocpi/emsp/2.2.1/tokens/04AABBCCDD0001/authorize"
 OTHER_ADDRESS = "127.0.0.2"  # loopback too: a second real client address on this machine
 
 
@@ -79,18 +73,8 @@ def _clean_state(settings):
 @pytest.fixture
 def partner(transactional_db):
     """A CPO with an agreement taking our cards, and one of our cards it may ask about."""
-    connection = PartnerConnectionFactory(tokens__from_them=PARTNER_TOKEN)
-    RoamingAgreementFactory(partner=connection.party)
     CardFactory(uid="04AABBCCDD0001")
-    return connection
-
-
-def authorize(base_url: str, token: str, session: requests.Session | None = None, **headers) -> requests.Response:
-    return (session or requests).post(
-        f"{base_url}/ocpi/emsp/2.2.1/tokens/04AABBCCDD0001/authorize",
-        headers={"Authorization": authorization_header(token), **headers},
-        timeout=10,
-    )
+    return make_ocpi_partner(token=PARTNER_TOKEN)
 
 
 def random_token() -> str:
@@ -100,10 +84,11 @@ def random_token() -> str:
 # -- OCPI partner authentication ---------------------------------------------------------------------------
 
 
-def test_random_tokens_get_429_in_the_ocpi_envelope_and_a_valid_partner_elsewhere_still_gets_200(live_server, partner):
+def test_random_tokens_get_429_in_the_ocpi_envelope_and_a_valid_partner_elsewhere_still_gets_200(
+    live_server, ocpi_live, partner
+):
     base = live_server.url
-    with requests.Session() as attacker:
-        answers = [authorize(base, random_token(), attacker) for _ in range(60)]
+    answers = [ocpi_live("POST", AUTHORIZE, token=random_token()) for _ in range(60)]
     statuses = [answer.status_code for answer in answers]
     assert statuses[:20] == [401] * 20  # the 20th failure is still answered 401, then the address is blocked
     assert statuses[20:] == [429] * 40
@@ -115,71 +100,77 @@ def test_random_tokens_get_429_in_the_ocpi_envelope_and_a_valid_partner_elsewher
     assert body["timestamp"] and "data" not in body
 
     # The partner at its own address is neither counted nor slowed.
-    with session_from(OTHER_ADDRESS) as other:
-        good = authorize(base, PARTNER_TOKEN, other)
+    credentials = {"Authorization": authorization_header(partner.token)}
+    with session_from(OTHER_ADDRESS) as other:  # the kit's calls leave from 127.0.0.1: this one from elsewhere
+        good = other.post(base + AUTHORIZE, headers=credentials, timeout=10)
         assert good.status_code == 200 and good.json()["data"]["allowed"] == "ALLOWED"
-        assert other.get(f"{base}/ocpi/versions", headers={"Authorization": authorization_header(PARTNER_TOKEN)}).ok
+        assert other.get(f"{base}/ocpi/versions", headers=credentials, timeout=10).ok
 
     # From the blocked address even the valid token is refused: 200 there would tell which guess was right.
-    assert authorize(base, PARTNER_TOKEN).status_code == 429
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 429
 
 
-def test_a_blocked_address_costs_no_token_lookup(live_server, partner, settings):
+def test_a_blocked_address_costs_no_token_lookup(ocpi_live, partner, settings):
     settings.OCPI_AUTH_FAILURE_LIMIT = 5
     for _ in range(5):
-        assert authorize(live_server.url, random_token()).status_code == 401
+        assert ocpi_live("POST", AUTHORIZE, token=random_token()).status_code == 401
     cached = len(endpoint._connections)
     for _ in range(30):
-        assert authorize(live_server.url, random_token()).status_code == 429
+        assert ocpi_live("POST", AUTHORIZE, token=random_token()).status_code == 429
     assert len(endpoint._connections) == cached  # refused before any token was hashed or looked up
 
 
-def test_the_block_ends_with_its_window_or_when_reset(live_server, partner, settings):
+def test_the_block_ends_with_its_window_or_when_reset(ocpi_live, partner, settings):
     settings.OCPI_AUTH_FAILURE_LIMIT = 3
     settings.OCPI_AUTH_FAILURE_WINDOW_S = 1
     for _ in range(3):
-        assert authorize(live_server.url, random_token()).status_code == 401
-    refused = authorize(live_server.url, PARTNER_TOKEN)
+        assert ocpi_live("POST", AUTHORIZE, token=random_token()).status_code == 401
+    refused = ocpi_live("POST", AUTHORIZE, partner=partner)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
     time.sleep(1.1)
-    assert authorize(live_server.url, PARTNER_TOKEN).status_code == 200
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 200
 
     settings.OCPI_AUTH_FAILURE_WINDOW_S = 600
     for _ in range(3):
-        authorize(live_server.url, random_token())
-    assert authorize(live_server.url, PARTNER_TOKEN).status_code == 429
+        ocpi_live("POST", AUTHORIZE, token=random_token())
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 429
     out = io.StringIO()
     call_command("unblock_address", "127.0.0.1", stdout=out)  # what staff run to unblock a partner at once
     assert "127.0.0.1: unblocked" in out.getvalue()
-    assert authorize(live_server.url, PARTNER_TOKEN).status_code == 200
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 200
 
 
-def test_successful_calls_are_not_counted(live_server, partner, settings):
+def test_successful_calls_are_not_counted(ocpi_live, partner, settings):
     settings.OCPI_AUTH_FAILURE_LIMIT = 3
     for _ in range(2):
-        assert authorize(live_server.url, random_token()).status_code == 401
+        assert ocpi_live("POST", AUTHORIZE, token=random_token()).status_code == 401
     for _ in range(30):
-        assert authorize(live_server.url, PARTNER_TOKEN).status_code == 200
-    assert authorize(live_server.url, random_token()).status_code == 401  # the 3rd failure, answered as such
-    assert authorize(live_server.url, PARTNER_TOKEN).status_code == 429
+        assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 200
+    assert ocpi_live("POST", AUTHORIZE, token=random_token()).status_code == 401  # the 3rd failure, answered as such
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 429
 
 
-def test_x_forwarded_for_is_ignored_unless_a_trusted_proxy_is_declared(live_server, partner, settings):
+def test_x_forwarded_for_is_ignored_unless_a_trusted_proxy_is_declared(ocpi_live, partner, settings):
     settings.OCPI_AUTH_FAILURE_LIMIT = 3
-    base = live_server.url
     # No proxy declared: rotating X-Forwarded-For does not give an attacker fresh addresses.
     for n in range(3):
-        authorize(base, random_token(), **{"X-Forwarded-For": f"203.0.113.{n}"})
-    assert authorize(base, PARTNER_TOKEN, **{"X-Forwarded-For": "203.0.113.9"}).status_code == 429
+        ocpi_live("POST", AUTHORIZE, token=random_token(), headers={"X-Forwarded-For": f"203.0.113.{n}"})
+    assert ocpi_live("POST", AUTHORIZE, partner=partner, headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 429
     throttle.reset("127.0.0.1")
 
     # One proxy of ours in front: the client is the entry it appended (right-most), not what the client wrote.
     settings.TRUSTED_PROXY_COUNT = 1
     for _ in range(3):
-        authorize(base, random_token(), **{"X-Forwarded-For": f"10.9.9.{secrets.randbelow(250)}, 198.51.100.7"})
-    assert authorize(base, PARTNER_TOKEN, **{"X-Forwarded-For": "198.51.100.7"}).status_code == 429
-    assert authorize(base, PARTNER_TOKEN, **{"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}).status_code == 429
-    assert authorize(base, PARTNER_TOKEN, **{"X-Forwarded-For": "198.51.100.8"}).status_code == 200
+        ocpi_live(
+            "POST",
+            AUTHORIZE,
+            token=random_token(),
+            headers={"X-Forwarded-For": f"10.9.9.{secrets.randbelow(250)}, 198.51.100.7"},
+        )
+    assert ocpi_live("POST", AUTHORIZE, partner=partner, headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 429
+    spoofed = ocpi_live("POST", AUTHORIZE, partner=partner, headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+    assert spoofed.status_code == 429
+    assert ocpi_live("POST", AUTHORIZE, partner=partner, headers={"X-Forwarded-For": "198.51.100.8"}).status_code == 200
 
 
 def test_ipv6_callers_are_counted_per_64_network():
@@ -213,16 +204,15 @@ def ocpi_routes() -> list[str]:
     return paths
 
 
-def test_every_ocpi_endpoint_refuses_a_blocked_address(live_server, partner, settings):
+def test_every_ocpi_endpoint_refuses_a_blocked_address(ocpi_live, partner, settings):
     settings.OCPI_AUTH_FAILURE_LIMIT = 2
     routes = ocpi_routes()
     assert len(routes) >= 15 and "/ocpi/emsp/2.2.1/tokens/XX/authorize" in routes
     for _ in range(2):
-        authorize(live_server.url, random_token())
-    header = {"Authorization": authorization_header(PARTNER_TOKEN), "Content-Type": "application/json"}
+        ocpi_live("POST", AUTHORIZE, token=random_token())
     for route in routes:
         statuses = {
-            method: requests.request(method, live_server.url + route, headers=header, data="{}", timeout=10).status_code
+            method: ocpi_live(method, route, raw="{}", partner=partner).status_code
             for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
         }
         # Each endpoint answers 429 to every method it serves (405 for the others, decided before any token).
@@ -230,12 +220,9 @@ def test_every_ocpi_endpoint_refuses_a_blocked_address(live_server, partner, set
         assert 429 in statuses.values(), (route, statuses)
 
 
-def test_an_unknown_ocpi_path_tells_nothing_about_a_token(live_server, partner):
+def test_an_unknown_ocpi_path_tells_nothing_about_a_token(ocpi_live, partner):
     answers = [
-        requests.get(
-            f"{live_server.url}/ocpi/emsp/2.2.1/nothing-here", headers={"Authorization": authorization_header(token)}
-        )
-        for token in (PARTNER_TOKEN, random_token())
+        ocpi_live("GET", "/ocpi/emsp/2.2.1/nothing-here", token=token) for token in (partner.token, random_token())
     ]
     # No token is looked up there, so right and wrong tokens get the same 404: nothing to guess against.
     assert [answer.status_code for answer in answers] == [404, 404]
@@ -245,7 +232,7 @@ def test_an_unknown_ocpi_path_tells_nothing_about_a_token(live_server, partner):
     assert bodies[0] == bodies[1] and bodies[0]["status_code"] == 2000
 
 
-def test_failures_counted_in_another_process_block_here_through_redis(live_server, partner, settings):
+def test_failures_counted_in_another_process_block_here_through_redis(ocpi_live, partner, settings):
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": TEST_REDIS_URL}
     }
@@ -261,12 +248,12 @@ def test_failures_counted_in_another_process_block_here_through_redis(live_serve
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mobilityplus.settings", "REDIS_URL": TEST_REDIS_URL}
     subprocess.run([sys.executable, "-c", script], cwd=root, env=env, check=True, timeout=60)
     # This process has seen no failure from the address yet: its first wrong guess finds the block.
-    guess = authorize(live_server.url, random_token())
+    guess = ocpi_live("POST", AUTHORIZE, token=random_token())
     assert guess.status_code == 429 and int(guess.headers["Retry-After"]) >= 1
-    refused = authorize(live_server.url, PARTNER_TOKEN)
+    refused = ocpi_live("POST", AUTHORIZE, partner=partner)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     throttle.reset("127.0.0.1")
-    assert authorize(live_server.url, PARTNER_TOKEN).status_code == 200
+    assert ocpi_live("POST", AUTHORIZE, partner=partner).status_code == 200
 
 
 # -- The charge-point backend bearer (POST /api/v1/authorizations) -------------------------------------------
@@ -395,7 +382,7 @@ def test_a_successful_login_clears_earlier_failures(live_server, transactional_d
 
 def test_5000_random_tokens_leave_the_connection_cache_bounded(db, settings):
     settings.OCPI_CONNECTION_CACHE_MAX_ENTRIES = 1000
-    connection = PartnerConnectionFactory(tokens__from_them=PARTNER_TOKEN)
+    connection = make_ocpi_partner(token=PARTNER_TOKEN, agreement=False).connection
     factory = RequestFactory()
     endpoint._clear_connection_cache()
 
