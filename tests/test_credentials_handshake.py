@@ -19,6 +19,7 @@ from roaming.ocpi.client import OcpiClient, OcpiClientError, join_url
 from roaming.ocpi.credentials import authorization_header, decrypt_token, encrypt_token, hash_token
 from roaming.serializers import CredentialsSerializer
 from roaming.tasks import connect_partner, rotate_partner_tokens, unregister_partner
+from tests.conftest import make_ocpi_partner
 from tests.factories import PartnerConnectionFactory, PartyFactory, RoamingAgreementFactory
 from tests.ocpi_peer import PeerResponse, ok
 
@@ -141,24 +142,10 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/ocpi/versions"
 
 
-def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions", body=None, raw: bool = False):
-    """A partner's call to us; returns (HTTP status, envelope)."""
-    import requests
-
-    response = requests.request(
-        method,
-        ours + path,
-        json=body,
-        headers={"Authorization": authorization_header(token, raw=raw)},
-        timeout=15,
-    )
-    return response.status_code, response.json()
-
-
 # --- Incoming: a partner registers with us ---------------------------------------------------------------------
 
 
-def test_partner_registers_rotates_and_unregisters(ours, ocpi_peer):
+def test_partner_registers_rotates_and_unregisters(ours, ocpi_live, ocpi_peer):
     peer = PeerParty(ocpi_peer)
     party = PartyFactory(country_code="NL", party_id="PEE", name="Peer (planned)")
     token_a = services.issue_registration_token(party)
@@ -211,41 +198,39 @@ def test_partner_registers_rotates_and_unregisters(ours, ocpi_peer):
     assert party.name == "Peer Charging" and party.website == "https://peer.example"
 
     # Token A is now invalid; token C works, and GET credentials returns it.
-    assert call(ours, token_a)[0] == 401
-    status, body = call(ours, token_c, path="/ocpi/2.2.1/credentials")
-    assert status == 200 and body["data"]["token"] == token_c
+    assert ocpi_live("GET", "/ocpi/versions", token=token_a).status_code == 401
+    response = ocpi_live("GET", "/ocpi/2.2.1/credentials", token=token_c)
+    assert response.status_code == 200 and response.data["token"] == token_c
     # Registering again with token C: HTTP 405, as 2.2.1 says.
-    status, body = call(ours, token_c, "POST", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B"))
-    assert status == 405 and body["status_code"] == 2000
+    response = ocpi_live("POST", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B"), token=token_c)
+    assert response.status_code == 405 and response.envelope["status_code"] == 2000
 
     # PUT rotates: new token B2 for us to call it, new token C2 for it; C is invalid afterwards.
     peer.accepted = {"peer-token-B2"}
-    status, body = call(ours, token_c, "PUT", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B2"))
-    assert status == 200 and body["status_code"] == 1000
-    token_c2 = body["data"]["token"]
+    response = ocpi_live("PUT", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B2"), token=token_c)
+    assert response.status_code == 200 and response.envelope["status_code"] == 1000
+    token_c2 = response.data["token"]
     assert token_c2 != token_c
-    assert call(ours, token_c)[0] == 401
-    assert call(ours, token_c2)[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token=token_c).status_code == 401
+    assert ocpi_live("GET", "/ocpi/versions", token=token_c2).status_code == 200
     connection.refresh_from_db()
     assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-B2"
 
     # DELETE unregisters: neither token works any more.
-    status, body = call(ours, token_c2, "DELETE", "/ocpi/2.2.1/credentials")
-    assert status == 200 and body["status_code"] == 1000
-    assert call(ours, token_c2)[0] == 401
+    response = ocpi_live("DELETE", "/ocpi/2.2.1/credentials", token=token_c2)
+    assert response.status_code == 200 and response.envelope["status_code"] == 1000
+    assert ocpi_live("GET", "/ocpi/versions", token=token_c2).status_code == 401
     connection.refresh_from_db()
     assert connection.status == PartnerConnection.Status.DISCONNECTED
     assert connection.token_to_them_encrypted == "" and connection.token_from_them_hash == ""
 
 
-def test_wrong_token_is_401_everywhere(ours):
-    PartnerConnectionFactory(tokens__from_them="right-token")
+def test_wrong_token_is_401_everywhere(ours, ocpi_live):
+    make_ocpi_partner(token="right-token", agreement=False)
     for path in ("/ocpi/versions", "/ocpi/2.2.1", "/ocpi/2.2.1/credentials"):
-        status, body = call(ours, "wrong-token", path=path)
-        assert status == 401 and body["status_code"] == 2000
-    import requests
-
-    assert requests.get(ours + "/ocpi/versions", timeout=10).status_code == 401  # no Authorization at all
+        response = ocpi_live("GET", path, token="wrong-token")
+        assert response.status_code == 401 and response.envelope["status_code"] == 2000
+    assert ocpi_live("GET", "/ocpi/versions").status_code == 401  # no Authorization at all
 
 
 def registered_state(connection: PartnerConnection) -> tuple:
@@ -270,7 +255,7 @@ def registered_state(connection: PartnerConnection) -> tuple:
         ("garbage_details", 3001, "version_details"),
     ],
 )
-def test_failed_callback_keeps_connection_unregistered(ours, ocpi_peer, breakage, status_code, step):
+def test_failed_callback_keeps_connection_unregistered(ours, ocpi_live, ocpi_peer, breakage, status_code, step):
     peer = PeerParty(ocpi_peer)
     peer.accepted = {"peer-token-B"}
     versions_url = peer.versions_url
@@ -290,34 +275,35 @@ def test_failed_callback_keeps_connection_unregistered(ours, ocpi_peer, breakage
     before = registered_state(connection)
 
     body = {**peer.credentials("peer-token-B"), "url": versions_url}
-    status, reply = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", body)
+    response = ocpi_live("POST", "/ocpi/2.2.1/credentials", body, token=token_a)
 
-    assert status == 200 and reply["status_code"] == status_code
-    assert step in reply["status_message"]
+    assert response.status_code == 200 and response.envelope["status_code"] == status_code
+    assert step in response.envelope["status_message"]
     assert registered_state(connection) == before  # nothing stored: still planned, token A still the only one
     assert connection.last_error.startswith(f"Handshake failed (OCPI {status_code}) at {step}")
     assert connection.handshake_log[-1]["step"] == step and connection.handshake_log[-1]["ok"] is False
     # Token A still works, so the partner can try again once it is fixed.
-    assert call(ours, token_a)[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token=token_a).status_code == 200
 
 
-def test_invalid_credentials_body_is_2001_naming_the_field(ours):
+def test_invalid_credentials_body_is_2001_naming_the_field(ours, ocpi_live):
     party = PartyFactory(country_code="NL", party_id="PEE")
     token_a = services.issue_registration_token(party)
-    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", {"url": "not a url", "roles": []})
-    assert status == 400 and body["status_code"] == 2001
-    assert "token" in body["status_message"] and "url" in body["status_message"] and "roles" in body["status_message"]
+    response = ocpi_live("POST", "/ocpi/2.2.1/credentials", {"url": "not a url", "roles": []}, token=token_a)
+    assert response.status_code == 400 and response.envelope["status_code"] == 2001
+    message = response.envelope["status_message"]
+    assert "token" in message and "url" in message and "roles" in message
     other = {
         "token": "t",
         "url": "http://127.0.0.1:1/v",
         "roles": [{"role": "CPO", "party_id": "XXX", "country_code": "DE", "business_details": {"name": "X"}}],
     }
-    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", other)
-    assert body["status_code"] == 2001 and "NL*PEE" in body["status_message"]
+    response = ocpi_live("POST", "/ocpi/2.2.1/credentials", other, token=token_a)
+    assert response.envelope["status_code"] == 2001 and "NL*PEE" in response.envelope["status_message"]
     assert PartnerConnection.objects.get(party=party).status == PartnerConnection.Status.PLANNED
 
 
-def test_failed_rotation_keeps_old_tokens(ours, ocpi_peer):
+def test_failed_rotation_keeps_old_tokens(ours, ocpi_live, ocpi_peer):
     peer = PeerParty(ocpi_peer)
     connection = PartnerConnectionFactory(
         party=PartyFactory(country_code="NL", party_id="PEE"),
@@ -327,22 +313,24 @@ def test_failed_rotation_keeps_old_tokens(ours, ocpi_peer):
     )
     before = registered_state(connection)
     peer.accepted = {"someone-else"}  # it will refuse our call back with the new token
-    status, body = call(ours, "token-C", "PUT", "/ocpi/2.2.1/credentials", peer.credentials("token-B2"))
-    assert body["status_code"] == 3001
+    response = ocpi_live("PUT", "/ocpi/2.2.1/credentials", peer.credentials("token-B2"), token="token-C")
+    assert response.envelope["status_code"] == 3001
     assert registered_state(connection) == before
-    assert call(ours, "token-C")[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token="token-C").status_code == 200
 
 
-def test_put_or_delete_before_registering_is_405(ours):
+def test_put_or_delete_before_registering_is_405(ours, ocpi_live):
     token_a = services.issue_registration_token(PartyFactory())
-    assert call(ours, token_a, "PUT", "/ocpi/2.2.1/credentials", {})[0] == 405
-    assert call(ours, token_a, "DELETE", "/ocpi/2.2.1/credentials")[0] == 405
+    assert ocpi_live("PUT", "/ocpi/2.2.1/credentials", {}, token=token_a).status_code == 405
+    assert ocpi_live("DELETE", "/ocpi/2.2.1/credentials", token=token_a).status_code == 405
 
 
 # --- Outgoing: we register at a partner ("Connect") -------------------------------------------------------------
 
 
-def test_connect_registers_us_through_a_real_worker_then_rotates_and_unregisters(ours, ocpi_peer, redis_celery_worker):
+def test_connect_registers_us_through_a_real_worker_then_rotates_and_unregisters(
+    ours, ocpi_live, ocpi_peer, redis_celery_worker
+):
     peer = PeerParty(ocpi_peer)
     peer.accepted = {"their-token-A"}
     connection = PartnerConnectionFactory(
@@ -367,26 +355,26 @@ def test_connect_registers_us_through_a_real_worker_then_rotates_and_unregisters
     assert register.json()["url"] == ours + "/ocpi/versions"
     # Token B is now its credentials at our platform.
     token_b = peer.token_for_us
-    assert call(ours, token_b)[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token=token_b).status_code == 200
 
     # Rotation: PUT with a new B2, receive C2.
     assert rotate_partner_tokens.delay(connection.pk).get(timeout=60)["status"] == "connected"
     connection.refresh_from_db()
     assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C2"
     assert peer.token_for_us != token_b
-    assert call(ours, token_b)[0] == 401
-    assert call(ours, peer.token_for_us)[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token=token_b).status_code == 401
+    assert ocpi_live("GET", "/ocpi/versions", token=peer.token_for_us).status_code == 200
 
     # Unregister: DELETE at theirs, then both tokens are gone here.
     token_b2 = peer.token_for_us
     assert unregister_partner.delay(connection.pk).get(timeout=60)["status"] == "disconnected"
     assert ocpi_peer.requests[-1].method == "DELETE"
     assert peer.accepted == set()
-    assert call(ours, token_b2)[0] == 401
+    assert ocpi_live("GET", "/ocpi/versions", token=token_b2).status_code == 401
 
 
 @pytest.mark.parametrize("breakage", ["unreachable", "wrong_token", "garbage_credentials", "refused_callback"])
-def test_failed_connect_keeps_the_old_connection(ours, ocpi_peer, breakage):
+def test_failed_connect_keeps_the_old_connection(ours, ocpi_live, ocpi_peer, breakage):
     peer = PeerParty(ocpi_peer)
     peer.accepted = {"their-token-A"}
     versions_url, token_a = peer.versions_url, "their-token-A"
@@ -416,9 +404,9 @@ def test_failed_connect_keeps_the_old_connection(ours, ocpi_peer, breakage):
     assert connection.last_error.startswith("Handshake failed (OCPI 3001) at " + step)
     assert connection.last_error_at is not None
     assert connection.handshake_log[-1] == {**connection.handshake_log[-1], "step": step, "ok": False}
-    assert call(ours, "old-token-B")[0] == 200
+    assert ocpi_live("GET", "/ocpi/versions", token="old-token-B").status_code == 200
     if peer.token_for_us:  # the token B we offered was withdrawn
-        assert call(ours, peer.token_for_us)[0] == 401
+        assert ocpi_live("GET", "/ocpi/versions", token=peer.token_for_us).status_code == 401
 
 
 def test_connect_to_an_unreachable_partner_leaves_a_planned_connection_with_the_error(ours):
@@ -432,20 +420,26 @@ def test_connect_to_an_unreachable_partner_leaves_a_planned_connection_with_the_
     assert join_url(url) in connection.handshake_log[0]["detail"]
 
 
-def test_partner_sending_raw_tokens_is_answered_in_kind(ours, ocpi_peer):
+def test_partner_sending_raw_tokens_is_answered_in_kind(ours, ocpi_live, ocpi_peer):
     peer = PeerParty(ocpi_peer)
     peer.raw = True
     peer.accepted = {"peer-token-B"}
     party = PartyFactory(country_code="NL", party_id="PEE")
     token_a = services.issue_registration_token(party)
 
-    status, body = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", peer.credentials("peer-token-B"), raw=True)
+    response = ocpi_live(
+        "POST",
+        "/ocpi/2.2.1/credentials",
+        peer.credentials("peer-token-B"),
+        headers={"Authorization": authorization_header(token_a, raw=True)},
+    )
 
-    assert status == 200 and body["status_code"] == 1000, body
+    assert response.status_code == 200 and response.envelope["status_code"] == 1000, response.envelope
     assert ocpi_peer.requests[0].header("Authorization") == "Token peer-token-B"
     connection = PartnerConnection.objects.get(party=party)
     assert connection.accepts_raw_token is True
-    assert call(ours, body["data"]["token"], raw=True)[0] == 200
+    raw_token_c = {"Authorization": authorization_header(response.data["token"], raw=True)}
+    assert ocpi_live("GET", "/ocpi/versions", headers=raw_token_c).status_code == 200
 
 
 EXAMPLES = Path("/work/shared/ocpi/examples")
@@ -461,7 +455,7 @@ def test_spec_credentials_examples_are_accepted(name):
     assert serializer.is_valid(), serializer.errors
 
 
-def test_registration_with_the_spec_example_takes_business_details_per_party(ours, ocpi_peer):
+def test_registration_with_the_spec_example_takes_business_details_per_party(ours, ocpi_live, ocpi_peer):
     """credentials_example4 lists three CPOs on one platform; the token was issued to NL*PFC."""
     peer = PeerParty(ocpi_peer, party_id="PFC")
     peer.accepted = {"peer-token-B"}
@@ -470,9 +464,9 @@ def test_registration_with_the_spec_example_takes_business_details_per_party(our
     party = PartyFactory(country_code="NL", party_id="PFC", name="Planned PFC")
     token_a = services.issue_registration_token(party)
 
-    status, reply = call(ours, token_a, "POST", "/ocpi/2.2.1/credentials", body)
+    response = ocpi_live("POST", "/ocpi/2.2.1/credentials", body, token=token_a)
 
-    assert reply["status_code"] == 1000, reply
+    assert response.envelope["status_code"] == 1000, response.envelope
     party.refresh_from_db()
     assert party.name == "Plug Flex Charging" and party.role == "CPO"
     # The platform's other two CPOs are parties of their own, reached through this connection (docs/partners.md).
@@ -500,7 +494,7 @@ def connected_peer(ocpi_peer, **party) -> tuple[PeerParty, PartnerConnection]:
     return peer, connection
 
 
-def test_rotation_keeps_the_new_tokens_when_their_version_details_break_after_the_put(ours, ocpi_peer):
+def test_rotation_keeps_the_new_tokens_when_their_version_details_break_after_the_put(ours, ocpi_live, ocpi_peer):
     peer, connection = connected_peer(ocpi_peer)
     old_token_b, endpoints_before = peer.token_for_us, connection.endpoints
     answer_put = peer._register
@@ -537,8 +531,8 @@ def test_rotation_keeps_the_new_tokens_when_their_version_details_break_after_th
     )
     assert locations.http_status == 200
     assert ocpi_peer.requests[-1].header("Authorization") == authorization_header("peer-token-C2")
-    assert call(ours, peer.token_for_us, path="/ocpi/cpo/2.2.1/locations")[0] == 200
-    assert call(ours, old_token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 401
+    assert ocpi_live("GET", "/ocpi/cpo/2.2.1/locations", token=peer.token_for_us).status_code == 200
+    assert ocpi_live("GET", "/ocpi/cpo/2.2.1/locations", token=old_token_b).status_code == 401
 
     # Once their details answer again, the next rotation refreshes the endpoints and clears the error.
     ocpi_peer.route("GET", r"/ocpi/2\.2\.1", peer._details)
@@ -548,7 +542,7 @@ def test_rotation_keeps_the_new_tokens_when_their_version_details_break_after_th
     assert connection.last_error == "" and connection.handshake_log[-1]["step"] == "endpoints"
 
 
-def test_rotation_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer):
+def test_rotation_with_the_partner_unreachable_changes_nothing(ours, ocpi_live, ocpi_peer):
     peer, connection = connected_peer(ocpi_peer)
     token_b = peer.token_for_us
     before = registered_state(connection)
@@ -561,12 +555,12 @@ def test_rotation_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer):
     assert connection.last_error.startswith("Handshake failed (OCPI 3001) at register: transport")
     assert connection.last_error_at is not None
     assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [("register", False)]
-    assert call(ours, token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+    assert ocpi_live("GET", "/ocpi/cpo/2.2.1/locations", token=token_b).status_code == 200
     # The token B offered in the failed PUT was withdrawn: only the stored one is known.
     assert PartnerConnection.objects.filter(registration_token_hash__gt="").count() == 0
 
 
-def test_unregister_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer):
+def test_unregister_with_the_partner_unreachable_changes_nothing(ours, ocpi_live, ocpi_peer):
     peer, connection = connected_peer(ocpi_peer)
     token_b = peer.token_for_us
     before = registered_state(connection)
@@ -579,7 +573,7 @@ def test_unregister_with_the_partner_unreachable_changes_nothing(ours, ocpi_peer
     assert connection.last_error.startswith("Handshake failed (OCPI 3001) at unregister: transport")
     assert connection.last_error_at is not None
     assert [(s["step"], s["ok"]) for s in connection.handshake_log] == [("unregister", False)]
-    assert call(ours, token_b, path="/ocpi/cpo/2.2.1/locations")[0] == 200
+    assert ocpi_live("GET", "/ocpi/cpo/2.2.1/locations", token=token_b).status_code == 200
 
 
 def test_hub_gets_routing_headers_on_functional_calls_only(ours, ocpi_peer):
