@@ -23,6 +23,7 @@ from roaming import services
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient
 from roaming.ocpi.credentials import authorization_header, decrypt_token, hash_token
+from tests.conftest import ocpi_call
 from tests.factories import (
     LocationFactory,
     PartnerConnectionFactory,
@@ -31,12 +32,18 @@ from tests.factories import (
     UserFactory,
 )
 from tests.ocpi_peer import dropped, ok
-from tests.test_credentials_handshake import PeerParty, call
+from tests.test_credentials_handshake import PeerParty
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES = Path("/work/shared/ocpi/examples")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def call(ours: str, token: str, method: str = "GET", path: str = "/ocpi/versions", body=None) -> tuple[int, dict]:
+    """A partner's call to us through the test kit; returns (HTTP status, envelope)."""
+    response = ocpi_call(ours, method, path, body, token=token)
+    return response.status_code, response.envelope
 
 
 def spec_details(peer) -> dict:
@@ -274,7 +281,7 @@ def test_a_platform_does_not_take_over_a_party_we_reach_another_way(ours, ocpi_p
     assert known.party.reached_through is None and known.party.name == "Our PFC"
     assert "NL*PFC is already reached another way: not attached" in [s["detail"] for s in connection.handshake_log]
     status, body = call(ours, peer.token_for_us, path="/ocpi/emsp/2.2.1/locations/NL/PFC/X")
-    assert status == 403 and "your own locations (NL/EXO)" in body["status_message"]
+    assert status == 403 and "You may only touch objects of NL*EXO" in body["status_message"]
     assert list(connection.platform_parties.values_list("party_id", flat=True)) == ["CGP"]
 
 

@@ -111,7 +111,7 @@ def test_an_unchanged_repaired_feed_writes_no_station_rows_and_counts_its_repair
 def test_a_hubs_feed_counts_repairs_for_the_cpo_that_owns_the_station(ocpi_peer):
     hub = cpo_connection(ocpi_peer, country_code="DE", party_id="HUB", role="HUB")
     owner = PartyFactory(country_code="NL", party_id="ALL")
-    RoamingAgreementFactory(partner=owner)
+    RoamingAgreementFactory(partner=owner, hub=hub.party)  # a hub's feed carries only its confirmed clients
     ShapedFeed(ocpi_peer, [next(case for case in REPAIRS if case.ocpi_id == "R-NO-COUNTRY").object()])
 
     run = feeds.pull_locations(hub.pk)
