@@ -72,7 +72,18 @@ def owner_is_gone(holder: dict[str, Any]) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent died too stays a zombie until reaped (a container's PID 1 may never reap it):
+    it still answers signal 0, but runs nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name in parentheses, which may itself contain spaces or parentheses.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
 
 
 def why_dead(holder: dict[str, Any] | None, now: float | None = None) -> str:

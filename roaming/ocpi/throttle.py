@@ -12,11 +12,11 @@ The counts live in the Django cache (Redis in production, so every worker proces
 memory in the embedded mode). If the cache cannot be reached the limit is skipped (logged): a broken cache
 must not lock every partner out.
 
-So that callers with valid tokens pay nothing, a process asks the cache whether an address is blocked only
-once that address has failed in this process lately (`_suspects`); an address blocked by another process is
-found out at its first failure here (that failure reads the block and is answered 429 too). A valid token from
-an address blocked elsewhere is therefore admitted by a process that has seen no failure from it: it knows no
-more than it did, and every wrong guess gets 429 as everywhere.
+So that callers with valid tokens pay almost nothing, a process asks the cache about one address only once that
+address has failed in this process lately (`_suspects`). Addresses blocked by other processes are known from the
+scope's block list, one small cache entry that each process reads at most every BLOCKLIST_CHECK_S: a valid token
+from an address blocked anywhere is refused everywhere within that time (a gthread worker keeps a keep-alive
+connection, so an attacker's guesses may all have landed in one process).
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 # (scope, address bucket) -> monotonic time until which this process checks the address before any work.
 _suspects = BoundedCache(max_entries=10_000)
+# How often a process re-reads each scope's list of blocked addresses (set by any process).
+BLOCKLIST_CHECK_S = 0.5
+# scope -> (monotonic time of the next read, {address bucket: wall-clock time the block ends})
+_blocklists: dict[str, tuple[float, dict[str, float]]] = {}
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,41 @@ class FailureLimit:
         bucket = address_bucket(client_address(request))
         suspect_until = _suspects.get((self.scope, bucket))
         if suspect_until is None or suspect_until < time.monotonic():
-            return None
+            until = self._blocklist().get(bucket)
+            if until is None or until <= time.time():
+                return None
         return self._blocked_for(bucket)
+
+    def _blocklist_key(self) -> str:
+        return f"throttle:{self.scope}:blocklist"
+
+    def _blocklist(self) -> dict[str, float]:
+        """Addresses blocked by any process (this process's copy, at most BLOCKLIST_CHECK_S old)."""
+        now = time.monotonic()
+        next_read, blocked = _blocklists.get(self.scope, (0.0, {}))
+        if now < next_read:
+            return blocked
+        try:
+            blocked = cache.get(self._blocklist_key()) or {}
+        except Exception:
+            logger.warning("Rate limit %s: cache unreachable, block list not read", self.scope, exc_info=True)
+        _blocklists[self.scope] = (now + BLOCKLIST_CHECK_S, blocked)
+        return blocked
+
+    def _list_block(self, bucket: str, until: float | None) -> None:
+        """Add (or with None, remove) an address in the scope's block list; ended blocks are dropped."""
+        now = time.time()
+        blocked = {b: u for b, u in (cache.get(self._blocklist_key()) or {}).items() if u > now}
+        if until is None:
+            blocked.pop(bucket, None)
+        else:
+            blocked[bucket] = until
+        cache.set(
+            self._blocklist_key(),
+            blocked,
+            timeout=math.ceil(max([self.window_s, *[u - now for u in blocked.values()]])),
+        )
+        _blocklists.pop(self.scope, None)
 
     def note_failure(self, request: HttpRequest) -> int | None:
         """Count one failed authentication from the caller's address; block it once the limit is reached.
@@ -99,6 +136,7 @@ class FailureLimit:
             if failures >= self.limit:
                 cache.set(blocked_key, time.time() + window, timeout=timeout)
                 cache.delete(failures_key)
+                self._list_block(bucket, time.time() + window)
                 logger.warning(
                     "Rate limit %s: %s blocked for %.0f s after %d failed authentications",
                     self.scope,
@@ -128,7 +166,9 @@ class FailureLimit:
 
     def reset(self, address: str) -> None:
         """Forget the failures and any block of an address (staff unblocking a partner, tests)."""
-        cache.delete_many(list(self._keys(address_bucket(address))))
+        bucket = address_bucket(address)
+        cache.delete_many(list(self._keys(bucket)))
+        self._list_block(bucket, None)
 
 
 OCPI_PARTNER_AUTH = FailureLimit("ocpi", "OCPI_AUTH_FAILURE_LIMIT", "OCPI_AUTH_FAILURE_WINDOW_S")
