@@ -317,8 +317,12 @@ def test_the_station_detail_gives_the_cue_in_the_locations_time_and_nothing_with
 # --- stored rows: the data migration ------------------------------------------------------------------------------
 
 
+# The migration's PostgreSQL statement runs where the suite runs on PostgreSQL (CI); the row-by-row path everywhere.
+MIGRATION_PATHS = ["postgresql", "row_by_row"] if connection.vendor == "postgresql" else ["row_by_row"]
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["postgresql", "row_by_row"])
+@pytest.mark.parametrize("path", MIGRATION_PATHS)
 def test_the_migration_drops_only_the_reasons_that_no_longer_lock(client, feed, path):
     party, _ = feed
     before = {
