@@ -24,8 +24,12 @@ demo: install
 	$(DEMO_ENV) $(PY) manage.py load_demo
 	$(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
+# The suite runs on the real servers (PostgreSQL, Redis), as CI does; set DATABASE_URL / REDIS_URL to use others.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mobilityplus
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
 test: install
-	$(PY) -m pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check .
