@@ -15,8 +15,8 @@ The price rules (details and the spec's printed figures we depart from: docs/tar
   without that dimension: the volume of that dimension since it last became paid is rounded up to the step of the
   PriceComponent billing it, the rest of the periods are billed exactly.
 - VAT per PriceComponent; a component without `vat` that bills a non-zero amount makes the price incl. VAT unknown.
-- Each dimension is rounded to the currency's minor unit (half up), the total is their sum, then `min_price` and
-  `max_price` clamp the total (excl. and incl. VAT separately).
+- Amounts are summed exactly; `min_price`/`max_price` clamp the total (excl. and incl. VAT separately); then the
+  total and each dimension are rounded to the currency's minor unit, half up (so parts may not add up to the cent).
 - The tariff must be valid (`start_date_time` .. `end_date_time`) when the session (or reservation) starts; it
   then prices the whole session, as the driver accepted it at the start.
 """
@@ -149,7 +149,7 @@ def _parse_datetime(value, name: str) -> datetime:
         except ValueError:
             raise TariffError(f"{name}: not a DateTime") from None
     # OCPI: a DateTime without a zone designator is UTC.
-    return out if out.tzinfo else out.replace(tzinfo=UTC)
+    return out.astimezone(UTC) if out.tzinfo else out.replace(tzinfo=UTC)
 
 
 def _parse_time(value, name: str) -> time:
@@ -309,9 +309,10 @@ def _valid_at(tariff: _Tariff, at: datetime) -> bool:
 
 
 def _aware(value: datetime, name: str) -> datetime:
+    """In UTC: arithmetic on datetimes in a local zone is wall-clock time, wrong across a DST change."""
     if not isinstance(value, datetime):
         raise TariffError(f"{name}: not a datetime")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------------------------------ the meter
@@ -378,7 +379,7 @@ class _Meter:
         for (t0, k0, _, _), (t1, k1, _, _) in zip(self.points, self.points[1:], strict=False):
             if k0 < kwh < k1:
                 fraction = (kwh - k0) / (k1 - k0)
-                out.append(t0 + timedelta(microseconds=int(fraction * (t1 - t0) / timedelta(microseconds=1))))
+                out.append(t0 + timedelta(microseconds=int(fraction * ((t1 - t0) // timedelta(microseconds=1)))))
         return out
 
 
@@ -665,22 +666,23 @@ def price_session(tariff: dict, activity: ChargingActivity, time_zone: str) -> C
         "TIME": ([(s.active["TIME"], s.seconds) for s in segments if s.phase == "CHARGING"], HOUR),
         "PARKING_TIME": ([(s.active["PARKING_TIME"], s.seconds) for s in segments if s.phase == "PARKING"], HOUR),
     }
-    by_dimension: dict[str, Price] = {}
-    for key, (dimension_entries, unit) in entries.items():
-        excl, incl = _bill(dimension_entries, unit, steps=key != "FLAT")
-        by_dimension[key] = Price(_round(excl, parsed.currency), _round(incl, parsed.currency))
+    exact: dict[str, tuple[Decimal, Decimal | None]] = {
+        key: _bill(dimension_entries, unit, steps=key != "FLAT")
+        for key, (dimension_entries, unit) in entries.items()
+    }
     reserved = [s for s in segments if s.phase == RESERVATION]
     flat_excl, flat_incl = _bill(_flat(reserved, (RESERVATION,)), Decimal(1), steps=False)
     time_excl, time_incl = _bill([(s.active["TIME"], s.seconds) for s in reserved], HOUR)
-    by_dimension["RESERVATION"] = Price(
-        _round(flat_excl + time_excl, parsed.currency),
-        None if flat_incl is None or time_incl is None else _round(flat_incl + time_incl, parsed.currency),
-    )
+    reservation_incl = None if flat_incl is None or time_incl is None else flat_incl + time_incl
+    exact["RESERVATION"] = (flat_excl + time_excl, reservation_incl)
 
-    excl = sum((p.excl_vat for p in by_dimension.values()), ZERO)
-    incl = None if any(p.incl_vat is None for p in by_dimension.values()) else sum(
-        (p.incl_vat for p in by_dimension.values()), ZERO)
-    total = _clamp(Price(excl, incl), parsed.min_price, parsed.max_price)
+    # Each figure is rounded from the exact amounts (the total is not the sum of rounded parts: a cent may differ).
+    currency = parsed.currency
+    by_dimension = {key: Price(_round(excl, currency), _round(incl, currency)) for key, (excl, incl) in exact.items()}
+    excl = sum((e for e, _ in exact.values()), ZERO)
+    incl = None if any(i is None for _, i in exact.values()) else sum((i for _, i in exact.values()), ZERO)
+    clamped = _clamp(Price(excl, incl), parsed.min_price, parsed.max_price)
+    total = Price(_round(clamped.excl_vat, currency), _round(clamped.incl_vat, currency))
     return Cost(total=total, by_dimension=by_dimension, periods=_periods(parsed, segments))
 
 
