@@ -24,6 +24,7 @@ The price rules (details and the spec's printed figures we depart from: docs/tar
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -61,6 +62,8 @@ MINOR_UNITS = {
 ZERO = Decimal(0)
 HOUR = Decimal(3600)
 ONE_CENT = Decimal("0.01")
+VOLUME_PRECISION = Decimal("1e-6")  # of a Wh or a second
+AMOUNT_PRECISION = Decimal("1e-9")
 
 
 class TariffError(ValueError):
@@ -323,10 +326,11 @@ class _Meter:
 
     def __init__(self, samples: list[MeterSample], charging_start: datetime, charging_end: datetime):
         points = sorted(
-            (_aware(s.at, "samples.at"), _dec(s.kwh, "samples.kwh"),
-             None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
-             None if s.current_a is None else _dec(s.current_a, "samples.current_a"))
-            for s in samples
+            ((_aware(s.at, "samples.at"), _dec(s.kwh, "samples.kwh"),
+              None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
+              None if s.current_a is None else _dec(s.current_a, "samples.current_a"))
+             for s in samples),
+            key=lambda point: (point[0], point[1]),
         )
         if points and points[0][0] > charging_start:
             # Before the first reading: from 0 kWh at the start, at the power of the first reading.
@@ -337,24 +341,23 @@ class _Meter:
         for at, kwh, power, current in points:
             cumulative = max(cumulative, kwh)
             self.points.append((at, cumulative, power, current))
+        self.times = [point[0] for point in self.points]
         self.charging_end = charging_end
 
     def kwh_at(self, at: datetime) -> Decimal:
-        points = self.points
-        if not points or at <= points[0][0]:
-            return points[0][1] if points and at == points[0][0] else ZERO
-        for (t0, k0, _, _), (t1, k1, _, _) in zip(points, points[1:], strict=False):
-            if at <= t1:
-                return k0 + (k1 - k0) * _seconds(at - t0) / _seconds(t1 - t0)
-        return points[-1][1]
+        index = bisect_right(self.times, at) - 1  # the last reading at or before `at`
+        if index < 0:
+            return ZERO
+        t0, k0 = self.points[index][:2]
+        if index + 1 == len(self.points) or at == t0:
+            return k0
+        t1, k1 = self.points[index + 1][:2]
+        return k0 + (k1 - k0) * _seconds(at - t0) / _seconds(t1 - t0)
 
     def _interval(self, at: datetime) -> int | None:
         """Index of the reading whose interval contains `at` (None before the first)."""
-        found = None
-        for index, point in enumerate(self.points):
-            if point[0] <= at:
-                found = index
-        return found
+        index = bisect_right(self.times, at) - 1
+        return None if index < 0 else index
 
     def power_current(self, at: datetime) -> tuple[Decimal | None, Decimal | None]:
         if at >= self.charging_end:
@@ -572,7 +575,9 @@ def _bill(entries: list[_Entry], unit_per_price: Decimal, steps: bool = True) ->
         if steps and following is None and component.step_size > 1:
             # Last period of this dimension, or the next element has no such component: round the run up.
             step = Decimal(component.step_size)
-            billed = max(ZERO, Decimal(math.ceil(run_used / step)) * step - run_billed)
+            # Quantized first: interpolation leaves noise in the 20th decimal that must not cost a whole step.
+            used = run_used.quantize(VOLUME_PRECISION)
+            billed = max(ZERO, Decimal(math.ceil(used / step)) * step - run_billed)
         run_billed += billed
         amount = billed * component.price / unit_per_price
         excl += amount
@@ -589,7 +594,9 @@ def _bill(entries: list[_Entry], unit_per_price: Decimal, steps: bool = True) ->
 def _round(value: Decimal | None, currency: str) -> Decimal | None:
     if value is None:
         return None
-    return value.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)), rounding=ROUND_HALF_UP)
+    # Two steps: away with the arithmetic noise (…4999999 must round as …5), then half up to the minor unit.
+    minor_unit = Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2))
+    return value.quantize(AMOUNT_PRECISION).quantize(minor_unit, rounding=ROUND_HALF_UP)
 
 
 def _flat(segments: list[_Segment], phases: tuple[str, ...], key: str = "FLAT") -> list[_Entry]:

@@ -15,6 +15,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tariffs.engine import (
     ChargingActivity,
@@ -580,3 +582,34 @@ def test_price_in_words():
     assert describe_tariff(pounds) == "£0.60/kWh"
     francs = tariff(({"ENERGY": (0.40, 0.0, 1)}, None), currency="CHF")
     assert describe_tariff(francs) == "CHF 0.40/kWh"
+
+
+# ------------------------------------------------------------------------------------------ a bounded property
+
+
+MIXED = tariff(({"ENERGY": (0.20, 21.0, 100), "TIME": (0.60, 21.0, 300)}, {"start_time": "22:00", "end_time": "06:00"}),
+               ({"ENERGY": (0.40, 21.0, 100), "TIME": (1.20, 21.0, 600)}, {"min_power": 22}),
+               ({"ENERGY": (0.30, 21.0, 100), "PARKING_TIME": (3.00, 21.0, 900), "FLAT": (1.00, 21.0, 0)}, None))
+
+
+@settings(max_examples=60, deadline=None)
+@given(start_minute=st.integers(0, 366 * 24 * 60), minutes=st.integers(1, 12 * 60), kwh=st.integers(0, 150),
+       parking=st.integers(0, 180), split=st.floats(0.01, 0.99), zone=st.sampled_from(["UTC", "America/New_York"]))
+def test_cost_does_not_depend_on_how_the_meter_path_is_sampled_or_written(start_minute, minutes, kwh, parking,
+                                                                           split, zone):
+    # A reading on the straight line between two others changes nothing, nor does writing the times in
+    # another zone; more parking never costs less.
+    start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=start_minute)
+    plain = charge(start, minutes, str(kwh), parking)
+    cost = price_session(MIXED, plain, TZ)
+    middle_at = start + timedelta(minutes=minutes * split)
+    middle_at = middle_at.replace(microsecond=0)
+    middle = MeterSample(middle_at, D(kwh) * D(int((middle_at - start).total_seconds())) / D(minutes * 60))
+    written = ZoneInfo(zone)
+    resampled = ChargingActivity(
+        start=plain.start.astimezone(written), end=plain.end.astimezone(written),
+        samples=[plain.samples[0], middle, plain.samples[1]], charging_end=plain.charging_end.astimezone(written))
+    assert price_session(MIXED, resampled, TZ).total == cost.total
+    longer = charge(start, minutes, str(kwh), parking + 30)
+    assert price_session(MIXED, longer, TZ).total.excl_vat >= cost.total.excl_vat
+    assert cost.total.excl_vat >= D("1.00")  # the start fee
