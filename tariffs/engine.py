@@ -572,7 +572,7 @@ def _bill(entries: list[_Entry], unit_per_price: Decimal, steps: bool = True) ->
         run_used += volume
         following = entries[index + 1][0] if index + 1 < len(entries) else None
         billed = volume
-        if steps and following is None and component.step_size > 1:
+        if steps and following is None and component.step_size >= 1:
             # Last period of this dimension, or the next element has no such component: round the run up.
             step = Decimal(component.step_size)
             # Quantized first: interpolation leaves noise in the 20th decimal that must not cost a whole step.

@@ -613,3 +613,16 @@ def test_cost_does_not_depend_on_how_the_meter_path_is_sampled_or_written(start_
     longer = charge(start, minutes, str(kwh), parking + 30)
     assert price_session(MIXED, longer, TZ).total.excl_vat >= cost.total.excl_vat
     assert cost.total.excl_vat >= D("1.00")  # the start fee
+
+
+@pytest.mark.parametrize(("step_size", "exact", "billed"), [
+    (1, "0.029", "0.03"),     # 115.2 Wh → 116 Wh × 0.25/kWh = 0.029
+    (25, "0.031", "0.03"),    # → 125 Wh = 0.03125
+    (500, "0.125", "0.13"),   # → 500 Wh = 0.125, half up
+])
+def test_step_size_note_of_the_spec(step_size, exact, billed):
+    # §11 PriceComponent note: 115.2 Wh at 0.25/kWh costs 0.029 (step 1), 0.031 (step 25), 0.125 (step 500).
+    # Same volumes billed; we then round the amount to the cent (the spec's figures are before that rounding).
+    energy = tariff(({"ENERGY": (0.25, 10.0, step_size)}, None))
+    cost = price_session(energy, charge(local(MONDAY, 9), 1, "0.1152"), TZ)
+    assert D(exact).quantize(D("0.01"), rounding="ROUND_HALF_UP") == cost.total.excl_vat == D(billed)
