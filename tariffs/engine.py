@@ -732,7 +732,7 @@ def cost_differs(stated: Decimal, computed: Decimal) -> bool:
 
 
 def describe_tariff(tariff: dict, language: str = "en") -> str:
-    """The price in a few words for drivers, or the tariff's alternative text in `language` when it has one."""
+    """The price in a few words for drivers, then the tariff_alt_text in `language` when it has one."""
     from tariffs.price_words import describe
 
     return describe(tariff, language)

@@ -172,10 +172,13 @@ def test_tariff_2_alt_text():
     tariff = example("tariff_2_alt_text.json")
     # 2.5 h × 1.90 = 4.75 excl.; × 1.052 = 4.997 → 5.00 incl. Spec prints 4.75 / 5.00.
     price(price_session(tariff, charge(local(MONDAY, 10), 150, "20"), TZ), "4.75", "5.00")
-    assert describe_tariff(tariff, "en") == "2.00 euro p/hour including VAT."
-    assert describe_tariff(tariff, "nl-BE") == "2.00 euro p/uur inclusief BTW."
-    # No German text: the price in words, incl. VAT (1.90 × 1.052 = 1.9988 → €2/h).
-    assert describe_tariff(tariff, "de") == "€2/h"
+    # The price in words, incl. VAT (1.90 × 1.052 = 1.9988 → €2/h), then the alt text in the driver's language.
+    assert describe_tariff(tariff, "en") == "€2/h — 2.00 euro p/hour including VAT."
+    assert describe_tariff(tariff, "nl-BE") == "€2/h — 2.00 euro p/uur inclusief BTW."
+    assert describe_tariff(tariff, "de") == "€2/h"  # no German text
+    # Only an alt text we can show, no readable elements: the alt text; nothing at all: we say so.
+    assert describe_tariff({**tariff, "elements": []}, "en") == "2.00 euro p/hour including VAT."
+    assert describe_tariff({"id": "X", "currency": "EUR"}, "en") == "price not shared by the operator"
 
 
 def test_tariff_11_start_fee_and_time():
@@ -183,7 +186,7 @@ def test_tariff_11_start_fee_and_time():
     # No printed total. 1 h of charging: FLAT 0.40 + 1 h × 1.90 = 2.30 excl.;
     # incl.: 0.40 × 1.25 = 0.50 + 1.90 × 1.052 = 1.9988 → 2.4988 → 2.50 (the alt text's "2.00 p/hour" + "0.50").
     price(price_session(tariff, charge(local(MONDAY, 10), 60, "11"), TZ), "2.30", "2.50")
-    assert describe_tariff(tariff, "nl").startswith("2.00 euro p/uur, starttarief bankpas")
+    assert describe_tariff(tariff, "nl").startswith("€0.50 start · €2/h — 2.00 euro p/uur, starttarief bankpas")
 
 
 # ------------------------------------------------------------------------------------ the complex tariff example
