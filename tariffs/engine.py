@@ -60,6 +60,7 @@ MINOR_UNITS = {
     "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0,
 }
 ZERO = Decimal(0)
+MIDNIGHT = time(0, 0)
 HOUR = Decimal(3600)
 ONE_CENT = Decimal("0.01")
 VOLUME_PRECISION = Decimal("1e-6")  # of a Wh or a second
@@ -157,8 +158,10 @@ def _parse_datetime(value, name: str) -> datetime:
 
 def _parse_time(value, name: str) -> time:
     try:
-        hours, minutes = str(value).split(":")
-        return time(int(hours), int(minutes))
+        hours, minutes = (int(part) for part in str(value).split(":"))
+        if (hours, minutes) == (24, 0):
+            return time(0, 0)  # not in the spec's pattern, but some send it for midnight at the end of the day
+        return time(hours, minutes)
     except ValueError:
         raise TariffError(f"{name}: not a time of day HH:MM") from None
 
@@ -411,7 +414,7 @@ def _time_matches(r: _Restrictions, local: time) -> bool:
     if end is None:
         return local >= start
     if start is None:
-        return local < end
+        return end == MIDNIGHT or local < end  # "until 00:00" is until the end of the day
     if start < end:
         return start <= local < end
     if start > end:  # across midnight, e.g. 22:00-06:00 or 20:00-00:00

@@ -429,6 +429,13 @@ def test_time_of_day_on_the_night_clocks_go_forward():
         {"type": "TIME", "volume": 0.5}, {"type": "TIME", "volume": 7.0}, {"type": "TIME", "volume": 0.5}]
 
 
+def test_end_time_midnight_means_the_end_of_the_day():
+    # "until 00:00" and "24:00" (outside the spec's pattern, accepted) both end the day: 10 kWh × 0.10 = 1.00.
+    for end_time in ("00:00", "24:00"):
+        evening = tariff(({"ENERGY": (0.10, 21.0, 1)}, {"end_time": end_time}), ({"ENERGY": (0.30, 21.0, 1)}, None))
+        assert price_session(evening, charge(local(MONDAY, 18), 60, "10"), TZ).total.excl_vat == D("1.00")
+
+
 def test_day_of_week_is_the_local_day():
     weekend = tariff(({"ENERGY": (0.10, 21.0, 1)}, {"day_of_week": ["SATURDAY", "SUNDAY"]}),
                      ({"ENERGY": (0.30, 21.0, 1)}, None))
