@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "ChargingActivity",
+    "activity_from_cdr",
+    "activity_from_session",
     "Cost",
     "MeterSample",
     "Price",
@@ -725,6 +727,86 @@ def estimate_session(tariff: dict, *, kwh: Decimal, power_kw: Decimal, start: da
     end = start + timedelta(microseconds=int(kwh / power * 3_600_000_000))
     samples = [MeterSample(start, ZERO, power), MeterSample(end, kwh, power)]
     return price_session(tariff, ChargingActivity(start=start, end=end, samples=samples, charging_end=end), time_zone)
+
+
+# ------------------------------------------------------------------------ sessions as OCPI CDRs and Sessions tell them
+
+
+def activity_from_cdr(cdr: dict) -> ChargingActivity:
+    """The session an OCPI CDR describes, rebuilt from its charging_periods, to recompute its cost."""
+    parking = cdr.get("total_parking_time")
+    return _activity_from_periods(
+        _parse_datetime(cdr.get("start_date_time"), "start_date_time"),
+        _parse_datetime(cdr.get("end_date_time"), "end_date_time"),
+        cdr.get("charging_periods") or [],
+        _dec(cdr.get("total_energy") or 0, "total_energy"),
+        None if parking is None else _dec(parking, "total_parking_time"),
+    )
+
+
+def activity_from_session(session: dict, now: datetime | None = None) -> ChargingActivity:
+    """An OCPI Session so far (to its end_date_time, else `now`, else its last_updated), for a "cost so far"."""
+    start = _parse_datetime(session.get("start_date_time"), "start_date_time")
+    until = session.get("end_date_time") or now or session.get("last_updated") or start
+    end = max(_parse_datetime(until, "end_date_time"), start)
+    return _activity_from_periods(start, end, session.get("charging_periods") or [],
+                                  _dec(session.get("kwh") or 0, "kwh"), None)
+
+
+def _activity_from_periods(start: datetime, end: datetime, periods: list, total_kwh: Decimal,
+                           total_parking: Decimal | None) -> ChargingActivity:
+    """Meter samples from ChargingPeriods: each period's energy is delivered over its TIME (else up to the next
+    period), at its MAX_POWER/MAX_CURRENT (else MIN_*, else the average); parking starts with the first period
+    that only parks. Periods whose energy adds up to 1000 × the total were sent in Wh (the spec's own Session
+    example does that): read as such."""
+    parsed = []
+    for index, period in enumerate(periods):
+        if not isinstance(period, dict):
+            raise TariffError(f"charging_periods[{index}]: not a ChargingPeriod")
+        dims: dict[str, Decimal] = {}
+        for dimension in period.get("dimensions") or []:
+            if isinstance(dimension, dict) and dimension.get("volume") is not None:
+                kind = str(dimension.get("type"))
+                dims[kind] = dims.get(kind, ZERO) + _dec(dimension["volume"], f"charging_periods[{index}].volume")
+        parsed.append((_parse_datetime(period.get("start_date_time"), f"charging_periods[{index}].start_date_time"),
+                       dims))
+    parsed.sort(key=lambda item: item[0])
+    energy_sum = sum((dims.get("ENERGY", ZERO) for _, dims in parsed), ZERO)
+    scale = Decimal(1)
+    if energy_sum and total_kwh and abs(energy_sum / 1000 - total_kwh) < abs(energy_sum - total_kwh):
+        scale = Decimal(1000)
+
+    samples: list[MeterSample] = []
+    cumulative = ZERO
+    charging_end = None
+    reserved = False
+    for index, (at, dims) in enumerate(parsed):
+        following = parsed[index + 1][0] if index + 1 < len(parsed) else end
+        energy = dims.get("ENERGY", ZERO) / scale
+        hours = dims.get("TIME", ZERO)
+        if dims.get("RESERVATION_TIME") and not energy and not hours:
+            reserved = True
+            continue
+        if not energy and not hours:
+            if dims.get("PARKING_TIME") and charging_end is None and samples:
+                charging_end = at
+            continue
+        active_end = min(at + timedelta(seconds=float(hours * HOUR)), following) if hours else following
+        power = dims.get("MAX_POWER", dims.get("MIN_POWER"))
+        current = dims.get("MAX_CURRENT", dims.get("MIN_CURRENT"))
+        samples.append(MeterSample(at, cumulative, power, current))
+        cumulative += energy
+        samples.append(MeterSample(active_end, cumulative, power, current))
+    if charging_end is None and total_parking:
+        charging_end = max(end - timedelta(seconds=float(total_parking * HOUR)), start)
+    if not energy_sum and total_kwh:
+        # No energy per period: spread the total over the charging time.
+        charge_from = samples[0].at if samples else start
+        samples = [MeterSample(charge_from, ZERO), MeterSample(charging_end or end, total_kwh)]
+    reservation = None
+    if reserved:
+        reservation = RESERVATION if samples else RESERVATION_EXPIRES
+    return ChargingActivity(start=start, end=end, samples=samples, charging_end=charging_end, reservation=reservation)
 
 
 def cost_differs(stated: Decimal, computed: Decimal) -> bool:

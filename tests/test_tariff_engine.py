@@ -24,6 +24,8 @@ from tariffs.engine import (
     Price,
     TariffError,
     TariffNotValid,
+    activity_from_cdr,
+    activity_from_session,
     cost_differs,
     describe_tariff,
     estimate_session,
@@ -356,6 +358,63 @@ def test_max_duration_example():
                          ChargingActivity(start=t0, end=samples[-1].at, samples=samples), TZ)
     price(cost, "0.30", "0.36")
     assert [p["dimensions"][0]["volume"] for p in cost.periods] == [5.0, 1.2]
+
+
+# ------------------------------------------------------------------- sessions read from OCPI CDRs and Sessions
+
+
+def test_cdr_example_recomputed_from_its_own_periods():
+    # The CDR's one period: TIME 1.973 h from 21:39:09, total_energy 15.342 kWh; its tariff bills 2.00/h per 5 min:
+    # 21:39:09 → 23:37:32 = 7103 s → 7200 s → 4.00 / 4.40, as the CDR states: no "price differs".
+    cdr = example("cdr_example.json")
+    cost = price_session(cdr["tariffs"][0], activity_from_cdr(cdr), "Europe/Brussels")
+    price(cost, "4.00", "4.40")
+    assert not cost_differs(D("4.00"), cost.total.excl_vat)
+    # The same CDR claiming 4.50 excl. VAT differs by 0.50, more than 1 cent and more than 1 %.
+    assert cost_differs(D("4.50"), cost.total.excl_vat)
+
+
+def test_session_example_read_generously():
+    # The spec's finished Session example gives ENERGY per period in Wh (120 + 41000) while its kwh is 41.12:
+    # read as 0.12 + 41 kWh. Charging 22:39:09-23:07:09, then the parking period to 23:50:16 (43 min 7 s).
+    session = example("session_example_2_short_finished.json")
+    activity = activity_from_session(session)
+    assert activity.charging_end == datetime(2015, 6, 29, 23, 7, 9, tzinfo=UTC)
+    assert [s.kwh for s in activity.samples][-1] == D("41.12")
+    # Under tariff_10: FLAT 0.50 + 41.12 × 0.25 = 10.28 + parking 43 min 7 s → 45 min × 2.00/h = 1.50 → 12.28;
+    # incl.: 0.60 + 11.308 + 1.80 = 13.708 → 13.71.
+    price(price_session(example("tariff_10_025kwh_parking_start.json"), activity, "Europe/Brussels"),
+          "12.28", "13.71")
+
+
+def test_cost_so_far_of_a_live_session():
+    # The spec's Session just started (10:17:09, 0 kWh); 30 min later under tariff_1 (2.00/h per minute):
+    # 30 min → 1.00 / 1.10 so far.
+    session = example("session_example_1_simple_start.json")
+    now = datetime(2020, 3, 9, 10, 47, 9, tzinfo=UTC)
+    price(price_session(example("tariff_1_simple_2hour.json"), activity_from_session(session, now), "Europe/Amsterdam"),
+          "1.00", "1.10")
+
+
+def test_cdr_periods_with_power_and_a_reservation():
+    # A CDR of the max_power example: periods at 6 kW (1 kWh), 48 kW (40 kWh), 4 kW (0.5 kWh) → 20.30 again.
+    t0 = datetime(2024, 3, 4, 11, 0, tzinfo=UTC)
+
+    def period(minutes, *dims):
+        return {"start_date_time": (t0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "dimensions": [{"type": kind, "volume": volume} for kind, volume in dims]}
+
+    cdr = {"start_date_time": "2024-03-04T11:00:00Z", "end_date_time": "2024-03-04T12:07:30Z", "total_energy": 41.5,
+           "charging_periods": [period(0, ("ENERGY", 1), ("TIME", 1 / 6), ("MAX_POWER", 6)),
+                                period(10, ("ENERGY", 40), ("TIME", 5 / 6), ("MAX_POWER", 48)),
+                                period(60, ("ENERGY", 0.5), ("TIME", 0.125), ("MAX_POWER", 4))]}
+    cost = price_session(example("tariffrestriction_example_max_power.json"), activity_from_cdr(cdr), TZ)
+    price(cost, "20.30", "24.36")
+    # A CDR of tariff_15's reservation: 15 min reserved from 09:45, then 20 kWh in 2 h → 6.75 / 7.60.
+    cdr = {"start_date_time": "2024-03-04T08:45:00Z", "end_date_time": "2024-03-04T11:00:00Z", "total_energy": 20,
+           "charging_periods": [period(-135, ("RESERVATION_TIME", 0.25)), period(-120, ("ENERGY", 20), ("TIME", 2))]}
+    price(price_session(example("tariff_15_reservation_5_euro_per_hour.json"), activity_from_cdr(cdr), TZ),
+          "6.75", "7.60")
 
 
 COVERED = {
