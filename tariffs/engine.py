@@ -803,6 +803,10 @@ def _activity_from_periods(start: datetime, end: datetime, periods: list, total_
         # No energy per period: spread the total over the charging time.
         charge_from = samples[0].at if samples else start
         samples = [MeterSample(charge_from, ZERO), MeterSample(charging_end or end, total_kwh)]
+    elif samples and total_kwh > cumulative:
+        # The total says more than the periods (a live session's periods lag behind its kwh): the rest after them.
+        last = samples[-1].at
+        samples.append(MeterSample(max(last, charging_end or end), total_kwh))
     reservation = None
     if reserved:
         reservation = RESERVATION if samples else RESERVATION_EXPIRES

@@ -394,6 +394,13 @@ def test_cost_so_far_of_a_live_session():
     now = datetime(2020, 3, 9, 10, 47, 9, tzinfo=UTC)
     price(price_session(example("tariff_1_simple_2hour.json"), activity_from_session(session, now), "Europe/Amsterdam"),
           "1.00", "1.10")
+    # A later PATCH: one period with 2.2 kWh (sent in Wh, as the spec's patch example does), kwh 15 by now, 10:47:09.
+    # Under tariff_8 (0.25/kWh): 15 × 0.25 = 3.75 / 4.125 → 4.13, the energy beyond the periods included.
+    patched = {**session, **example("session_patch_example_charging_period.json"), "start_date_time": session[
+        "start_date_time"], "last_updated": "2020-03-09T10:47:09Z"}
+    patched["charging_periods"][0]["start_date_time"] = "2020-03-09T10:17:09Z"
+    price(price_session(example("tariff_8_simple_025kwh.json"), activity_from_session(patched), "Europe/Amsterdam"),
+          "3.75", "4.13")
 
 
 def test_cdr_periods_with_power_and_a_reservation():
