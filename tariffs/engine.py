@@ -34,6 +34,7 @@ __all__ = [
     "ChargingActivity",
     "activity_from_cdr",
     "activity_from_session",
+    "applicable_tariff",
     "Cost",
     "MeterSample",
     "Price",
@@ -308,6 +309,27 @@ def tariff_valid_at(tariff: dict, at: datetime) -> bool:
     """True when `at` lies within the tariff's start_date_time (inclusive) and end_date_time (inclusive)."""
     parsed = _parse_tariff(tariff)
     return _valid_at(parsed, _aware(at, "at"))
+
+
+def applicable_tariff(tariffs: list[dict], at: datetime, *, ad_hoc: bool = False) -> dict | None:
+    """Of a connector's tariffs, the one a card holder's session starting `at` pays: valid then, and of type
+    REGULAR or without a type ("valid for all sessions"); AD_HOC_PAYMENT only when `ad_hoc` (a payment terminal),
+    PROFILE_* only when nothing else fits (they need Charging Preferences)."""
+    at = _aware(at, "at")
+    valid = []
+    for tariff in tariffs:
+        try:
+            if _valid_at(_parse_tariff(tariff), at):
+                valid.append(tariff)
+        except TariffError:
+            continue
+    profiles = ("PROFILE_CHEAP", "PROFILE_FAST", "PROFILE_GREEN")
+    wanted = (("AD_HOC_PAYMENT",), (None,)) if ad_hoc else (("REGULAR",), (None,), profiles)
+    for types in wanted:
+        for tariff in valid:
+            if tariff.get("type") in types:
+                return tariff
+    return None
 
 
 def _valid_at(tariff: _Tariff, at: datetime) -> bool:

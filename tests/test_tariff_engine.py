@@ -26,6 +26,7 @@ from tariffs.engine import (
     TariffNotValid,
     activity_from_cdr,
     activity_from_session,
+    applicable_tariff,
     cost_differs,
     describe_tariff,
     estimate_session,
@@ -585,6 +586,19 @@ def test_tariff_validity_window():
     # Started while valid, it prices the whole session, even past end_date_time: 20 × 0.30 = 6.00.
     late = charge(datetime(2024, 3, 4, 17, 0, tzinfo=UTC), 120, "20")
     assert price_session(window, late, TZ).total.excl_vat == D("6.00")
+
+
+def test_applicable_tariff_of_a_connector():
+    # A connector with the old tariff (ends 30 June 2019, tariff_6), an ad-hoc one (tariff_2) and a cheap-profile
+    # one (tariff_3): a card session on 3 June pays tariff_6; on 1 July only the profile tariff is left.
+    old, ad_hoc, cheap = (example("tariff_6_025kwh_start_max_price.json"), example("tariff_2_alt_text.json"),
+                          example("tariff_3_alt_url.json"))
+    june, july = datetime(2019, 6, 3, tzinfo=UTC), datetime(2019, 7, 1, tzinfo=UTC)
+    assert applicable_tariff([ad_hoc, cheap, old], june) is old
+    assert applicable_tariff([ad_hoc, cheap, old], july) is cheap
+    assert applicable_tariff([ad_hoc, cheap, old], june, ad_hoc=True) is ad_hoc
+    assert applicable_tariff([ad_hoc], june) is None
+    assert applicable_tariff([{"id": "broken"}], june) is None
 
 
 def test_vat_unknown_only_when_a_component_without_vat_bills_something():
