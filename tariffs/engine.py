@@ -68,6 +68,8 @@ HOUR = Decimal(3600)
 ONE_CENT = Decimal("0.01")
 VOLUME_PRECISION = Decimal("1e-6")  # of a Wh or a second
 AMOUNT_PRECISION = Decimal("1e-9")
+NUMBER_LIMIT = Decimal(10) ** 8  # as our Decimal(12, 4) columns hold; keeps the arithmetic within 28 digits
+MAX_SESSION = timedelta(days=60)  # a longer "session" is a data error, not something to price day by day
 
 
 class TariffError(ValueError):
@@ -139,6 +141,8 @@ def _dec(value, name: str) -> Decimal:
         raise TariffError(f"{name}: not a number") from None
     if not out.is_finite():
         raise TariffError(f"{name}: not a finite number")
+    if abs(out) >= NUMBER_LIMIT:
+        raise TariffError(f"{name}: out of range")
     return out
 
 
@@ -526,7 +530,7 @@ def _cuts(tariff: _Tariff, zone: ZoneInfo, meter: _Meter, origin: datetime, star
     for element in tariff.elements:
         r = element.restrictions
         for seconds in (r.min_duration, r.max_duration):
-            if seconds is not None:
+            if seconds is not None and 0 < seconds < _seconds(end - origin):
                 cuts.add(origin + timedelta(seconds=float(seconds)))
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None:
@@ -539,6 +543,8 @@ def _segments(tariff: _Tariff, activity: ChargingActivity, zone: ZoneInfo) -> li
     end = _aware(activity.end, "end")
     if end < start:
         raise TariffError("end: before start")
+    if end - start > MAX_SESSION:
+        raise TariffError(f"end: more than {MAX_SESSION.days} days after start")
     if activity.reservation not in (None, RESERVATION, RESERVATION_EXPIRES):
         raise TariffError("reservation: not RESERVATION or RESERVATION_EXPIRES")
     samples = list(activity.samples or [])
@@ -775,6 +781,12 @@ def activity_from_session(session: dict, now: datetime | None = None) -> Chargin
                                   _dec(session.get("kwh") or 0, "kwh"), None)
 
 
+def _plus_hours(at: datetime, hours: Decimal, limit: datetime) -> datetime:
+    """`at` + `hours`, no later than `limit` (nor earlier than `at`): a period's volume cannot leave the session."""
+    seconds = min(max(hours * HOUR, ZERO), max(_seconds(limit - at), ZERO))
+    return at + timedelta(seconds=float(seconds))
+
+
 def _activity_from_periods(start: datetime, end: datetime, periods: list, total_kwh: Decimal,
                            total_parking: Decimal | None) -> ChargingActivity:
     """Meter samples from ChargingPeriods: each period's energy is delivered over its TIME (else up to the next
@@ -813,14 +825,14 @@ def _activity_from_periods(start: datetime, end: datetime, periods: list, total_
             if dims.get("PARKING_TIME") and charging_end is None and samples:
                 charging_end = at
             continue
-        active_end = min(at + timedelta(seconds=float(hours * HOUR)), following) if hours else following
+        active_end = _plus_hours(at, hours, following) if hours else following
         power = dims.get("MAX_POWER", dims.get("MIN_POWER"))
         current = dims.get("MAX_CURRENT", dims.get("MIN_CURRENT"))
         samples.append(MeterSample(at, cumulative, power, current))
         cumulative += energy
         samples.append(MeterSample(active_end, cumulative, power, current))
     if charging_end is None and total_parking:
-        charging_end = max(end - timedelta(seconds=float(total_parking * HOUR)), start)
+        charging_end = end - (_plus_hours(start, total_parking, end) - start)
     if not energy_sum and total_kwh:
         # No energy per period: spread the total over the charging time.
         charge_from = samples[0].at if samples else start

@@ -716,3 +716,34 @@ def test_step_size_note_of_the_spec(step_size, exact, billed):
     energy = tariff(({"ENERGY": (0.25, 10.0, step_size)}, None))
     cost = price_session(energy, charge(local(MONDAY, 9), 1, "0.1152"), TZ)
     assert D(exact).quantize(D("0.01"), rounding="ROUND_HALF_UP") == cost.total.excl_vat == D(billed)
+
+
+JUNK = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(), st.text(max_size=6),
+              st.sampled_from(["ENERGY", "TIME", "FLAT", "PARKING_TIME", "MONDAY", "RESERVATION", "24:00", "1e400"])),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(
+        ["type", "price", "vat", "step_size", "price_components", "restrictions", "start_time", "end_time",
+         "day_of_week", "min_kwh", "max_power", "min_duration", "reservation", "elements", "min_price", "excl_vat",
+         "end_date_time", "tariff_alt_text", "language", "text"]), children, max_size=5)),
+    max_leaves=25)
+PARTNER_TARIFF = st.fixed_dictionaries({
+    "id": st.just("P"), "currency": st.sampled_from(["EUR", "JPY", "XXX"]),
+    "elements": st.lists(st.fixed_dictionaries(
+        {"price_components": st.lists(st.fixed_dictionaries(
+            {"type": st.sampled_from(["ENERGY", "TIME", "FLAT", "PARKING_TIME"]), "price": JUNK, "step_size": JUNK},
+            optional={"vat": JUNK}), min_size=1, max_size=3)},
+        optional={"restrictions": JUNK}), max_size=3)},
+    optional={"min_price": JUNK, "max_price": JUNK, "end_date_time": JUNK, "tariff_alt_text": JUNK})
+
+
+@settings(max_examples=150, deadline=None)
+@given(partner_tariff=st.one_of(PARTNER_TARIFF, JUNK))
+def test_whatever_a_partner_sends_is_priced_or_refused_never_a_crash(partner_tariff):
+    session = charge(local(MONDAY, 10), 120, "22", 60, power_kw=D(11))
+    try:
+        cost = price_session(partner_tariff, session, TZ)
+    except TariffError:
+        pass
+    else:
+        assert cost.total.excl_vat.is_finite()
+    assert isinstance(describe_tariff(partner_tariff, "en"), str)
