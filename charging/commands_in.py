@@ -111,16 +111,58 @@ def receive_partner_command(party: Party, command_type: str, data: dict, raw: di
 def send_to_charge_point(command: Command) -> dict:
     """Hand a START_SESSION / STOP_SESSION to our charge-point backend; returns the OCPI CommandResponse.
 
-    This is the ONE place where commands for our own stations leave the roaming platform. The backend
-    (our OCPP central system) takes commands in status `sent` (see `charging.selectors.charge_point_commands`)
-    and, once the charge point has answered, calls `report_charge_point_result(command, result)`.
-    An EVSE we know to be unusable is refused here without bothering the charge point.
+    This is the ONE place where commands for our own stations leave the roaming platform. An EVSE we know to be
+    unusable is refused here without bothering the charge point. Otherwise the command is ACCEPTED and, after
+    commit, the task `charging.send_to_charge_point` posts it to our central system (CHARGE_POINT_BACKEND_URL;
+    never on a partner's request path), whose answer becomes the CommandResult (`deliver_to_charge_point`).
+    Without that setting the command waits for the backend to report through `report_charge_point_result`.
     """
+    from charging.backend import backend_url
+
     evse = command.evse
     if evse is not None and evse.status in UNUSABLE_EVSE:
         return _command_response("REJECTED", f"EVSE {evse.uid} is {evse.status}.")
-    logger.info("Command %s %s handed to the charge-point backend", command.type, command.uid)
+    if backend_url():
+        transaction.on_commit(lambda: _queue_charge_point_call(command))
+    else:
+        logger.info("Command %s %s waits for the charge-point backend (no URL set)", command.type, command.uid)
     return _command_response("ACCEPTED")
+
+
+def _queue_charge_point_call(command: Command) -> None:
+    from charging.tasks import send_to_charge_point as task
+
+    try:
+        task.delay(command.pk)
+    except QUEUE_ERRORS as error:  # never sent, so never acted on: the partner is told at once
+        logger.error("Command %s not queued for the charge point: %s", command.pk, error)
+        report_charge_point_result(command, "FAILED", "Our charge point could not be reached.")
+
+
+def deliver_to_charge_point(command_id: int) -> Command:
+    """Post one command to our central system, once: its answer (the charge point's) is the CommandResult.
+
+    Only a connection never made is tried again; a request that may have reached the central system (timeout,
+    5xx, garbage) is never resent: the command stays waiting, a session starting with its reference accepts it,
+    and the expiry reports TIMEOUT otherwise.
+    """
+    from charging.backend import BackendUnclear, BackendUnreachable, call_central_system
+
+    claimed = Command.objects.filter(pk=command_id, attempts=0).update(attempts=1)
+    command = Command.objects.select_related("partner", "location", "evse", "session").get(pk=command_id)
+    if not claimed:
+        return command
+    try:
+        answer = call_central_system(command)
+    except BackendUnreachable as error:
+        Command.objects.filter(pk=command.pk).update(error=f"Central system unreachable: {error}"[:2000])
+        return report_charge_point_result(command, "FAILED", "Our charge point could not be reached.")
+    except BackendUnclear as error:
+        logger.warning("Command %s: no usable answer from the central system: %s", command.uid, error)
+        Command.objects.filter(pk=command.pk).update(error=str(error)[:2000], maybe_delivered=True)
+        return command
+    message = answer.get("message")
+    return report_charge_point_result(command, answer["result"], str(message)[:255] if message else None)
 
 
 def report_charge_point_result(command: Command, result: str, message: str | None = None) -> Command:

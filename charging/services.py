@@ -13,6 +13,7 @@ from __future__ import annotations
 from charging.commands_in import (
     _command_response,
     check_response_url,
+    deliver_to_charge_point,
     post_command_result,
     receive_partner_command,
     report_charge_point_result,
@@ -69,6 +70,7 @@ __all__ = [
     "command_retry_backoff",
     "command_send_grace",
     "commands_url",
+    "deliver_to_charge_point",
     "expire_overdue_commands",
     "find_card",
     "patch_session",
