@@ -411,3 +411,28 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
         )
     result.sort(key=lambda quality: (quality.score, quality.party.name))
     return result
+
+
+# --- Pushes to partners (the durable outbox, roaming/outbox.py) --------------------------------------------------
+
+
+def emsps_served_by_our_stations(module: str) -> list[Party]:
+    """Connected eMSPs (or hubs) with a RECEIVER for `module` whose agreement lets their cards charge at our stations.
+
+    Broadcasts (our EVSE statuses, locations, tariffs) go to each of them once: a hub gets one copy for all its clients
+    (an agreement through it, or with the hub itself, covers them), so a client reached through a hub is not listed.
+    """
+    agreements = active_agreements(our_cards=False)
+    covered = set(agreements.values_list("partner_id", flat=True))
+    hubs_covering = set(agreements.filter(hub__isnull=False).values_list("hub_id", flat=True))
+    parties = []
+    for connection in connected_connections().filter(via_hub__isnull=True).order_by("party__name", "pk"):
+        party = connection.party
+        if party.is_self or not connection.endpoint_url(module, "RECEIVER"):
+            continue
+        if party.role == Party.Role.HUB:
+            if party.pk in covered or party.pk in hubs_covering:
+                parties.append(party)
+        elif party.acts_as_emsp and party.pk in covered:
+            parties.append(party)
+    return parties
