@@ -296,7 +296,7 @@ def push_cdr(cdr: CDR) -> bool:
 
 def cdr_location_at_emsp(cdr: CDR) -> str:
     """The URL the eMSP answered in `Location` when it took our CDR ("" while not delivered)."""
-    from roaming.outbox import OutboxMessage
+    from roaming.outbox_models import OutboxMessage
 
     message = (
         OutboxMessage.objects.filter(partner=cdr.emsp, module="cdrs", object_id=cdr.ocpi_id)
