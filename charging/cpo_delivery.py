@@ -372,7 +372,7 @@ def credit_cdr(cdr: CDR, *, corrected: dict | None = None, reason: str = "") -> 
     original's id and negative costs; the replacement (`corrected`: total_energy, total_cost_excl_vat,
     total_cost_incl_vat) is a new CDR with a new id. Both go to the eMSP through the outbox. Returns (credit, new).
     """
-    cdr = CDR.objects.select_for_update().select_related("party", "emsp").get(pk=cdr.pk)
+    cdr = CDR.objects.select_for_update(of=("self",)).select_related("party", "emsp").get(pk=cdr.pk)
     if not cdr.party.is_self or cdr.credit:
         raise CannotCredit("Only a final CDR of our own stations can be credited.")
     if cdr.credits.exists():
