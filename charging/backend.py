@@ -231,10 +231,12 @@ def record_meter_value(session_id: str, *, at: dt.datetime, kwh: Decimal, power_
     session = _locked_session(session_id)
     if at < session.start_date_time:
         raise BackendRefused("at", "Before the session started.")
+    if session.status not in Session.LIVE_STATUSES:
+        return session  # after the end: the session and its CDR stay as they are
     _, created = MeterSample.objects.get_or_create(session=session, at=at, defaults={"kwh": kwh, "power_kw": power_kw})
     newer = session.metered_at is None or at > session.metered_at
-    if not created or not newer or session.status not in Session.LIVE_STATUSES:
-        return session  # a retry, a late value, or after the end: the session stays as it is
+    if not created or not newer:
+        return session  # a retry, or a late value (kept for pricing): the session does not go back
     session.kwh = max(kwh, session.kwh)  # a meter never runs backwards
     session.metered_at = at
     session.last_updated = timezone.now()

@@ -283,3 +283,22 @@ def test_a_refusing_central_system_is_the_partners_rejected_result(
     assert Command.objects.get().result == "EVSE_OCCUPIED"
     assert ocpi_peer.requests[-1].json()["result"] == "EVSE_OCCUPIED"
     assert Session.objects.count() == 0
+
+
+def test_the_simulator_plays_our_driver_and_a_foreign_driver_through_the_api(station, settings):
+    from django.core.management import call_command
+
+    from roaming.models import RoamingAgreement
+
+    CardFactory(uid="04A1B2C3")
+    emsp = PartyFactory(country_code="NL", party_id="SHL", role="EMSP")
+    RoamingAgreementFactory(partner=emsp, direction=RoamingAgreement.Direction.THEIR_CARDS_AT_OUR_STATIONS)
+    foreign_token(emsp, uid="12345678905880")
+    settings.CARDS_BACKEND_API_TOKEN = ""  # in-process it brings its own one-off token
+    call_command("simulate_charge_points", "--prefix", "T")
+    call_command("simulate_charge_points", "--prefix", "T")  # again: nothing new
+    sessions = {s.ocpi_id: s for s in Session.objects.all()}
+    assert set(sessions) == {"T-OURS-1", "T-SHL-1"}
+    assert sessions["T-SHL-1"].emsp == emsp and sessions["T-OURS-1"].card is not None
+    assert {s.status for s in sessions.values()} == {"COMPLETED"} and CDR.objects.count() == 2
+    assert MeterSample.objects.count() == 8
