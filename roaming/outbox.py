@@ -105,26 +105,36 @@ def enqueue(
 _pending_kicks = threading.local()
 
 
+class _KicksAfterCommit:
+    """The partners whose lanes one transaction's commit must kick (one on-commit callback per transaction)."""
+
+    def __init__(self) -> None:
+        self.partners: set[int] = set()
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True
+        for pid in sorted(self.partners):
+            kick(pid)
+
+
 def _kick_after_commit(partner_id: int) -> None:
     """One kick per partner per transaction, after it commits (a burst of 10,000 messages makes a handful)."""
     conn = transaction.get_connection()
-    state = getattr(_pending_kicks, "state", None)
-    registered = state is not None and any(callback is state[1] for _sids, callback, _robust in conn.run_on_commit)
-    if not conn.in_atomic_block or not registered:
-        partners: set[int] = set()
-
-        def flush() -> None:
-            for pid in sorted(partners):
-                kick(pid)
-
-        _pending_kicks.state = (partners, flush)
-        if conn.in_atomic_block:
-            transaction.on_commit(flush)
-        else:
-            partners.add(partner_id)
-            flush()
-            return
-    _pending_kicks.state[0].add(partner_id)
+    if not conn.in_atomic_block:
+        kick(partner_id)
+        return
+    pending = getattr(_pending_kicks, "current", None)
+    # Still waiting for this transaction's commit: neither run yet nor dropped with a rolled-back savepoint.
+    alive = (
+        pending is not None
+        and not pending.done
+        and any(callback is pending for _sids, callback, _robust in conn.run_on_commit)
+    )
+    if not alive:
+        pending = _pending_kicks.current = _KicksAfterCommit()
+        transaction.on_commit(pending)
+    pending.partners.add(partner_id)
 
 
 def kick(partner_id: int) -> bool:
