@@ -105,26 +105,36 @@ def enqueue(
 _pending_kicks = threading.local()
 
 
+class _KicksAfterCommit:
+    """The partners whose lanes one transaction's commit must kick (one on-commit callback per transaction)."""
+
+    def __init__(self) -> None:
+        self.partners: set[int] = set()
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True
+        for pid in sorted(self.partners):
+            kick(pid)
+
+
 def _kick_after_commit(partner_id: int) -> None:
     """One kick per partner per transaction, after it commits (a burst of 10,000 messages makes a handful)."""
     conn = transaction.get_connection()
-    state = getattr(_pending_kicks, "state", None)
-    registered = state is not None and any(callback is state[1] for _sids, callback, _robust in conn.run_on_commit)
-    if not conn.in_atomic_block or not registered:
-        partners: set[int] = set()
-
-        def flush() -> None:
-            for pid in sorted(partners):
-                kick(pid)
-
-        _pending_kicks.state = (partners, flush)
-        if conn.in_atomic_block:
-            transaction.on_commit(flush)
-        else:
-            partners.add(partner_id)
-            flush()
-            return
-    _pending_kicks.state[0].add(partner_id)
+    if not conn.in_atomic_block:
+        kick(partner_id)
+        return
+    pending = getattr(_pending_kicks, "current", None)
+    # Still waiting for this transaction's commit: neither run yet nor dropped with a rolled-back savepoint.
+    alive = (
+        pending is not None
+        and not pending.done
+        and any(callback is pending for _sids, callback, _robust in conn.run_on_commit)
+    )
+    if not alive:
+        pending = _pending_kicks.current = _KicksAfterCommit()
+        transaction.on_commit(pending)
+    pending.partners.add(partner_id)
 
 
 def kick(partner_id: int) -> bool:
@@ -269,6 +279,8 @@ def _drain(partner_id: int) -> LaneResult:
     result = LaneResult("drained")
     started = time.monotonic()
     failures = lane.consecutive_failures
+    lane_error = lane.last_error
+    last_failed = False
     while True:
         now = timezone.now()
         sendable = _sendable(partner_id)
@@ -281,20 +293,27 @@ def _drain(partner_id: int) -> LaneResult:
         else:
             batch = list(sendable.filter(next_attempt_at__lte=now).order_by("id")[: settings.OUTBOX_BATCH_SIZE])
         if not batch:
+            if last_failed:
+                # The last message(s) failed and nothing since succeeded: treat the partner as down and probe it,
+                # rather than leave its messages to their own backoff (up to OUTBOX_BACKOFF_MAX_S).
+                _lane_down(lane, failures, lane_error)
+                result.status = "down"
+                return result
             if probing:
                 _lane_up(lane, partner_id)
+            _schedule_soonest(partner_id)
             return result
         for message in batch:
             outcome, error = _deliver_one(client, connection, message, guards)
             if outcome == "delivered":
                 result.delivered += 1
-                failures = 0
+                failures, last_failed = 0, False
                 if probing:
                     probing = False
                     _lane_up(lane, partner_id)
             elif outcome == "failed":
                 result.failed += 1
-                failures = 0
+                failures, last_failed = 0, False
                 if probing:
                     probing = False
                     _lane_up(lane, partner_id)
@@ -302,13 +321,14 @@ def _drain(partner_id: int) -> LaneResult:
                 continue
             else:  # retry
                 result.retried += 1
-                failures += 1
+                failures, last_failed = failures + 1, True
+                guards.clear()  # checked again before the retry: staff may have ended the agreement meanwhile
                 partner_down = probing or outcome == "unreachable" or failures >= settings.OUTBOX_DOWN_AFTER
                 if partner_down:
                     _lane_down(lane, failures, error)
                     result.status = "down"
                     return result
-                OutboxLane.objects.filter(pk=lane.pk).update(consecutive_failures=failures, last_error=error[:2000])
+                lane_error = error
             if time.monotonic() - started > settings.OUTBOX_LANE_SLICE_S:
                 result.status = "sliced"
                 return result
@@ -343,6 +363,15 @@ def _lane_down(lane: OutboxLane, failures: int, error: str) -> None:
     if lane.down_since is None:
         logger.warning("Outbox: partner %s is down (%s); probing it", lane.partner_id, error)
     _schedule(lane.partner_id, settings.OUTBOX_PROBE_S)
+
+
+def _schedule_soonest(partner_id: int) -> None:
+    """A message backed off for a short while gets its own lane run then; longer backoffs are the sweeper's."""
+    soonest = _sendable(partner_id).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+    if soonest is not None:
+        delay = max((soonest - timezone.now()).total_seconds(), 0.0)
+        if delay <= settings.OUTBOX_SWEEP_S:
+            _schedule(partner_id, delay)
 
 
 def _schedule(partner_id: int, delay_s: float) -> None:
@@ -509,6 +538,11 @@ def sweep() -> list[int]:
         if kick(partner_id):
             kicked.append(partner_id)
     return kicked
+
+
+def partners_with_due_messages(now: dt.datetime | None = None) -> list[int]:
+    """Ids of partners with a pending message due (what the sweeper kicks)."""
+    return _due_partner_ids(now or timezone.now())
 
 
 def _due_partner_ids(now: dt.datetime) -> list[int]:

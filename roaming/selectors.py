@@ -436,3 +436,52 @@ def emsps_served_by_our_stations(module: str) -> list[Party]:
         elif party.acts_as_emsp and party.pk in covered:
             parties.append(party)
     return parties
+
+
+@dataclass
+class PartnerBacklog:
+    """One partner's outbox: what waits, what it refused, what it got, and whether it answers."""
+
+    partner: Party
+    waiting: int
+    failed: int
+    delivered: int
+    oldest_waiting_at: dt.datetime | None
+    down_since: dt.datetime | None
+    last_error: str
+
+
+def outbox_backlog_by_partner() -> list[PartnerBacklog]:
+    """Every partner with outbox messages, largest backlog first (two queries)."""
+    from django.db.models import Min
+
+    from roaming.models import OutboxLane, OutboxMessage
+
+    counts = (
+        OutboxMessage.objects.order_by()
+        .values("partner_id")
+        .annotate(
+            waiting=Count("pk", filter=Q(status=OutboxMessage.Status.PENDING)),
+            failed=Count("pk", filter=Q(status=OutboxMessage.Status.FAILED)),
+            delivered=Count("pk", filter=Q(status=OutboxMessage.Status.DELIVERED)),
+            oldest=Min("created_at", filter=Q(status=OutboxMessage.Status.PENDING)),
+        )
+    )
+    rows = {row["partner_id"]: row for row in counts}
+    lanes = {lane.partner_id: lane for lane in OutboxLane.objects.filter(partner_id__in=rows).select_related("partner")}
+    parties = {p.pk: p for p in Party.objects.filter(pk__in=[pid for pid in rows if pid not in lanes])}
+    backlog = []
+    for partner_id, row in rows.items():
+        lane = lanes.get(partner_id)
+        backlog.append(
+            PartnerBacklog(
+                partner=lane.partner if lane else parties[partner_id],
+                waiting=row["waiting"],
+                failed=row["failed"],
+                delivered=row["delivered"],
+                oldest_waiting_at=row["oldest"],
+                down_since=lane.down_since if lane else None,
+                last_error=lane.last_error if lane else "",
+            )
+        )
+    return sorted(backlog, key=lambda b: (-b.waiting, -b.failed, b.partner.name))
