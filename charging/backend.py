@@ -267,27 +267,13 @@ def end_session(session_id: str, *, ended_at: dt.datetime, kwh: Decimal) -> Sess
 
 
 def set_evse_status(location_id: str, evse_uid: str, status: str, at: dt.datetime) -> tuple[EVSE, bool]:
-    """An EVSE of ours changed status at `at`; an older report than the last change is ignored. (evse, applied)."""
-    _, evse = _our_evse(location_id, evse_uid)
-    if evse.status_changed_at is not None and at < evse.status_changed_at:
-        return evse, False
-    if evse.status == status:
-        return evse, False
-    try:
-        from roaming.outbox import record_our_evse_status  # status to every partner, when the outbox is there
-    except ImportError:
-        record_our_evse_status = None
-    if record_our_evse_status is not None:
-        record_our_evse_status(evse, status, at)
-    else:
-        from stations.services import record_staff_edit
+    """An EVSE of ours changed status at `at`: history, map and every partner (stations.services), unless it is a
+    repeat or older than the EVSE's last change. Returns (evse, applied)."""
+    from stations.services import record_our_evse_status
 
-        with transaction.atomic():
-            EVSE.objects.filter(pk=evse.pk).update(status=status)
-            evse.status = status
-            record_staff_edit(evse.location_id, evse=evse, status_changed=True)
-    evse.refresh_from_db()
-    return evse, True
+    _, evse = _our_evse(location_id, evse_uid)
+    applied = record_our_evse_status(evse, status, at)
+    return evse, applied
 
 
 EVSE_STATUSES = tuple(EvseStatus.values)

@@ -302,3 +302,14 @@ def test_the_simulator_plays_our_driver_and_a_foreign_driver_through_the_api(sta
     assert sessions["T-SHL-1"].emsp == emsp and sessions["T-OURS-1"].card is not None
     assert {s.status for s in sessions.values()} == {"COMPLETED"} and CDR.objects.count() == 2
     assert MeterSample.objects.count() == 8
+
+
+def test_a_status_from_the_backend_is_queued_for_every_emsp_served_by_our_stations(client, station, ocpi_peer):
+    emsp = foreign_emsp(ocpi_peer)
+    body = {"location_id": "MBP-GENT", "evse_uid": "MBP-GENT-1", "status": "CHARGING", "at": at(10)}
+    assert call_backend(client, "/evse-status", body).json()["applied"] is True
+    call_backend(client, "/evse-status", body)  # a retry: nothing more
+    message = OutboxMessage.objects.get()
+    assert (message.partner, message.module, message.method) == (emsp, "locations", "PATCH")
+    assert message.path == "/BE/MBP/MBP-GENT/MBP-GENT-1" and message.body["status"] == "CHARGING"
+    assert ocpi_peer.requests == []  # sent after commit, never on the backend's request path
