@@ -77,9 +77,7 @@ def default_plays(prefix: str = "SIM") -> list[Play]:
     if card is not None:
         plays.append(Play(f"{prefix}-OURS-1", card.uid, card.type, evses[0], minutes=40, kwh=14.6))
     token = (
-        ForeignToken.objects.filter(party_id__in=party_ids_whose_cards_we_accept(), valid=True)
-        .order_by("pk")
-        .first()
+        ForeignToken.objects.filter(party_id__in=party_ids_whose_cards_we_accept(), valid=True).order_by("pk").first()
     )
     if token is not None:
         plays.append(Play(f"{prefix}-{token.party.party_id}-1", token.uid, token.type, evses[-1], minutes=55, kwh=21.3))
