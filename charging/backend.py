@@ -233,9 +233,11 @@ def record_meter_value(session_id: str, *, at: dt.datetime, kwh: Decimal, power_
         raise BackendRefused("at", "Before the session started.")
     if session.status not in Session.LIVE_STATUSES:
         return session  # after the end: the session and its CDR stay as they are
-    _, created = MeterSample.objects.get_or_create(session=session, at=at, defaults={"kwh": kwh, "power_kw": power_kw})
-    newer = session.metered_at is None or at > session.metered_at
-    if not created or not newer:
+    # Kept once per time (a retry of the same value inserts nothing); a retry of the newest value is not newer.
+    MeterSample.objects.bulk_create(
+        [MeterSample(session=session, at=at, kwh=kwh, power_kw=power_kw)], ignore_conflicts=True
+    )
+    if session.metered_at is not None and at <= session.metered_at:
         return session  # a retry, or a late value (kept for pricing): the session does not go back
     session.kwh = max(kwh, session.kwh)  # a meter never runs backwards
     session.metered_at = at

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import authentication, serializers
 from rest_framework.exceptions import NotFound, ValidationError
@@ -89,7 +88,9 @@ class EvseStateSerializer(serializers.Serializer):
 
 
 def _state(session: Session) -> dict:
-    cdr = CDR.objects.filter(party=session.party, session=session, credit=False).values_list("ocpi_id", flat=True)
+    cdr = None
+    if session.status not in Session.LIVE_STATUSES:
+        cdr = CDR.objects.filter(party=session.party, session=session, credit=False).values_list("ocpi_id", flat=True)
     return SessionStateSerializer(
         {
             "session_id": session.ocpi_id,
@@ -98,7 +99,7 @@ def _state(session: Session) -> dict:
             "started_at": session.start_date_time,
             "ended_at": session.end_date_time,
             "emsp": session.emsp.ocpi_id if session.emsp else "",
-            "cdr_id": cdr.first(),
+            "cdr_id": cdr.first() if cdr is not None else None,
         }
     ).data
 
@@ -145,8 +146,7 @@ class SessionStartView(BackendView):
 
 def _session_call(function, session_id: str, **data):
     try:
-        with transaction.atomic():
-            return function(session_id, **data)
+        return function(session_id, **data)  # each runs in its own transaction
     except backend.UnknownSession as error:
         raise NotFound(f"No session {session_id} at our stations.") from error
     except backend.BackendRefused as error:
