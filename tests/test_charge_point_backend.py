@@ -313,3 +313,27 @@ def test_a_status_from_the_backend_is_queued_for_every_emsp_served_by_our_statio
     assert (message.partner, message.module, message.method) == (emsp, "locations", "PATCH")
     assert message.path == "/BE/MBP/MBP-GENT/MBP-GENT-1" and message.body["status"] == "CHARGING"
     assert ocpi_peer.requests == []  # sent after commit, never on the backend's request path
+
+
+def test_our_driver_pressing_start_at_our_station_gets_a_real_session(
+    client, station, ocpi_peer, settings, django_capture_on_commit_callbacks
+):
+    from tests.factories import DriverFactory
+
+    settings.CHARGE_POINT_BACKEND_URL = ocpi_peer.url("/central")
+    ocpi_peer.route("POST", r"/central/commands", lambda r: {"result": "ACCEPTED"})
+    driver = DriverFactory()
+    card = CardFactory(driver=driver, uid="04A1B2C3")
+    client.force_login(driver.user)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/charging/start/{station.location_id}/{station.uid}/", {"card": card.pk, "idempotency_key": "k"})
+    command = Command.objects.get()
+    assert command.status == Command.Status.ACCEPTED
+    asked = ocpi_peer.requests[0].json()
+    assert asked["token"]["uid"] == card.uid and asked["authorization_reference"] == command.uid.hex
+    started = call_backend(client, "/sessions", start_body(authorization_reference=asked["authorization_reference"]))
+    assert started.status_code == 201 and started.json()["emsp"] == "BE*MBP"
+    live = client.get("/charging/live.json").json()
+    assert live["session"]["status"] == "ACTIVE" and live["session"]["operator"] == "MobilityPlus"
+    session = Session.objects.get()
+    assert (session.card, session.auth_method, Command.objects.get().session) == (card, "COMMAND", session)
