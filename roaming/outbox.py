@@ -602,3 +602,13 @@ def _due_partner_ids(now: dt.datetime) -> list[int]:
         .values_list("partner_id", flat=True)
         .distinct()
     )
+
+
+def purge_delivered(now: dt.datetime | None = None, chunk: int = 5000) -> int:
+    """Delete delivered messages older than OUTBOX_KEEP_DELIVERED_DAYS (refused and waiting ones are kept)."""
+    before = (now or timezone.now()) - dt.timedelta(days=settings.OUTBOX_KEEP_DELIVERED_DAYS)
+    old = OutboxMessage.objects.filter(status=OutboxMessage.Status.DELIVERED, delivered_at__lt=before)
+    deleted = 0
+    while ids := list(old.values_list("pk", flat=True)[:chunk]):
+        deleted += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+    return deleted
