@@ -5,6 +5,7 @@ Partners are real OCPI servers on 127.0.0.1 (tests/ocpi_peer.py) that go down an
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
@@ -274,3 +275,16 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_posts_no_cdr_twice(ocpi_
     assert sorted(receiver.posts) == [f"CDR{n}" for n in range(5)]  # each POSTed once: CDR0 was checked
     killed.refresh_from_db()
     assert killed.reply_location == ocpi_peer.url("/emsp/cdrs/CDR0") and killed.sending_since is None
+
+
+def test_delivered_messages_are_forgotten_after_the_keeping_time_refused_ones_kept(ocpi_peer, db, settings):
+    settings.OUTBOX_KEEP_DELIVERED_DAYS = 30
+    connection = emsp_at(ocpi_peer)
+    for object_id, status in (("old", "delivered"), ("recent", "delivered"), ("refused", "failed"), ("w", "pending")):
+        outbox.enqueue(connection.party, module="cdrs", object_id=object_id, method="POST", body={"id": object_id})
+        OutboxMessage.objects.filter(object_id=object_id).update(status=status, delivered_at=timezone.now())
+    OutboxMessage.objects.filter(object_id__in=["old", "refused"]).update(
+        delivered_at=timezone.now() - dt.timedelta(days=31)
+    )
+    assert outbox.purge_delivered() == 1
+    assert sorted(OutboxMessage.objects.values_list("object_id", flat=True)) == ["recent", "refused", "w"]
