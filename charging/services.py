@@ -5,7 +5,11 @@ keeps working:
 
 * `charging.sessions`: sessions and CDRs partners' CPOs push to us (eMSP);
 * `charging.commands_out`: the commands we send for our drivers (eMSP);
-* `charging.commands_in`: the commands partners send to our own stations (CPO).
+* `charging.commands_in`: the commands partners send to our own stations (CPO);
+
+and, for our stations as a CPO (docs/cpo.md): `charging.backend` (our central system, both ways: the backend API's
+writes and the commands we post to it) and `charging.cpo_delivery` (sessions and CDRs to the drivers' eMSPs, credit
+CDRs).
 """
 
 from __future__ import annotations
