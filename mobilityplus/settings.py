@@ -40,7 +40,7 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set when DEBUG is off. Generate one with: "
-            "python -c \"import secrets; print(secrets.token_urlsafe(50))\" "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))" '
             "(DEBUG=true, for local development only, uses a public built-in key instead)."
         )
     SECRET_KEY = "dev-only-insecure-key-for-the-embedded-demo-never-use-in-production"
@@ -228,6 +228,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the card types wherever a field takes one (`type` of authorizations, `token_type` of sessions).
+    "ENUM_NAME_OVERRIDES": {"CardTypeEnum": "charging.backend_api.CARD_TYPES"},
 }
 
 # Map tiles: any OpenStreetMap-style tile URL template.
@@ -281,7 +283,7 @@ if not OCPI_TOKEN_ENCRYPTION_KEY and not DEBUG:
     raise ImproperlyConfigured(
         "OCPI_TOKEN_ENCRYPTION_KEY must be set when DEBUG is off (it encrypts the tokens we send to partners). "
         "Generate one with: python -c "
-        "\"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\" "
+        '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" '
         "(a deployment that already stores partner tokens: see docs/security-deployment.md to keep them readable)."
     )
 if OCPI_TOKEN_ENCRYPTION_KEY:
@@ -290,7 +292,7 @@ if OCPI_TOKEN_ENCRYPTION_KEY:
     except ValueError as exc:  # caught here, not at the first partner handshake
         raise ImproperlyConfigured(
             "OCPI_TOKEN_ENCRYPTION_KEY is not a Fernet key (32 bytes, urlsafe base64). Generate one with: "
-            "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+            'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
         ) from exc
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
@@ -336,9 +338,6 @@ CARDS_CIRCUIT_WINDOW_S = float(os.environ.get("CARDS_CIRCUIT_WINDOW_S", "30"))
 CARDS_CIRCUIT_COOLDOWN_S = float(os.environ.get("CARDS_CIRCUIT_COOLDOWN_S", "30"))
 # Database reads on the authorization path give up after this long (PostgreSQL statement_timeout, SET LOCAL).
 CARDS_DB_STATEMENT_TIMEOUT_MS = int(os.environ.get("CARDS_DB_STATEMENT_TIMEOUT_MS", "500"))
-# Token push to CPOs: first retry after this many seconds, doubling, capped at 10 minutes.
-CARDS_TOKEN_PUSH_BACKOFF_S = float(os.environ.get("CARDS_TOKEN_PUSH_BACKOFF_S", "5"))
-CARDS_TOKEN_PUSH_MAX_RETRIES = int(os.environ.get("CARDS_TOKEN_PUSH_MAX_RETRIES", "30"))
 # Authorization decision log: buffered per process and written in bulk every this many seconds (0 = at once).
 CARDS_DECISION_LOG_FLUSH_S = float(os.environ.get("CARDS_DECISION_LOG_FLUSH_S", "0.25"))
 # How often each process looks for changed cards/agreements to evict from its authorization cache.
@@ -346,11 +345,26 @@ CARDS_CACHE_POLL_S = float(os.environ.get("CARDS_CACHE_POLL_S", "0.5"))
 # Service token our charge-point backend sends to POST /api/v1/authorizations (`Authorization: Bearer ...`).
 CARDS_BACKEND_API_TOKEN = os.environ.get("CARDS_BACKEND_API_TOKEN", "")
 CELERY_BEAT_SCHEDULE["cards-expire"] = {"task": "cards.tasks.expire_cards", "schedule": 3600.0}
-# A Token push whose retries gave up (or were lost) is sent again while the CPO is still a push target.
-CELERY_BEAT_SCHEDULE["cards-requeue-token-deliveries"] = {
-    "task": "cards.tasks.requeue_token_deliveries",
-    "schedule": 900.0,
-}
+# Durable outbox (roaming/outbox.py, docs/outbox.md): every push to partners (tokens, status, sessions, CDRs, tariffs).
+OUTBOX_HTTP_TIMEOUT_S = float(os.environ.get("OUTBOX_HTTP_TIMEOUT_S", "10"))
+# A message that failed waits this long before its next attempt, doubling, capped.
+OUTBOX_BACKOFF_S = float(os.environ.get("OUTBOX_BACKOFF_S", "2"))
+OUTBOX_BACKOFF_MAX_S = float(os.environ.get("OUTBOX_BACKOFF_MAX_S", "600"))
+# A partner unreachable, or failing this many messages in a row, is down: one message probes it this often.
+OUTBOX_DOWN_AFTER = int(os.environ.get("OUTBOX_DOWN_AFTER", "3"))
+OUTBOX_PROBE_S = float(os.environ.get("OUTBOX_PROBE_S", "3"))
+# Probes take the oldest message; every this-many-th probe another one (a message only it chokes on).
+OUTBOX_PROBE_ROTATE = int(os.environ.get("OUTBOX_PROBE_ROTATE", "5"))
+# Messages a lane reads at once, and how long it sends before letting other partners' lanes have the worker.
+OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "200"))
+OUTBOX_LANE_SLICE_S = float(os.environ.get("OUTBOX_LANE_SLICE_S", "10"))
+# A queued lane run is not queued again for this long (a lost one is replaced by the sweeper after it).
+OUTBOX_KICK_TTL_S = int(os.environ.get("OUTBOX_KICK_TTL_S", "30"))
+OUTBOX_SWEEP_S = float(os.environ.get("OUTBOX_SWEEP_S", "5"))
+CELERY_BEAT_SCHEDULE["roaming-sweep-outbox"] = {"task": "roaming.sweep_outbox", "schedule": OUTBOX_SWEEP_S}
+# Delivered messages are kept this long (staff see what went where), then deleted hourly; refused ones stay.
+OUTBOX_KEEP_DELIVERED_DAYS = int(os.environ.get("OUTBOX_KEEP_DELIVERED_DAYS", "30"))
+CELERY_BEAT_SCHEDULE["roaming-purge-outbox"] = {"task": "roaming.purge_outbox", "schedule": 3600.0}
 # Location feeds (stations): page size we ask for, retries per page, the per-partner lock, full syncs.
 FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
 FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))
@@ -411,3 +425,14 @@ AXES_CLIENT_IP_CALLABLE = "mobilityplus.client_address.client_address"
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # One row per failed attempt group is enough; no row for every successful login.
 AXES_DISABLE_ACCESS_LOG = True
+
+# Our stations as a CPO (docs/cpo.md): our OCPP central system, and what the drivers' eMSPs are sent.
+CHARGE_POINT_BACKEND_URL = os.environ.get("CHARGE_POINT_BACKEND_URL", "")  # unset: commands wait for the backend
+CHARGE_POINT_BACKEND_TOKEN = os.environ.get("CHARGE_POINT_BACKEND_TOKEN", "")  # our bearer at the central system
+CHARGE_POINT_BACKEND_TIMEOUT_S = float(os.environ.get("CHARGE_POINT_BACKEND_TIMEOUT_S", "5"))
+CPO_SESSION_PATCH_INTERVAL_S = float(os.environ.get("CPO_SESSION_PATCH_INTERVAL_S", "60"))
+CPO_CURRENCY = os.environ.get("CPO_CURRENCY", "EUR")
+CELERY_BEAT_SCHEDULE["charging-flush-session-updates"] = {
+    "task": "charging.flush_session_updates",
+    "schedule": float(os.environ.get("CPO_SESSION_FLUSH_S", "15")),
+}

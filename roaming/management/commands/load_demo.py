@@ -232,6 +232,9 @@ class Command(BaseCommand):
         from charging.demo import load_charging_demo
 
         load_charging_demo(driver)
+        from charging.demo import load_cpo_demo  # sessions at our own stations, through the backend API
+
+        load_cpo_demo()
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
