@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "cards",
     "stations",
     "charging",
+    "console",  # the staff console stands on every app above: last
 ]
 
 MIDDLEWARE = [
