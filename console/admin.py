@@ -81,7 +81,8 @@ class PartnerAdmin(PartyAdmin):
     def data_quality_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        qualities = feed_health.partner_data_quality()
+        report = feed_health.data_quality_report()
+        qualities = report.ranked
         return TemplateResponse(
             request,
             "admin/console/data_quality.html",
@@ -90,6 +91,7 @@ class PartnerAdmin(PartyAdmin):
                 "title": "Partner data quality",
                 "opts": self.model._meta,
                 "qualities": qualities,
+                "without_data": report.without_data,
                 "chart_height": 24 * len(qualities) + 10,
                 "partners_url": reverse("admin:roaming_party_changelist"),
             },

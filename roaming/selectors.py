@@ -278,3 +278,80 @@ def partners_for_console(queryset=None):
     """Parties with their connection and its hub loaded (each app annotates its own figures on top)."""
     queryset = queryset if queryset is not None else Party.objects.all()
     return queryset.select_related("connection", "connection__via_hub__party")
+
+
+@dataclass
+class HubClient:
+    """A party a hub introduced (ClientInfo), with what the hub says of it and whether staff confirmed it."""
+
+    party: Party
+    connection: PartnerConnection
+    client_info_status: str  # the hub's ConnectionStatus for it ("" when it never said)
+    client_info_at: dt.datetime | None
+    confirmed: bool  # an agreement in force with it through this hub: the hub may act for it
+
+
+def hub_clients(hub: PartnerConnection) -> list[HubClient]:
+    """The parties reached through this hub, by name, with their ClientInfo status and staff's confirmation."""
+    confirmed = set(active_agreements().filter(hub=hub.party).values_list("partner_id", flat=True))
+    connections = PartnerConnection.objects.filter(via_hub=hub).select_related("party").order_by("party__name")
+    return [
+        HubClient(
+            party=client.party,
+            connection=client,
+            client_info_status=client.hub_client_status,
+            client_info_at=client.hub_client_updated_at,
+            confirmed=client.party_id in confirmed,
+        )
+        for client in connections
+    ]
+
+
+@dataclass
+class PartnerRoaming:
+    """What roaming knows about one partner: how we are connected, what they offer, what we agreed."""
+
+    connection: PartnerConnection | None
+    endpoints: list[dict]  # their modules and roles (the hub's when routed)
+    agreements_in_force: list[RoamingAgreement]
+    other_agreements: list[RoamingAgreement]  # drafts, suspended, ended, not yet or no longer valid
+    hub_clients: list[HubClient]
+    confirmed_by_staff: bool | None  # for a hub client: may the hub act for it (None when not through a hub)
+
+
+def partner_roaming(party: Party) -> PartnerRoaming:
+    """Connection, endpoints, agreements and (for a hub) its clients, in a few queries."""
+    connection = PartnerConnection.objects.select_related("via_hub__party").filter(party=party).first()
+    agreements = list(party.agreements.select_related("hub").order_by("-valid_from", "-pk"))
+    in_force = set(active_agreements().filter(partner=party).values_list("pk", flat=True))
+    endpoints = connection.transport.endpoints if connection else []
+    return PartnerRoaming(
+        connection=connection,
+        endpoints=sorted(endpoints, key=lambda e: (e.get("identifier", ""), e.get("role", ""))),
+        agreements_in_force=[a for a in agreements if a.pk in in_force],
+        other_agreements=[a for a in agreements if a.pk not in in_force],
+        hub_clients=hub_clients(connection) if connection and party.role == Party.Role.HUB else [],
+        confirmed_by_staff=(
+            active_agreements().filter(partner=party, hub=connection.via_hub.party).exists()
+            if connection and connection.via_hub_id
+            else None
+        ),
+    )
+
+
+def credentials_action_refusal(connection: PartnerConnection | None, action: str) -> str:
+    """Why a credentials action ("reread", "rotate", "unregister") cannot run for this connection; "" when it can.
+
+    The conditions roaming.services checks when the job runs, checked before staff queue it.
+    """
+    if connection is None:
+        return "no connection yet"
+    if connection.via_hub_id:
+        return f"reached through {connection.via_hub.party.name}: the tokens are the hub's (act on the hub)"
+    if not connection.token_to_them_encrypted:
+        return "not registered directly with this partner: we hold no token for their side (Connect first)"
+    if action == "reread" and not connection.versions_url:
+        return "no versions URL on record: nothing to re-read"
+    if action in ("rotate", "unregister") and not connection.credentials_url:
+        return "they list no credentials endpoint: nothing to call (re-read their endpoints first)"
+    return ""
