@@ -322,20 +322,15 @@ class PartyAdmin(SimpleHistoryAdmin):
             form = ConnectForm(request.POST)
             if form.is_valid():
                 connection = connection or PartnerConnection.objects.create(party=party)
-                queued = _queue(
-                    self,
+                self.queue_job(
                     request,
+                    connection,
+                    "connect",
                     connect_partner,
                     connection.pk,
                     form.cleaned_data["versions_url"],
                     encrypt_token(form.cleaned_data["token_a"]),
-                )
-                if not queued:
-                    return None
-                self.message_user(
-                    request,
-                    f"Connecting to {party.name} in the background: its connection shows each step's outcome.",
-                    messages.SUCCESS,
+                    promise=f"Connecting to {party.name} in the background (versions, credentials, endpoints)",
                 )
                 return None
         else:
@@ -380,29 +375,49 @@ class PartyAdmin(SimpleHistoryAdmin):
         """Finishes a registration whose answer was partly unusable: no token changes at either side."""
         from roaming.tasks import reread_partner_endpoints
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, reread_partner_endpoints, connection.pk):
-                self.message_user(
-                    request,
-                    f"{connection.party.name}: re-reading their versions and endpoints; tokens stay as they are.",
-                    messages.SUCCESS,
-                )
+        self._credentials_jobs(
+            request,
+            queryset,
+            "reread",
+            reread_partner_endpoints,
+            "re-reading their versions and endpoints with the token we hold; tokens stay as they are",
+        )
 
     @admin.action(description="Rotate tokens (PUT our credentials at theirs: new tokens both ways, endpoints re-read)")
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import rotate_partner_tokens
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, rotate_partner_tokens, connection.pk):
-                self.message_user(request, f"{connection.party.name}: token rotation started.", messages.SUCCESS)
+        self._credentials_jobs(
+            request, queryset, "rotate", rotate_partner_tokens, "rotating tokens: new ones both ways, endpoints re-read"
+        )
 
     @admin.action(description="Unregister (DELETE our credentials at theirs)")
     def unregister(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import unregister_partner
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, unregister_partner, connection.pk):
-                self.message_user(request, f"{connection.party.name}: unregistering.", messages.SUCCESS)
+        self._credentials_jobs(
+            request,
+            queryset,
+            "unregister",
+            unregister_partner,
+            "unregistering: DELETE our credentials at theirs, then forget both tokens here",
+        )
+
+    def _credentials_jobs(self, request: HttpRequest, queryset: QuerySet, kind: str, task, promise: str) -> None:
+        """Check each partner first (nothing queued that would stop at once), then queue one job per partner."""
+        for party in queryset:
+            connection = self._connection(party)
+            refusal = selectors.credentials_action_refusal(connection, kind)
+            if refusal:
+                self.message_user(request, f"{party.name}: not done: {refusal}. Nothing was sent.", messages.ERROR)
+                continue
+            self.queue_job(request, connection, kind, task, connection.pk, promise=f"{party.name}: {promise}")
+
+    def queue_job(self, request: HttpRequest, connection: PartnerConnection, kind: str, task, *args, promise: str):
+        """Queue a background job for a partner and say what will happen. The console records each job and its
+        outcome (console.admin overrides this); here it is only queued."""
+        if _queue(self, request, task, *args):
+            self.message_user(request, f"{promise}. Queued; the connection shows the outcome.", messages.SUCCESS)
 
 
 SECRET_FIELDS = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash")

@@ -350,3 +350,7 @@ def feed_days(connection_ids: list[int], *, days: int = 30, today: dt.date | Non
             day = result[row["connection_id"]][index]
             day.runs, day.objects, day.rejected = row["runs"], row["objects"] or 0, row["rejected"] or 0
     return result
+
+
+def running_syncs_count() -> int:
+    return SyncRun.objects.filter(status=SyncRun.Status.RUNNING).count()
