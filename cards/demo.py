@@ -7,7 +7,7 @@ import datetime as dt
 from django.contrib.auth import get_user_model
 
 from cards.identifiers import normalise_contract_id
-from cards.models import Card, CardStatusChange, Driver, ForeignToken
+from cards.models import AuthorizationDecision, Card, CardStatusChange, Driver, ForeignToken, TokenDelivery
 
 DEMO_DRIVER = ("driver", "mobilityplus-demo")
 
@@ -68,3 +68,51 @@ def load_cards(demo) -> None:
             "last_updated": now,
         },
     )
+
+
+def load_authorizations(demo) -> None:
+    """Today's authorizations both ways and token pushes still waiting or given up, for the staff pages."""
+    now, parties = demo.now, demo.parties
+    card = Card.objects.get(issuer_party=parties["MBP"], uid="04A2B3C4D5E680")
+    for partner_id, (status, attempts, error) in {
+        "ALL": (TokenDelivery.Status.FAILED, 3, "HTTP 503 from their tokens endpoint"),
+        "ION": (TokenDelivery.Status.GAVE_UP, 12, "connect timeout after 5 s"),
+    }.items():
+        TokenDelivery.objects.get_or_create(
+            card=card,
+            partner=parties[partner_id],
+            defaults={
+                "status": status,
+                "attempts": attempts,
+                "last_error": error,
+                "card_last_updated": card.last_updated,
+                "queued_at": now - dt.timedelta(hours=2),
+                "last_attempt_at": now - dt.timedelta(minutes=5),
+            },
+        )
+    if AuthorizationDecision.objects.filter(decided_at__gte=now - dt.timedelta(hours=12)).exists():
+        return
+    Direction, Path = AuthorizationDecision.Direction, AuthorizationDecision.Path
+    rows = []
+    for index in range(40):  # CPOs asking about our cards
+        partner = ("NL*ALL", "NL*FST", "FR*TOT")[index % 3]
+        allowed = index % 9 != 0
+        rows.append(
+            AuthorizationDecision(
+                direction=Direction.EMSP, partner=partner, token_uid=card.uid, token_type="RFID",
+                result="ALLOWED" if allowed else "BLOCKED", reason="Valid" if allowed else "Card blocked",
+                path=Path.LOCAL, elapsed_ms=0.4 + index % 5 / 10, decided_at=now - dt.timedelta(minutes=7 * index + 3),
+            )
+        )  # fmt: skip
+    for index in range(24):  # Shell Recharge drivers at our stations: asked in real time, two answers too late
+        timeout = index in (5, 17)
+        rows.append(
+            AuthorizationDecision(
+                direction=Direction.CPO, partner="NL*SHL", token_uid="12345678905880", token_type="RFID",
+                result="ALLOWED", path=Path.FALLBACK if timeout else Path.REALTIME,
+                reason="NL*SHL: no answer in time; cached ALLOWED" if timeout else "Answer of NL*SHL",
+                elapsed_ms=3000.0 if timeout else 120.0 + index * 9,
+                decided_at=now - dt.timedelta(minutes=11 * index + 2),
+            )
+        )  # fmt: skip
+    AuthorizationDecision.objects.bulk_create(rows)

@@ -143,3 +143,10 @@ def _load_feed_history(parties: dict, now: dt.datetime) -> None:
                 error="coordinates.latitude: not a GeoLocation latitude",
                 payload={"id": f"BAD{index + 1}", "coordinates": {"latitude": "north", "longitude": "4.3"}},
             )
+    # Fastned's weekly full sync is running now: the partner page follows it.
+    fastned = PartnerConnection.objects.get(party=parties["FST"])
+    if not fastned.sync_runs.filter(status=SyncRun.Status.RUNNING).exists():
+        SyncRun.objects.create(
+            connection=fastned, full=True, status=SyncRun.Status.RUNNING, started_at=now - dt.timedelta(minutes=4),
+            pages=23, created=40, updated=310, unchanged=1950, rejected=3, expected_objects=9800,
+        )  # fmt: skip

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from cards.demo import DEMO_DRIVER, load_cards
+from cards.demo import DEMO_DRIVER, load_authorizations, load_cards
 from charging.demo import load_charging_demo
 from console.demo import DemoWorld
 from roaming.demo import load_partners
@@ -24,6 +24,7 @@ DEMO_STEPS = [
     load_cards,  # cards: the demo driver, cards, a foreign token
     load_stations,  # stations: stations, feed history, map summaries
     lambda demo: load_charging_demo(demo.driver),  # charging: sessions and CDRs of the demo driver
+    load_authorizations,  # cards: today's authorizations, token pushes waiting and failed
 ]
 
 
