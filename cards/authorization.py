@@ -474,7 +474,9 @@ def _foreign_decision(
         waited = time.perf_counter() - called_at if called_at is not None else None
         # not_called: the circuit is open, or no connection or endpoint to call
         called = "error" if called_at is not None else "not_called"
-        outcome = "timeout" if isinstance(error, FutureTimeout) else called
+        # Our deadline, or the client's read timeout (the same length) when it fires first.
+        late = isinstance(error, FutureTimeout) or (isinstance(error, OcpiClientError) and "Timeout" in str(error))
+        outcome = "timeout" if late else called
         observe_realtime_call(issuer, outcome, waited)
         if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:
             return StationDecision(

@@ -139,7 +139,8 @@ class AuthorizationFigures:
         return self.allowed_their_cards / self.about_their_cards if self.about_their_cards else None
 
 
-TIMEOUT_REASON = "no answer in time"  # cards.authorization's fallback reason when the eMSP's answer was late
+# cards.authorization's fallback reason when the eMSP's answer was late (or "...ReadTimeout..." from the client)
+TIMEOUT_REASON = "no answer in time"
 
 
 def _p95(values: QuerySet) -> float | None:
@@ -166,7 +167,11 @@ def partner_authorizations(party, since: dt.datetime) -> AuthorizationFigures:
         about_their_cards=Count("pk", filter=Q(direction=Direction.CPO)),
         allowed_their_cards=Count("pk", filter=Q(direction=Direction.CPO, result="ALLOWED")),
         realtime_calls=Count("pk", filter=Q(direction=Direction.CPO, path__in=(Path.REALTIME, Path.FALLBACK))),
-        timeouts=Count("pk", filter=Q(direction=Direction.CPO, path=Path.FALLBACK, reason__contains=TIMEOUT_REASON)),
+        timeouts=Count(
+            "pk",
+            filter=Q(direction=Direction.CPO, path=Path.FALLBACK)
+            & (Q(reason__contains=TIMEOUT_REASON) | Q(reason__contains="Timeout")),
+        ),
     )
     p95 = _p95(decisions.filter(direction=Direction.CPO, path=Path.REALTIME))
     return AuthorizationFigures(realtime_p95_ms=p95, **counts)
