@@ -139,9 +139,7 @@ def partners_needing_attention() -> list[Attention]:
     """Partners with a connection error or a handshake to finish, a failed latest sync, deliveries waiting or failed,
     or price mismatches; a fixed number of queries."""
     parties = list(
-        feed_health.with_feed_figures(roaming.partners_for_console(Party.objects.filter(is_self=False))).order_by(
-            "name"
-        )
+        feed_health.with_latest_run(roaming.partners_for_console(Party.objects.filter(is_self=False))).order_by("name")
     )
     ids = [party.pk for party in parties]
     deliveries = outgoing_deliveries_by_partner(ids)

@@ -24,12 +24,18 @@ def with_feed_figures(queryset: QuerySet[Party]) -> QuerySet[Party]:
         .values("n")
     )
     runs = SyncRun.objects.filter(connection__party=OuterRef("pk"))
-    latest_run = runs.order_by("-started_at", "-pk")
-    return queryset.annotate(
+    return with_latest_run(queryset).annotate(
         station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0),
         last_sync_at=Subquery(
             runs.filter(status=SyncRun.Status.SUCCEEDED).order_by("-finished_at").values("finished_at")[:1]
         ),
+    )
+
+
+def with_latest_run(queryset: QuerySet[Party]) -> QuerySet[Party]:
+    """Parties annotated with their latest feed run's status and rejects (the overview needs no station count)."""
+    latest_run = SyncRun.objects.filter(connection__party=OuterRef("pk")).order_by("-started_at", "-pk")
+    return queryset.annotate(
         last_run_status=Subquery(latest_run.values("status")[:1]),
         last_run_rejected=Coalesce(Subquery(latest_run.values("rejected")[:1]), 0),
     )

@@ -126,6 +126,34 @@ def test_pull_from_the_partner_page_runs_and_the_job_records_its_outcome(client,
     ), found  # in the staff member's zone (Europe/Brussels by default), labelled
 
 
+@pytest.mark.django_db
+def test_with_the_broker_down_the_job_is_marked_not_queued_and_staff_are_told(client, staff):
+    from mobilityplus.celery import app as celery_app
+    from tests.served_platform import free_port
+
+    party = PartyFactory(name="Allego")
+    PartnerConnectionFactory(
+        party=party, endpoints=[{"identifier": "locations", "role": "SENDER", "url": "https://a.example/locations"}]
+    )
+    def fresh_connections() -> None:  # the next publish connects to whatever broker_url says now
+        celery_app.pool.force_close_all()
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    broker = celery_app.conf.broker_url
+    celery_app.conf.update(task_always_eager=False, broker_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    fresh_connections()
+    try:
+        found = messages_of(action(client, "pull_locations_now", [party]))
+    finally:
+        celery_app.conf.update(task_always_eager=True, broker_url=broker)
+        fresh_connections()
+
+    assert len(found) == 1 and found[0].startswith("Could not queue the job (broker unavailable"), found
+    job = StaffJob.objects.get()
+    assert (job.status, job.outcome) == ("not_queued", "not queued: the task broker is unavailable")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_queued_job_shows_queued_then_its_outcome_from_a_real_worker(client, staff, ocpi_peer, redis_celery_worker):
     party = feed_partner(ocpi_peer)
