@@ -159,11 +159,11 @@ def partners_needing_attention() -> list[Attention]:
             reasons.append(f"{party.last_run_rejected} object(s) rejected in the latest sync")
         backlog = deliveries.get(party.pk)
         if backlog and backlog.failed:
-            reasons.append(f"{backlog.failed} outgoing deliveries failed")
+            reasons.append(f"outgoing deliveries failed: {backlog.failed}")
         if backlog and backlog.waiting:
-            reasons.append(f"{backlog.waiting} outgoing deliveries waiting")
+            reasons.append(f"outgoing deliveries waiting: {backlog.waiting}")
         if mismatches.get(party.pk):
-            reasons.append(f"{mismatches[party.pk]} CDR price mismatches")
+            reasons.append(f"CDR price mismatches: {mismatches[party.pk]}")
         if reasons:
             found.append(Attention(party, reasons))
     return found

@@ -228,8 +228,8 @@ def test_staff_overview_lists_partners_needing_attention_and_todays_figures(clie
     assert reasons["Ionity"] == ["connection error: HTTP 502 from their versions endpoint", "latest feed sync failed"]
     assert reasons["TotalEnergies"] == [
         "1 object(s) rejected in the latest sync",
-        "1 outgoing deliveries failed",
-        "1 outgoing deliveries waiting",
+        "outgoing deliveries failed: 1",
+        "outgoing deliveries waiting: 1",
     ]
     assert overview.authorizations["total"] >= 25  # today's (the 2-day-old one is not)
     assert overview.sessions["active"] == 1
