@@ -152,8 +152,9 @@ class PartnerAdmin(PartyAdmin):
 
     # --- actions ---
 
-    def queue_job(self, request: HttpRequest, connection: PartnerConnection, kind: str, task, *args, promise: str,
-                  **kwargs) -> StaffJob:  # fmt: skip
+    def queue_job(
+        self, request: HttpRequest, connection: PartnerConnection, kind: str, task, *args, promise: str, **kwargs
+    ) -> StaffJob:
         """Record the job, queue it, and say what will happen; a job that already ran (no broker: in-process) says
         what it did."""
         job = StaffJob.objects.create(
@@ -172,10 +173,11 @@ class PartnerAdmin(PartyAdmin):
         else:
             self.message_user(
                 request,
-                format_html('{}. Queued; its progress and outcome show <a href="{}">on the partner\'s page</a>.',
-                            promise, page),
+                format_html(
+                    '{}. Queued; its progress and outcome show <a href="{}">on the partner\'s page</a>.', promise, page
+                ),
                 messages.SUCCESS,
-            )  # fmt: skip
+            )
         return job
 
     def _pull(self, request: HttpRequest, queryset: QuerySet, *, full: bool) -> None:
@@ -204,9 +206,14 @@ class PartnerAdmin(PartyAdmin):
                 local = timezone.localtime(since)
                 what = f"a delta pull of their locations (changes since {local:%d %b %H:%M} {local:%Z})"
             self.queue_job(
-                request, connection, "full_pull" if full else "pull", pull_locations, connection.pk, full=full,
+                request,
+                connection,
+                "full_pull" if full else "pull",
+                pull_locations,
+                connection.pk,
+                full=full,
                 promise=f"{party.name}: {what}",
-            )  # fmt: skip
+            )
 
     @admin.action(description="Pull locations now (changes since the last successful pull)")
     def pull_locations_now(self, request: HttpRequest, queryset: QuerySet) -> None:
