@@ -35,6 +35,7 @@ from cards.decision_log import decision_log
 from cards.identifiers import lookup_uid
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
+from cards.realtime_waits import NoSlot, take_wait_slot
 from cards.selectors import foreign_token_for
 from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
 from roaming.models import PartnerConnection, Party, RoamingAgreement
@@ -457,15 +458,25 @@ def _foreign_decision(
     try:
         key, call = _issuer_call(token, connection, location, deadline_s)
         ticket = partner_circuits.admit(key)  # Refused at once while the partner is failing or saturated
-        future = _realtime_pool.submit(_guarded(ticket, call, deadline_s))
         if ticket.trial:
             # Nobody waits for a partner known to be failing: the trial's outcome only moves the circuit.
+            _realtime_pool.submit(_guarded(ticket, call, deadline_s))
             raise Refused("failing, asked again in the background (circuit half-open)")
         try:
-            info = future.result(timeout=deadline_s)
-        except FutureTimeout:
-            partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
-            raise
+            # This request will hold its worker while it waits: only a few of the server's may (realtime_waits).
+            slot = take_wait_slot(key)
+        except NoSlot as error:
+            partner_circuits.release(ticket)
+            raise Refused(str(error)) from None
+        try:
+            future = _realtime_pool.submit(_guarded(ticket, call, deadline_s))
+            try:
+                info = future.result(timeout=deadline_s)
+            except FutureTimeout:
+                partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
+                raise
+        finally:
+            slot.release()  # the worker waits no more; an abandoned call keeps only its pool thread
     except (FutureTimeout, OcpiClientError, ValueError, Refused) as error:
         problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
         if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:

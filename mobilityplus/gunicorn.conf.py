@@ -8,12 +8,14 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-# Threads, so a request waiting on an eMSP's real-time answer (at most CARDS_REALTIME_DEADLINE_S, and at most
-# CARDS_REALTIME_PARTNER_CONCURRENCY such requests per eMSP and process) holds one thread, not a whole worker: our
-# own cards are answered by the other threads meanwhile (docs/faults.md). With sync workers the first calls to a
-# stalling eMSP held every worker until its circuit opened. Each thread keeps its own database connection.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Sync workers: one request at a time per process, no GIL contention between request threads, and the
+# kernel hands each new connection to an idle worker. Threads (gthread) cost our own cards' tail latency
+# (p99 190 ms against 69 ms at saturation, docs/faults.md). A request waiting on an eMSP's real-time answer
+# holds its worker, so only CARDS_REALTIME_PARTNER_WAITING requests of this server may wait on one eMSP and
+# CARDS_REALTIME_WAITING_TOTAL on all (cards/realtime_waits.py); keep the latter below `workers`.
+# GUNICORN_THREADS above 1 makes gunicorn use gthread workers.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 keepalive = 5
 backlog = 2048
 
