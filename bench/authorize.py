@@ -26,12 +26,13 @@ The last line has name=value figures: own_p99_ms of both scenarios (at the state
 real-time answers of its asks, errors.
 
 Options (environment): BENCH_RATE (partner CPOs, 1000 a second: the cards target), BENCH_STATION_RATE (our
-stations, 200 a second), BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3),
-BENCH_CONNECTIONS (50, saturation), BENCH_CONFIGS (worker set-ups to compare in one run, e.g.
-`gthread:8,sync`; default: BENCH_WORKER_CLASS (sync, as in production) and BENCH_THREADS (1)),
-BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765). `--scenario emsp|stalling-emsp` runs one;
-`--no-isolation` turns the per-eMSP limits and circuit off (for the figures before the fix); `--redis-url`
-(default: REDIS_URL) is the cache the workers share (the circuit); needs `wrk` (apt-get install -y wrk).
+stations, 200 a second), BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50,
+saturation), BENCH_CONFIGS (worker set-ups to compare in one run, e.g. `gthread:8:per-process,sync`;
+`per-process`: without the server-wide wait limit, as before it; default: BENCH_WORKER_CLASS (sync, as in
+production) and BENCH_THREADS (1)), BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
+`--scenario emsp|stalling-emsp` runs one; `--no-isolation` turns the per-eMSP limits and circuit off (for the
+figures before the fix); `--redis-url` (default: REDIS_URL) is the cache the workers share (the circuit).
+Needs `wrk` (apt-get install -y wrk).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,15 +84,33 @@ BENCH_KEYS = {
 }
 
 
-def configs() -> list[tuple[str, int]]:
-    """(worker class, threads) to compare, in order: BENCH_CONFIGS like `gthread:8,sync`."""
+@dataclass(frozen=True)
+class Config:
+    """A worker set-up to measure; `per_process` turns the server-wide wait limit off (the design before it)."""
+
+    worker_class: str
+    threads: int
+    per_process: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.worker_class}:{self.threads}" + (":per-process" if self.per_process else "")
+
+    def env(self) -> dict[str, str]:
+        env = {"GUNICORN_WORKER_CLASS": self.worker_class, "GUNICORN_THREADS": str(self.threads)}
+        if self.per_process:
+            env.update(CARDS_REALTIME_PARTNER_WAITING="100000", CARDS_REALTIME_WAITING_TOTAL="100000")
+        return env
+
+
+def configs() -> list[Config]:
+    """Set-ups to compare, in order: BENCH_CONFIGS like `gthread:8:per-process,sync`."""
     listed = os.environ.get("BENCH_CONFIGS", "").strip()
     if not listed:
-        return [(WORKER_CLASS, THREADS)]
+        return [Config(WORKER_CLASS, THREADS)]
     result = []
     for item in listed.split(","):
-        worker_class, _, threads = item.strip().partition(":")
-        result.append((worker_class, int(threads or 1)))
+        worker_class, threads, per_process = (item.strip().split(":") + ["1", ""])[:3]
+        result.append(Config(worker_class, int(threads), per_process == "per-process"))
     return result
 
 
@@ -337,8 +357,27 @@ async def _constant_rate(kind: str, rate: int, seconds: float, port: int) -> dic
     }
 
 
-def constant_rate(kind: str, seconds: float, rate: int) -> dict:
-    """`rate` requests a second for `seconds` from another process (so it competes only for CPU, not the GIL)."""
+def server_cpu_s(server: subprocess.Popen) -> float:
+    """CPU seconds (user + system) the gunicorn workers of `server` have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == server.pid:  # ppid: a worker of this master
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def constant_rate(kind: str, seconds: float, rate: int, server: subprocess.Popen | None = None) -> dict:
+    """`rate` requests a second for `seconds` from another process (so it competes only for CPU, not the GIL).
+
+    With `server`, also the workers' CPU time per answer: what the set-up costs, whatever else the shared
+    machine runs (latency there depends on the neighbours, CPU time much less).
+    """
+    cpu_before = server_cpu_s(server) if server else 0.0
     completed = subprocess.run(
         [sys.executable, __file__, "--rate-client", kind, str(rate), str(seconds)],
         capture_output=True,
@@ -346,7 +385,11 @@ def constant_rate(kind: str, seconds: float, rate: int) -> dict:
         check=True,
         timeout=seconds + ANSWER_TIMEOUT_S + 60,
     )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    if server:
+        cpu = server_cpu_s(server) - cpu_before
+        figures["cpu_ms_per_answer"] = cpu * 1000 / max(1, figures["answered"])
+    return figures
 
 
 def rate_client_main(kind: str, rate: str, seconds: str) -> int:
@@ -361,6 +404,7 @@ def describe_rate(name: str, figures: dict, rate: int) -> str:
         f"{name} at {rate}/s ({figures['sent']} sent): p50 {figures['p50_ms']:.1f} ms, p90 {figures['p90_ms']:.1f} ms, "
         f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.0f} ms, errors {figures['errors']} "
         f"(client lag up to {figures['client_lag_ms']:.0f} ms)"
+        + (f", workers' CPU {figures['cpu_ms_per_answer']:.2f} ms per answer" if "cpu_ms_per_answer" in figures else "")
     )
 
 
@@ -368,10 +412,9 @@ def describe_rate(name: str, figures: dict, rate: int) -> str:
 
 
 @contextmanager
-def served(config: tuple[str, int], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def served(config: Config, env: dict[str, str]) -> Iterator[subprocess.Popen]:
     """gunicorn with mobilityplus/gunicorn.conf.py and this worker set-up; yields once it answers."""
-    worker_class, threads = config
-    env = {**env, "GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_THREADS": str(threads)}
+    env = {**env, **config.env()}
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
         "mobilityplus.wsgi",
@@ -425,15 +468,15 @@ def served_env(**extra: str) -> dict[str, str]:
 # -- scenario: partner CPOs authorize our cards over OCPI ---------------------------------------------------------
 
 
-def emsp_scenario(config: tuple[str, int]) -> dict:
+def emsp_scenario(config: Config) -> dict:
     from cards.models import AuthorizationDecision
 
     load_before = load_average()
-    with served(config, served_env(REDIS_URL="")), tempfile.TemporaryDirectory() as tmp:
+    with served(config, served_env(REDIS_URL="")) as server, tempfile.TemporaryDirectory() as tmp:
         script = wrk_script(Path(tmp))
         run_wrk(script, 3)  # warm-up: every worker has loaded its cache and connections
         time.sleep(1)
-        at_rate = constant_rate("ocpi", SECONDS, RATE)
+        at_rate = constant_rate("ocpi", SECONDS, RATE, server)
         time.sleep(1)
         ceiling_before = baseline(3)
         time.sleep(1)
@@ -452,7 +495,7 @@ def emsp_scenario(config: tuple[str, int]) -> dict:
     seconds = result["duration_us"] / 1e6
     throughput = result["requests"] / seconds
     errors = result["socket_errors"] + result["non2xx"]
-    print(f"-- emsp scenario, {config[0]} x {config[1]}, load average {load_before} -> {load_average()}")
+    print(f"-- emsp scenario, {config}, load average {load_before} -> {load_average()}")
     print(describe_rate("partner CPOs authorizing our cards (open loop)", at_rate, RATE))
     print(
         f"saturation (wrk, {CONNECTIONS} connections): {throughput:.0f}/s, p50 {result['p50_us'] / 1000:.1f} ms, "
@@ -463,6 +506,7 @@ def emsp_scenario(config: tuple[str, int]) -> dict:
         "emsp_own_p50_ms": round(at_rate["p50_ms"], 1),
         "emsp_own_p99_ms": round(at_rate["p99_ms"], 1),
         "emsp_own_errors": at_rate["errors"],
+        "emsp_cpu_ms_per_answer": round(at_rate["cpu_ms_per_answer"], 2),
         "emsp_sat_throughput_per_s": round(throughput),
         "emsp_sat_p99_ms": round(result["p99_us"] / 1000, 1),
         "emsp_sat_errors": errors,
@@ -520,7 +564,7 @@ class Stall:
         }
 
 
-def stalling_scenario(config: tuple[str, int], args: argparse.Namespace) -> dict:
+def stalling_scenario(config: Config, args: argparse.Namespace) -> dict:
     stalling, second, healthy = BenchEmsp(stalling=True), BenchEmsp(stalling=True), BenchEmsp(stalling=False)
     load_station_data(
         {"STL": (stalling, STALLING_UID), "ST2": (second, SECOND_STALLING_UID), "HEA": (healthy, HEALTHY_UID)}
@@ -541,16 +585,16 @@ def stalling_scenario(config: tuple[str, int], args: argparse.Namespace) -> dict
         )
     load_before = load_average()
     try:
-        with served(config, env), tempfile.TemporaryDirectory() as tmp:
+        with served(config, env) as server, tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "station.lua"
             script.write_text(STATION_WRK_SCRIPT % {"prefix": UID_PREFIX, "cards": CARDS, "token": BACKEND_TOKEN})
             run_wrk(script, 3)  # warm-up
             time.sleep(1)
             # The machine's state now: our own cards, no stall.
-            alone = constant_rate("station", ALONE_SECONDS, STATION_RATE)
+            alone = constant_rate("station", ALONE_SECONDS, STATION_RATE, server)
             time.sleep(1)
             with Stall(STALLING_UID) as stall:
-                during = constant_rate("station", SECONDS, STATION_RATE)
+                during = constant_rate("station", SECONDS, STATION_RATE, server)
             stalling_calls = stalling.requests
             time.sleep(1)
             with Stall(SECOND_STALLING_UID) as saturated_stall:  # a fresh stall: its circuit starts closed
@@ -563,7 +607,7 @@ def stalling_scenario(config: tuple[str, int], args: argparse.Namespace) -> dict
     seconds = saturated["duration_us"] / 1e6
     sat_errors = saturated["socket_errors"] + saturated["non2xx"]
     print(
-        f"-- stalling-emsp scenario, {config[0]} x {config[1]}, isolation {not args.no_isolation}, "
+        f"-- stalling-emsp scenario, {config}, isolation {not args.no_isolation}, "
         f"shared cache {bool(args.redis_url)}, load average {load_before} -> {load_average()}"
     )
     print(describe_rate("our own cards alone (open loop)", alone, STATION_RATE))
@@ -587,6 +631,7 @@ def stalling_scenario(config: tuple[str, int], args: argparse.Namespace) -> dict
         "stall_own_p99_ms": round(during["p99_ms"], 1),
         "stall_own_max_ms": round(during["max_ms"]),
         "stall_own_errors": during["errors"] + alone["errors"],
+        "stall_alone_cpu_ms_per_answer": round(alone["cpu_ms_per_answer"], 2),
         "healthy_realtime": stall_figures["healthy_realtime"],
         "healthy_asked": stall_figures["healthy_asked"],
         "healthy_p99_ms": stall_figures["healthy_p99_ms"],
@@ -774,6 +819,9 @@ def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--rate-client":
         return rate_client_main(*sys.argv[2:])
     args = parse_args()
+    # Stopped (Ctrl-C, or TERM when run in the background): stop the servers it started too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
         return 2
@@ -792,7 +840,7 @@ def main() -> int:
     )
     lines = []
     for config in configs():
-        figures: dict = {"config": f"{config[0]}:{config[1]}"}
+        figures: dict = {"config": str(config)}
         if args.scenario in ("both", "emsp"):
             figures.update(emsp_scenario(config))
         if args.scenario in ("both", "stalling-emsp"):
