@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from django.db import connection as db_connection
 
+from cards.decision_log import decision_log
+from cards.realtime_circuit import circuit_key, partner_circuits
 from cards.realtime_waits import NoSlot, held_slots, take_wait_slot
 from roaming.selectors import own_party
 from tests.conftest import TEST_REDIS_URL
@@ -91,6 +93,43 @@ def test_without_a_usable_directory_the_wait_goes_ahead_under_the_per_process_li
     slot = take_wait_slot("7:aaaa")
     assert slot.descriptors == []
     slot.release()
+
+
+@pytest.fixture
+def decisions_written():
+    yield
+    # Nothing buffered outlives this test's database (a row written late would land in a later test's tables).
+    deadline = time.monotonic() + 10
+    while decision_log.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    decision_log.discard()
+
+
+def test_an_emsp_whose_slot_is_held_is_answered_from_the_cache_then_asked_again_once_it_is_free(
+    live_server, settings, tmp_path, decisions_written
+):
+    """A request refused a slot gives its per-process ticket back: more refusals than the per-process limit (4)
+    still leave the eMSP askable once the waiting request is done."""
+    settings.CARDS_BACKEND_API_TOKEN = SERVICE_TOKEN
+    settings.CARDS_REALTIME_WAITS_DIR = str(tmp_path)
+    partner_circuits.reset()
+    peer = OcpiPeer().start()
+    try:
+        peer.route("POST", r"/emsp/tokens/.*/authorize", lambda r: ok({"allowed": "ALLOWED"}))
+        party = emsp(peer, "0K0K0002", "HEB")
+        evse = EVSEFactory(location__party=own_party(), location__ocpi_id="BE-GENT-02", uid="BE*MBP*E0043")
+        waiting = take_wait_slot(circuit_key(party.pk, peer.url("/emsp/tokens")))  # another worker waits on it
+        for _ in range(6):
+            answer, elapsed = ask(live_server.url, evse, "0K0K0002")
+            assert answer["path"] == "fallback" and answer["allowed"] == "ALLOWED"
+            assert "1 request(s) of this server already waiting for it" in answer["reason"]
+        assert peer.requests == []
+        waiting.release()
+        answer, _ = ask(live_server.url, evse, "0K0K0002")
+        assert answer["path"] == "realtime" and len(peer.requests) == 1
+    finally:
+        peer.stop()
+        partner_circuits.reset()
 
 
 # -- gunicorn as in production, one eMSP stalling ------------------------------------------------------------------
