@@ -1,10 +1,10 @@
 """How many requests of this server may wait for eMSPs' real-time answers: a bulkhead across processes.
 
-With sync gunicorn workers a request waiting on an eMSP holds a whole worker process. So this server lets at
-most CARDS_REALTIME_PARTNER_WAITING requests wait on any one eMSP (its circuit key) and at most
+A request waiting on an eMSP holds a thread (gthread workers) or a whole worker process (sync workers). So this
+server lets at most CARDS_REALTIME_PARTNER_WAITING requests wait on any one eMSP (its circuit key) and at most
 CARDS_REALTIME_WAITING_TOTAL on all eMSPs together, across all its worker processes and threads; a request
-that finds no free slot is answered from the cached token at once and never queues. The other workers stay
-free for our own cards (which never wait on anybody) and for the other eMSPs.
+that finds no free slot is answered from the cached token at once and never queues. The other threads or
+workers stay free for our own cards (which never wait on anybody) and for the other eMSPs.
 
 The slots are advisory file locks (flock) on files in CARDS_REALTIME_WAITS_DIR, one file per slot:
 

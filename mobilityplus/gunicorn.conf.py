@@ -8,14 +8,13 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-# Sync workers: one request at a time per process, no GIL contention between request threads, and the
-# kernel hands each new connection to an idle worker. Threads (gthread) cost our own cards' tail latency
-# (p99 190 ms against 69 ms at saturation, docs/faults.md). A request waiting on an eMSP's real-time answer
-# holds its worker, so only CARDS_REALTIME_PARTNER_WAITING requests of this server may wait on one eMSP and
-# CARDS_REALTIME_WAITING_TOTAL on all (cards/realtime_waits.py); keep the latter below `workers`.
-# GUNICORN_THREADS above 1 makes gunicorn use gthread workers.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threads: a request waiting on an eMSP's real-time answer (at most CARDS_REALTIME_DEADLINE_S) holds one thread, not
+# a whole worker, and the server-wide limits (CARDS_REALTIME_PARTNER_WAITING per eMSP, CARDS_REALTIME_WAITING_TOTAL in
+# all; cards/realtime_waits.py) keep most threads free for our own cards. Measured against sync workers in
+# docs/faults.md: during one eMSP's stall, sync workers queued our own cards behind that eMSP's drivers. With
+# GUNICORN_WORKER_CLASS=sync set the two limits to 1 and below `workers`. Each thread keeps its database connection.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 backlog = 2048
 

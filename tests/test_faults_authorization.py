@@ -150,10 +150,7 @@ class StallingEmsp:
         self.server.close()
 
 
-def test_a_stalling_emsp_delays_neither_our_own_cards_nor_a_healthy_emsp(live_server, evse, peers, settings):
-    # The per-process limits and the circuit, in the threaded test server: the server-wide limit on waiting
-    # requests (1 per eMSP by default, for sync workers) is tested with gunicorn in test_faults_realtime_waits.
-    settings.CARDS_REALTIME_PARTNER_WAITING = settings.CARDS_REALTIME_WAITING_TOTAL = 20
+def test_a_stalling_emsp_delays_neither_our_own_cards_nor_a_healthy_emsp(live_server, evse, peers):
     slow_peer, healthy_peer = StallingEmsp(), peers()
     healthy_peer.route(
         "POST", r"/emsp/tokens/.*/authorize", lambda r: ok({"allowed": "ALLOWED", "authorization_reference": "h1"})

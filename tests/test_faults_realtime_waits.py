@@ -1,10 +1,10 @@
 """The server-wide bulkhead on waits for eMSPs' real-time answers (cards/realtime_waits.py).
 
-With sync gunicorn workers a request waiting on an eMSP holds a whole worker, so only
-CARDS_REALTIME_PARTNER_WAITING requests of the server may wait on one eMSP and CARDS_REALTIME_WAITING_TOTAL on
-all: the slots hold across processes, between threads, and free themselves when their holder dies. Against
-gunicorn as production runs it (mobilityplus/gunicorn.conf.py: 3 sync workers, Redis, PostgreSQL) with an
-eMSP on 127.0.0.1 that stalls: our own cards and a healthy eMSP keep being answered at once.
+Only CARDS_REALTIME_PARTNER_WAITING requests of the server may wait on one eMSP and CARDS_REALTIME_WAITING_TOTAL
+on all: the slots hold across processes, between threads, and free themselves when their holder dies. Against
+gunicorn from mobilityplus/gunicorn.conf.py (3 workers: gthread as in production, and sync, where each waiting
+request holds a whole worker; Redis, PostgreSQL) with an eMSP on 127.0.0.1 that stalls: our own cards and a
+healthy eMSP keep being answered at once.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def test_an_emsp_whose_slot_is_held_is_answered_from_the_cache_then_asked_again_
     still leave the eMSP askable once the waiting request is done."""
     settings.CARDS_BACKEND_API_TOKEN = SERVICE_TOKEN
     settings.CARDS_REALTIME_WAITS_DIR = str(tmp_path)
+    settings.CARDS_REALTIME_PARTNER_WAITING = 1  # as for sync workers
     partner_circuits.reset()
     peer = OcpiPeer().start()
     try:
@@ -135,9 +136,17 @@ def test_an_emsp_whose_slot_is_held_is_answered_from_the_cache_then_asked_again_
 # -- gunicorn as in production, one eMSP stalling ------------------------------------------------------------------
 
 
+SYNC = {
+    "GUNICORN_WORKER_CLASS": "sync",
+    "GUNICORN_THREADS": "1",  # more threads would make gunicorn use gthread
+    "CARDS_REALTIME_PARTNER_WAITING": "1",
+    "CARDS_REALTIME_WAITING_TOTAL": "2",
+}
+
+
 @pytest.fixture
 def production_gunicorn(transactional_db, tmp_path):
-    """Start gunicorn from mobilityplus/gunicorn.conf.py (3 sync workers) with extra environment; yields its URL."""
+    """Start gunicorn from mobilityplus/gunicorn.conf.py (3 workers) with extra environment; yields its URL."""
     started = []
 
     def start(**extra: str) -> str:
@@ -158,8 +167,9 @@ def production_gunicorn(transactional_db, tmp_path):
             "LOG_LEVEL": "WARNING",
             **extra,
         }
-        env.pop("GUNICORN_WORKER_CLASS", None)
-        env.pop("GUNICORN_THREADS", None)
+        for name in ("GUNICORN_WORKER_CLASS", "GUNICORN_THREADS"):  # production's defaults unless `extra` says
+            if name not in extra:
+                env.pop(name, None)
         log_path = tmp_path / f"gunicorn-{port}.log"
         with log_path.open("w") as log:
             server = subprocess.Popen(
@@ -176,7 +186,8 @@ def production_gunicorn(transactional_db, tmp_path):
             assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.1)
-        assert "sync" in log_path.read_text()  # "Using worker: sync": the production default
+        worker_class = extra.get("GUNICORN_WORKER_CLASS", "gthread")  # gthread: the production default
+        assert f"Using worker: {worker_class}" in log_path.read_text()
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -230,7 +241,7 @@ def test_with_sync_workers_a_stalling_emsp_holds_one_worker_and_our_cards_are_an
     production_gunicorn, stalling_world
 ):
     slow, healthy_peer, evse, own_card = stalling_world
-    url = production_gunicorn()
+    url = production_gunicorn(**SYNC)
     own, healthy, stalled = stall_while_probing(url, evse, "5L0W0001", own_card.uid, "0K0K0001")
     # Our own cards: decided locally by the workers no eMSP holds, never queued behind the stall.
     assert {answer["path"] for answer, _ in own} == {"local"} and len(own) >= 5
@@ -246,10 +257,24 @@ def test_with_sync_workers_a_stalling_emsp_holds_one_worker_and_our_cards_are_an
     assert any("of this server already waiting for it" in answer["reason"] for answer, _ in stalled)
 
 
+def test_with_the_default_thread_workers_a_stalling_emsp_gets_the_servers_few_waits_and_nobody_queues(
+    production_gunicorn, stalling_world
+):
+    slow, healthy_peer, evse, own_card = stalling_world
+    url = production_gunicorn()  # 3 gthread workers x 8 threads, 4 waits per eMSP and 12 in all for the server
+    own, healthy, stalled = stall_while_probing(url, evse, "5L0W0001", own_card.uid, "0K0K0001")
+    assert {answer["path"] for answer, _ in own} == {"local"} and max(elapsed for _, elapsed in own) < 1.0
+    assert {answer["path"] for answer, _ in healthy} == {"realtime"}
+    # 4 waits for the whole server (not 4 per worker, 12): the rest of the burst is answered from the cache.
+    assert 1 <= len(slow.requests) <= 4
+    assert {answer["path"] for answer, _ in stalled} == {"fallback"}
+    assert any("4 request(s) of this server already waiting for it" in answer["reason"] for answer, _ in stalled)
+
+
 def test_without_the_server_wide_limit_the_stall_holds_every_sync_worker(production_gunicorn, stalling_world):
     """The same stall with one wait allowed per worker (the per-process limits only): our cards queue."""
     slow, _, evse, own_card = stalling_world
-    url = production_gunicorn(CARDS_REALTIME_PARTNER_WAITING="3", CARDS_REALTIME_WAITING_TOTAL="3")
+    url = production_gunicorn(**{**SYNC, "CARDS_REALTIME_PARTNER_WAITING": "3", "CARDS_REALTIME_WAITING_TOTAL": "3"})
     own, _, _ = stall_while_probing(url, evse, "5L0W0001", own_card.uid, "0K0K0001")
     assert len(slow.requests) >= 3  # every worker waits on it
     assert own[0][1] > 1.0  # the first of our cards waited for a worker to come free
