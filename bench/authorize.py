@@ -1,36 +1,52 @@
-"""Benchmark of our real-time authorize endpoint (OCPI 2.2.1, eMSP side).
+"""Benchmark of authorization: latency at a stated load, throughput at saturation, and one eMSP stalling.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/mp_cards_bench .venv/bin/python bench/authorize.py
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/mp_cards_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/authorize.py
 
-Loads 100,000 cards and 200 CPO partners (all with an agreement in force, 20 of them only for their
-cards at our stations), serves the platform with gunicorn on PostgreSQL, and drives
-POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize with 50 concurrent connections
-from `wrk` (another process; `apt-get install -y wrk`), random cards and random partners. Prints
-throughput, latency percentiles, errors and whether the decision log kept up (every answered
-request has its row shortly after the load stops). Last line: name=value figures.
+Loads 100,000 cards of ours and 200 CPO partners (all with an agreement in force, 20 of them only for their
+cards at our stations), serves the platform with gunicorn (mobilityplus/gunicorn.conf.py, as in production:
+each worker warms its card cache) on PostgreSQL and Redis, and runs two scenarios:
 
-Options (environment): BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50),
-BENCH_WORKER_CLASS (gthread, as in production) and BENCH_THREADS (8),
+- **emsp**: partner CPOs ask POST /ocpi/emsp/2.2.1/tokens/{uid}/authorize for random cards of ours.
+- **stalling-emsp** (docs/faults.md): our stations' backend asks POST /api/v1/authorizations for random cards
+  of ours while 20 clients keep asking for a token of an eMSP that stalls (answers after 10 s, trickling a byte
+  every 0.5 s so no read timeout fires) and one client asks for a token of a healthy eMSP every 0.25 s.
+
+Each is measured two ways, because a latency target and a throughput figure need different loads:
+
+- **latency at a stated load** (the target: our own cards under 50 ms p99): an open-loop client sends
+  a stated number of requests a second at fixed times, whatever the answers do, each on a new connection, and times
+  every answer from the moment it was due (so a stalled server is charged for the requests it kept waiting).
+- **saturation** (as before, the figure of earlier runs): `wrk` with BENCH_CONNECTIONS connections as fast
+  as the server answers. Its latency is mostly queueing (connections / throughput), not service time.
+
+In the stall scenario the first load runs on our cards alone, then during the stall (the figure), then the
+saturation run during a second eMSP's stall (so each starts with a closed circuit). Prints `uptime` load.
+The last line has name=value figures: own_p99_ms of both scenarios (at the stated load), the healthy eMSP's
+real-time answers of its asks, errors.
+
+Options (environment): BENCH_RATE (partner CPOs, 1000 a second: the cards target), BENCH_STATION_RATE (our
+stations, 200 a second), BENCH_SECONDS (20), BENCH_WORKERS (gunicorn workers, 3), BENCH_CONNECTIONS (50,
+saturation), BENCH_CONFIGS (worker set-ups to compare in one run, e.g. `gthread:8:per-process,sync`;
+`per-process`: without the server-wide wait limit, as before it; `sync` runs with that limit at 1 per eMSP and
+workers - 1 in all; default: `sync` and then production's, BENCH_WORKER_CLASS (gthread) with BENCH_THREADS
+(8); each prints its name=value line, production's last),
 BENCH_CARDS (100000), BENCH_PARTNERS (200), BENCH_PORT (8765).
-
-gunicorn runs with mobilityplus/gunicorn.conf.py, as in production: each worker warms its card cache.
-
-`--scenario stalling-emsp` (docs/faults.md) measures our stations' POST /api/v1/authorizations instead: `wrk`
-asks for random cards of ours (the normal load) while 20 clients keep asking for a token of an eMSP that
-stalls (answers after 10 s, trickling a byte every 0.5 s so no read timeout fires), and one client asks for a
-token of a second, healthy eMSP every 0.25 s. It prints our own cards' p99 and how many of the healthy eMSP's
-authorizations it answered itself (path `realtime`). `--no-isolation` turns the per-eMSP concurrency limit
-and circuit off (limits set out of reach), for the figures before the fix. `--redis-url` gives the workers a
-Redis cache, so they share the circuit (default: none, each worker has its own).
+`--scenario emsp|stalling-emsp` runs one; `--no-isolation` turns the per-eMSP limits and circuit off (for the
+figures before the fix); `--redis-url` (default: REDIS_URL) is the cache the workers share (the circuit).
+Needs `wrk` (apt-get install -y wrk).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
+import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +55,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,6 +65,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CARDS = int(os.environ.get("BENCH_CARDS", "100000"))
 PARTNERS = int(os.environ.get("BENCH_PARTNERS", "200"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
+# The stated loads: partner CPOs at the 1,000/s of the cards target (docs/cards.md); our stations at 200/s, far
+# above their normal load (10,000 charge points each starting a charge every 50 s).
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+STATION_RATE = int(os.environ.get("BENCH_STATION_RATE", "200"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
@@ -53,12 +76,55 @@ PORT = int(os.environ.get("BENCH_PORT", "8765"))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
 THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 UID_PREFIX = "BE0"  # bench cards: BE0 + 11 hex digits
+ALONE_SECONDS = 10
+ANSWER_TIMEOUT_S = 10.0
 
 # The served platform runs as in production (DEBUG off), which needs both keys; bench-only values.
 BENCH_KEYS = {
     "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
     "OCPI_TOKEN_ENCRYPTION_KEY": "YmVuY2gtb25seS1rZXktbm90LWZvci1wcm9kdWN0aW8=",
 }
+
+
+@dataclass(frozen=True)
+class Config:
+    """A worker set-up to measure; `per_process` turns the server-wide wait limit off (the design before it)."""
+
+    worker_class: str
+    threads: int
+    per_process: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.worker_class}:{self.threads}" + (":per-process" if self.per_process else "")
+
+    def env(self) -> dict[str, str]:
+        env = {"GUNICORN_WORKER_CLASS": self.worker_class, "GUNICORN_THREADS": str(self.threads)}
+        if self.worker_class == "sync":  # each waiting request holds a worker: the limits docs/faults.md gives
+            env.update(CARDS_REALTIME_PARTNER_WAITING="1", CARDS_REALTIME_WAITING_TOTAL=str(max(1, WORKERS - 1)))
+        if self.per_process:
+            env.update(CARDS_REALTIME_PARTNER_WAITING="100000", CARDS_REALTIME_WAITING_TOTAL="100000")
+        return env
+
+
+def configs() -> list[Config]:
+    """Set-ups to compare, in order: BENCH_CONFIGS like `gthread:8:per-process,sync`.
+
+    By default the two candidates, production's (BENCH_WORKER_CLASS, BENCH_THREADS) last, so its figures end
+    the output: the machine changes from minute to minute, so only set-ups measured in one run compare.
+    """
+    listed = os.environ.get("BENCH_CONFIGS", "").strip()
+    if not listed:
+        other = Config("gthread", 8) if WORKER_CLASS == "sync" else Config("sync", 1)
+        return [other, Config(WORKER_CLASS, THREADS)]
+    result = []
+    for item in listed.split(","):
+        worker_class, threads, per_process = (item.strip().split(":") + ["1", ""])[:3]
+        result.append(Config(worker_class, int(threads), per_process == "per-process"))
+    return result
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def token_of(index: int) -> str:
@@ -222,40 +288,142 @@ def run_wrk(script: Path, seconds: int) -> dict:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark of authorization (options in the environment: see the module docstring)."
+# -- the open-loop client: a stated load, each answer timed from the moment its request was due ----------------
+
+
+def _request_bytes(kind: str, tokens: list[str], serial: int) -> tuple[bytes, bytes]:
+    """(the HTTP request, a marker a good answer contains) for one random card of ours."""
+    uid = f"{UID_PREFIX}{random.randrange(CARDS):011X}"
+    if kind == "ocpi":
+        body = b'{"location_id": "BENCH-LOC-1", "evse_uids": ["BENCH-EVSE-1"]}'
+        target = f"/ocpi/emsp/2.2.1/tokens/{uid}/authorize?type=RFID"
+        headers = (
+            f"Authorization: {random.choice(tokens)}\r\nX-Request-ID: rate-{os.getpid()}-{serial}\r\n"
+            f"X-Correlation-ID: rate-{os.getpid()}-{serial}\r\n"
+        )
+        marker = b'"status_code": 1000'
+    else:
+        body = json.dumps({"uid": uid, "location_id": "BENCH-LOC-1", "evse_uid": "BENCH-EVSE-1"}).encode()
+        target = "/api/v1/authorizations"
+        headers = f"Authorization: Bearer {BACKEND_TOKEN}\r\n"
+        marker = b'"allowed"'
+    head = (
+        f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
-    parser.add_argument("--scenario", choices=("emsp", "stalling-emsp"), default="emsp")
-    parser.add_argument("--no-isolation", action="store_true", help="stalling-emsp: per-eMSP limit and circuit off")
-    parser.add_argument("--redis-url", default="", help="stalling-emsp: a Redis cache the workers share")
-    return parser.parse_args()
+    return head.encode() + body, marker
 
 
-def main() -> int:
-    args = parse_args()
-    if args.scenario == "stalling-emsp":
-        return stalling_emsp_main(args)
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
-        return 2
-    if not shutil.which("wrk"):
-        print("wrk is needed as the load generator: apt-get install -y wrk")
-        return 2
-    setup_django()
-    load_data()
-    from cards.models import AuthorizationDecision
+async def _constant_rate(kind: str, rate: int, seconds: float, port: int) -> dict:
+    tokens = ["Token " + base64.b64encode(token_of(i).encode()).decode() for i in range(PARTNERS)]
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    lag = 0.0
 
-    env = {
-        **os.environ,
-        **BENCH_KEYS,
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "ERROR",
-        "DB_CONN_MAX_AGE": "600",
-        "REDIS_URL": "",
+    async def one(request: bytes, marker: bytes, due: float) -> None:
+        nonlocal errors
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                answer = await reader.read()  # Connection: close, so the whole answer, then EOF
+                writer.close()
+        except (OSError, TimeoutError):
+            errors += 1
+            return
+        if answer.startswith(b"HTTP/1.1 200") and marker in answer:
+            latencies.append(loop.time() - due)
+        else:
+            errors += 1
+
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    tasks = []
+    for serial in range(total):
+        due = start + serial / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lag = max(lag, loop.time() - due)
+        request, marker = _request_bytes(kind, tokens, serial)
+        tasks.append(asyncio.create_task(one(request, marker, due)))
+    await asyncio.gather(*tasks)
+    latencies.sort()
+
+    def pct(fraction: float) -> float:
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000 if latencies else -1.0
+
+    return {
+        "sent": total,
+        "answered": len(latencies),
+        "errors": errors,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000 if latencies else -1.0,
+        "client_lag_ms": lag * 1000,  # how late the client itself sent a request (its own CPU starved)
     }
+
+
+def server_cpu_s(server: subprocess.Popen) -> float:
+    """CPU seconds (user + system) the gunicorn workers of `server` have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == server.pid:  # ppid: a worker of this master
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def constant_rate(kind: str, seconds: float, rate: int, server: subprocess.Popen | None = None) -> dict:
+    """`rate` requests a second for `seconds` from another process (so it competes only for CPU, not the GIL).
+
+    With `server`, also the workers' CPU time per answer: what the set-up costs, whatever else the shared
+    machine runs (latency there depends on the neighbours, CPU time much less).
+    """
+    cpu_before = server_cpu_s(server) if server else 0.0
+    completed = subprocess.run(
+        [sys.executable, __file__, "--rate-client", kind, str(rate), str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + ANSWER_TIMEOUT_S + 60,
+    )
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    if server:
+        cpu = server_cpu_s(server) - cpu_before
+        figures["cpu_ms_per_answer"] = cpu * 1000 / max(1, figures["answered"])
+    return figures
+
+
+def rate_client_main(kind: str, rate: str, seconds: str) -> int:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a stalled server keeps many connections open
+    print(json.dumps(asyncio.run(_constant_rate(kind, int(rate), float(seconds), PORT))))
+    return 0
+
+
+def describe_rate(name: str, figures: dict, rate: int) -> str:
+    return (
+        f"{name} at {rate}/s ({figures['sent']} sent): p50 {figures['p50_ms']:.1f} ms, p90 {figures['p90_ms']:.1f} ms, "
+        f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.0f} ms, errors {figures['errors']} "
+        f"(client lag up to {figures['client_lag_ms']:.0f} ms)"
+        + (f", workers' CPU {figures['cpu_ms_per_answer']:.2f} ms per answer" if "cpu_ms_per_answer" in figures else "")
+    )
+
+
+# -- the server ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def served(config: Config, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """gunicorn with mobilityplus/gunicorn.conf.py and this worker set-up; yields once it answers."""
+    env = {**env, **config.env()}
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
         "mobilityplus.wsgi",
@@ -265,86 +433,227 @@ def main() -> int:
         f"127.0.0.1:{PORT}",
         "--workers",
         str(WORKERS),
-        "--worker-class",
-        WORKER_CLASS,
-        "--threads",
-        str(THREADS),
-        "--backlog",
-        "2048",
         "--log-level",
-        "warning",
+        "info",  # for the workers' "cards cached" lines: the bench starts once every worker has warmed its cache
     ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log")  # noqa: SIM115
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2)
+            log.seek(0)
+            text = log.read()
+            if text.count("cards cached") >= WORKERS:
                 break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("gunicorn did not start")
-                    return 1
-                time.sleep(0.5)
-        with tempfile.TemporaryDirectory() as tmp:
-            script = wrk_script(Path(tmp))
-            run_wrk(script, 3)  # warm-up: every worker has loaded its cache and connections
-            time.sleep(1)
-            ceiling_before = baseline()
-            time.sleep(1)
-            before = AuthorizationDecision.objects.count()
-            result = run_wrk(script, SECONDS)
-            # The log is written by each worker's background thread; it has kept up if every answered
-            # request has its row within a couple of flush intervals after the load stops.
-            answered = result["requests"] - result["socket_errors"]
-            waited_started = time.monotonic()
-            written = AuthorizationDecision.objects.count() - before
-            while written < answered and time.monotonic() - waited_started < 10:
-                time.sleep(0.1)
-                written = AuthorizationDecision.objects.count() - before
-            lag_s = time.monotonic() - waited_started
-            ceiling = (ceiling_before + baseline()) / 2  # the machine is shared: bracket the run
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"gunicorn did not start: {text[-3000:]}")
+            time.sleep(0.5)
+        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=10)
+        yield server
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+        log.seek(0)
+        tracebacks = log.read().count("Traceback")
+        log.close()
+        if tracebacks:
+            print(f"gunicorn logged {tracebacks} tracebacks")
+
+
+def served_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **BENCH_KEYS,
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "ERROR",
+        "DB_CONN_MAX_AGE": "600",
+        **extra,
+    }
+
+
+# -- scenario: partner CPOs authorize our cards over OCPI ---------------------------------------------------------
+
+
+def emsp_scenario(config: Config) -> dict:
+    from cards.models import AuthorizationDecision
+
+    load_before = load_average()
+    with served(config, served_env(REDIS_URL="")) as server, tempfile.TemporaryDirectory() as tmp:
+        script = wrk_script(Path(tmp))
+        run_wrk(script, 3)  # warm-up: every worker has loaded its cache and connections
+        time.sleep(1)
+        at_rate = constant_rate("ocpi", SECONDS, RATE, server)
+        time.sleep(1)
+        ceiling_before = baseline(3)
+        time.sleep(1)
+        before = AuthorizationDecision.objects.count()
+        result = run_wrk(script, SECONDS)
+        # The log is written by each worker's background thread; it has kept up if every answered
+        # request has its row within a couple of flush intervals after the load stops.
+        answered = result["requests"] - result["socket_errors"]
+        waited_started = time.monotonic()
+        written = AuthorizationDecision.objects.count() - before
+        while written < answered and time.monotonic() - waited_started < 10:
+            time.sleep(0.1)
+            written = AuthorizationDecision.objects.count() - before
+        lag_s = time.monotonic() - waited_started
+        ceiling = (ceiling_before + baseline(3)) / 2  # the machine is shared: bracket the run
     seconds = result["duration_us"] / 1e6
     throughput = result["requests"] / seconds
     errors = result["socket_errors"] + result["non2xx"]
-    kept_up = written >= answered and lag_s < 2
-    recent = list(
-        AuthorizationDecision.objects.order_by("-decided_at").values_list("result", flat=True)[: answered or 1]
-    )
-    mix = {r: recent.count(r) for r in sorted(set(recent))}
+    print(f"-- emsp scenario, {config}, load average {load_before} -> {load_average()}")
+    print(describe_rate("partner CPOs authorizing our cards (open loop)", at_rate, RATE))
     print(
-        f"gunicorn: {WORKERS} {WORKER_CLASS} workers x {THREADS} threads, connections: {CONNECTIONS}, "
-        f"duration: {seconds:.1f}s"
+        f"saturation (wrk, {CONNECTIONS} connections): {throughput:.0f}/s, p50 {result['p50_us'] / 1000:.1f} ms, "
+        f"p99 {result['p99_us'] / 1000:.1f} ms, errors {errors}; machine ceiling {ceiling:.0f}/s (a request "
+        f"refused at once); decision log: {written} rows for {answered} answers, {lag_s:.1f}s after the load"
     )
-    print(f"requests: {result['requests']}, throughput: {throughput:.0f}/s, errors: {errors}")
-    print(
-        f"latency: p50 {result['p50_us'] / 1000:.1f} ms, p95 {result['p95_us'] / 1000:.1f} ms, "
-        f"p99 {result['p99_us'] / 1000:.1f} ms, max {result['max_us'] / 1000:.1f} ms"
-    )
-    print(f"answers: {json.dumps(mix)}")
-    print(
-        f"machine ceiling now: {ceiling:.0f}/s (mean of before and after) for a request the same server refuses "
-        f"at once (no work); this run reached {throughput / ceiling:.0%} of it"
-    )
-    print(f"decision log: {written} rows for {answered} answered requests, {lag_s:.1f}s after the load stopped")
-    print(
-        f"throughput_per_s={throughput:.0f} p50_ms={result['p50_us'] / 1000:.1f} p95_ms={result['p95_us'] / 1000:.1f} "
-        f"p99_ms={result['p99_us'] / 1000:.1f} errors={errors} log_rows={written} log_kept_up={int(kept_up)} "
-        f"ceiling_per_s={ceiling:.0f} "
-        f"cards={CARDS} partners={PARTNERS} workers={WORKERS} connections={CONNECTIONS}"
-    )
-    return 0
+    return {
+        "emsp_own_p50_ms": round(at_rate["p50_ms"], 1),
+        "emsp_own_p99_ms": round(at_rate["p99_ms"], 1),
+        "emsp_own_errors": at_rate["errors"],
+        "emsp_cpu_ms_per_answer": round(at_rate["cpu_ms_per_answer"], 2),
+        "emsp_sat_throughput_per_s": round(throughput),
+        "emsp_sat_p99_ms": round(result["p99_us"] / 1000, 1),
+        "emsp_sat_errors": errors,
+        "emsp_log_kept_up": int(written >= answered and lag_s < 2),
+        "emsp_ceiling_per_s": round(ceiling),
+        "emsp_load": load_before,
+    }
 
 
 # -- scenario: one eMSP stalling while our stations' normal load runs -------------------------------------------
 
 BACKEND_TOKEN = "bench-backend-token"
-STALLING_UID, HEALTHY_UID = "5A11ED000001", "0CC0CC000001"
+STALLING_UID, SECOND_STALLING_UID, HEALTHY_UID = "5A11ED000001", "5A11ED000002", "0CC0CC000001"
 STALLING_CLIENTS = 20
+
+
+class Stall:
+    """20 clients asking for a stalling eMSP's token, one for a healthy eMSP's every 0.25 s, until stopped."""
+
+    def __init__(self, stalling_uid: str) -> None:
+        self.stop = threading.Event()
+        self.stalled: list[tuple[str, float]] = []
+        self.healthy: list[tuple[str, float]] = []
+        self.clients = [
+            threading.Thread(target=self._ask, args=(stalling_uid, self.stalled, 0.1)) for _ in range(STALLING_CLIENTS)
+        ]
+        self.clients.append(threading.Thread(target=self._ask, args=(HEALTHY_UID, self.healthy, 0.25)))
+
+    def _ask(self, uid: str, answers: list, pause: float) -> None:
+        while not self.stop.is_set():
+            answer, elapsed = ask_station(uid)
+            answers.append(((answer or {}).get("path", "error"), elapsed))
+            self.stop.wait(pause)
+
+    def __enter__(self) -> Stall:
+        for client in self.clients:
+            client.start()
+        time.sleep(0.2)  # the stall has begun when the normal load starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for client in self.clients:
+            client.join(timeout=30)
+
+    def figures(self) -> dict:
+        paths = [path for path, _ in self.stalled]
+        return {
+            "healthy_realtime": sum(1 for path, _ in self.healthy if path == "realtime"),
+            "healthy_asked": len(self.healthy),
+            "healthy_p99_ms": round(percentile([elapsed for _, elapsed in self.healthy], 0.99) * 1000),
+            "stalling_answers": len(self.stalled),
+            "stalling_paths": {p: paths.count(p) for p in sorted(set(paths))},
+            "stalling_p99_ms": round(percentile([elapsed for _, elapsed in self.stalled], 0.99) * 1000),
+        }
+
+
+def stalling_scenario(config: Config, args: argparse.Namespace) -> dict:
+    stalling, second, healthy = BenchEmsp(stalling=True), BenchEmsp(stalling=True), BenchEmsp(stalling=False)
+    load_station_data(
+        {"STL": (stalling, STALLING_UID), "ST2": (second, SECOND_STALLING_UID), "HEA": (healthy, HEALTHY_UID)}
+    )
+    env = served_env(
+        REDIS_URL=args.redis_url,
+        CARDS_BACKEND_API_TOKEN=BACKEND_TOKEN,
+        # The bench's eMSPs listen on 127.0.0.1, which the outgoing-URL allow-list refuses when DEBUG is off.
+        OCPI_ALLOW_PRIVATE_NETWORK_URLS="true",
+    )
+    if args.no_isolation:
+        env.update(
+            CARDS_REALTIME_PARTNER_CONCURRENCY="100000",
+            CARDS_REALTIME_PARTNER_WAITING="100000",
+            CARDS_REALTIME_WAITING_TOTAL="100000",
+            CARDS_CIRCUIT_FAILURES="100000000",
+            CARDS_REALTIME_POOL_SIZE="16",
+        )
+    load_before = load_average()
+    try:
+        with served(config, env) as server, tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "station.lua"
+            script.write_text(STATION_WRK_SCRIPT % {"prefix": UID_PREFIX, "cards": CARDS, "token": BACKEND_TOKEN})
+            run_wrk(script, 3)  # warm-up
+            time.sleep(1)
+            # The machine's state now: our own cards, no stall.
+            alone = constant_rate("station", ALONE_SECONDS, STATION_RATE, server)
+            time.sleep(1)
+            with Stall(STALLING_UID) as stall:
+                during = constant_rate("station", SECONDS, STATION_RATE, server)
+            stalling_calls = stalling.requests
+            time.sleep(1)
+            with Stall(SECOND_STALLING_UID) as saturated_stall:  # a fresh stall: its circuit starts closed
+                saturated = run_wrk(script, SECONDS)
+            second_calls = second.requests
+    finally:
+        for emsp in (stalling, second, healthy):
+            emsp.close()
+    stall_figures, sat_figures = stall.figures(), saturated_stall.figures()
+    seconds = saturated["duration_us"] / 1e6
+    sat_errors = saturated["socket_errors"] + saturated["non2xx"]
+    print(
+        f"-- stalling-emsp scenario, {config}, isolation {not args.no_isolation}, "
+        f"shared cache {bool(args.redis_url)}, load average {load_before} -> {load_average()}"
+    )
+    print(describe_rate("our own cards alone (open loop)", alone, STATION_RATE))
+    print(describe_rate("our own cards during the stall (open loop)", during, STATION_RATE))
+    print(
+        f"  healthy eMSP: {stall_figures['healthy_realtime']} of {stall_figures['healthy_asked']} answered by the "
+        f"eMSP (realtime), p99 {stall_figures['healthy_p99_ms']} ms; stalling eMSP ({STALLING_CLIENTS} clients): "
+        f"{stall_figures['stalling_answers']} answers {json.dumps(stall_figures['stalling_paths'])}, "
+        f"p99 {stall_figures['stalling_p99_ms']} ms; it was asked {stalling_calls} times"
+    )
+    print(
+        f"saturation during a second eMSP's stall (wrk, {CONNECTIONS} connections): {saturated['requests']} "
+        f"requests, {saturated['requests'] / seconds:.0f}/s, p50 {saturated['p50_us'] / 1000:.1f} ms, "
+        f"p99 {saturated['p99_us'] / 1000:.1f} ms, errors {sat_errors}; healthy eMSP "
+        f"{sat_figures['healthy_realtime']} of {sat_figures['healthy_asked']} realtime; the stalling eMSP was "
+        f"asked {second_calls} times"
+    )
+    return {
+        "stall_alone_p99_ms": round(alone["p99_ms"], 1),
+        "stall_own_p50_ms": round(during["p50_ms"], 1),
+        "stall_own_p99_ms": round(during["p99_ms"], 1),
+        "stall_own_max_ms": round(during["max_ms"]),
+        "stall_own_errors": during["errors"] + alone["errors"],
+        "stall_alone_cpu_ms_per_answer": round(alone["cpu_ms_per_answer"], 2),
+        "healthy_realtime": stall_figures["healthy_realtime"],
+        "healthy_asked": stall_figures["healthy_asked"],
+        "healthy_p99_ms": stall_figures["healthy_p99_ms"],
+        "stalling_emsp_calls": stalling_calls,
+        "stall_sat_throughput_per_s": round(saturated["requests"] / seconds),
+        "stall_sat_p99_ms": round(saturated["p99_us"] / 1000, 1),
+        "stall_sat_errors": sat_errors,
+        "stall_sat_healthy_realtime": sat_figures["healthy_realtime"],
+        "stall_sat_healthy_asked": sat_figures["healthy_asked"],
+        "stall_sat_stalling_emsp_calls": second_calls,
+        "stall_load": load_before,
+    }
+
 
 STATION_WRK_SCRIPT = """
 math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
@@ -419,8 +728,9 @@ class BenchEmsp:
         self.server.server_close()
 
 
-def load_station_data(stalling: BenchEmsp, healthy: BenchEmsp) -> None:
-    """Our EVSE, and two eMSPs with an agreement, a tokens SENDER endpoint and one cached token each."""
+def load_station_data(emsps: dict[str, tuple[BenchEmsp, str]]) -> None:
+    """Our EVSE, and eMSPs (party id: server, token uid) with an agreement, a tokens SENDER endpoint and one
+    cached token each."""
     from django.utils import timezone
 
     from cards.models import ForeignToken
@@ -448,7 +758,7 @@ def load_station_data(stalling: BenchEmsp, healthy: BenchEmsp) -> None:
     EVSE.objects.update_or_create(
         location=location, uid="BENCH-EVSE-1", defaults={"status": "AVAILABLE", "last_updated": now}
     )
-    for party_id, emsp, uid in (("STL", stalling, STALLING_UID), ("HEA", healthy, HEALTHY_UID)):
+    for party_id, (emsp, uid) in emsps.items():
         party, _ = Party.objects.update_or_create(
             country_code="NL", party_id=party_id, defaults={"role": Party.Role.EMSP, "name": f"Bench eMSP {party_id}"}
         )
@@ -502,12 +812,30 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def stalling_emsp_main(args: argparse.Namespace) -> int:
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark of authorization (options in the environment: see the module docstring)."
+    )
+    parser.add_argument("--scenario", choices=("both", "emsp", "stalling-emsp"), default="both")
+    parser.add_argument("--no-isolation", action="store_true", help="stalling-emsp: per-eMSP limits and circuit off")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", ""), help="stalling-emsp: the Redis cache the workers share"
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--rate-client":
+        return rate_client_main(*sys.argv[2:])
+    args = parse_args()
+    # Stopped (Ctrl-C, or TERM when run in the background): stop the servers it started too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("Set DATABASE_URL to a PostgreSQL database (the bench measures the real set-up).")
         return 2
     if not shutil.which("wrk"):
-        print("wrk is needed as the load generator: apt-get install -y wrk")
+        print("wrk is needed as the saturation load: apt-get install -y wrk")
         return 2
     from cryptography.fernet import Fernet
 
@@ -515,131 +843,27 @@ def stalling_emsp_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("OCPI_TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
     setup_django()
     load_data()
-    stalling, healthy = BenchEmsp(stalling=True), BenchEmsp(stalling=False)
-    load_station_data(stalling, healthy)
-    env = {
-        **os.environ,
-        "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "ERROR",
-        "DB_CONN_MAX_AGE": "600",
-        "REDIS_URL": args.redis_url,
-        "CARDS_BACKEND_API_TOKEN": BACKEND_TOKEN,
-        # The bench's eMSPs listen on 127.0.0.1, which the outgoing-URL allow-list refuses when DEBUG is off.
-        "OCPI_ALLOW_PRIVATE_NETWORK_URLS": "true",
-    }
-    if args.no_isolation:
-        env.update(
-            CARDS_REALTIME_PARTNER_CONCURRENCY="100000",
-            CARDS_CIRCUIT_FAILURES="100000000",
-            CARDS_REALTIME_POOL_SIZE="16",
-        )
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "mobilityplus.wsgi",
-        "-c",
-        str(ROOT / "mobilityplus" / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{PORT}",
-        "--workers",
-        str(WORKERS),
-        "--worker-class",
-        WORKER_CLASS,
-        "--threads",
-        str(THREADS),
-        "--backlog",
-        "2048",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    stop = threading.Event()
-    stalled_answers: list[tuple[str, float]] = []
-    healthy_answers: list[tuple[str, float]] = []
-
-    def stalling_client() -> None:
-        while not stop.is_set():
-            answer, elapsed = ask_station(STALLING_UID)
-            stalled_answers.append(((answer or {}).get("path", "error"), elapsed))
-            stop.wait(0.1)
-
-    def healthy_client() -> None:
-        while not stop.is_set():
-            answer, elapsed = ask_station(HEALTHY_UID)
-            healthy_answers.append(((answer or {}).get("path", "error"), elapsed))
-            stop.wait(0.25)
-
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("gunicorn did not start")
-                    return 1
-                time.sleep(0.5)
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "station.lua"
-            script.write_text(STATION_WRK_SCRIPT % {"prefix": UID_PREFIX, "cards": CARDS, "token": BACKEND_TOKEN})
-            run_wrk(script, 3)  # warm-up
-            time.sleep(1)
-            alone = run_wrk(script, 5)  # the machine's state now: our own cards without the stall
-            time.sleep(1)
-            clients = [threading.Thread(target=stalling_client) for _ in range(STALLING_CLIENTS)]
-            clients.append(threading.Thread(target=healthy_client))
-            for client in clients:
-                client.start()
-            time.sleep(0.2)  # the stall has begun when the normal load starts
-            result = run_wrk(script, SECONDS)
-            stop.set()
-            for client in clients:
-                client.join(timeout=30)
-    finally:
-        stop.set()
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        stalling.close()
-        healthy.close()
-    seconds = result["duration_us"] / 1e6
-    errors = result["socket_errors"] + result["non2xx"]
-    # wrk leaves requests that timed out (5 s) out of its percentiles: with none answered there are none.
-    answered = result["requests"] - result["socket_errors"]
-    own_p50 = f"{result['p50_us'] / 1000:.1f}" if answered > 0 else "NA"
-    own_p99 = f"{result['p99_us'] / 1000:.1f}" if answered > 0 else "NA"
-    realtime = sum(1 for path, _ in healthy_answers if path == "realtime")
-    stalled_paths = {p: [path for path, _ in stalled_answers].count(p) for p in sorted({p for p, _ in stalled_answers})}
-    stalled_p99 = percentile([elapsed for _, elapsed in stalled_answers], 0.99) * 1000
-    healthy_p99 = percentile([elapsed for _, elapsed in healthy_answers], 0.99) * 1000
     print(
-        f"gunicorn: {WORKERS} {WORKER_CLASS} workers x {THREADS} threads, isolation: {not args.no_isolation}, "
-        f"shared cache: {bool(args.redis_url)}, duration: {seconds:.1f}s"
+        f"stated loads: partner CPOs {RATE}/s, our stations {STATION_RATE}/s; saturation: {CONNECTIONS} "
+        f"connections; workers: {WORKERS}"
     )
-    print(
-        f"our own cards (wrk, {CONNECTIONS} connections): {result['requests']} requests, "
-        f"{result['requests'] / seconds:.0f}/s, p50 {own_p50} ms, p99 {own_p99} ms (of {answered} answered), "
-        f"errors {errors} (timeouts after 5 s: {result['socket_errors']})"
-    )
-    print(
-        f"healthy eMSP: {realtime} of {len(healthy_answers)} answered by the eMSP (realtime), p99 {healthy_p99:.0f} ms"
-    )
-    print(
-        f"stalling eMSP ({STALLING_CLIENTS} clients): {len(stalled_answers)} answers {json.dumps(stalled_paths)}, "
-        f"p99 {stalled_p99:.0f} ms; it was asked {stalling.requests} times"
-    )
-    print(
-        f"scenario=stalling_emsp isolation={int(not args.no_isolation)} own_p99_ms={own_p99} "
-        f"own_p50_ms={own_p50} own_answered={answered} own_throughput_per_s={result['requests'] / seconds:.0f} "
-        f"own_errors={errors} healthy_realtime={realtime} healthy_asked={len(healthy_answers)} "
-        f"healthy_p99_ms={healthy_p99:.0f} stalling_answers={len(stalled_answers)} stalling_p99_ms={stalled_p99:.0f} "
-        f"stalling_emsp_calls={stalling.requests} alone_p99_ms={alone['p99_us'] / 1000:.1f} "
-        f"alone_throughput_per_s={alone['requests'] / (alone['duration_us'] / 1e6):.0f} "
-        f"workers={WORKERS} connections={CONNECTIONS}"
-    )
+    lines = []
+    for config in configs():
+        figures: dict = {"config": str(config)}
+        if args.scenario in ("both", "emsp"):
+            figures.update(emsp_scenario(config))
+        if args.scenario in ("both", "stalling-emsp"):
+            figures.update(stalling_scenario(config, args))
+        errors = sum(value for name, value in figures.items() if name.endswith("errors"))
+        figures.update(errors=errors, emsp_rate_per_s=RATE, station_rate_per_s=STATION_RATE, workers=WORKERS)
+        figures["connections"] = CONNECTIONS
+        figures["isolation"] = int(not args.no_isolation)
+        lines.append(" ".join(f"{name}={value}" for name, value in figures.items()))
+        print(lines[-1])
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    for line in lines[:-1]:
+        print(line)
+    print(lines[-1])
     return 0
 
 

@@ -36,6 +36,7 @@ from cards.identifiers import lookup_uid
 from cards.metrics import observe_realtime_call
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
+from cards.realtime_waits import NoSlot, take_wait_slot
 from cards.selectors import foreign_token_for
 from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
 from roaming.models import PartnerConnection, Party, RoamingAgreement
@@ -400,12 +401,20 @@ class StationDecision:
 
 
 def _issuer_call(token: ForeignToken, connection: PartnerConnection | None, location: dict, deadline_s: float):
-    """(circuit key, a prepared call to the issuing eMSP's authorize endpoint)."""
+    """(circuit key, a function preparing the call to the issuing eMSP's authorize endpoint).
+
+    The client (token decrypted, hosts allowed) is built only once the call will go out: the many requests a
+    failing eMSP's circuit refuses do not pay for it.
+    """
     if connection is None or connection.status != PartnerConnection.Status.CONNECTED:
         raise OcpiClientError("transport", f"no connected link to {token.party.ocpi_id}")
     url = connection.endpoint_url("tokens", "SENDER")
     if not url:
         raise OcpiClientError("transport", f"{token.party.ocpi_id} has no tokens SENDER endpoint")
+    return circuit_key(token.party_id, url), lambda: _prepared_call(token, connection, url, location, deadline_s)
+
+
+def _prepared_call(token: ForeignToken, connection: PartnerConnection, url: str, location: dict, deadline_s: float):
     client = OcpiClient.for_connection(connection, retries=0, timeout=deadline_s)
     target = join_url(url, token.uid, "authorize")
 
@@ -418,7 +427,7 @@ def _issuer_call(token: ForeignToken, connection: PartnerConnection | None, loca
             raise OcpiClientError("json", "AuthorizationInfo without a valid `allowed`")
         return reply.data
 
-    return circuit_key(token.party_id, url), call
+    return call
 
 
 def _guarded(ticket: Ticket, call, deadline_s: float):
@@ -442,6 +451,17 @@ def _guarded(ticket: Ticket, call, deadline_s: float):
     return run
 
 
+def _submit(ticket: Ticket, prepare, deadline_s: float):
+    """The call on the real-time pool; a call that cannot even be prepared frees its ticket and is a failure."""
+    try:
+        call = prepare()
+    except BaseException:
+        partner_circuits.failed(ticket)
+        partner_circuits.release(ticket)
+        raise
+    return _realtime_pool.submit(_guarded(ticket, call, deadline_s))
+
+
 ALLOWED_VALUES = {"ALLOWED", "BLOCKED", "EXPIRED", "NO_CREDIT", "NOT_ALLOWED"}
 
 
@@ -457,18 +477,28 @@ def _foreign_decision(
         return StationDecision("BLOCKED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) but not valid")
     called_at = None
     try:
-        key, call = _issuer_call(token, connection, location, deadline_s)
+        key, prepare = _issuer_call(token, connection, location, deadline_s)
         ticket = partner_circuits.admit(key)  # Refused at once while the partner is failing or saturated
-        future = _realtime_pool.submit(_guarded(ticket, call, deadline_s))
         if ticket.trial:
             # Nobody waits for a partner known to be failing: the trial's outcome only moves the circuit.
+            _submit(ticket, prepare, deadline_s)
             raise Refused("failing, asked again in the background (circuit half-open)")
         called_at = time.perf_counter()
         try:
-            info = future.result(timeout=deadline_s)
-        except FutureTimeout:
-            partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
-            raise
+            # This request will hold its worker while it waits: only a few of the server's may (realtime_waits).
+            slot = take_wait_slot(key)
+        except NoSlot as error:
+            partner_circuits.release(ticket)
+            raise Refused(str(error)) from None
+        try:
+            future = _submit(ticket, prepare, deadline_s)
+            try:
+                info = future.result(timeout=deadline_s)
+            except FutureTimeout:
+                partner_circuits.failed(ticket)  # counted now: a trickling call may hold its thread much longer
+                raise
+        finally:
+            slot.release()  # the worker waits no more; an abandoned call keeps only its pool thread
     except (FutureTimeout, OcpiClientError, ValueError, Refused) as error:
         problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
         waited = time.perf_counter() - called_at if called_at is not None else None

@@ -77,6 +77,10 @@ class PartnerCircuits:
     # -- before a call -------------------------------------------------------------------------------------
     def admit(self, key: str) -> Ticket:
         """A ticket to call the partner now, or Refused (answer from the cache at once)."""
+        with self._lock:
+            if self._partner(key).open_until > time.monotonic():
+                # Known open here: no round trip to the shared cache for each of a failing partner's drivers.
+                raise Refused("failing, not asked for now (circuit open)")
         shared_open_until = self._shared_open_until(key)
         now, wall = time.monotonic(), time.time()
         with self._lock:

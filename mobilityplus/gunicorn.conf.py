@@ -10,10 +10,11 @@ import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-# Threads, so a request waiting on an eMSP's real-time answer (at most CARDS_REALTIME_DEADLINE_S, and at most
-# CARDS_REALTIME_PARTNER_CONCURRENCY such requests per eMSP and process) holds one thread, not a whole worker: our
-# own cards are answered by the other threads meanwhile (docs/faults.md). With sync workers the first calls to a
-# stalling eMSP held every worker until its circuit opened. Each thread keeps its own database connection.
+# Threads: a request waiting on an eMSP's real-time answer (at most CARDS_REALTIME_DEADLINE_S) holds one thread, not
+# a whole worker, and the server-wide limits (CARDS_REALTIME_PARTNER_WAITING per eMSP, CARDS_REALTIME_WAITING_TOTAL in
+# all; cards/realtime_waits.py) keep most threads free for our own cards. Measured against sync workers in
+# docs/faults.md: during one eMSP's stall, sync workers queued our own cards behind that eMSP's drivers. With
+# GUNICORN_WORKER_CLASS=sync set the two limits to 1 and below `workers`. Each thread keeps its database connection.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5

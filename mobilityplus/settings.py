@@ -340,6 +340,13 @@ CARDS_REALTIME_DEADLINE_S = float(os.environ.get("CARDS_REALTIME_DEADLINE_S", "1
 # faults (docs/faults.md): real-time calls share a pool; each eMSP may hold this many of its threads at once.
 CARDS_REALTIME_POOL_SIZE = int(os.environ.get("CARDS_REALTIME_POOL_SIZE", "32"))
 CARDS_REALTIME_PARTNER_CONCURRENCY = int(os.environ.get("CARDS_REALTIME_PARTNER_CONCURRENCY", "4"))
+# Requests of this server (all its workers and threads) that may wait on one eMSP's answer at once, and on all eMSPs
+# together; beyond: the cached token at once (cards/realtime_waits.py). Sized for 3 gthread workers x 8 threads; with
+# sync workers, where each waiting request holds a whole worker, set 1 and fewer than the workers (docs/faults.md).
+CARDS_REALTIME_PARTNER_WAITING = int(os.environ.get("CARDS_REALTIME_PARTNER_WAITING", "4"))
+CARDS_REALTIME_WAITING_TOTAL = int(os.environ.get("CARDS_REALTIME_WAITING_TOTAL", "12"))
+# Where the slots' lock files live (local to the server); empty: a directory per deployment under the temp dir.
+CARDS_REALTIME_WAITS_DIR = os.environ.get("CARDS_REALTIME_WAITS_DIR", "")
 # ...and after this many failed calls within the window the eMSP is not asked for the cool-down (circuit open).
 CARDS_CIRCUIT_FAILURES = int(os.environ.get("CARDS_CIRCUIT_FAILURES", "3"))
 CARDS_CIRCUIT_WINDOW_S = float(os.environ.get("CARDS_CIRCUIT_WINDOW_S", "30"))
