@@ -123,6 +123,16 @@ def test_a_cpo_refusing_the_token_is_marked_failed_with_its_words_and_staff_can_
     assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 2
     assert len(ocpi_peer.requests) == 2
 
+    # A delivered message is not sent again (for a CDR that would be a second CDR).
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = admin_client.post(
+            "/admin/roaming/outboxmessage/",
+            {"action": "resend_messages", "_selected_action": [delivery.pk]},
+            follow=True,
+        )
+    assert "1 message(s) not refused were left as they are" in answer.content.decode()
+    assert len(ocpi_peer.requests) == 2
+
 
 def test_staff_see_per_card_where_its_last_change_went(ocpi_peer, admin_client, db, django_capture_on_commit_callbacks):
     cpo_at(ocpi_peer)
