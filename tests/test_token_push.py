@@ -300,3 +300,23 @@ def test_a_cpo_down_and_one_answering_500_do_not_slow_the_healthy_ones(ocpi_peer
     # The down CPO's and the failing CPO's: kept, probed, never dropped.
     for connection in (down, failing):
         assert OutboxMessage.objects.filter(partner=connection.party, status="pending").count() == 40
+
+
+def test_staff_blocking_many_cards_at_once_pushes_each_and_skips_one_already_blocked(
+    ocpi_peer, admin_client, db, django_capture_on_commit_callbacks
+):
+    cpo_at(ocpi_peer)
+    ocpi_peer.route("PUT", r"/cpo/tokens/BE/MBP/(\w+)", lambda r: ok())
+    active = [CardFactory(driver=None) for _ in range(3)]
+    already = CardFactory(driver=None, status=Card.Status.BLOCKED)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        page = admin_client.post(
+            "/admin/cards/card/",
+            {"action": "block_cards", "_selected_action": [c.pk for c in [*active, already]]},
+            follow=True,
+        ).content.decode()
+    assert len(callbacks) == 1  # one transaction for the batch, its pushes queued once it committed
+    assert "3 card(s) blocked" in page and "Only an active card can be blocked" in page
+    assert sorted(r.path.rsplit("/", 1)[1] for r in ocpi_peer.requests) == sorted(c.uid for c in active)
+    assert all(r.json()["valid"] is False for r in ocpi_peer.requests)
+    assert pushes(already) == []
