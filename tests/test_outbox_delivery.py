@@ -219,6 +219,9 @@ def test_staff_see_the_backlog_per_partner(ocpi_peer, db, admin_client):
     assert "down since" in page and "answering" in page
     page = admin_client.get(f"/admin/roaming/outboxmessage/?partner__id__exact={down.party.pk}&status__exact=pending")
     assert page.status_code == 200 and "HTTP 503" in page.content.decode()
+    waiting = OutboxMessage.objects.filter(partner=down.party).first()
+    page = admin_client.get(f"/admin/roaming/outboxmessage/{waiting.pk}/change/").content.decode()
+    assert "HTTP 503" in page and "C0" in page
 
 
 # --- a real worker (a `celery -A mobilityplus worker` process) killed with SIGKILL in the middle of a delivery ------
