@@ -22,5 +22,7 @@ def map_page(request: HttpRequest) -> HttpResponse:
             "power_steps": [f"{step:g}" for step in POWER_STEPS if step],
             "operators": operator_choices(),
             "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
+            # What is on screen and the open station are fetched again this often (paused while the tab is hidden).
+            "refresh_seconds": getattr(settings, "MAP_REFRESH_SECONDS", 5),
         },
     )
