@@ -156,6 +156,7 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
             services.check_startable(location, evse)
         except services.CommandRefused as refused:
             problem = str(refused)
+    blocking = problem  # nothing to press: no card, card only, or the charge point cannot start now
     if request.method == "POST" and problem is None:
         card = next((c for c in cards if str(c.pk) == request.POST.get("card")), None)
         key = request.POST.get("idempotency_key", "")
@@ -177,6 +178,7 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
         "evse_status": display.status_text("evse", evse.status),
         "cards": cards,
         "problem": problem,
+        "blocking": blocking,
         "app": app,
         "running": running,
         "running_since": selectors.station_time(running.start_date_time, running.location) if running else "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -33,16 +34,15 @@ class Place:
     population: int
 
 
+# Latin letters (with their accents), digits, punctuation: a name in any other script is not kept.
+NOT_LATIN = re.compile(r"[^\x00-\x7f\u00a0-\u024f\u0300-\u036f\u1e00-\u1eff]")
+NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def fold(text: str) -> str:
     """Lower case, no accents, punctuation as spaces: the form both names and queries are compared in."""
     text = unicodedata.normalize("NFKD", text.casefold().translate(EXTRA_FOLDS))
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    text = "".join(c if c.isalnum() else " " for c in text)
-    return " ".join(text.split())
-
-
-def _latin(folded: str) -> bool:
-    return bool(folded) and all(c.isascii() for c in folded)
+    return NOT_ALNUM.sub(" ", text.encode("ascii", "ignore").decode()).strip()
 
 
 class Gazetteer:
@@ -81,8 +81,10 @@ class Gazetteer:
                 # Airport codes ("BRU", "LGG") are no town names.
                 if len(name) <= 3 and name.isupper():
                     continue
+                if NOT_LATIN.search(name):
+                    continue
                 folded = fold(name)
-                if _latin(folded):
+                if folded:
                     names.add((folded, index))
         return cls(places, sorted(names))
 
@@ -112,6 +114,12 @@ class Gazetteer:
 
 _gazetteer: Gazetteer | None = None
 _lock = threading.Lock()
+
+
+def warm_in_background() -> None:
+    """Build the gazetteer off the request path (the map page calls this), so the first search finds it ready."""
+    if _gazetteer is None:
+        threading.Thread(target=gazetteer, name="gazetteer-warm", daemon=True).start()
 
 
 def gazetteer() -> Gazetteer:

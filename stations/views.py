@@ -7,12 +7,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from stations.filters import CONNECTOR_STANDARDS, POWER_STEPS, operator_choices
+from stations.places import warm_in_background
 
 # The standards offered in the filter menu (the API accepts every OCPI ConnectorType).
 MENU_STANDARDS = ["IEC_62196_T2", "IEC_62196_T2_COMBO", "CHADEMO", "IEC_62196_T1", "TESLA_S", "DOMESTIC_F"]
 
 
 def map_page(request: HttpRequest) -> HttpResponse:
+    warm_in_background()  # the place search's gazetteer, ready by the time the driver types
     labels = dict(CONNECTOR_STANDARDS)
     return render(
         request,

@@ -14,7 +14,14 @@ from roaming.models import RoamingAgreement
 from roaming.selectors import own_party
 from stations.map_cells import refresh_map_cells
 from stations.selectors import bump_map_cache_version
-from tests.factories import ConnectorFactory, EVSEFactory, MapLocationFactory, PartyFactory, RoamingAgreementFactory
+from tests.factories import (
+    ConnectorFactory,
+    EVSEFactory,
+    MapLocationFactory,
+    PartnerConnectionFactory,
+    PartyFactory,
+    RoamingAgreementFactory,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # The main screens, shown in the README.
@@ -30,6 +37,10 @@ def demo_map(settings):
     partner = RoamingAgreementFactory(
         direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS, partner__name="Allego"
     ).partner
+    # Allego takes our commands: its remotely startable charge points can be started from the app.
+    PartnerConnectionFactory(
+        party=partner, endpoints=[{"identifier": "commands", "role": "RECEIVER", "url": "http://127.0.0.1:9/commands"}]
+    )
     me = own_party()
     stations = {}
     statuses = ["available", "in_use", "faulty", "unknown"]
@@ -137,6 +148,12 @@ def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo
     expect(panel).to_contain_text("Operator: Allego")
     expect(panel).to_contain_text("Type 2 · 22 kW")
     expect(panel.locator("a.start-link")).to_have_attribute("href", f"/charging/start/{demo_map['limited'].pk}/HM-1/")
+    expect(panel.get_by_test_id("card-only")).to_have_count(0)  # the app start works here: no "card only"
+    expect(panel.get_by_test_id("card-help")).to_contain_text("start from the app")
+    expect(panel.get_by_test_id("free-total")).to_have_text("1 of 1 free")
+    expect(panel.get_by_test_id("directions")).to_have_attribute("href", re.compile(r"destination=50\.85"))
+    expect(panel.get_by_test_id("evse-status")).to_have_text("Available")
+    expect(locked).to_have_attribute("data-free", "1/1")
     assert f"station={demo_map['limited'].pk}" in page.url
     page.screenshot(path=str(OUTPUT / "map-station-panel.png"))
     page.keyboard.press("Escape")
@@ -173,11 +190,13 @@ def test_search_near_me_keyboard_and_phone(live_server, demo_map, browser):
     expect(page.locator("#map")).to_be_visible()
     assert page.locator("#map").bounding_box()["height"] > 250
 
-    # Search our own data by city, then jump there.
+    # Search a town (the gazetteer), then jump there; the result says what it is and how many stations it has.
     page.fill("#search-input", "Amster")
     page.press("#search-input", "Enter")
-    result = page.locator("#search-results button", has_text="Amsterdam (5 stations)")
+    result = page.locator("#search-results button[data-kind=place]", has_text="Amsterdam").first
     expect(result).to_be_visible()
+    expect(result).to_contain_text("City in")
+    expect(result).to_contain_text("5 stations")
     reload_done(page, result.click)
     amsterdam = {s.pk for k, s in demo_map.items() if k.startswith("amsterdam")}
     assert marker_ids(page) == amsterdam
