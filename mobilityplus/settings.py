@@ -210,7 +210,7 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
-        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        else "mobilityplus.static_files.StaticFilesStorage"
     },
 }
 # Development (and tests) serve the sources through the finders; production only what collectstatic wrote.
