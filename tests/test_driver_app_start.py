@@ -26,7 +26,9 @@ REMOTE = ["RFID_READER", "REMOTE_START_STOP_CAPABLE"]
 
 def partner(*, commands: bool):
     party = RoamingAgreementFactory(direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS).partner
-    endpoints = [{"identifier": "commands", "role": "RECEIVER", "url": "http://127.0.0.1:9/commands"}] if commands else []
+    endpoints = (
+        [{"identifier": "commands", "role": "RECEIVER", "url": "http://127.0.0.1:9/commands"}] if commands else []
+    )
     PartnerConnectionFactory(party=party, endpoints=endpoints)
     return party
 
@@ -34,7 +36,9 @@ def partner(*, commands: bool):
 def station(party, *capabilities_per_evse):
     location = MapLocationFactory(party=party)
     for n, capabilities in enumerate(capabilities_per_evse):
-        ConnectorFactory(evse=EVSEFactory(location=location, uid=f"E{n}", status="AVAILABLE", capabilities=capabilities))
+        ConnectorFactory(
+            evse=EVSEFactory(location=location, uid=f"E{n}", status="AVAILABLE", capabilities=capabilities)
+        )
     return location
 
 
@@ -79,7 +83,9 @@ def test_the_start_page_says_card_only_and_offers_no_button_where_the_app_cannot
     assert not Command.objects.exists()
 
 
-def test_a_driver_already_charging_is_warned_and_must_confirm_a_second_start(client, django_capture_on_commit_callbacks):
+def test_a_driver_already_charging_is_warned_and_must_confirm_a_second_start(
+    client, django_capture_on_commit_callbacks
+):
     party = partner(commands=True)
     location = station(party, REMOTE)
     driver = DriverFactory()

@@ -31,7 +31,9 @@ def stations():
         "bastille": MapLocationFactory(party=fastned, name="Bastille", city="Paris", postal_code="75011",
                                        latitude=48.8532, longitude=2.3691),
     }  # fmt: skip
-    MapLocationFactory(party=PartyFactory(name="No agreement"), name="Grand-Place bis", latitude=50.8468, longitude=4.3526)
+    MapLocationFactory(
+        party=PartyFactory(name="No agreement"), name="Grand-Place bis", latitude=50.8468, longitude=4.3526
+    )
     return made
 
 

@@ -36,6 +36,8 @@ from tests.factories import (
     UserFactory,
 )
 
+# Remotely startable (OCPI capability): the app start is offered only there (charging.startability).
+REMOTE = ["RFID_READER", "REMOTE_START_STOP_CAPABLE"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 RECORD_VIOLATIONS = """
@@ -160,7 +162,7 @@ def test_the_start_and_live_session_pages_work_under_the_policy(live_server, wat
     )
     RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     location = LocationFactory(party=cpo, ocpi_id="LOC1", name="Gent Sint-Pieters")
-    ConnectorFactory(evse=EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256"))
+    ConnectorFactory(evse=EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256", capabilities=REMOTE))
     card = CardFactory(driver=DriverFactory(user=UserFactory(username="dana")), visual_number="MBP-0001")
     SessionFactory(party=cpo, card=card, location_ocpi_id="LOC1", evse_uid="3256", kwh=4.5)
 
