@@ -149,13 +149,15 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
     app = startability.app_start_at(location, evse)
     running = startability.running_session(driver)
     problem = None if cards else "You need an active MobilityPlus card to start charging."
-    if problem is None and not app.possible:
-        problem = app.reason
     if problem is None:
         try:
             services.check_startable(location, evse)
         except services.CommandRefused as refused:
             problem = str(refused)
+    # "Card only" said as such (not as an error) when that is all that stands in the way.
+    card_only = not app.possible and (problem is None or problem == services.NO_COMMANDS_RECEIVER)
+    if card_only:
+        problem = app.reason
     blocking = problem  # nothing to press: no card, card only, or the charge point cannot start now
     if request.method == "POST" and problem is None:
         card = next((c for c in cards if str(c.pk) == request.POST.get("card")), None)
@@ -179,6 +181,7 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
         "cards": cards,
         "problem": problem,
         "blocking": blocking,
+        "card_only": card_only,
         "app": app,
         "running": running,
         "running_since": selectors.station_time(running.start_date_time, running.location) if running else "",

@@ -169,6 +169,7 @@ def test_the_start_and_live_session_pages_work_under_the_policy(live_server, wat
     log_in(page, live_server, "dana", f"/charging/start/{location.pk}/3256/")
     # The start page's one-press guard (static/charging/start.js) runs: the button is disabled on the first press.
     page.evaluate("() => { document.querySelector('[data-testid=start]').form.onsubmit = e => e.preventDefault(); }")
+    page.get_by_test_id("confirm-second").check()  # dana's session is still live: a second start is confirmed
     page.get_by_test_id("start").click()
     expect(page.get_by_test_id("start")).to_be_disabled()
     expect(page.get_by_test_id("start")).to_have_text("Starting…")

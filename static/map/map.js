@@ -135,11 +135,13 @@
   function stationMarker(feature) {
     var p = feature.properties;
     var status = statusKey(p.status);
-    var html = '<span class="station-pin"><span class="marker-shape status-' + status + (p.stale ? " is-stale" : "") + '">' +
+    var html = '<span class="station-pin" aria-hidden="true"><span class="marker-shape status-' + status + (p.stale ? " is-stale" : "") + '">' +
       STATUS[status].letter +
       (p.limited ? '<span class="lock-badge">' + LOCK_SVG + "</span>" : "") +
       (p.stale ? '<span class="stale-badge">' + STALE_SVG + "</span>" : "") + "</span>" +
-      '<span class="free">' + freeText(p) + "</span></span>";
+      '<span class="free">' + freeText(p) + "</span></span>" +
+      // The name comes from this text (not an aria-label), so what is seen and what is read agree.
+      '<span class="visually-hidden">' + escapeHtml(stationLabel(p)) + "</span>";
     var marker = L.marker([feature.geometry.coordinates[1], feature.geometry.coordinates[0]], {
       icon: L.divIcon({ className: "station-icon", html: html, iconSize: [58, 30], iconAnchor: [15, 15] }),
       title: stationLabel(p),
@@ -149,7 +151,6 @@
     marker.on("add", function () {
       var el = marker.getElement();
       el.setAttribute("role", "button");
-      el.setAttribute("aria-label", stationLabel(p));
       el.dataset.stationId = p.id;
       el.dataset.status = status;
       el.dataset.free = freeText(p);
