@@ -216,3 +216,36 @@ def test_search_near_me_keyboard_and_phone(live_server, demo_map, browser):
     page.keyboard.press("Enter")
     expect(page.locator("#station-panel")).to_contain_text("Limited access")
     page.screenshot(path=str(OUTPUT / "map-phone.png"))
+
+
+def test_the_map_refreshes_what_is_on_screen_and_the_open_panel_by_itself(live_server, demo_map, browser, settings):
+    """A driver who keeps the map open sees a charger go from available to in use within 5 s (no reload)."""
+    from stations.services import refresh_location_summaries
+
+    settings.MAP_REFRESH_SECONDS = 1
+    station = demo_map["limited"]
+    page = open_map(browser, f"{live_server.url}/?lat=50.85&lon=4.355&z=15&station={station.pk}")
+    # No tile server here: the offline basemap (Natural Earth borders) is drawn under the markers.
+    page.wait_for_function("() => document.body.dataset.basemap === 'offline'")
+    panel = page.locator("#station-panel")
+    expect(panel.get_by_test_id("evse-status")).to_have_text("Available")
+    marker = page.locator(f'.station-icon[data-station-id="{station.pk}"]')
+    expect(marker).to_have_attribute("data-status", "available")
+    page.evaluate("window.stillTheSamePage = true")
+
+    # The charger is taken: a writer stores the status and drops the cached map answers, as every writer does.
+    station.evses.update(status="CHARGING", status_changed_at=timezone.now())
+    refresh_location_summaries([station.pk])
+    bump_map_cache_version()
+    expect(marker).to_have_attribute("data-status", "in_use", timeout=5000)
+    expect(marker).to_have_attribute("data-free", "0/1")
+    expect(panel.get_by_test_id("evse-status")).to_have_text("In use", timeout=5000)
+    expect(panel.get_by_test_id("free-total")).to_have_text("0 of 1 free")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    # A hidden tab asks nothing.
+    page.evaluate("() => Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/stations" in r.url else None)
+    page.wait_for_timeout(2500)
+    assert requests == []
