@@ -176,6 +176,10 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     )
     expect(page.get_by_test_id("session-status")).to_have_text("Ended", timeout=WAIT_MS)
     expect(page.get_by_test_id("cdr-waiting")).to_be_visible()
+    # The history below takes the ended session at once, without a reload.
+    expect(page.get_by_test_id("history")).to_contain_text("Gent", timeout=WAIT_MS)
+    expect(page.get_by_test_id("history")).to_contain_text("Ended")
+    assert page.evaluate("window.stillTheSamePage") is True
 
     # The CDR arrives: the page shows the final energy and cost.
     cdr = {
