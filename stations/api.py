@@ -369,7 +369,7 @@ class FavouriteView(APIView):
         operation_id="favourite_remove",
         summary="Unstar a station (idempotent)",
         request=None,
-        responses={200: FAVOURITE, **error_responses(403, 406)},
+        responses={200: FAVOURITE, **error_responses(403, 404, 406)},
     )
     def delete(self, request: Request, pk: int) -> Response:
         remove_favourite(request.user, pk)
