@@ -178,6 +178,7 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
         "location": location,
         "evse": evse,
         "evse_status": display.status_text("evse", evse.status),
+        "evse_pill": display.map_status_of_evse(evse.status),
         "cards": cards,
         "problem": problem,
         "blocking": blocking,

@@ -49,6 +49,21 @@ COMMAND_STATUS_TEXT = {
     "failed": "Failed",
     "timed_out": "No answer",
 }
+# Which map status (and so which colour and shape) an EVSE status belongs to.
+EVSE_MAP_STATUS = {
+    "AVAILABLE": "available",
+    "CHARGING": "in_use",
+    "RESERVED": "in_use",
+    "BLOCKED": "in_use",
+    "INOPERATIVE": "faulty",
+    "OUTOFORDER": "faulty",
+}
+
+
+def map_status_of_evse(code: str | None) -> str:
+    return EVSE_MAP_STATUS.get(str(code or ""), "unknown")
+
+
 STATUS_TEXT = {
     "evse": EVSE_STATUS_TEXT,
     "map": MAP_STATUS_TEXT,
