@@ -106,13 +106,19 @@ def test_the_driver_pages_pass_axe_at_desktop_and_phone_size(live_server, world,
     panel = page.locator("#station-panel")
     expect(panel).to_contain_text("Gent Sint-Pieters")
     expect(panel).to_be_focused()
-    expect(panel.get_by_test_id("favourite")).to_have_attribute("aria-pressed", "false")
+    favourite = panel.get_by_test_id("favourite")
+    expect(favourite).to_have_attribute("aria-pressed", "false")
+    favourite.click()  # a star for this station (PUT /api/v1/favourites/{id}, CSRF from the page)
+    expect(favourite).to_have_attribute("aria-pressed", "true")
     assert violations(page) == []
     page.screenshot(path=str(OUTPUT / "map-station-panel-desktop.png"))
     page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
     page.click("#view-toggle")
-    expect(page.locator(".station-row")).to_have_count(2)
+    # The favourites first, then the stations in view.
+    expect(page.locator(".station-row.favourite-row")).to_have_count(1)
+    expect(page.locator(".station-row.favourite-row")).to_contain_text("Gent Sint-Pieters")
+    expect(page.locator(".station-row")).to_have_count(3)
     assert violations(page) == []
     page.screenshot(path=str(OUTPUT / "map-list.png"))
 

@@ -26,7 +26,7 @@
   var PHONE = window.matchMedia("(max-width: 700px)");
 
   var map, layer, inflight, debounce, openStationId = null, openStationText = null;
-  var lastFeatures = [], lastViewText = null, clustered = false, origin = null, favourites = {};
+  var lastFeatures = [], lastViewText = null, clustered = false, origin = null, favourites = {}, openFeature = null;
   var layout = document.getElementById("map-layout");
   var mapElement = document.getElementById("map");
   var form = document.getElementById("filters");
@@ -273,14 +273,29 @@
     if (list.hidden) return;
     listItems.innerHTML = "";
     var from = origin || map.getCenter();
-    if (clustered) {
-      listItems.innerHTML = '<li class="muted">Too many stations here to list: zoom in.</li>';
-      return;
+    var starred = Object.keys(favourites).map(function (id) { return favourites[id]; });
+    if (starred.length) {
+      // The driver's favourites first, wherever they are, nearest first.
+      var head = document.createElement("li");
+      head.className = "list-heading";
+      head.textContent = "Your favourites";
+      listItems.appendChild(head);
+      starred.map(function (f) { return stationRow(f, from); })
+        .sort(function (a, b) { return a.km - b.km; })
+        .forEach(function (row) { row.li.firstChild.classList.add("favourite-row"); listItems.appendChild(row.li); });
+      var rest = document.createElement("li");
+      rest.className = "list-heading";
+      rest.textContent = "In view";
+      listItems.appendChild(rest);
     }
     var rows = lastFeatures.filter(function (f) { return !f.properties.cluster; })
       .map(function (f) { return stationRow(f, from); })
       .sort(function (a, b) { return a.km - b.km; });
-    if (!rows.length) listItems.innerHTML = '<li class="muted">No station in view.</li>';
+    if (clustered) {
+      listItems.insertAdjacentHTML("beforeend", '<li class="muted">Too many stations here to list: zoom in.</li>');
+      return;
+    }
+    if (!rows.length) listItems.insertAdjacentHTML("beforeend", '<li class="muted">No station in view.</li>');
     rows.forEach(function (row) { listItems.appendChild(row.li); });
   }
 
@@ -379,6 +394,7 @@
     var refreshing = options.refresh && !panel.hidden;
     var scroll = panel.scrollTop;
     openStationText = text;
+    openFeature = feature;
     panelBody.innerHTML = renderStation(feature.properties);
     var fav = panelBody.querySelector(".fav-button");
     if (fav) fav.addEventListener("click", function () { toggleFavourite(feature.properties.id, fav); });
@@ -449,7 +465,14 @@
       headers: { Accept: "application/json", "X-CSRFToken": csrfToken() }
     }).then(function (response) {
       if (!response.ok) throw new Error("Could not save the favourite.");
-      if (on) favourites[id] = true; else delete favourites[id];
+      if (on) {
+        var p = openFeature.properties;
+        favourites[id] = { type: "Feature", geometry: openFeature.geometry, properties: {
+          id: p.id, name: p.name, status: p.status, evses: p.evse_count, available_evses: p.available_evses,
+          max_power_kw: p.max_power_kw, limited: p.limited } };
+      } else {
+        delete favourites[id];
+      }
       button.setAttribute("aria-pressed", String(on));
       button.innerHTML = ICON.star + " " + (on ? "Saved" : "Save");
       renderList();
