@@ -123,6 +123,9 @@ def test_map_on_a_phone_header_search_sheet_and_list(live_server, world, browser
     marker_box = page.locator(f'.station-icon[data-station-id="{world[1].pk}"]').bounding_box()
     assert marker_box["y"] + marker_box["height"] <= sheet_box["y"], (marker_box, sheet_box)
     assert marker_box["y"] >= header["height"]
+    # ... and in the middle of what the sheet leaves (the tapped marker sat at the right edge).
+    assert abs(marker_box["x"] + 15 - PHONE["width"] / 2) < 40, marker_box
+    assert abs(marker_box["y"] + 15 - (header["height"] + sheet_box["y"]) / 2) < 60, (marker_box, sheet_box)
     start = sheet.locator("a.start-link")
     expect(start).to_have_attribute("href", f"/charging/start/{world[1].pk}/B1-1/")
     start_box = start.bounding_box()

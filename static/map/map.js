@@ -199,7 +199,7 @@
     });
     if (focused) {
       var again = mapElement.querySelector('.station-icon[data-station-id="' + focused + '"]');
-      if (again) again.focus();
+      if (again) again.focus({ preventScroll: true });
     }
   }
 
@@ -408,7 +408,7 @@
       document.body.dataset.panelRefreshed = String(Date.now());
       return;
     }
-    panel.focus();
+    panel.focus({ preventScroll: true });
     keepMarkerVisible(L.latLng(feature.geometry.coordinates[1], feature.geometry.coordinates[0]), options.fly);
     writeUrl();
   }
@@ -417,6 +417,9 @@
   function keepMarkerVisible(latlng, fly) {
     if (fly) map.setView(fly, Math.max(map.getZoom(), 15), { animate: false });
     if (!PHONE.matches) return;
+    // A tapped marker at the edge starts Leaflet's own pan-on-focus animation: stop it, or it undoes this pan.
+    map.stop();
+    map.invalidateSize({ pan: false });  // the sheet and the phone's toolbars change the map's size
     var size = map.getSize();
     var free = size.y - panel.offsetHeight;
     var point = map.latLngToContainerPoint(latlng);
