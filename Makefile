@@ -40,5 +40,7 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A mobilityplus beat --loglevel=info --schedule=/tmp/mobilityplus-celerybeat-schedule
 
+# collectstatic first: gunicorn serves the static files itself (whitenoise), compressed and with hashed names.
 serve: install
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(VENV)/bin/gunicorn mobilityplus.wsgi -c mobilityplus/gunicorn.conf.py

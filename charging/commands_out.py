@@ -105,6 +105,9 @@ def commands_url(party: Party) -> str | None:
     return connection.endpoint_url("commands", "RECEIVER")
 
 
+NO_COMMANDS_RECEIVER = "This operator does not support starting a session from the app."
+
+
 def check_startable(location: Location, evse: EVSE) -> None:
     """Raise CommandRefused when a driver cannot start at this EVSE from the app."""
     if location.party_id not in party_ids_accepting_our_cards():
@@ -112,7 +115,7 @@ def check_startable(location: Location, evse: EVSE) -> None:
     if evse.status in UNUSABLE_EVSE:
         raise CommandRefused(f"This charge point is {EVSE_STATE_WORDS.get(evse.status, evse.status.lower())}.")
     if not location.party.is_self and commands_url(location.party) is None:
-        raise CommandRefused("This operator does not support starting a session from the app.")
+        raise CommandRefused(NO_COMMANDS_RECEIVER)
 
 
 NOT_QUEUED_TEXT = "We could not pass your request on just now, so nothing was started. Please try again in a minute."

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from cards.models import Driver
 from charging.models import CDR, Command, Session
+from mobilityplus import display
 from roaming.models import Party
 from roaming.ocpi.envelope import format_datetime
 
@@ -81,10 +82,13 @@ def format_money(amount: Decimal | None, currency: str) -> str | None:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+    """The site's one duration format (`mobilityplus.display`)."""
+    return display.duration_text(seconds)
+
+
+def station_time(value: dt.datetime | None, location=None) -> str:
+    """A moment on the station's clock, labelled with its zone (ours when the station gives none)."""
+    return display.time_text(value, location.time_zone if location is not None else None)
 
 
 def local_time(value: dt.datetime, location=None) -> dt.datetime:
@@ -133,13 +137,13 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "evse": (session.evse.evse_id or session.evse.uid) if session.evse else session.evse_uid,
         "connector": session.connector_id,
         "start": format_datetime(session.start_date_time),
-        "start_display": local_time(session.start_date_time, session.location).strftime("%d %b %Y %H:%M"),
-        "end_display": local_time(end, session.location).strftime("%d %b %Y %H:%M") if end else None,
+        "start_display": station_time(session.start_date_time, session.location),
+        "end_display": station_time(end, session.location) if end else None,
         "kwh": f"{session.kwh:.2f}",
         "duration": format_duration(duration),
         "cost": format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency),
         "status": session.status,
-        "status_label": session.get_status_display(),
+        "status_label": display.status_text("session", session.status),
         "ended": ended,
         "can_stop": session.status in (Session.Status.ACTIVE, Session.Status.PENDING),
         "cdr": cdr,
@@ -188,7 +192,7 @@ def command_card(command: Command) -> dict:
         "type": command.type,
         "action": "Start" if command.type == Command.Type.START_SESSION else "Stop",
         "status": shown_status,
-        "status_label": "Pending" if shown_status == "pending" else command.get_status_display(),
+        "status_label": display.status_text("command", command.status),
         "text": command_text(command),
         "reason": " ".join(m for m in messages if m) or (reason if reason not in ("", "ACCEPTED") else ""),
         "station": (command.location.name or command.location.address) if command.location else "",
@@ -221,6 +225,15 @@ def live_view(driver: Driver, now: dt.datetime | None = None) -> dict:
         .order_by("-created_at")
         .first()
     )
+    if (
+        command is not None
+        and session is not None
+        and command.status not in Command.OPEN_STATUSES
+        and command.session_id != session.pk
+        and command.created_at < session.start_date_time
+    ):
+        # An older request's outcome ("No answer") above a later session would contradict it: the session wins.
+        command = None
     return {
         "session": session_card(session, now=now) if session else None,
         "command": command_card(command) if command else None,
@@ -248,7 +261,7 @@ class HistoryRow:
 
     @property
     def date_display(self) -> str:
-        return local_time(self.date, self.location).strftime("%d %b %Y %H:%M")
+        return station_time(self.date, self.location)
 
     @property
     def cost_display(self) -> str:
@@ -323,7 +336,7 @@ def history(driver: Driver, month: dt.date | None = None) -> list[HistoryRow]:
                 kwh=kwh,
                 cost=cost,
                 currency=currency,
-                status=session.get_status_display(),
+                status=display.status_text("session", session.status),
                 billed=bool(billed),
                 session_id=session.ocpi_id,
                 cdr_id=billed[0].ocpi_id if billed else "",

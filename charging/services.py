@@ -26,6 +26,7 @@ from charging.commands_in import (
 from charging.commands_out import (
     DEFAULT_RESULT_TIMEOUT_S,
     EVSE_STATE_WORDS,
+    NO_COMMANDS_RECEIVER,
     NOT_QUEUED_TEXT,
     RESULT_STATUS,
     UNUSABLE_EVSE,
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_RESULT_TIMEOUT_S",
     "EVSE_STATE_WORDS",
     "NOT_QUEUED_TEXT",
+    "NO_COMMANDS_RECEIVER",
     "RESULT_STATUS",
     "UNUSABLE_EVSE",
     "CommandNotQueued",

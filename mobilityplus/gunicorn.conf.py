@@ -37,6 +37,13 @@ def child_exit(server, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def on_starting(server) -> None:
+    """Static files: collected once if nobody ran collectstatic (`make serve` does before every start)."""
+    from mobilityplus.static_files import collect_if_missing
+
+    collect_if_missing()
+
+
 def post_worker_init(worker) -> None:
     """Before a worker serves: load every card of ours, so no authorization pays for a cache miss."""
     import time

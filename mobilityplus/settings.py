@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles: runserver leaves static files to whitenoise as gunicorn does.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
@@ -72,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from gunicorn (`make serve`): compressed, with content-hashed names cached for a year.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -204,8 +208,17 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Production: `collectstatic` (run by `make serve`) writes gzip/brotli copies and a manifest of hashed names,
+    # so a changed file gets a new URL and every file can be cached for a year. Development reads the sources.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "mobilityplus.static_files.StaticFilesStorage"
+    },
 }
+# Development (and tests) serve the sources through the finders; production only what collectstatic wrote.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"  # drivers; staff land on the staff overview (console.views.LandingLoginView)
@@ -405,6 +418,20 @@ MAP_STATUS_STALE_AFTER_MINUTES = int(os.environ.get("MAP_STATUS_STALE_AFTER_MINU
 MAP_MAX_STATIONS = int(os.environ.get("MAP_MAX_STATIONS", "1000"))
 # How long a map API answer may be reused; any status change bumps the cache version first.
 MAP_CACHE_SECONDS = int(os.environ.get("MAP_CACHE_SECONDS", "30"))
+# The driver map fetches what is on screen and the open station again this often (docs/driver-app.md).
+MAP_REFRESH_SECONDS = float(os.environ.get("MAP_REFRESH_SECONDS", "5"))
+# Password-reset mails: printed to the console in development, SMTP (EMAIL_HOST...) in production.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "false").lower() == "true"
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "MobilityPlus <no-reply@mobilityplus.be>")
 # How often the cluster counts (stations.MapCell) are rebuilt when something changed.
 MAP_CELLS_REFRESH_SECONDS = int(os.environ.get("MAP_CELLS_REFRESH_SECONDS", "60"))
 # ...and at least this often even when no writer bumped the map's cache version.
@@ -442,7 +469,8 @@ AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 AXES_DISABLE_ACCESS_LOG = True
 
 # Our stations as a CPO (docs/cpo.md): our OCPP central system, and what the drivers' eMSPs are sent.
-CHARGE_POINT_BACKEND_URL = os.environ.get("CHARGE_POINT_BACKEND_URL", "")  # unset: commands wait for the backend
+# Unset: commands wait for the backend, and the app offers no start at our own stations (card only).
+CHARGE_POINT_BACKEND_URL = os.environ.get("CHARGE_POINT_BACKEND_URL", "")
 CHARGE_POINT_BACKEND_TOKEN = os.environ.get("CHARGE_POINT_BACKEND_TOKEN", "")  # our bearer at the central system
 CHARGE_POINT_BACKEND_TIMEOUT_S = float(os.environ.get("CHARGE_POINT_BACKEND_TIMEOUT_S", "5"))
 CPO_SESSION_PATCH_INTERVAL_S = float(os.environ.get("CPO_SESSION_PATCH_INTERVAL_S", "60"))

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -8,10 +10,17 @@ from mobilityplus.health import healthz
 from mobilityplus.metrics import metrics_view
 from roaming.ocpi.endpoint import ocpi_not_found
 
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers and bots ask for /favicon.ico whatever the page says: send them to the (cache-busted) icon."""
+    return HttpResponsePermanentRedirect(static("img/favicon.svg"))
+
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/time-zone/", admin.site.admin_view(staff_time_zone), name="staff-time-zone"),
+    path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     # Staff land on the staff overview after logging in here, drivers on the map.
     path("accounts/login/", LandingLoginView.as_view(), name="login"),

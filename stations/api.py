@@ -10,17 +10,19 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from charging.startability import app_start, operator_takes_app_starts
+from mobilityplus import display
 from mobilityplus.api_errors import error_responses
 from stations import api_schema, selectors
 from stations.filters import STANDARD_LABELS, StationFilter
 from stations.models import EvseStatus, Location, MapStatus
 from stations.opening_hours import opening_cue, opening_hours_text
-from stations.services import parking_information
+from stations.services import add_favourite, parking_information, remove_favourite
 
 # What a driver reads for each code `stations.services.limited_access_reasons` stores (the lock).
 LIMITED_REASON_TEXT = {
@@ -231,14 +233,17 @@ def station_payload(location: Location) -> dict:
         reasons = ["Marked as limited access by MobilityPlus"]
     operator = (location.operator or {}).get("name") or location.party.name
     restrictions = [r for evse in location.evses.all() for r in evse.parking_restrictions or []]
+    operator_side = operator_takes_app_starts(location)
     evses = []
     for evse in location.evses.all():
         changed = evse.status_changed_at
+        start = app_start(evse, operator_side)
         evses.append(
             {
                 "uid": evse.uid,
                 "evse_id": evse.evse_id,
                 "status": evse.status,
+                "status_label": display.status_text("evse", evse.status),
                 "map_status": EVSE_MAP_STATUS.get(evse.status, MapStatus.UNKNOWN).value,
                 "status_changed_at": changed.isoformat() if changed else None,
                 "status_age_minutes": int((now - changed).total_seconds() // 60) if changed else None,
@@ -246,10 +251,11 @@ def station_payload(location: Location) -> dict:
                 # The map shows only stations whose operator accepts our card (the agreement says so); OCPI
                 # capabilities are optional, so a missing RFID_READER is no reason to tell a driver otherwise.
                 "card": True,
-                "app": "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or []),
-                "start_url": reverse_start(location.pk, evse.uid)
-                if "REMOTE_START_STOP_CAPABLE" in (evse.capabilities or [])
-                else None,
+                # The app start only where it can work: the EVSE is remotely startable AND the operator takes
+                # commands from us (charging.startability); otherwise the panel says "card only" up front.
+                "app": start.possible,
+                "app_reason": start.reason,
+                "start_url": reverse_start(location.pk, evse.uid) if start.possible else None,
                 "connectors": [
                     {
                         "id": connector.connector_id,
@@ -280,6 +286,7 @@ def station_payload(location: Location) -> dict:
             "open_now": opening_cue(location.opening_times, location.time_zone, now),
             "time_zone": location.time_zone,
             "status": location.map_status,
+            "status_label": display.status_text("map", location.map_status),
             "status_updated_at": location.status_updated_at.isoformat() if location.status_updated_at else None,
             "stale": selectors.is_stale(location.status_updated_at, now, confirmed),
             "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
@@ -287,11 +294,20 @@ def station_payload(location: Location) -> dict:
             "limited_reasons": reasons,
             "parking_information": [PARKING_INFORMATION_TEXT[code] for code in parking_information(restrictions)],
             "max_power_kw": location.max_power_kw,
+            "evse_count": len(evses),
+            "available_evses": sum(1 for evse in evses if evse["map_status"] == MapStatus.AVAILABLE),
+            # Opens the phone's maps app (or the maps site) with a route to the station.
+            "directions_url": "https://www.google.com/maps/dir/?api=1&destination="
+            f"{location.latitude:.6f},{location.longitude:.6f}",
             "card": any(evse["card"] for evse in evses),
             "app": any(evse["app"] for evse in evses),
+            "app_reason": "" if any(evse["app"] for evse in evses) else operator_side.reason or CARD_ONLY_EVSES,
             "evses": evses,
         },
     }
+
+
+CARD_ONLY_EVSES = "Card only: these charge points cannot be started from an app."
 
 
 def reverse_start(location_pk: int, evse_uid: str) -> str:
@@ -310,3 +326,51 @@ class StationDetailView(PublicMapView):
         if location is None:
             raise NotFound("No such station on the map.")
         return Response(station_payload(location))
+
+
+FAVOURITE = {
+    "type": "object",
+    "required": ["id", "favourite"],
+    "properties": {"id": {"type": "integer"}, "favourite": {"type": "boolean"}},
+}
+
+
+class FavouritesView(APIView):
+    """The logged-in driver's starred stations (session login; 403 otherwise)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="favourites_list",
+        summary="My favourite stations (GeoJSON, newest star first)",
+        responses={200: api_schema.NEARBY, **error_responses(403, 406)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"type": "FeatureCollection", "features": selectors.favourite_stations(request.user)})
+
+
+class FavouriteView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="favourite_add",
+        summary="Star a station (idempotent)",
+        request=None,
+        responses={200: FAVOURITE, 201: FAVOURITE, **error_responses(403, 404, 406)},
+    )
+    def put(self, request: Request, pk: int) -> Response:
+        location = selectors.visible_locations().filter(pk=pk).first()
+        if location is None:
+            raise NotFound("No such station on the map.")
+        created = add_favourite(request.user, location)
+        return Response({"id": pk, "favourite": True}, status=201 if created else 200)
+
+    @extend_schema(
+        operation_id="favourite_remove",
+        summary="Unstar a station (idempotent)",
+        request=None,
+        responses={200: FAVOURITE, **error_responses(403, 404, 406)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        remove_favourite(request.user, pk)
+        return Response({"id": pk, "favourite": False})

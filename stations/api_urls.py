@@ -9,4 +9,6 @@ urlpatterns = [
     path("stations/nearby", api.NearbyView.as_view(), name="nearby"),
     path("stations/search", api.SearchView.as_view(), name="search"),
     path("stations/<int:pk>", api.StationDetailView.as_view(), name="station"),
+    path("favourites", api.FavouritesView.as_view(), name="favourites"),
+    path("favourites/<int:pk>", api.FavouriteView.as_view(), name="favourite"),
 ]

@@ -306,3 +306,18 @@ class MapCell(models.Model):
 
     def __str__(self) -> str:
         return f"cell {self.level}/{self.x}/{self.y}: {self.stations}"
+
+
+class FavouriteStation(models.Model):
+    """A station a driver marked with a star on the map: listed first, one tap away."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="favourite_stations")
+    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "location"], name="favourite_station_once")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ★ {self.location_id}"

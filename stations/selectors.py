@@ -387,40 +387,90 @@ def station_detail(location_id: int) -> Location | None:
     )
 
 
+PLACE_RADIUS_KM = 10.0  # stations counted "in" a town of the gazetteer: within this distance of its centre
+
+
 def search_places(query: str, limit: int = 10) -> list[dict]:
-    """Stations and cities matching a name, city or postal code, from our own data (no outside geocoder)."""
+    """Towns (any language, no accents needed), then postal codes, operators and stations, each saying what it is.
+
+    Places come from the offline gazetteer (`stations.places`), with how many stations lie within
+    PLACE_RADIUS_KM; then our own data: postal codes and towns the gazetteer lacks, operators by name (the result
+    sets the operator filter), stations by name.
+    """
+    from stations.places import fold, gazetteer
+
     query = query.strip()
     if not query:
         return []
-    visible = visible_locations()
+    accepted = party_ids_accepting_our_cards()
+    visible = visible_locations(accepted)
     results: list[dict] = []
-    cities = (
-        visible.filter(postal_code__istartswith=query)
-        if query[:1].isdigit()
-        else visible.filter(city__istartswith=query)
-    )
-    cities = (
-        cities.values("city", "postal_code" if query[:1].isdigit() else "country")
+    numeric = query[:1].isdigit()
+    seen_places: set[str] = set()
+    if not numeric:
+        for place, matched in gazetteer().search(query, limit=4):
+            kind = "City" if place.population >= 100_000 else "Town"
+            label = place.name if fold(place.name) == matched else f"{place.name} ({matched.title()})"
+            results.append(
+                {
+                    "kind": "place",
+                    "what": f"{kind} in {place.country}",
+                    "label": label,
+                    "stations": visible.filter(around(place.latitude, place.longitude, PLACE_RADIUS_KM).location_q())
+                    .order_by()
+                    .count(),
+                    "lat": place.latitude,
+                    "lon": place.longitude,
+                }
+            )
+            seen_places.add(fold(place.name))
+    # Our own towns and postal codes (villages the gazetteer does not list, and postal codes it has not at all).
+    own = visible.filter(postal_code__istartswith=query) if numeric else visible.filter(city__istartswith=query)
+    own = (
+        own.values("city", "postal_code" if numeric else "country")
         .annotate(stations=Count("id"), lat=Avg("latitude"), lon=Avg("longitude"))
         .order_by("-stations")[:5]
     )
-    for row in cities:
-        label = f"{row['postal_code']} {row['city']}" if "postal_code" in row else row["city"]
+    for row in own:
+        if not numeric and fold(row["city"]) in seen_places:
+            continue
+        label = f"{row['postal_code']} {row['city']}" if numeric else row["city"]
         results.append(
-            {"kind": "place", "label": label, "stations": row["stations"], "lat": row["lat"], "lon": row["lon"]}
+            {
+                "kind": "place",
+                "what": "Postal code" if numeric else "Town",
+                "label": label,
+                "stations": row["stations"],
+                "lat": row["lat"],
+                "lon": row["lon"],
+            }
         )
+    if not numeric:
+        for party in Party.objects.filter(pk__in=accepted, name__icontains=query).order_by("name")[:3]:
+            results.append(
+                {
+                    "kind": "operator",
+                    "what": "Operator",
+                    "label": party.name,
+                    "operator": party.ocpi_id,
+                    "lat": None,
+                    "lon": None,
+                }
+            )
     # Unordered so the database stops at the first few matches (a city name matches thousands of stations).
+    by_name = Q(name__icontains=query) | Q(postal_code__istartswith=query) if numeric else Q(name__icontains=query)
     stations = (
-        visible.filter(name__icontains=query)
+        visible.filter(by_name)
         .order_by()
-        .values("id", "name", "city", "latitude", "longitude")[: max(0, limit - len(results))]
+        .values("id", "name", "city", "postal_code", "latitude", "longitude")[: max(2, limit - len(results))]
     )
     for row in sorted(stations, key=lambda row: row["name"]):
         results.append(
             {
                 "kind": "station",
+                "what": "Station",
                 "id": row["id"],
-                "label": f"{row['name']}, {row['city']}",
+                "label": f"{row['name']}, {row['postal_code']} {row['city']}".replace(",  ", ", "),
                 "lat": row["latitude"],
                 "lon": row["longitude"],
             }
@@ -442,3 +492,15 @@ def roaming_partners_for_drivers():
         .annotate(station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0))
         .order_by("name")
     )
+
+
+# --- favourite stations -----------------------------------------------------------------------------
+def favourite_stations(user) -> list[dict]:
+    """A driver's starred stations still on the map, newest star first, as map features (two queries)."""
+    from stations.models import FavouriteStation
+
+    ids = list(FavouriteStation.objects.filter(user=user).values_list("location_id", flat=True))
+    rows = {row["id"]: row for row in visible_locations().filter(pk__in=ids).values(*STATION_FIELDS)}
+    now = timezone.now()
+    confirmed = status_confirmed_at(row["source_id"] for row in rows.values())
+    return [station_feature(rows[pk], now, confirmed) for pk in ids if pk in rows]

@@ -555,3 +555,20 @@ def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | No
     if count:
         bump_map_cache_version()
     return count
+
+
+# --- favourite stations -------------------------------------------------------------------------
+def add_favourite(user, location: Location) -> bool:
+    """Star a station for a driver; True when it was new (a second star is a no-op)."""
+    from stations.models import FavouriteStation
+
+    _, created = FavouriteStation.objects.get_or_create(user=user, location=location)
+    return created
+
+
+def remove_favourite(user, location_id: int) -> bool:
+    """Unstar; True when there was a star."""
+    from stations.models import FavouriteStation
+
+    deleted, _ = FavouriteStation.objects.filter(user=user, location_id=location_id).delete()
+    return bool(deleted)

@@ -9,12 +9,14 @@ from django.shortcuts import render
 
 from stations import selectors
 from stations.filters import CONNECTOR_STANDARDS, POWER_STEPS, operator_choices
+from stations.places import warm_in_background
 
 # The standards offered in the filter menu (the API accepts every OCPI ConnectorType).
 MENU_STANDARDS = ["IEC_62196_T2", "IEC_62196_T2_COMBO", "CHADEMO", "IEC_62196_T1", "TESLA_S", "DOMESTIC_F"]
 
 
 def map_page(request: HttpRequest) -> HttpResponse:
+    warm_in_background()  # the place search's gazetteer, ready by the time the driver types
     labels = dict(CONNECTOR_STANDARDS)
     return render(
         request,
@@ -24,6 +26,8 @@ def map_page(request: HttpRequest) -> HttpResponse:
             "power_steps": [f"{step:g}" for step in POWER_STEPS if step],
             "operators": operator_choices(),
             "stale_after_minutes": settings.MAP_STATUS_STALE_AFTER_MINUTES,
+            # What is on screen and the open station are fetched again this often (paused while the tab is hidden).
+            "refresh_seconds": getattr(settings, "MAP_REFRESH_SECONDS", 5),
         },
     )
 

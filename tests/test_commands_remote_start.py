@@ -39,6 +39,8 @@ from tests.factories import (
 )
 from tests.ocpi_peer import PeerResponse, dropped, ok
 
+# Remotely startable (OCPI capability): the app start is offered only there (charging.startability).
+REMOTE = ["RFID_READER", "REMOTE_START_STOP_CAPABLE"]
 pytestmark = pytest.mark.django_db
 
 CPO_TOKEN = OCPI_TOKEN = "cpo-calls-us"
@@ -65,7 +67,7 @@ class World:
         )
         RoamingAgreementFactory(partner=self.cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
         self.location = LocationFactory(party=self.cpo, ocpi_id="LOC1", name="Gent Zuid")
-        self.evse = EVSEFactory(location=self.location, uid="3256", evse_id="NL*ALL*E3256")
+        self.evse = EVSEFactory(location=self.location, uid="3256", evse_id="NL*ALL*E3256", capabilities=REMOTE)
         ConnectorFactory(evse=self.evse)
         self.driver = DriverFactory()
         self.card = CardFactory(driver=self.driver)
@@ -260,7 +262,7 @@ def test_cannot_start_without_an_active_card_or_where_it_cannot_work(client, wor
     world.evse.save()
     world.connection.endpoints = []
     world.connection.save()
-    assert "does not support starting" in client.get(world.start_url).content.decode()
+    assert "does not take starts from the app" in client.get(world.start_url).content.decode()
 
     other_driver_card = CardFactory()
     world.connection.endpoints = [{"identifier": "commands", "role": "RECEIVER", "url": ocpi_peer.url("/x")}]
@@ -290,9 +292,10 @@ def test_stop_sends_stop_session_once(ocpi, client, world, ocpi_peer, django_cap
     assert live(client)["command"]["text"] == "The charge point is stopping the session."
 
 
+@override_settings(CHARGE_POINT_BACKEND_URL="http://127.0.0.1:9/ocpp")
 def test_start_at_our_own_station_goes_to_our_charge_point_backend(client, django_capture_on_commit_callbacks):
     location = LocationFactory(party=own_party(), ocpi_id="MBP-1")
-    evse = EVSEFactory(location=location, uid="MBP-1-1")
+    evse = EVSEFactory(location=location, uid="MBP-1-1", capabilities=REMOTE)
     driver = DriverFactory()
     card = CardFactory(driver=driver)
     client.force_login(driver.user)

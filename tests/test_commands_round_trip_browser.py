@@ -8,6 +8,7 @@ growing energy, stops it and POSTs the CDR. Headless Chromium checks that the dr
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ from tests.factories import (
 )
 from tests.ocpi_peer import ok
 
+# Remotely startable (OCPI capability): the app start is offered only there (charging.startability).
+REMOTE = ["RFID_READER", "REMOTE_START_STOP_CAPABLE"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 # The main screens, shown in the README.
@@ -71,7 +74,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     )
     RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     location = LocationFactory(party=cpo, ocpi_id="LOC1", name="Gent Sint-Pieters")
-    evse = EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256")
+    evse = EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256", capabilities=REMOTE)
     ConnectorFactory(evse=evse)
     user = UserFactory(username="dana")
     driver = DriverFactory(user=user)
@@ -93,7 +96,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
 
     # The CPO got exactly one START_SESSION for our card; the driver sees it pending.
     page.wait_for_url(f"{live_server.url}/charging/")
-    expect(page.get_by_test_id("command-status")).to_have_text("Pending")
+    expect(page.get_by_test_id("command-status")).to_have_text(re.compile("Sending|Waiting for the charge point"))
     page.evaluate("window.stillTheSamePage = true")  # a reload would lose it
     starts = [r for r in ocpi_peer.requests if r.path.endswith("START_SESSION")]
     assert len(starts) == 1
@@ -156,7 +159,7 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     # The driver stops from the app; the CPO answers and ends the session.
     with page.expect_navigation():  # the stop is a form post, answered with a redirect back here
         page.get_by_test_id("stop").click()
-    expect(page.get_by_test_id("command-status")).to_have_text("Pending")
+    expect(page.get_by_test_id("command-status")).to_have_text(re.compile("Sending|Waiting for the charge point"))
     page.evaluate("window.stillTheSamePage = true")
     stops = [r for r in ocpi_peer.requests if r.path.endswith("STOP_SESSION")]
     assert len(stops) == 1 and stops[0].json()["session_id"] == "SESS-42"
@@ -173,6 +176,10 @@ def test_start_follow_stop_and_bill_in_the_browser(live_server, ocpi_peer, setti
     )
     expect(page.get_by_test_id("session-status")).to_have_text("Ended", timeout=WAIT_MS)
     expect(page.get_by_test_id("cdr-waiting")).to_be_visible()
+    # The history below takes the ended session at once, without a reload.
+    expect(page.get_by_test_id("history")).to_contain_text("Gent", timeout=WAIT_MS)
+    expect(page.get_by_test_id("history")).to_contain_text("Ended")
+    assert page.evaluate("window.stillTheSamePage") is True
 
     # The CDR arrives: the page shows the final energy and cost.
     cdr = {

@@ -109,7 +109,9 @@ def station_and_driver(transactional_db):
     )
     RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     location = MapLocationFactory(party=cpo, ocpi_id="LOC-GENT", name="Gent Zuid", latitude=51.04, longitude=3.73)
-    evse = EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256")
+    evse = EVSEFactory(
+        location=location, uid="3256", evse_id="NL*ALL*E3256", capabilities=["REMOTE_START_STOP_CAPABLE"]
+    )
     ConnectorFactory(evse=evse)
     driver = DriverFactory()
     card = CardFactory(driver=driver)

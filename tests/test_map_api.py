@@ -345,6 +345,10 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     client, partner, settings, django_assert_max_num_queries
 ):
     settings.MAP_STATUS_STALE_AFTER_MINUTES = 30
+    # The operator takes our commands: its remotely startable charge points can be started from the app.
+    PartnerConnectionFactory(
+        party=partner, endpoints=[{"identifier": "commands", "role": "RECEIVER", "url": "http://127.0.0.1:9/c"}]
+    )
     now = timezone.now()
     location = MapLocationFactory(
         party=partner,
@@ -391,7 +395,8 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     ConnectorFactory(evse=slow)
     EVSEFactory(location=location, uid="E3", status="REMOVED")
 
-    with django_assert_max_num_queries(5):  # agreement rule (2) + location, EVSEs, connectors
+    # agreement rule (2) + location, EVSEs, connectors + the operator's commands receiver (app start)
+    with django_assert_max_num_queries(6):
         body = client.get(f"/api/v1/stations/{location.pk}").json()
     props = body["properties"]
     assert props["operator"] == "Fast Charging BV"
@@ -409,6 +414,7 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     assert [(c["label"], c["power_kw"]) for c in e1["connectors"]] == [("CCS (Combo 2)", 150.0), ("CHAdeMO", 50.0)]
     assert e2["map_status"] == "available" and e2["stale"] is True
     assert e2["card"] is True and e2["app"] is False and e2["start_url"] is None
+    assert e2["app_reason"] == "Card only: this charge point cannot be started from an app."
 
     assert client.get("/api/v1/stations/999999").status_code == 404
 
@@ -422,16 +428,18 @@ def test_search_finds_cities_postal_codes_and_station_names_we_show(client, part
     )
     MapLocationFactory(name="Gent Secret", city="Gentbrugge", postal_code="9050")  # no agreement
     results = client.get("/api/v1/stations/search", {"q": "gent"}).json()["results"]
+    # The town from the gazetteer (GeoNames' centre of Gent), with the stations we show within 10 km.
     assert results[0] == {
         "kind": "place",
+        "what": "City in Belgium",
         "label": "Gent",
         "stations": 2,
-        "lat": pytest.approx(51.04),
-        "lon": pytest.approx(3.715),
+        "lat": pytest.approx(51.05, abs=0.01),
+        "lon": pytest.approx(3.717, abs=0.01),
     }
-    assert [r["label"] for r in results if r["kind"] == "station"] == ["Gent Sint-Pieters, Gent"]
+    assert [r["label"] for r in results if r["kind"] == "station"] == ["Gent Sint-Pieters, 9000 Gent"]
     by_code = client.get("/api/v1/stations/search", {"q": "900"}).json()["results"]
-    assert [r["label"] for r in by_code] == ["9000 Gent"]
+    assert [r["label"] for r in by_code if r["kind"] == "place"] == ["9000 Gent"]
     assert client.get("/api/v1/stations/search", {"q": "x"}).status_code == 400
 
 

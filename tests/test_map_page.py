@@ -14,7 +14,14 @@ from roaming.models import RoamingAgreement
 from roaming.selectors import own_party
 from stations.map_cells import refresh_map_cells
 from stations.selectors import bump_map_cache_version
-from tests.factories import ConnectorFactory, EVSEFactory, MapLocationFactory, PartyFactory, RoamingAgreementFactory
+from tests.factories import (
+    ConnectorFactory,
+    EVSEFactory,
+    MapLocationFactory,
+    PartnerConnectionFactory,
+    PartyFactory,
+    RoamingAgreementFactory,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # The main screens, shown in the README.
@@ -30,6 +37,10 @@ def demo_map(settings):
     partner = RoamingAgreementFactory(
         direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS, partner__name="Allego"
     ).partner
+    # Allego takes our commands: its remotely startable charge points can be started from the app.
+    PartnerConnectionFactory(
+        party=partner, endpoints=[{"identifier": "commands", "role": "RECEIVER", "url": "http://127.0.0.1:9/commands"}]
+    )
     me = own_party()
     stations = {}
     statuses = ["available", "in_use", "faulty", "unknown"]
@@ -137,6 +148,12 @@ def test_map_shows_clusters_then_stations_filters_and_the_lock(live_server, demo
     expect(panel).to_contain_text("Operator: Allego")
     expect(panel).to_contain_text("Type 2 · 22 kW")
     expect(panel.locator("a.start-link")).to_have_attribute("href", f"/charging/start/{demo_map['limited'].pk}/HM-1/")
+    expect(panel.get_by_test_id("card-only")).to_have_count(0)  # the app start works here: no "card only"
+    expect(panel.get_by_test_id("card-help")).to_contain_text("start from the app")
+    expect(panel.get_by_test_id("free-total")).to_have_text("1 of 1 free")
+    expect(panel.get_by_test_id("directions")).to_have_attribute("href", re.compile(r"destination=50\.85"))
+    expect(panel.get_by_test_id("evse-status")).to_have_text("Available")
+    expect(locked).to_have_attribute("data-free", "1/1")
     assert f"station={demo_map['limited'].pk}" in page.url
     page.screenshot(path=str(OUTPUT / "map-station-panel.png"))
     page.keyboard.press("Escape")
@@ -173,11 +190,13 @@ def test_search_near_me_keyboard_and_phone(live_server, demo_map, browser):
     expect(page.locator("#map")).to_be_visible()
     assert page.locator("#map").bounding_box()["height"] > 250
 
-    # Search our own data by city, then jump there.
+    # Search a town (the gazetteer), then jump there; the result says what it is and how many stations it has.
     page.fill("#search-input", "Amster")
     page.press("#search-input", "Enter")
-    result = page.locator("#search-results button", has_text="Amsterdam (5 stations)")
+    result = page.locator("#search-results button[data-kind=place]", has_text="Amsterdam").first
     expect(result).to_be_visible()
+    expect(result).to_contain_text("City in")
+    expect(result).to_contain_text("5 stations")
     reload_done(page, result.click)
     amsterdam = {s.pk for k, s in demo_map.items() if k.startswith("amsterdam")}
     assert marker_ids(page) == amsterdam
@@ -197,3 +216,36 @@ def test_search_near_me_keyboard_and_phone(live_server, demo_map, browser):
     page.keyboard.press("Enter")
     expect(page.locator("#station-panel")).to_contain_text("Limited access")
     page.screenshot(path=str(OUTPUT / "map-phone.png"))
+
+
+def test_the_map_refreshes_what_is_on_screen_and_the_open_panel_by_itself(live_server, demo_map, browser, settings):
+    """A driver who keeps the map open sees a charger go from available to in use within 5 s (no reload)."""
+    from stations.services import refresh_location_summaries
+
+    settings.MAP_REFRESH_SECONDS = 1
+    station = demo_map["limited"]
+    page = open_map(browser, f"{live_server.url}/?lat=50.85&lon=4.355&z=15&station={station.pk}")
+    # No tile server here: the offline basemap (Natural Earth borders) is drawn under the markers.
+    page.wait_for_function("() => document.body.dataset.basemap === 'offline'")
+    panel = page.locator("#station-panel")
+    expect(panel.get_by_test_id("evse-status")).to_have_text("Available")
+    marker = page.locator(f'.station-icon[data-station-id="{station.pk}"]')
+    expect(marker).to_have_attribute("data-status", "available")
+    page.evaluate("window.stillTheSamePage = true")
+
+    # The charger is taken: a writer stores the status and drops the cached map answers, as every writer does.
+    station.evses.update(status="CHARGING", status_changed_at=timezone.now())
+    refresh_location_summaries([station.pk])
+    bump_map_cache_version()
+    expect(marker).to_have_attribute("data-status", "in_use", timeout=5000)
+    expect(marker).to_have_attribute("data-free", "0/1")
+    expect(panel.get_by_test_id("evse-status")).to_have_text("In use", timeout=5000)
+    expect(panel.get_by_test_id("free-total")).to_have_text("0 of 1 free")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    # A hidden tab asks nothing.
+    page.evaluate("() => Object.defineProperty(document, 'hidden', {value: true, configurable: true})")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/stations" in r.url else None)
+    page.wait_for_timeout(2500)
+    assert requests == []

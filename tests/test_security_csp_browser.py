@@ -36,6 +36,8 @@ from tests.factories import (
     UserFactory,
 )
 
+# Remotely startable (OCPI capability): the app start is offered only there (charging.startability).
+REMOTE = ["RFID_READER", "REMOTE_START_STOP_CAPABLE"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 RECORD_VIOLATIONS = """
@@ -160,13 +162,14 @@ def test_the_start_and_live_session_pages_work_under_the_policy(live_server, wat
     )
     RoamingAgreementFactory(partner=cpo, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STATIONS)
     location = LocationFactory(party=cpo, ocpi_id="LOC1", name="Gent Sint-Pieters")
-    ConnectorFactory(evse=EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256"))
+    ConnectorFactory(evse=EVSEFactory(location=location, uid="3256", evse_id="NL*ALL*E3256", capabilities=REMOTE))
     card = CardFactory(driver=DriverFactory(user=UserFactory(username="dana")), visual_number="MBP-0001")
     SessionFactory(party=cpo, card=card, location_ocpi_id="LOC1", evse_uid="3256", kwh=4.5)
 
     log_in(page, live_server, "dana", f"/charging/start/{location.pk}/3256/")
     # The start page's one-press guard (static/charging/start.js) runs: the button is disabled on the first press.
     page.evaluate("() => { document.querySelector('[data-testid=start]').form.onsubmit = e => e.preventDefault(); }")
+    page.get_by_test_id("confirm-second").check()  # dana's session is still live: a second start is confirmed
     page.get_by_test_id("start").click()
     expect(page.get_by_test_id("start")).to_be_disabled()
     expect(page.get_by_test_id("start")).to_have_text("Starting…")

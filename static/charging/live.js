@@ -83,6 +83,30 @@
   }
 
   var lastSignature = null;
+  var liveSessionId = null;  // the session charging now, as last seen
+
+  // A session just ended: the history below shows it at once (the page's own HTML, fetched again).
+  function refreshHistory() {
+    var history = document.getElementById("history-panel");
+    if (!history) { return; }
+    fetch(window.location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("history-panel");
+        if (fresh) {
+          history.replaceChildren.apply(history, Array.prototype.slice.call(fresh.childNodes));
+          history.dataset.updated = String(Date.now());
+        }
+      })
+      .catch(function () { /* next end of session will try again */ });
+  }
+
+  function watchEnd(data) {
+    var nowLive = data.session && !data.session.ended ? data.session.id : null;
+    if (liveSessionId !== null && nowLive !== liveSessionId) { refreshHistory(); }
+    liveSessionId = nowLive;
+  }
 
   // What the driver would notice changing; the ticking duration alone does not count.
   function signature(data) {
@@ -93,6 +117,7 @@
   }
 
   function render(data) {
+    watchEnd(data);
     var current = signature(data);
     if (current === lastSignature) {
       // Nothing new: only the clock moves, and the live region is not re-announced.
@@ -117,6 +142,10 @@
       .then(function (data) { if (data) { render(data); } })
       .catch(function () { /* offline for a moment: try again next tick */ })
       .finally(function () { window.setTimeout(poll, interval); });
+  }
+  var initial = panel.querySelector("[data-testid=session]");
+  if (initial && !initial.classList.contains("session-ended") && panel.dataset.session) {
+    liveSessionId = parseInt(panel.dataset.session, 10);
   }
   window.setTimeout(poll, interval);
 })();
