@@ -30,7 +30,6 @@ from django.db import connection, transaction
 from django.db.models.functions import Coalesce
 
 from roaming.selectors import party_ids_accepting_our_cards
-from stations.bulk_writes import bulk_insert
 from stations.models import Location, MapCell, MapCellMember, MapDirtyLocation
 
 # The minimum-power steps the map offers (stations.filters validates against the same list).
@@ -314,18 +313,22 @@ def _apply_deltas(cursor, deltas: dict) -> None:
             copy.write_row(row)
     cursor.execute("ANALYZE map_cell_delta")
     same = " AND ".join(f"c.{name} = d.{name}" for name in _KEY_COLUMNS if name != "party_id")
-    party = "(c.party_id = d.party_id OR (c.party_id IS NULL AND d.party_id IS NULL))"
-    cursor.execute(
-        f"UPDATE {table} c SET stations = c.stations + d.stations, sum_latitude = c.sum_latitude + d.sum_latitude, "  # noqa: S608
-        f"sum_longitude = c.sum_longitude + d.sum_longitude FROM map_cell_delta d WHERE {same} AND {party}"
-    )
+    # Two statements per step, with and without a party, so each matches the cells' index (kind, level, party, x, y).
+    for party in ("c.party_id = d.party_id", "c.party_id IS NULL AND d.party_id IS NULL"):
+        cursor.execute(
+            f"UPDATE {table} c SET stations = c.stations + d.stations, "  # noqa: S608
+            "sum_latitude = c.sum_latitude + d.sum_latitude, sum_longitude = c.sum_longitude + d.sum_longitude "
+            f"FROM map_cell_delta d WHERE {same} AND {party}"
+        )
     cursor.execute(
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join('d.' + c for c in columns)} "  # noqa: S608
-        f"FROM map_cell_delta d WHERE NOT EXISTS (SELECT 1 FROM {table} c WHERE {same} AND {party})"
+        f"FROM map_cell_delta d WHERE d.party_id IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {table} c WHERE {same} AND c.party_id = d.party_id) "
+        f"UNION ALL SELECT {', '.join('d.' + c for c in columns)} FROM map_cell_delta d WHERE d.party_id IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {table} c WHERE {same} AND c.party_id IS NULL)"
     )
-    cursor.execute(
-        f"DELETE FROM {table} c USING map_cell_delta d WHERE {same} AND {party} AND c.stations <= 0"  # noqa: S608
-    )
+    for party in ("c.party_id = d.party_id", "c.party_id IS NULL AND d.party_id IS NULL"):
+        cursor.execute(f"DELETE FROM {table} c USING map_cell_delta d WHERE {same} AND {party} AND c.stations <= 0")  # noqa: S608
 
 
 def update_map_cells() -> int:
@@ -366,12 +369,12 @@ def update_map_cells() -> int:
                 for member in now.values():
                     _contributions(member, accepted, 1, deltas)
                 MapCellMember.objects.filter(location_id__in=chunk).delete()
-                bulk_insert(
-                    MapCellMember,
+                MapCellMember.objects.bulk_create(
                     [
-                        dict(zip(["location_id", *_MEMBER_FIELDS], (pk, *member), strict=True))
+                        MapCellMember(location_id=pk, **dict(zip(_MEMBER_FIELDS, member, strict=True)))
                         for pk, member in now.items()
                     ],
+                    batch_size=2000,
                 )
             _apply_deltas(cursor, deltas)
     return len(ids)

@@ -585,6 +585,12 @@ def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, 
     note_changed_places(points)
 
 
+_LOCATION_EVSES_SQL = (
+    "SELECT e.id, e.status, e.status_changed_at, l.removed_at, l.latitude, l.longitude "
+    "FROM stations_evse e JOIN stations_location l ON l.id = e.location_id WHERE l.id = %s"
+)
+
+
 def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: StatusPatch) -> bool:
     """A status-only PATCH of one EVSE, writing only what changed; False when it needs the general path.
 
@@ -612,16 +618,16 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
         return True
     now = timezone.now()
     with transaction.atomic():
-        location = (
-            Location.objects.select_for_update()
-            .filter(pk=location_pk)
-            .values_list("removed_at", "latitude", "longitude")
-            .first()
-        )
-        evses = list(EVSE.objects.filter(location_id=location_pk).values_list("pk", "status", "status_changed_at"))
+        # The location's row lock (as the general path takes it) and its EVSEs, in one round trip.
+        with db.cursor() as cursor:
+            lock = " FOR UPDATE OF l" if db.vendor == "postgresql" else ""
+            cursor.execute(_LOCATION_EVSES_SQL + lock, [location_pk])
+            rows = cursor.fetchall()
+        evses = [(pk, other, _aware(at)) for pk, other, at, *_rest in rows]
         current = next((e for e in evses if e[0] == evse_pk), None)
-        if location is None or location[0] is not None or current is None or current[1] == EvseStatus.REMOVED:
+        if not rows or rows[0][3] is not None or current is None or current[1] == EvseStatus.REMOVED:
             return False  # changed under us before the lock: nothing written yet
+        location = rows[0][3:]
         changes: dict[str, Any] = {"last_updated": Greatest(F("last_updated"), stamp)}
         if patch.status_schedule is not None:
             changes["status_schedule"] = patch.status_schedule
@@ -648,3 +654,11 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
         )
         note_map_changes([location_pk], [location[1:]])
     return True
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    """A datetime column read by raw SQL (text on SQLite)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
