@@ -115,6 +115,8 @@ def maintain(today: dt.date | None = None) -> dict:
     with transaction.atomic(), connection.cursor() as cursor:
         # Short lock waits: DDL on the parent queues behind readers; better to retry at the next run.
         cursor.execute("SET LOCAL lock_timeout = '5s'")
+        # Rows written earlier in this transaction (a caller's) would keep a partition busy with their checks.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         made = ensure_partitions(cursor, today)
         dropped = drop_old_partitions(cursor, today)
     if made or dropped:
