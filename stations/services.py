@@ -586,8 +586,9 @@ def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, 
 
 
 _LOCATION_EVSES_SQL = (
-    "SELECT e.id, e.status, e.status_changed_at, l.removed_at, l.latitude, l.longitude "
-    "FROM stations_evse e JOIN stations_location l ON l.id = e.location_id WHERE l.id = %s"
+    "SELECT e.id, e.uid, e.status, e.status_schedule, e.status_changed_at, l.id, l.removed_at, l.latitude, "
+    "l.longitude FROM stations_location l JOIN stations_evse e ON e.location_id = l.id "
+    "WHERE l.party_id = %s AND l.ocpi_id = %s"
 )
 
 
@@ -601,42 +602,31 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
     next full version is written whatever it holds. The general path takes over for an unknown location
     or EVSE (or one matching only case-insensitively), a removed location or EVSE, and REMOVED itself.
     """
-    found = (
-        EVSE.objects.filter(location__party_id=party_id, location__ocpi_id=location_id, uid=evse_uid)
-        .values_list("pk", "location_id", "status", "status_schedule", "location__removed_at")
-        .first()
-    )
-    if found is None:
-        return False
-    evse_pk, location_pk, status, schedule, removed_at = found
-    if removed_at is not None or status == EvseStatus.REMOVED:
-        return False
-    stamp = patch.last_updated
-    if status == patch.status and patch.status_schedule in (None, schedule):
-        # Nothing the map shows changed: only the time the partner confirmed the status moves (never back).
-        EVSE.objects.filter(pk=evse_pk, status=patch.status).update(last_updated=Greatest(F("last_updated"), stamp))
-        return True
-    now = timezone.now()
+    stamp, now = patch.last_updated, timezone.now()
     with transaction.atomic():
-        # The location's row lock (as the general path takes it) and its EVSEs, in one round trip.
+        # The location's row lock (as the general path takes it) and all its EVSEs, in one round trip.
         with db.cursor() as cursor:
             lock = " FOR UPDATE OF l" if db.vendor == "postgresql" else ""
-            cursor.execute(_LOCATION_EVSES_SQL + lock, [location_pk])
+            cursor.execute(_LOCATION_EVSES_SQL + lock, [party_id, location_id])
             rows = cursor.fetchall()
-        evses = [(pk, other, _aware(at)) for pk, other, at, *_rest in rows]
-        current = next((e for e in evses if e[0] == evse_pk), None)
-        if not rows or rows[0][3] is not None or current is None or current[1] == EvseStatus.REMOVED:
-            return False  # changed under us before the lock: nothing written yet
-        location = rows[0][3:]
+        current = next((row for row in rows if row[1] == evse_uid), None)
+        if current is None or current[6] is not None or current[2] == EvseStatus.REMOVED:
+            return False  # unknown (or only case-insensitively known), removed: the general path decides
+        evse_pk, location_pk, location = current[0], current[5], current[6:]
+        evses = [(pk, other, _aware(at)) for pk, _uid, other, _schedule, at, *_rest in rows]
+        if current[2] == patch.status and patch.status_schedule in (None, _json(current[3])):
+            # Nothing the map shows changed: only the time the partner confirmed the status moves (never back).
+            EVSE.objects.filter(pk=evse_pk).update(last_updated=Greatest(F("last_updated"), stamp))
+            return True
         changes: dict[str, Any] = {"last_updated": Greatest(F("last_updated"), stamp)}
         if patch.status_schedule is not None:
             changes["status_schedule"] = patch.status_schedule
-        if current[1] == patch.status:  # another push set it meanwhile
+        if current[2] == patch.status:  # only the schedule changed
             EVSE.objects.filter(pk=evse_pk).update(**changes)
             return True
         changed_at = min(stamp, now)
         EVSE.objects.filter(pk=evse_pk).update(status=patch.status, status_changed_at=changed_at, **changes)
-        record_status_changes([StatusChange(evse_pk, location_pk, patch.status, changed_at, current[1])])
+        record_status_changes([StatusChange(evse_pk, location_pk, patch.status, changed_at, current[2])])
         live = [
             (patch.status, changed_at) if pk == evse_pk else (other, at)
             for pk, other, at in evses
@@ -662,3 +652,8 @@ def _aware(value: Any) -> dt.datetime | None:
         return value
     parsed = dt.datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read by raw SQL (text with Django's database adapters)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
