@@ -348,11 +348,11 @@ def main() -> int:
     load(args.stations, args.regenerate)
     from stations.map_cells import refresh_map_cells
 
+    _parties, accepted, _feeds = bench_parties()
+    target, probe_token = probe_target(accepted)  # before the cells are built: it may set a status directly
     started = time.perf_counter()
     refresh_map_cells()
     rebuild_s = time.perf_counter() - started
-    _parties, accepted, _feeds = bench_parties()
-    target, probe_token = probe_target(accepted)
     evses_total = EVSE.objects.count()
     base = f"http://127.0.0.1:{args.port}"
     env = {

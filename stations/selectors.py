@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import orjson
 from django.conf import settings
 from django.db.models import Avg, Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import ASin, Cos, Floor, Power, Radians, Sin, Sqrt
@@ -257,6 +258,11 @@ def live_clusters(locations: QuerySet[Location], level: int) -> list[dict]:
 
 
 def map_features(bbox: BBox, zoom: int, filters: MapFilters) -> dict:
+    """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
+    return orjson.loads(map_features_json(bbox, zoom, filters))
+
+
+def map_features_json(bbox: BBox, zoom: int, filters: MapFilters) -> bytes:
     """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
     accepted = party_ids_accepting_our_cards()
     key = f"{bbox.key()}:{zoom}:{filters.key()}:{','.join(map(str, sorted(accepted)))}"
