@@ -15,7 +15,9 @@ Loads the map bench's stations (bench/map.py: COPY, kept between runs) and about
    city and street views, so their answers can be cached), then the same readers together with the pushes;
 4. the freshness lag: during the combined run, a station's status is pushed and its viewport read every
    50 ms until it shows the change;
-5. the cluster cells: the bench process takes in the changed locations every MAP_CELLS_REFRESH_SECONDS, as
+5. CPU per request (the gunicorn workers' and their PostgreSQL backends', from /proc): what the capacity
+   figures in docs/scaling.md rest on;
+6. the cluster cells: the bench process takes in the changed locations every MAP_CELLS_REFRESH_SECONDS, as
    the beat task does, timing each update, and checks the cells against a recount at the end.
 
 Last line: name=value figures.
@@ -228,6 +230,31 @@ def ceiling(url: str, seconds: int, connections: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server_pid: int) -> tuple[float, float]:
+    """CPU used so far by the gunicorn workers and by this database's PostgreSQL backends (their connections)."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server_pid:
+                workers.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        backends = [row[0] for row in cursor.fetchall()]
+    return sum(_cpu_of(pid) for pid in workers), sum(_cpu_of(pid) for pid in backends)
+
+
 def history_rows() -> int:
     return EvseStatusChange.objects.count()
 
@@ -405,10 +432,14 @@ def main() -> int:
             updater.start()
             ceiling_before = ceiling(base, 5, args.connections)
             rows_before = history_rows()
+            cpu_before = cpu_seconds(server.pid)
             pushed = run_wrk(base, push, args.seconds, args.connections)
+            cpu_push = [after - before for after, before in zip(cpu_seconds(server.pid), cpu_before, strict=True)]
             time.sleep(0.5)
             recorded = history_rows() - rows_before
+            cpu_before = cpu_seconds(server.pid)
             map_alone = run_wrk(base, readers, args.seconds, args.map_connections)
+            cpu_map = [after - before for after, before in zip(cpu_seconds(server.pid), cpu_before, strict=True)]
             results: dict = {}
             rows_before = history_rows()
             together_push = threading.Thread(
@@ -460,8 +491,14 @@ def main() -> int:
             f"p99 {r['p99_us'] / 1000:6.1f} ms  max {r['max_us'] / 1000:7.1f} ms  errors {r['errors']}"
         )
 
+    # CPU per request (gunicorn workers + their PostgreSQL backends): what capacity planning rests on, far less
+    # sensitive than latency to what else the machine runs.
+    push_app_ms, push_db_ms = (1000 * cpu / max(1, pushed["requests"]) for cpu in cpu_push)
+    map_app_ms, map_db_ms = (1000 * cpu / max(1, map_alone["requests"]) for cpu in cpu_map)
     print(line("status PATCH alone", pushed) + f"  history rows {recorded} for {answered} answered")
+    print(f"{'':<22}CPU per PATCH: {push_app_ms:.1f} ms application + {push_db_ms:.1f} ms PostgreSQL")
     print(line("map viewports alone", map_alone))
+    print(f"{'':<22}CPU per viewport: {map_app_ms:.1f} ms application + {map_db_ms:.1f} ms PostgreSQL")
     print(line("status PATCH + map", under) + f"  history rows {recorded_together} for {answered_together} answered")
     print(line("map under the push", map_under) + f"  ({map_under['per_s'] / map_alone['per_s']:.0%} of alone)")
     print(
@@ -496,7 +533,8 @@ def main() -> int:
         f"freshness_max_s={max(lags) if lags else float('nan'):.2f} "
         f"freshness_p50_s={percentile(lags, 50) if lags else float('nan'):.2f} "
         f"cells_update_max_s={max(updates) if updates else float('nan'):.2f} cells_match={int(cells_ok)} "
-        f"cells_rebuild_s={rebuild_s:.1f}"
+        f"cells_rebuild_s={rebuild_s:.1f} push_cpu_app_ms={push_app_ms:.2f} push_cpu_db_ms={push_db_ms:.2f} "
+        f"map_cpu_app_ms={map_app_ms:.2f} map_cpu_db_ms={map_db_ms:.2f}"
     )
     return 0
 
