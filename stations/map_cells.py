@@ -312,6 +312,9 @@ def _apply_deltas(cursor, deltas: dict) -> None:
         for row in rows:
             copy.write_row(row)
     cursor.execute("ANALYZE map_cell_delta")
+    # A few thousand changed cells among 1.6 million: look each up by the index, never scan or hash the table.
+    cursor.execute("SET LOCAL enable_hashjoin = off")
+    cursor.execute("SET LOCAL enable_mergejoin = off")
     same = " AND ".join(f"c.{name} = d.{name}" for name in _KEY_COLUMNS if name != "party_id")
     # Two statements per step, with and without a party, so each matches the cells' index (kind, level, party, x, y).
     for party in ("c.party_id = d.party_id", "c.party_id IS NULL AND d.party_id IS NULL"):
