@@ -7,6 +7,7 @@ reads through stations.ocpi_locations.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -87,13 +88,28 @@ def _with_current_statuses(document: dict, location: Location) -> dict:
             if found is None:
                 continue
             status, schedule, stamp = found
-            evse["status"] = status
-            if schedule or "status_schedule" in evse:
+            sent = evse.get("status")
+            # Only what the fast path changed: a value as sent (in another case, say) stays as sent.
+            if not (isinstance(sent, str) and sent.strip().upper() == status):
+                evse["status"] = status
+            if schedule != (evse.get("status_schedule") or []):
                 evse["status_schedule"] = schedule
-            evse["last_updated"] = _later(evse.get("last_updated"), format_datetime(stamp))
+            _raise_stamp(evse, stamp)
     if location.last_updated is not None:
-        document["last_updated"] = _later(document.get("last_updated"), format_datetime(location.last_updated))
+        _raise_stamp(document, location.last_updated)
     return document
+
+
+def _raise_stamp(obj: dict, stamp: dt.datetime | None) -> None:
+    """Set obj's last_updated to `stamp` when that is later than the one it holds (or it holds none usable)."""
+    if stamp is None:
+        return
+    try:
+        held = parse_datetime(obj.get("last_updated"))
+    except (OcpiError, TypeError, ValueError, OverflowError):
+        held = None
+    if held is None or stamp > held:
+        obj["last_updated"] = format_datetime(stamp)
 
 
 def _find_in(items: list, key: str, value: str) -> int | None:
