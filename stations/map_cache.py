@@ -8,8 +8,9 @@ change less than `MAP_FRESH_SECONDS` (2) ago: under a status stream the areas of
 times a second, and their answers are then recomputed at most every MAP_FRESH_SECONDS, so a driver sees a
 change at most that long after it was stored (plus the answer's own time). Views covering more than
 `MAP_AREA_KEYS_MAX` areas (a country or more, clustered from the cells) count as always changing: they are
-reused for MAP_FRESH_SECONDS after each computation. The epoch (bulk or by-hand changes) always drops
-every answer.
+reused for MAP_FRESH_SECONDS after each computation. While one request recomputes an answer, the others
+asking for it meanwhile get the previous one (at most RECOMPUTE_SECONDS longer): a popular view is computed
+once per window, not once per driver. The epoch (bulk or by-hand changes) always drops every answer.
 
 One Redis round trip reads the answer and its areas' versions (`get_many`). A bulk writer (a feed page
 touching many areas) moves one epoch instead, which every answer's versions include.
@@ -31,6 +32,8 @@ AREA_PREFIX = "stations:map:area"
 ANSWER_PREFIX = "stations:map:answer"
 # A writer touching more areas than this moves the epoch (one key) rather than each area.
 BULK_AREAS = 64
+# While one request recomputes an answer whose areas changed, the others serve the previous one this long at most.
+RECOMPUTE_SECONDS = 1.0
 
 
 def area_level() -> int:
@@ -115,15 +118,24 @@ def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
             return entry["answer"]
         # Its areas changed. Recomputed at once after a quiet spell; but an answer that was itself recomputed
         # for a change (a busy area) is reused for MAP_FRESH_SECONDS, so a status stream cannot empty the cache.
-        if entry["churning"] and now - entry["at"] < settings.MAP_FRESH_SECONDS:
+        age = now - entry["at"]
+        if entry["churning"] and age < settings.MAP_FRESH_SECONDS:
+            return entry["answer"]
+        # One request recomputes it; the drivers asking meanwhile keep the answer they had (a busy city view is
+        # asked by many at once), for at most RECOMPUTE_SECONDS more.
+        if not cache.add(f"{answer_key}:busy", 1, timeout=RECOMPUTE_SECONDS) and (
+            age < settings.MAP_FRESH_SECONDS + RECOMPUTE_SECONDS
+        ):
             return entry["answer"]
         churning = True
     answer = orjson.dumps(compute())
     cache.set(
         answer_key,
-        {"at": now, "epoch": epoch, "versions": versions, "churning": churning, "answer": answer},
+        {"at": time.time(), "epoch": epoch, "versions": versions, "churning": churning, "answer": answer},
         timeout=settings.MAP_CACHE_SECONDS,
     )
+    if entry is not None:
+        cache.delete(f"{answer_key}:busy")
     return answer
 
 
