@@ -420,7 +420,12 @@ def main() -> int:
                 time.sleep(0.5)
         with tempfile.TemporaryDirectory() as tmp:
             listed = Path(tmp) / "evses.txt"
-            sampled = evse_list(listed, accepted, args.evses, {target["id"]})
+
+            def fresh_list() -> int:
+                """Listed again before each run: each run's first status of an EVSE differs from the one stored."""
+                return evse_list(listed, accepted, args.evses, {target["id"]})
+
+            sampled = fresh_list()
             push = Path(tmp) / "push.lua"
             push.write_text(
                 PUSH_LUA % {"statuses": ", ".join(f'"{s}"' for s in PUSH_STATUSES), "list": listed, "threads": 2}
@@ -431,6 +436,7 @@ def main() -> int:
             run_wrk(base, readers, 3, args.map_connections)
             updater.start()
             ceiling_before = ceiling(base, 5, args.connections)
+            fresh_list()
             rows_before = history_rows()
             cpu_before = cpu_seconds(server.pid)
             pushed = run_wrk(base, push, args.seconds, args.connections)
@@ -441,6 +447,7 @@ def main() -> int:
             map_alone = run_wrk(base, readers, args.seconds, args.map_connections)
             cpu_map = [after - before for after, before in zip(cpu_seconds(server.pid), cpu_before, strict=True)]
             results: dict = {}
+            fresh_list()
             rows_before = history_rows()
             together_push = threading.Thread(
                 target=lambda: results.update(push=run_wrk(base, push, args.seconds, args.connections))
