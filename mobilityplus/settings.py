@@ -416,7 +416,7 @@ CELERY_BEAT_SCHEDULE["stations-dispatch-location-pulls"] = {
 MAP_STATUS_STALE_AFTER_MINUTES = int(os.environ.get("MAP_STATUS_STALE_AFTER_MINUTES", "30"))
 # A viewport with more matching stations than this gets server-side clusters instead.
 MAP_MAX_STATIONS = int(os.environ.get("MAP_MAX_STATIONS", "1000"))
-# How long a map API answer may be reused; any status change bumps the cache version first.
+# How long a map API answer may be kept; it is reused while its areas did not change (stations/map_cache.py)...
 MAP_CACHE_SECONDS = int(os.environ.get("MAP_CACHE_SECONDS", "30"))
 # The driver map fetches what is on screen and the open station again this often (docs/driver-app.md).
 MAP_REFRESH_SECONDS = float(os.environ.get("MAP_REFRESH_SECONDS", "5"))
@@ -432,14 +432,32 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "false").lower() == "true"
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "MobilityPlus <no-reply@mobilityplus.be>")
-# How often the cluster counts (stations.MapCell) are rebuilt when something changed.
-MAP_CELLS_REFRESH_SECONDS = int(os.environ.get("MAP_CELLS_REFRESH_SECONDS", "60"))
-# ...and at least this often even when no writer bumped the map's cache version.
-MAP_CELLS_MAX_AGE_SECONDS = int(os.environ.get("MAP_CELLS_MAX_AGE_SECONDS", "900"))
-CELERY_IMPORTS = ["stations.map_tasks"]
+# ...or, whatever they did, while it is younger than this: a change is on the map within this bound.
+MAP_FRESH_SECONDS = float(os.environ.get("MAP_FRESH_SECONDS", "2"))
+# Areas whose versions key the cached answers: grid level (8: about 156 x 78 km in Europe), and the most
+# areas an answer is keyed by (wider views are reused for MAP_FRESH_SECONDS only).
+MAP_AREA_LEVEL = int(os.environ.get("MAP_AREA_LEVEL", "8"))
+MAP_AREA_KEYS_MAX = int(os.environ.get("MAP_AREA_KEYS_MAX", "32"))
+# How often the cluster counts (stations.MapCell) take in the changed locations (incremental update)...
+MAP_CELLS_REFRESH_SECONDS = int(os.environ.get("MAP_CELLS_REFRESH_SECONDS", "10"))
+# ...and how often they are rebuilt from every location at least (a safety net; also after bulk changes).
+MAP_CELLS_MAX_AGE_SECONDS = int(os.environ.get("MAP_CELLS_MAX_AGE_SECONDS", "3600"))
+# More changed locations than this at once (a full feed load) are counted by a rebuild, not one by one.
+MAP_CELLS_INCREMENTAL_MAX = int(os.environ.get("MAP_CELLS_INCREMENTAL_MAX", "50000"))
+CELERY_IMPORTS = ["stations.map_tasks", "stations.history_tasks"]
 CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
     "task": "stations.map_tasks.refresh_map_cells_if_changed",
     "schedule": MAP_CELLS_REFRESH_SECONDS,
+}
+# EVSE status history (stations.EvseStatusChange): partitioned by day on PostgreSQL; partitions older than the
+# retention are dropped by beat, and partitions are made this many days ahead.
+STATUS_HISTORY_RETENTION_DAYS = int(os.environ.get("STATUS_HISTORY_RETENTION_DAYS", "90"))
+STATUS_HISTORY_DAYS_AHEAD = int(os.environ.get("STATUS_HISTORY_DAYS_AHEAD", "7"))
+# What the pages reading the history (staff's EVSE page) show at most: this many days back.
+STATUS_HISTORY_SHOWN_DAYS = int(os.environ.get("STATUS_HISTORY_SHOWN_DAYS", "14"))
+CELERY_BEAT_SCHEDULE["stations-status-history-partitions"] = {
+    "task": "stations.history_tasks.maintain_status_history",
+    "schedule": 3600.0,
 }
 
 # Abuse limits (docs/security-throttling.md).

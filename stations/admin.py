@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from django.conf import settings
 from django.contrib import admin
+from django.utils import timezone
 
 from stations.models import EVSE, Connector, EvseStatusChange, Location, RejectedObject, SyncRun
 from stations.services import SUMMARY_FIELDS, record_staff_edit
@@ -56,11 +60,18 @@ class ConnectorInline(admin.TabularInline):
 
 
 class StatusChangeInline(admin.TabularInline):
+    """The EVSE's recent history only (STATUS_HISTORY_SHOWN_DAYS): a bounded read of the day partitions."""
+
     model = EvseStatusChange
     fields = ("status", "changed_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
+    verbose_name_plural = "Status changes (recent days)"
+
+    def get_queryset(self, request):
+        since = timezone.now() - dt.timedelta(days=settings.STATUS_HISTORY_SHOWN_DAYS)
+        return super().get_queryset(request).filter(changed_at__gte=since)
 
 
 @admin.register(EVSE)

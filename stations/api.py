@@ -6,6 +6,7 @@ import math
 from urllib.parse import quote
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -189,7 +190,9 @@ class StationListView(PublicMapView):
     )
     def get(self, request: Request) -> Response:
         viewport, filters = validated(ViewportSerializer, request, with_filters=True)
-        return Response(selectors.map_features(viewport["bbox"], viewport["zoom"], filters))
+        # Already JSON (cached rendered, stations/map_cache.py); the Accept header was negotiated before get().
+        body = selectors.map_features_json(viewport["bbox"], viewport["zoom"], filters)
+        return HttpResponse(body, content_type="application/json")
 
 
 class NearbyView(PublicMapView):

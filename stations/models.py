@@ -321,3 +321,40 @@ class FavouriteStation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ★ {self.location_id}"
+
+
+class MapCellMember(models.Model):
+    """What one visible location adds to the cluster cells, as last counted (`stations.map_cells`).
+
+    The incremental update subtracts this row and adds the location's new state, so a change touches only
+    the cells of the locations that changed. Rebuilt with the cells; `x`, `y` are the finest level's cell.
+    """
+
+    location = models.OneToOneField(
+        Location, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    x = models.IntegerField()
+    y = models.IntegerField()
+    party = models.ForeignKey(Party, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    map_status = models.CharField(max_length=10, choices=MapStatus.choices)
+    limited = models.BooleanField()
+    max_power_kw = models.FloatField(help_text="The power step the station reaches.")
+    connector_standards = models.CharField(max_length=255)
+    latitude = models.FloatField()
+    longitude = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"location {self.location_id} in cell {self.x}/{self.y}"
+
+
+class MapDirtyLocation(models.Model):
+    """A location whose map summary, place or visibility changed since the cells last counted it.
+
+    Append-only (one row per change, never an upsert): the cells' update deletes exactly the rows its snapshot
+    saw, so a change committed meanwhile keeps its own row for the next run.
+    """
+
+    location_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"location {self.location_id} to recount"

@@ -389,6 +389,43 @@ def parse_evse(obj: Any, where: str = "", notes: list[Repair] | None = None) -> 
     }
 
 
+# Fields an EVSE PATCH may carry and still take the status fast path (stations.services.apply_evse_status).
+STATUS_PATCH_FIELDS = frozenset({"status", "status_schedule", "last_updated", "uid"})
+
+
+@dataclass(frozen=True)
+class StatusPatch:
+    """A clean status-only EVSE PATCH: what the fast path writes."""
+
+    status: str
+    last_updated: dt.datetime
+    status_schedule: list | None = None  # None: not sent, the stored schedule stays
+
+
+def parse_status_patch(body: dict, evse_uid: str) -> StatusPatch | None:
+    """The PATCH as a StatusPatch when it touches only status fields and needs no repair, else None.
+
+    None sends the PATCH down the general path, which refuses bad input with its usual messages (2001) and
+    repairs what it repairs: the fast path never decides on input the general path would treat otherwise.
+    """
+    if not body.keys() <= STATUS_PATCH_FIELDS or "status" not in body:
+        return None
+    status = body["status"]
+    if type(status) is not str or status not in EVSE_STATUSES or status == EvseStatus.REMOVED:
+        return None  # REMOVED changes the location's EVSE count and connectors: the general path
+    uid = body.get("uid")
+    if uid is not None and (type(uid) is not str or uid != evse_uid):
+        return None
+    schedule = body.get("status_schedule")
+    if schedule is not None and not isinstance(schedule, list):
+        return None
+    try:
+        stamp = _stamp(body, "")
+    except InvalidObject:
+        return None
+    return StatusPatch(status=status, last_updated=stamp, status_schedule=schedule)
+
+
 def _country(obj: dict, country_code: str, notes: list[Repair]) -> str:
     value = obj.get("country")
     if type(value) is str and value in ALPHA3:  # the usual case

@@ -7,6 +7,7 @@ reads through stations.ocpi_locations.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -36,8 +37,9 @@ from stations.ocpi_locations import (
     evse_to_ocpi,
     locations_to_ocpi,
     parse_location,
+    parse_status_patch,
 )
-from stations.services import record_repairs, store_locations
+from stations.services import apply_evse_status, record_repairs, store_locations
 
 # ---------------------------------------------------------------------------------------------
 # Receiver: /ocpi/emsp/2.2.1/locations/{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]
@@ -64,10 +66,50 @@ def _same_id(a: Any, b: str) -> bool:
 
 
 def _as_ocpi(location: Location) -> dict:
-    """What we hold for a location, as a partner's object: its raw copy, or our columns."""
+    """What we hold for a location, as a partner's object: its raw copy with the current statuses, or our columns."""
     if location.raw:
-        return copy.deepcopy(location.raw)
+        return _with_current_statuses(copy.deepcopy(location.raw), location)
     return locations_to_ocpi([location])[0]
+
+
+def _with_current_statuses(document: dict, location: Location) -> dict:
+    """The raw copy with what the status fast path wrote since (it leaves `raw` alone): each EVSE's status,
+    schedule and last_updated from its columns, the location's last_updated from its own."""
+    evses = document.get("evses")
+    if isinstance(evses, list) and evses:
+        current = {
+            uid: (status, schedule, stamp)
+            for uid, status, schedule, stamp in EVSE.objects.filter(location=location).values_list(
+                "uid", "status", "status_schedule", "last_updated"
+            )
+        }
+        for evse in evses:
+            found = current.get(evse.get("uid")) if isinstance(evse, dict) else None
+            if found is None:
+                continue
+            status, schedule, stamp = found
+            sent = evse.get("status")
+            # Only what the fast path changed: a value as sent (in another case, say) stays as sent.
+            if not (isinstance(sent, str) and sent.strip().upper() == status):
+                evse["status"] = status
+            if schedule != (evse.get("status_schedule") or []):
+                evse["status_schedule"] = schedule
+            _raise_stamp(evse, stamp)
+    if location.last_updated is not None:
+        _raise_stamp(document, location.last_updated)
+    return document
+
+
+def _raise_stamp(obj: dict, stamp: dt.datetime | None) -> None:
+    """Set obj's last_updated to `stamp` when that is later than the one it holds (or it holds none usable)."""
+    if stamp is None:
+        return
+    try:
+        held = parse_datetime(obj.get("last_updated"))
+    except (OcpiError, TypeError, ValueError, OverflowError):
+        held = None
+    if held is None or stamp > held:
+        obj["last_updated"] = format_datetime(stamp)
 
 
 def _find_in(items: list, key: str, value: str) -> int | None:
@@ -82,7 +124,7 @@ def _later(*stamps: Any) -> str:
     for stamp in stamps:
         try:
             parsed.append(parse_datetime(stamp))
-        except OcpiError:
+        except (OcpiError, TypeError, ValueError, OverflowError):
             continue
     return format_datetime(max(parsed)) if parsed else stamps[-1]
 
@@ -107,6 +149,11 @@ def location_receiver(
         body = {name: value for name, value in body.items() if value is not None}
         if "last_updated" not in body:
             raise OcpiError(INVALID_PARAMETERS, "last_updated: required in a PATCH")
+        if evse_uid is not None and connector_id is None:
+            # The status stream (hundreds a second): a clean status-only PATCH writes only what changed.
+            patch = parse_status_patch(body, evse_uid)
+            if patch is not None and apply_evse_status(owner.pk, location_id, evse_uid, patch):
+                return ocpi_response(None)
     with transaction.atomic():
         location = _find_location(owner, location_id, lock=True)
         created = location is None
@@ -218,7 +265,7 @@ def _receiver_get(owner: Party, location_id: str, evse_uid: str | None, connecto
         raise _not_found(f"location {location_id}")
     if not location.raw:  # stored before raw copies were kept
         return _one_object(location, evse_uid, connector_id)
-    document = location.raw
+    document = _with_current_statuses(location.raw, location)
     if evse_uid is None:
         return document
     evses = document.get("evses") or []

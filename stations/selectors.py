@@ -7,41 +7,29 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import orjson
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Avg, Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import ASin, Coalesce, Cos, Floor, Power, Radians, Sin, Sqrt
 from django.utils import timezone
 
 from roaming.models import PartnerConnection, Party
 from roaming.selectors import active_agreements, party_ids_accepting_our_cards
-from stations import map_cells
+from stations import map_cache, map_cells
 from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, SyncRun
 
-VERSION_KEY = "stations:map:version"
 EARTH_RADIUS_KM = 6371.0088
 # Zoom from which the map always lists stations (a few streets: never thousands of them).
 STATIONS_ALWAYS_ZOOM = 17
 STATUS_NAMES = [choice.value for choice in MapStatus]
 
 
-# --- cache version: bumped by every writer that changes what the map shows ---------------------
-def map_cache_version() -> int:
-    """Current version of everything the map shows; part of every map cache key."""
-    version = cache.get(VERSION_KEY)
-    if version is None:
-        cache.add(VERSION_KEY, 1, timeout=None)
-        version = cache.get(VERSION_KEY, 1)
-    return int(version)
-
-
-def bump_map_cache_version() -> int:
-    """Call after any change of a location or EVSE status: cached map answers are dropped at once."""
-    try:
-        return cache.incr(VERSION_KEY)
-    except ValueError:  # key evicted or never set
-        cache.add(VERSION_KEY, 1, timeout=None)
-        return cache.incr(VERSION_KEY)
+def bump_map_cache_version() -> None:
+    """After rows the map shows were changed behind the services' back (SQL by hand, tests): every cached
+    answer is dropped now and the cluster cells are rebuilt at the next run. The services note their own
+    changes (`stations.services.note_map_changes`)."""
+    map_cache.drop_all_answers()
+    map_cells.request_rebuild()
 
 
 # --- query shapes -----------------------------------------------------------------------------
@@ -271,17 +259,15 @@ def live_clusters(locations: QuerySet[Location], level: int) -> list[dict]:
 
 def map_features(bbox: BBox, zoom: int, filters: MapFilters) -> dict:
     """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
+    return orjson.loads(map_features_json(bbox, zoom, filters))
+
+
+def map_features_json(bbox: BBox, zoom: int, filters: MapFilters) -> bytes:
+    """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
     accepted = party_ids_accepting_our_cards()
-    cache_key = (
-        f"stations:map:v{map_cache_version()}:{bbox.key()}:{zoom}:{filters.key()}"
-        f":{','.join(map(str, sorted(accepted)))}"
-    )
-    cached = cache.get(cache_key)
-    if cached is not None:
-        return cached
-    result = _map_features(bbox, zoom, filters, accepted)
-    cache.set(cache_key, result, timeout=settings.MAP_CACHE_SECONDS)
-    return result
+    key = f"{bbox.key()}:{zoom}:{filters.key()}:{','.join(map(str, sorted(accepted)))}"
+    # Reused while the areas it covers did not change, or for MAP_FRESH_SECONDS (stations/map_cache.py).
+    return map_cache.cached_answer(key, bbox, lambda: _map_features(bbox, zoom, filters, accepted))
 
 
 def _map_features(bbox: BBox, zoom: int, filters: MapFilters, accepted: set[int]) -> dict:

@@ -1,7 +1,10 @@
 """Writes to stations: upserting partner locations, map summaries, limited access, EVSE status history.
 
-Every path that changes EVSEs (feed pulls, the push receiver, demo data) ends in
-`refresh_location_summaries`, so what the map reads is computed by one function.
+Every path that changes EVSEs (feed pulls, the push receiver, demo data) computes the map summary with
+`location_summary` (or, for a status-only change, `apply_evse_status` from the same rules), and every EVSE
+status change, on any path, goes through `record_status_changes` (history row, `evse_status_changed`).
+Every change the map shows goes through `note_map_changes` (the cluster cells' dirty list, the map
+cache's area versions).
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from typing import Any
 
 from django.db import connection as db
 from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.dispatch import Signal
 from django.utils import timezone
 
 from roaming.ocpi.repairs import RepairTally
 from stations.bulk_writes import Row, bulk_insert, bulk_update_rows, bulk_upsert
+from stations.map_cache import note_changed_places
 from stations.metrics import STATUS_CHANGES
 from stations.models import (
     EVSE,
@@ -26,12 +33,12 @@ from stations.models import (
     EvseStatus,
     EvseStatusChange,
     Location,
+    MapDirtyLocation,
     MapStatus,
     RejectedObject,
     is_published_to_our_drivers,
 )
-from stations.ocpi_locations import ParsedLocation
-from stations.selectors import bump_map_cache_version
+from stations.ocpi_locations import ParsedLocation, StatusPatch
 from stations.storable import storable_copy, storable_text
 
 IN_USE_STATUSES = {EvseStatus.CHARGING, EvseStatus.RESERVED, EvseStatus.BLOCKED}
@@ -164,12 +171,14 @@ def refresh_location_summaries(location_ids: Iterable[int]) -> int:
     if not ids:
         return 0
     written = 0
+    points: list[tuple[float, float]] = []
     for start in range(0, len(ids), 2000):
         chunk = ids[start : start + 2000]
-        written += _refresh_chunk(chunk)
+        written += _refresh_chunk(chunk, points)
     if written:
-        # Cached map answers are dropped at once; cluster counts follow at the next cells refresh.
-        bump_map_cache_version()
+        # Cached map answers of these areas are dropped after commit; cluster counts follow within
+        # MAP_CELLS_REFRESH_SECONDS.
+        note_map_changes(ids, points)
     return written
 
 
@@ -206,7 +215,7 @@ def location_summary(*, publish: bool, parking_type: str, evses: Iterable[EvseSu
     }
 
 
-def _refresh_chunk(ids: list[int]) -> int:
+def _refresh_chunk(ids: list[int], points: list[tuple[float, float]]) -> int:
     evses: dict[int, list[EvseSummaryInput]] = defaultdict(list)
     by_pk: dict[int, EvseSummaryInput] = {}
     for evse_pk, location_id, status, changed_at, restrictions in EVSE.objects.filter(
@@ -220,9 +229,10 @@ def _refresh_chunk(ids: list[int]) -> int:
         by_pk[evse_pk].connectors.append(tuple(connector))
 
     rows = []
-    for pk, publish, parking_type in Location.objects.filter(pk__in_array=ids).values_list(
-        "pk", "publish", "parking_type"
+    for pk, publish, parking_type, latitude, longitude in Location.objects.filter(pk__in_array=ids).values_list(
+        "pk", "publish", "parking_type", "latitude", "longitude"
     ):
+        points.append((latitude, longitude))
         summary = location_summary(publish=publish, parking_type=parking_type, evses=evses.get(pk, []))
         rows.append((pk, *(summary[name] for name in SUMMARY_FIELDS)))
     _write_summaries(rows)
@@ -340,23 +350,26 @@ def store_locations(
             Location, location_rows, unique_fields=["party", "ocpi_id"], update_fields=LOCATION_FIELDS + SUMMARY_FIELDS
         )
         _store_evses(plans, location_ids, old_evses, now)
-    bump_map_cache_version()
+        # The old place too: a location that moved leaves its former area.
+        moved_from = [found[3] for key in by_key if (found := existing.get(key)) is not None]
+        note_map_changes(location_ids, [(row["latitude"], row["longitude"]) for row in location_rows] + moved_from)
     result.changed_ids = location_ids
     result.stored_ids.extend(location_ids)
     return result
 
 
-def _existing_locations(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, str, object]]:
+def _existing_locations(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, str, object, tuple]]:
+    """(party, ocpi_id) -> (pk, content_hash, removed_at, (latitude, longitude)) of the stored locations."""
     by_party: dict[int, list[str]] = defaultdict(list)
     for party_id, ocpi_id in keys:
         by_party[party_id].append(ocpi_id)
     found = {}
     for party_id, ocpi_ids in by_party.items():
         rows = Location.objects.filter(party_id=party_id, ocpi_id__in_array=ocpi_ids).values_list(
-            "pk", "ocpi_id", "content_hash", "removed_at"
+            "pk", "ocpi_id", "content_hash", "removed_at", "latitude", "longitude"
         )
-        for pk, ocpi_id, content_hash, removed_at in rows:
-            found[(party_id, ocpi_id)] = (pk, content_hash, removed_at)
+        for pk, ocpi_id, content_hash, removed_at, latitude, longitude in rows:
+            found[(party_id, ocpi_id)] = (pk, content_hash, removed_at, (latitude, longitude))
     return found
 
 
@@ -443,14 +456,16 @@ def _store_evses(plans: list[EvsePlan], location_ids: list[int], old_evses: dict
         EVSE.objects.filter(pk__in=[pk for pk, _uid in gone]).update(
             status=EvseStatus.REMOVED, status_changed_at=now, last_updated=now
         )
-    history = [
-        {"evse_id": pk, "status": row["status"], "changed_at": row["status_changed_at"]}
+    previous = {value[0]: value[1] for value in old_evses.values()}
+    changes = [
+        StatusChange(pk, row["location_id"], row["status"], row["status_changed_at"], previous.get(pk))
         for pk, row, changed in zip(evse_pks, rows, new_status, strict=True)
         if changed
     ]
-    history += [{"evse_id": pk, "status": EvseStatus.REMOVED, "changed_at": now} for pk, _uid in gone]
-    bulk_insert(EvseStatusChange, history)
-    STATUS_CHANGES.inc(len(history))
+    location_of = {pk: row["location_id"] for pk, row in zip(evse_pks, rows, strict=True)}
+    location_of.update({value[0]: key[0] for key, value in old_evses.items()})
+    changes += [StatusChange(pk, location_of[pk], EvseStatus.REMOVED, now, previous.get(pk)) for pk, _uid in gone]
+    record_status_changes(changes)
     _store_connectors(evse_pks, connectors_of)
 
 
@@ -488,9 +503,7 @@ def record_staff_edit(
     now = timezone.now()
     if evse is not None and status_changed:
         EVSE.objects.filter(pk=evse.pk).update(status_changed_at=now, last_updated=now)
-        evse.status_changed_at = evse.last_updated = now
-        EvseStatusChange.objects.create(evse_id=evse.pk, status=evse.status, changed_at=now)
-        STATUS_CHANGES.inc()
+        record_status_changes([StatusChange(evse.pk, location_id, evse.status, now, None)])
     # Rewrites the location's summary row and moves the map's cache version, whatever staff changed.
     refresh_location_summaries([location_id])
     location = Location.objects.select_related("party").get(pk=location_id)
@@ -523,12 +536,13 @@ def record_our_evse_status(evse: EVSE, status: str, at: dt.datetime) -> bool:
         return False
     if locked.status == status:
         return False
+    previous = locked.status
     locked.status, locked.status_changed_at, locked.last_updated = status, at, max(at, locked.last_updated)
     locked.save(update_fields=["status", "status_changed_at", "last_updated"])
     Location.objects.filter(pk=locked.location_id, last_updated__lt=locked.last_updated).update(
         last_updated=locked.last_updated
     )
-    EvseStatusChange.objects.create(evse_id=locked.pk, status=status, changed_at=at)
+    record_status_changes([StatusChange(locked.pk, locked.location_id, status, at, previous)])
     refresh_location_summaries([locked.location_id])
     partner_pushes.push_evse_status(locked)
     evse.status, evse.status_changed_at, evse.last_updated = status, at, locked.last_updated
@@ -553,7 +567,7 @@ def mark_locations_removed(location_ids: Iterable[int], *, now: dt.datetime | No
             removed_at=now
         )
     if count:
-        bump_map_cache_version()
+        note_map_changes(ids, None)
     return count
 
 
@@ -572,3 +586,168 @@ def remove_favourite(user, location_id: int) -> bool:
 
     deleted, _ = FavouriteStation.objects.filter(user=user, location_id=location_id).delete()
     return bool(deleted)
+
+
+# ---------------------------------------------------------------------------------------------
+# EVSE status changes: the one function every path records them through, and the status fast path
+
+# Sent once per batch of status changes, inside the writing transaction, after the history rows are
+# written: `changes` is a list of StatusChange. Hooks (outgoing status pushes for our own stations) defer
+# their own work with transaction.on_commit or write in this transaction (an outbox row).
+evse_status_changed = Signal()
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One EVSE taking a new status (`previous` is None when unknown: a new EVSE, or a staff edit)."""
+
+    evse_id: int
+    location_id: int
+    status: str
+    changed_at: dt.datetime
+    previous: str | None = None
+
+
+def record_status_changes(changes: list[StatusChange]) -> None:
+    """Write the history rows of these status changes and tell the hooks (`evse_status_changed`).
+
+    Every status change goes through here: feed pulls and full pushes (`store_locations`), the status
+    fast path (`apply_evse_status`) and staff edits.
+    """
+    if not changes:
+        return
+    if len(changes) > 20 or db.vendor != "postgresql":
+        bulk_insert(
+            EvseStatusChange,
+            [{"evse_id": c.evse_id, "status": c.status, "changed_at": c.changed_at} for c in changes],
+        )
+    else:  # a push's one or two rows: a plain INSERT is cheaper than a COPY
+        table = db.ops.quote_name(EvseStatusChange._meta.db_table)
+        values = ", ".join(["(%s, %s, %s)"] * len(changes))
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (evse_id, status, changed_at) VALUES {values}",  # noqa: S608
+                [value for c in changes for value in (c.evse_id, c.status, c.changed_at)],
+            )
+    STATUS_CHANGES.inc(len(changes))
+    evse_status_changed.send(sender=StatusChange, changes=changes)
+
+
+def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, float]] | None) -> None:
+    """These locations changed what the map shows: recount their cluster cells, drop their areas' answers.
+
+    In the caller's transaction: the locations join the cells' dirty list (`stations.map_cells` takes it in
+    within MAP_CELLS_REFRESH_SECONDS); after commit the map cache's versions of the areas holding `points`
+    (latitude, longitude) move, or of every area when `points` is None (`stations.map_cache`).
+    """
+    ids = sorted(set(location_ids))
+    if len(ids) == 1:  # the status stream: one INSERT without RETURNING
+        with db.cursor() as cursor:
+            table = db.ops.quote_name(MapDirtyLocation._meta.db_table)
+            cursor.execute(f"INSERT INTO {table} (location_id) VALUES (%s)", ids)  # noqa: S608
+    elif ids:
+        bulk_insert(MapDirtyLocation, [{"location_id": pk} for pk in ids])
+    note_changed_places(points)
+
+
+_LOCATION_EVSES_SQL = (
+    "SELECT e.id, e.uid, e.status, e.status_schedule, e.status_changed_at, l.id, l.removed_at, l.latitude, "
+    "l.longitude FROM stations_location l JOIN stations_evse e ON e.location_id = l.id "
+    "WHERE l.party_id = %s AND l.ocpi_id = %s"
+)
+
+
+# MAX() of two values on SQLite, GREATEST() elsewhere; %%s keeps a place for the optional schedule.
+_GREATEST = "MAX" if db.vendor == "sqlite" else "GREATEST"
+_EVSE_STATUS_SQL = (
+    "UPDATE stations_evse SET status = %%s, status_changed_at = %%s, "  # noqa: S608 (a function name)
+    f"last_updated = {_GREATEST}(last_updated, %%s)%s WHERE id = %%s"
+)
+_LOCATION_SUMMARY_SQL = (
+    "UPDATE stations_location SET map_status = %s, available_evse_count = %s, status_updated_at = %s, "  # noqa: S608
+    f"last_updated = {_GREATEST}(last_updated, %s), content_hash = '' WHERE id = %s"
+)
+
+
+def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: StatusPatch) -> bool:
+    """A status-only PATCH of one EVSE, writing only what changed; False when it needs the general path.
+
+    A repeated status writes only its confirmation time (the EVSE's last_updated). A new one writes the
+    EVSE, its history row (`record_status_changes`) and the location's map summary, under the location's
+    row lock (as the general path takes it). `Location.raw` keeps the partner's last full version: readers
+    of it lay the EVSE columns over it (`stations.ocpi_views`), and the content digest is cleared so the
+    next full version is written whatever it holds. The general path takes over for an unknown location
+    or EVSE (or one matching only case-insensitively), a removed location or EVSE, and REMOVED itself.
+    """
+    stamp, now = patch.last_updated, timezone.now()
+    with transaction.atomic():
+        # The location's row lock (as the general path takes it) and all its EVSEs, in one round trip.
+        with db.cursor() as cursor:
+            lock = " FOR UPDATE OF l" if db.vendor == "postgresql" else ""
+            cursor.execute(_LOCATION_EVSES_SQL + lock, [party_id, location_id])
+            rows = cursor.fetchall()
+        current = next((row for row in rows if row[1] == evse_uid), None)
+        if current is None or current[6] is not None or current[2] == EvseStatus.REMOVED:
+            return False  # unknown (or only case-insensitively known), removed: the general path decides
+        evse_pk, location_pk, location = current[0], current[5], current[6:]
+        evses = [(pk, other, _aware(at)) for pk, _uid, other, _schedule, at, *_rest in rows]
+        if current[2] == patch.status and patch.status_schedule in (None, _json(current[3])):
+            # Nothing the map shows changed: only the time the partner confirmed the status moves (never back).
+            EVSE.objects.filter(pk=evse_pk).update(last_updated=Greatest(F("last_updated"), stamp))
+            return True
+        if current[2] == patch.status:  # only the schedule changed
+            EVSE.objects.filter(pk=evse_pk).update(
+                status_schedule=patch.status_schedule, last_updated=Greatest(F("last_updated"), stamp)
+            )
+            return True
+        changed_at = min(stamp, now)
+        # Plain SQL for the stream's two UPDATEs: the ORM would spend more time building them than the database
+        # spends running them.
+        with db.cursor() as cursor:
+            schedule = "" if patch.status_schedule is None else ", status_schedule = %s"
+            cursor.execute(
+                _EVSE_STATUS_SQL % schedule,
+                [patch.status, _db_time(changed_at), _db_time(stamp)]
+                + ([json.dumps(patch.status_schedule)] if patch.status_schedule is not None else [])
+                + [evse_pk],
+            )
+        record_status_changes([StatusChange(evse_pk, location_pk, patch.status, changed_at, current[2])])
+        live = [
+            (patch.status, changed_at) if pk == evse_pk else (other, at)
+            for pk, other, at in evses
+            if pk == evse_pk or other != EvseStatus.REMOVED
+        ]
+        stamps = [at for _status, at in live if at is not None]
+        # The rest of the summary (EVSE count, power, connectors, the lock) depends on which EVSEs are live,
+        # which a status other than REMOVED does not change.
+        with db.cursor() as cursor:
+            cursor.execute(
+                _LOCATION_SUMMARY_SQL,
+                [
+                    map_status_of(s for s, _at in live),
+                    sum(1 for s, _at in live if s == EvseStatus.AVAILABLE),
+                    _db_time(max(stamps)) if stamps else None,
+                    _db_time(stamp),
+                    location_pk,
+                ],
+            )
+        note_map_changes([location_pk], [location[1:]])
+    return True
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    """A datetime column read by raw SQL (naive UTC, or text, on SQLite)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read by raw SQL (text with Django's database adapters)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _db_time(value: dt.datetime) -> Any:
+    """A datetime as this database stores it (raw SQL: Django's own adaptation, text on SQLite)."""
+    return db.ops.adapt_datetimefield_value(value)
