@@ -128,6 +128,8 @@ def test_pull_from_the_partner_page_runs_and_the_job_records_its_outcome(client,
 
 @pytest.mark.django_db
 def test_with_the_broker_down_the_job_is_marked_not_queued_and_staff_are_told(client, staff):
+    from kombu import pools
+
     from mobilityplus.celery import app as celery_app
     from tests.served_platform import free_port
 
@@ -136,7 +138,9 @@ def test_with_the_broker_down_the_job_is_marked_not_queued_and_staff_are_told(cl
         party=party, endpoints=[{"identifier": "locations", "role": "SENDER", "url": "https://a.example/locations"}]
     )
     def fresh_connections() -> None:  # the next publish connects to whatever broker_url says now
-        celery_app.pool.force_close_all()
+        # kombu keeps one connection pool per broker in a process-wide registry: closing only the app's pool
+        # would leave a closed pool there for every later test's publish ("Acquire on closed pool").
+        pools.reset()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
