@@ -37,9 +37,12 @@ def at(minutes: float) -> str:
 
 
 def our_station(location_id: str = "MBP-GENT", evse_uid: str = "MBP-GENT-1"):
-    """One of our EVSEs with a Type 2 connector."""
+    """One of our EVSEs with a Type 2 connector, which our central system can start remotely."""
     location = LocationFactory(party=own_party(), ocpi_id=location_id, name="Gent Sint-Pieters")
-    return ConnectorFactory(evse=EVSEFactory(location=location, uid=evse_uid, evse_id="BE*MBP*E1")).evse
+    evse = EVSEFactory(
+        location=location, uid=evse_uid, evse_id="BE*MBP*E1", capabilities=["REMOTE_START_STOP_CAPABLE"]
+    )
+    return ConnectorFactory(evse=evse).evse
 
 
 def call_backend(client, path: str, body: dict, token: str = BACKEND_TOKEN):

@@ -292,8 +292,11 @@ def test_stop_sends_stop_session_once(ocpi, client, world, ocpi_peer, django_cap
     assert live(client)["command"]["text"] == "The charge point is stopping the session."
 
 
-@override_settings(CHARGE_POINT_BACKEND_URL="http://127.0.0.1:9/ocpp")
-def test_start_at_our_own_station_goes_to_our_charge_point_backend(client, django_capture_on_commit_callbacks):
+@override_settings(CHARGE_POINT_BACKEND_URL="http://127.0.0.1:9/ocpp")  # nothing listens on port 9
+def test_start_at_our_own_station_with_our_central_system_unreachable_fails_and_says_so(
+    client, django_capture_on_commit_callbacks
+):
+    """The reachable case (a real session follows) is in tests/test_charge_point_backend.py."""
     location = LocationFactory(party=own_party(), ocpi_id="MBP-1")
     evse = EVSEFactory(location=location, uid="MBP-1-1", capabilities=REMOTE)
     driver = DriverFactory()
@@ -302,12 +305,9 @@ def test_start_at_our_own_station_goes_to_our_charge_point_backend(client, djang
     with django_capture_on_commit_callbacks(execute=True):
         client.post(f"/charging/start/{location.pk}/{evse.uid}/", {"card": card.pk, "idempotency_key": "own"})
     command = Command.objects.get()
-    assert command.status == Command.Status.SENT and command.request_payload["token"]["uid"] == card.uid
-    from charging.selectors import charge_point_commands
-
-    assert list(charge_point_commands()) == [command]
-    services.report_charge_point_result(command, "ACCEPTED")
-    assert live(client)["command"]["status"] == "accepted"
+    assert command.status == Command.Status.FAILED and command.request_payload["token"]["uid"] == card.uid
+    assert not command.maybe_delivered  # a connection never made: the driver may simply try again
+    assert live(client)["command"]["status"] == "failed"
 
 
 @override_settings(OCPI_BASE_URL="https://roaming.example")
