@@ -3,6 +3,7 @@
 from django.contrib import admin
 
 from charging.models import CDR, Command, Session
+from tariffs.admin import PriceDiffersFilter
 
 
 class CdrInline(admin.TabularInline):
@@ -65,7 +66,7 @@ class CdrAdmin(admin.ModelAdmin):
         "unknown_session",
         "unknown_token",
     )
-    list_filter = (MatchFilter, "party", "credit", "currency")
+    list_filter = (MatchFilter, PriceDiffersFilter, "party", "credit", "currency")
     search_fields = ("ocpi_id", "session_ocpi_id", "card__contract_id")
     list_select_related = ("party", "session")
     raw_id_fields = ("session", "card", "location", "evse", "credited_cdr")

@@ -236,6 +236,7 @@ class PartyAdmin(SimpleHistoryAdmin):
         "suspend",
         "resume",
         "pull_locations_now",
+        "pull_tariffs_now",
         "reread_endpoints",
         "rotate_tokens",
         "unregister",
@@ -422,6 +423,14 @@ class PartyAdmin(SimpleHistoryAdmin):
         for connection in self._connections(request, queryset):
             if _queue(self, request, pull_locations, connection.pk, full=False):
                 self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
+
+    @admin.action(description="Pull tariffs now")
+    def pull_tariffs_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from tariffs.tasks import pull_tariffs  # the tariffs capability owns it
+
+        for connection in self._connections(request, queryset):
+            if _queue(self, request, pull_tariffs, connection.pk, full=False):
+                self.message_user(request, f"{connection.party.name}: tariff pull queued.", messages.SUCCESS)
 
     @admin.action(description="Re-read their endpoints (GET their versions and details with the token we hold)")
     def reread_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:

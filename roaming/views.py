@@ -34,10 +34,12 @@ OUR_ENDPOINTS = (
     ("sessions", "RECEIVER", "/ocpi/emsp/2.2.1/sessions"),
     ("cdrs", "RECEIVER", "/ocpi/emsp/2.2.1/cdrs"),
     ("commands", "SENDER", "/ocpi/emsp/2.2.1/commands"),
+    ("tariffs", "RECEIVER", "/ocpi/emsp/2.2.1/tariffs"),
     # As CPO: we own our locations, receive partners' tokens and commands for our stations.
     ("locations", "SENDER", "/ocpi/cpo/2.2.1/locations"),
     ("tokens", "RECEIVER", "/ocpi/cpo/2.2.1/tokens"),
     ("commands", "RECEIVER", "/ocpi/cpo/2.2.1/commands"),
+    ("tariffs", "SENDER", "/ocpi/cpo/2.2.1/tariffs"),
 )
 
 

@@ -1,0 +1,300 @@
+"""Reads about tariffs: our OCPI sender's pages, the price a driver sees per connector, the estimated cost of a
+session going on, and the CDR price checks staff count per partner.
+
+Prices in words and costs come from the engine (tariffs.engine, pure); this module only finds the right tariff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, QuerySet
+from django.db.models.functions import Upper
+from django.utils import timezone
+
+from roaming.models import Party
+from roaming.selectors import own_party
+from tariffs.models import CdrPriceCheck, Tariff
+
+NOT_SHARED = "not_shared"  # the connector names no tariff
+UNKNOWN = "unknown"  # it names tariffs we never received (or none valid now)
+PRICED = "priced"
+
+NOT_SHARED_TEXT = "Price not shared by the operator"
+UNKNOWN_TEXT = "Price not known: the operator's tariff has not reached us"
+# Types that are not the price our card holders pay; used only when nothing else is known.
+AD_HOC = "AD_HOC_PAYMENT"
+TYPE_PREFERENCE = {"": 0, "REGULAR": 0, "PROFILE_CHEAP": 1, "PROFILE_FAST": 1, "PROFILE_GREEN": 1}
+# When a connector gives neither power nor voltage and current, the typical session is priced at this power.
+FALLBACK_POWER_KW = Decimal(11)
+CURRENCY_SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "CHF": "CHF "}
+
+
+# --- Our sender ------------------------------------------------------------------------------------------
+
+
+def our_tariffs() -> QuerySet[Tariff]:
+    """What our Tariffs SENDER lists: every tariff of our own party."""
+    return Tariff.objects.filter(party=own_party())
+
+
+def tariffs_to_ocpi(tariffs: list[Tariff]) -> list[dict]:
+    """A page of tariffs as OCPI objects (no query: the stored document is the object)."""
+    return [tariff.document for tariff in tariffs]
+
+
+# --- Which tariff applies ---------------------------------------------------------------------------------
+
+
+def valid_at(tariff: Tariff, moment: dt.datetime) -> bool:
+    return (tariff.start_date_time is None or tariff.start_date_time <= moment) and (
+        tariff.end_date_time is None or moment < tariff.end_date_time
+    )
+
+
+def known_tariffs(party_id: int, tariff_ids: Iterable[str]) -> dict[str, Tariff]:
+    """The stored tariffs of one party among `tariff_ids`, keyed by upper-cased id (one query)."""
+    keys = {str(tariff_id).upper() for tariff_id in tariff_ids if isinstance(tariff_id, str | int)}
+    if not keys:
+        return {}
+    rows = Tariff.objects.annotate(key=Upper("ocpi_id")).filter(party_id=party_id, key__in=keys)
+    return {row.key: row for row in rows}
+
+
+def choose_tariff(tariff_ids: list, known: dict[str, Tariff], moment: dt.datetime) -> Tariff | None:
+    """The tariff our card holders pay at a connector naming `tariff_ids`, at `moment`.
+
+    OCPI lets a connector name several tariffs (one per TariffType). Valid then; a regular (or untyped) one first,
+    then a charging-profile one; an ad-hoc-payment tariff (for drivers paying by bank card) only when it is all
+    there is. Ties: the order the operator listed them in.
+    """
+    candidates = []
+    for position, tariff_id in enumerate(tariff_ids or []):
+        tariff = known.get(str(tariff_id).upper())
+        if tariff is not None and valid_at(tariff, moment):
+            candidates.append((TYPE_PREFERENCE.get(tariff.type, 2 if tariff.type == AD_HOC else 1), position, tariff))
+    return min(candidates, key=lambda item: item[:2])[2] if candidates else None
+
+
+def connector_tariff_state(connector, known: dict[str, Tariff], moment: dt.datetime) -> tuple[str, Tariff | None]:
+    """(NOT_SHARED / UNKNOWN / PRICED, the tariff): what a driver and staff are told about a connector's price."""
+    ids = [tariff_id for tariff_id in connector.tariff_ids or [] if isinstance(tariff_id, str | int)]
+    if not ids:
+        return NOT_SHARED, None
+    tariff = choose_tariff(ids, known, moment)
+    return (PRICED, tariff) if tariff is not None else (UNKNOWN, None)
+
+
+def tariff_at_connector(connector, party_id: int, moment: dt.datetime) -> Tariff | None:
+    """The tariff a connector's price followed at `moment` (as it was then, when we kept that version)."""
+    known = known_tariffs(party_id, connector.tariff_ids or [])
+    tariff = choose_tariff(connector.tariff_ids or [], known, moment)
+    return tariff_as_of(tariff, moment) if tariff is not None else None
+
+
+def tariff_as_of(tariff: Tariff, moment: dt.datetime) -> Tariff:
+    """The version of a tariff in force at `moment` (its history), or the current one if it is younger."""
+    try:
+        return tariff.history.as_of(moment)
+    except Tariff.DoesNotExist:
+        return tariff
+
+
+# --- Words and money for drivers --------------------------------------------------------------------------
+
+
+def money(amount: Decimal | None, currency: str) -> str | None:
+    if amount is None:
+        return None
+    symbol = CURRENCY_SYMBOLS.get(currency.upper(), currency.upper() + " ")
+    return f"{symbol}{amount.quantize(Decimal('0.01'))}"
+
+
+def price_of(cost, currency: str) -> dict:
+    """A Cost's total for a driver: incl. VAT when the tariff says what VAT applies, else excl. VAT, and said so."""
+    total = cost.total
+    if total.incl_vat is not None:
+        return {
+            "amount": str(total.incl_vat.quantize(Decimal("0.01"))),
+            "text": money(total.incl_vat, currency),
+            "vat_included": True,
+        }
+    return {
+        "amount": str(total.excl_vat.quantize(Decimal("0.01"))),
+        "text": f"{money(total.excl_vat, currency)} excl. VAT",
+        "vat_included": False,
+    }
+
+
+def alt_text(document: dict, language: str) -> str | None:
+    """The tariff's own words (tariff_alt_text) in `language`, else in English, else the first given."""
+    texts = [t for t in document.get("tariff_alt_text") or [] if isinstance(t, dict) and t.get("text")]
+    if not texts:
+        return None
+    language = (language or "en")[:2].lower()
+    for wanted in (language, "en"):
+        for text in texts:
+            if str(text.get("language", "")).lower() == wanted:
+                return text["text"]
+    return texts[0]["text"]
+
+
+def typical_session_kwh() -> Decimal:
+    return Decimal(str(settings.TARIFFS_TYPICAL_SESSION_KWH))
+
+
+def _power(connector) -> Decimal:
+    power = Decimal(str(round(connector.power_kw, 1))) if connector.power_kw else Decimal(0)
+    return power if power > 0 else FALLBACK_POWER_KW
+
+
+def typical_estimate(tariff: Tariff, connector, time_zone: str, now: dt.datetime) -> dict:
+    """The cost of a typical session (TARIFFS_TYPICAL_SESSION_KWH at the connector's power, starting now)."""
+    from tariffs import engine
+
+    kwh, power = typical_session_kwh(), _power(connector)
+    cost = engine.estimate_session(tariff.document, kwh=kwh, power_kw=power, start=now, time_zone=time_zone or "UTC")
+    minutes = int(round(kwh / power * 60))
+    duration = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+    price = price_of(cost, tariff.currency)
+    return {
+        **price,
+        "kwh": float(kwh),
+        "power_kw": float(power),
+        "duration": duration,
+        "label": f"{price['text']} for {kwh.normalize():f} kWh (about {duration} at {power.normalize():f} kW, "
+        "starting now)",
+    }
+
+
+def connector_price(
+    connector,
+    state: str,
+    tariff: Tariff | None,
+    *,
+    language: str,
+    time_zone: str,
+    now: dt.datetime,
+    with_estimate: bool = False,
+) -> dict:
+    """What a driver reads about one connector's price (the map panel, the start page)."""
+    from tariffs import engine
+
+    if state != PRICED:
+        return {
+            "status": state,
+            "text": NOT_SHARED_TEXT if state == NOT_SHARED else UNKNOWN_TEXT,
+            "tariff_id": None,
+            "alt_text": None,
+            "alt_url": None,
+            "estimate": None,
+        }
+    document = tariff.document
+    result: dict[str, Any] = {
+        "status": PRICED,
+        "text": engine.describe_tariff(document, language),
+        "tariff_id": tariff.ocpi_id,
+        "alt_text": alt_text(document, language),
+        "alt_url": document.get("tariff_alt_url"),
+        "estimate": None,
+    }
+    if result["alt_text"] == result["text"]:
+        result["alt_text"] = None  # the engine already chose the operator's words
+    if with_estimate:
+        result["estimate"] = typical_estimate(tariff, connector, time_zone, now)
+    return result
+
+
+def location_prices(
+    location, connectors: list, *, language: str, now: dt.datetime | None = None, with_estimate: bool = False
+) -> dict[int, dict]:
+    """Connector pk -> its price for a driver, for the connectors of one location (one query)."""
+    now = now or timezone.now()
+    known = known_tariffs(location.party_id, [t for c in connectors for t in c.tariff_ids or []])
+    prices = {}
+    for connector in connectors:
+        state, tariff = connector_tariff_state(connector, known, now)
+        prices[connector.pk] = connector_price(
+            connector,
+            state,
+            tariff,
+            language=language,
+            time_zone=location.time_zone,
+            now=now,
+            with_estimate=with_estimate,
+        )
+    return prices
+
+
+def evse_price(evse, *, language: str, now: dt.datetime | None = None) -> list[dict]:
+    """Each connector of an EVSE with its price and a typical session's estimated cost (the start page)."""
+    connectors = list(evse.connectors.order_by("connector_id"))
+    prices = location_prices(evse.location, connectors, language=language, now=now, with_estimate=True)
+    return [{"connector_id": c.connector_id, "power_kw": round(c.power_kw, 1), **prices[c.pk]} for c in connectors]
+
+
+# --- A session going on -----------------------------------------------------------------------------------
+
+
+def session_tariff(session) -> Tariff | None:
+    """The tariff a session is charged by: the one its charging periods name, else its connector's at its start."""
+    named = [p.get("tariff_id") for p in session.charging_periods or [] if isinstance(p, dict) and p.get("tariff_id")]
+    if named:
+        tariff = Tariff.objects.filter(party_id=session.party_id, ocpi_id__iexact=str(named[-1])).first()
+        if tariff is not None:
+            return tariff_as_of(tariff, session.start_date_time)
+    if session.evse is None:
+        return None
+    connector = session.evse.connectors.filter(connector_id__iexact=session.connector_id).first()
+    if connector is None:
+        return None
+    return tariff_at_connector(connector, session.party_id, session.start_date_time)
+
+
+def estimated_cost_so_far(session, now: dt.datetime | None = None) -> dict | None:
+    """The cost of a session so far computed from its tariff (for when the CPO sends none), or None."""
+    from tariffs import engine
+
+    tariff = session_tariff(session)
+    if tariff is None or tariff.currency.upper() != (session.currency or tariff.currency).upper():
+        return None
+    now = now or timezone.now()
+    end = session.end_date_time or now
+    metered = min(session.last_updated or end, end)
+    samples = [engine.MeterSample(at=session.start_date_time, kwh=Decimal(0))]
+    if metered > session.start_date_time:
+        samples.append(engine.MeterSample(at=metered, kwh=Decimal(session.kwh)))
+    activity = engine.ChargingActivity(
+        start=session.start_date_time,
+        end=max(end, session.start_date_time),
+        samples=samples,
+        reservation="RESERVATION" if session.status == "RESERVATION" else None,
+    )
+    time_zone = (session.location.time_zone if session.location else "") or "UTC"
+    cost = engine.price_session(tariff.document, activity, time_zone)
+    return {**price_of(cost, tariff.currency), "tariff_id": tariff.ocpi_id}
+
+
+# --- Staff: CDR price checks ------------------------------------------------------------------------------
+
+PRICE_CHECK_DAYS = 30
+
+
+def price_differs_per_party(since: dt.datetime | None = None) -> dict[int, int]:
+    """Per CPO party, its CDRs of the last PRICE_CHECK_DAYS days flagged "price differs" (one query)."""
+    since = since or timezone.now() - dt.timedelta(days=PRICE_CHECK_DAYS)
+    rows = (
+        CdrPriceCheck.objects.filter(outcome=CdrPriceCheck.Outcome.DIFFERS, cdr__end_date_time__gte=since)
+        .values("cdr__party")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {row["cdr__party"]: row["n"] for row in rows}
+
+
+def partner_tariffs(party: Party) -> QuerySet[Tariff]:
+    return Tariff.objects.filter(party=party)
