@@ -7,6 +7,7 @@ Prices in words and costs come from the engine (tariffs.engine, pure); this modu
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,8 @@ from django.utils import timezone
 from roaming.models import Party
 from roaming.selectors import own_party
 from tariffs.models import CdrPriceCheck, Tariff
+
+logger = logging.getLogger(__name__)
 
 NOT_SHARED = "not_shared"  # the connector names no tariff
 UNKNOWN = "unknown"  # it names tariffs we never received (or none valid now)
@@ -194,18 +197,26 @@ def connector_price(
             "estimate": None,
         }
     document = tariff.document
+    words = alt_text(document, language)
+    try:
+        text = engine.describe_tariff(document, language)
+    except Exception:
+        # A partner's tariff the engine cannot read must not take the panel down: its own words, or "unknown".
+        logger.exception("Tariff %s of party %s cannot be described", tariff.ocpi_id, tariff.party_id)
+        text, words = words or UNKNOWN_TEXT, None
     result: dict[str, Any] = {
         "status": PRICED,
-        "text": engine.describe_tariff(document, language),
+        "text": text,
         "tariff_id": tariff.ocpi_id,
-        "alt_text": alt_text(document, language),
+        "alt_text": None if words == text else words,  # the engine may already have chosen the operator's words
         "alt_url": document.get("tariff_alt_url"),
         "estimate": None,
     }
-    if result["alt_text"] == result["text"]:
-        result["alt_text"] = None  # the engine already chose the operator's words
     if with_estimate:
-        result["estimate"] = typical_estimate(tariff, connector, time_zone, now)
+        try:
+            result["estimate"] = typical_estimate(tariff, connector, time_zone, now)
+        except Exception:
+            logger.exception("Tariff %s of party %s cannot be priced", tariff.ocpi_id, tariff.party_id)
     return result
 
 
@@ -275,7 +286,11 @@ def estimated_cost_so_far(session, now: dt.datetime | None = None) -> dict | Non
         reservation="RESERVATION" if session.status == "RESERVATION" else None,
     )
     time_zone = (session.location.time_zone if session.location else "") or "UTC"
-    cost = engine.price_session(tariff.document, activity, time_zone)
+    try:
+        cost = engine.price_session(tariff.document, activity, time_zone)
+    except Exception:  # the live page shows "not sent by the operator" rather than fail
+        logger.exception("Session %s cannot be priced with tariff %s", session.pk, tariff.ocpi_id)
+        return None
     return {**price_of(cost, tariff.currency), "tariff_id": tariff.ocpi_id}
 
 

@@ -191,6 +191,14 @@
     debounce = setTimeout(function () { writeUrl(); load(); }, 120);
   }
 
+  // --- prices (tariffs, issue 14): one line per connector, the words come from the server ---------
+  function priceLine(price) {
+    if (!price) return "";
+    var html = '<div class="price price-' + escapeHtml(price.status) + '" data-testid="price">' + escapeHtml(price.text);
+    if (price.alt_text) html += '<br><span class="price-alt">' + escapeHtml(price.alt_text) + "</span>";
+    return html + "</div>";
+  }
+
   // --- station panel -------------------------------------------------------------------------
   function renderStation(p) {
     var key = STATUS[p.status] ? p.status : "unknown";
@@ -231,7 +239,8 @@
         (e.status_changed_at ? " for " + ago(e.status_changed_at) : "") + "</div><ul>" +
         e.connectors.map(function (c) {
           return "<li>" + escapeHtml(c.label) + " · " + escapeHtml(c.power_kw) + " kW · " +
-            escapeHtml(c.power_type.replace(/_/g, " ")) + " " + escapeHtml(c.format.toLowerCase()) + "</li>";
+            escapeHtml(c.power_type.replace(/_/g, " ")) + " " + escapeHtml(c.format.toLowerCase()) +
+            priceLine(c.price) + "</li>";
         }).join("") + "</ul>" +
         "<div>" + (e.card ? "Card: yes" : "Card: no") + " · " + (e.app ? "App: yes" : "App: no") + "</div>" +
         (e.start_url && e.map_status === "available"
