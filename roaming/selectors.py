@@ -329,6 +329,7 @@ class PartnerQuality:
     repaired_share: float = 0.0
     repaired_last_sync: int = 0
     repairs: list[RepairSummary] = field(default_factory=list)  # most frequent first (pulls and pushes)
+    cdrs_price_differs: int = 0  # tariffs: CDRs of the last 30 days whose total differs from their tariff's
 
     @property
     def shares(self) -> tuple[float, float, float, float]:
@@ -388,6 +389,9 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
     )
     runs = SyncRun.objects.in_bulk([pk for pk in latest_run_of_party.values() if pk])
     repairs = partner_repairs([party.pk for party in parties])
+    from tariffs.selectors import price_differs_per_party  # the tariffs capability checks CDR totals
+
+    price_differs = price_differs_per_party()
     result = []
     for party in parties:
         row = counts.get(party.pk, {})
@@ -407,6 +411,7 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
                 repaired_share=run.repaired / processed if processed else 0.0,
                 repaired_last_sync=run.repaired if run else 0,
                 repairs=repairs.get(party.pk, []),
+                cdrs_price_differs=price_differs.get(party.pk, 0),
             )
         )
     result.sort(key=lambda quality: (quality.score, quality.party.name))

@@ -111,7 +111,7 @@ class OwnTariffForm(forms.ModelForm):
     tariff_alt_text = JsonListField(
         required=False, help_text='[{"language": "en", "text": "€0.35/kWh"}, {"language": "nl", "text": "..."}]'
     )
-    tariff_alt_url = forms.URLField(required=False, max_length=255)
+    tariff_alt_url = forms.URLField(required=False, max_length=255, assume_scheme="https")
     min_price_excl_vat = forms.DecimalField(required=False, min_value=0, decimal_places=4)
     min_price_incl_vat = forms.DecimalField(required=False, min_value=0, decimal_places=4)
     max_price_excl_vat = forms.DecimalField(required=False, min_value=0, decimal_places=4)

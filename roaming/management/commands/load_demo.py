@@ -232,6 +232,10 @@ class Command(BaseCommand):
         from charging.demo import load_charging_demo
 
         load_charging_demo(driver)
+        # tariffs: ours and partners' prices, connectors naming them, the demo CDRs checked against them.
+        from tariffs.demo import load_tariff_demo
+
+        load_tariff_demo()
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
