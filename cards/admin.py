@@ -10,9 +10,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from cards import services
-from cards.models import AuthorizationDecision, Card, CardStatusChange, Driver, ForeignToken, TokenDelivery
+from cards.models import AuthorizationDecision, Card, CardStatusChange, Driver, ForeignToken
+from cards.selectors import token_pushes
 
 
 class ExpiryFilter(admin.SimpleListFilter):
@@ -38,18 +40,6 @@ class StatusChangeInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ("changed_at", "old_status", "new_status", "changed_by", "reason")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class DeliveryInline(admin.TabularInline):
-    model = TokenDelivery
-    extra = 0
-    can_delete = False
-    verbose_name_plural = "Token pushed to CPOs (last change)"
-    fields = ("partner", "status", "card_last_updated", "attempts", "delivered_at", "last_error")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -83,10 +73,27 @@ class CardAdmin(admin.ModelAdmin):
     )
     list_select_related = ("driver__user",)
     autocomplete_fields = ("driver",)
-    readonly_fields = ("status", "replaced_by", "last_updated", "created_at", "issuer_party")
-    inlines = [StatusChangeInline, DeliveryInline]
+    readonly_fields = ("status", "replaced_by", "last_updated", "created_at", "issuer_party", "token_pushed_to_cpos")
+    inlines = [StatusChangeInline]
     actions = ["block_cards", "unblock_cards", "report_lost", "replace_cards"]
     change_list_template = "admin/cards/card/change_list.html"
+
+    @admin.display(description="Token pushed to CPOs")
+    def token_pushed_to_cpos(self, card: Card) -> str:
+        """The latest push of this card to each CPO (the outbox; per partner in Roaming > Outbox messages)."""
+        pushes = token_pushes(card) if card.pk else []
+        if not pushes:
+            return "Not pushed to any CPO"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((m.partner, m.get_status_display(), m.attempts, m.delivered_at or "", m.last_error) for m in pushes),
+        )
+        return format_html(
+            "<table><tr><th>CPO</th><th>status</th><th>attempts</th><th>delivered</th><th>last error</th></tr>"
+            "{}</table>",
+            rows,
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         # Edited Token fields must reach the CPOs like a status change does.

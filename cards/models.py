@@ -110,35 +110,6 @@ class CardStatusChange(models.Model):
         return f"{self.card}: {self.old_status or '-'} -> {self.new_status}"
 
 
-class TokenDelivery(models.Model):
-    """Where the last change of one of our cards was pushed: one row per card and CPO partner."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DELIVERED = "delivered", "Delivered"
-        FAILED = "failed", "Failed, retrying"
-        GAVE_UP = "gave_up", "Gave up"
-
-    card = models.ForeignKey(Card, on_delete=models.CASCADE, related_name="deliveries")
-    partner = models.ForeignKey(Party, on_delete=models.CASCADE, related_name="token_deliveries")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    card_last_updated = models.DateTimeField(help_text="The card version this row is about.")
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    queued_at = models.DateTimeField()
-    last_attempt_at = models.DateTimeField(
-        null=True, blank=True, help_text="When we last tried to send it (a retry chain is alive while this is recent)."
-    )
-    delivered_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["card", "partner"], name="token_delivery_card_partner")]
-        indexes = [models.Index(fields=["status"], name="token_delivery_status")]
-
-    def __str__(self) -> str:
-        return f"{self.card} -> {self.partner}: {self.status}"
-
-
 class ForeignToken(models.Model):
     """A token of another eMSP, pushed to our CPO side (or learnt), kept to authorize at our stations."""
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
-from django.db.models import F, Q, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from cards.identifiers import foreign_uid_lookups
-from cards.models import Card, TokenDelivery
+from cards.models import Card
 from roaming.ocpi.envelope import format_datetime
 
 
@@ -31,7 +28,7 @@ def token_payload(card: Card) -> dict:
     return payload
 
 
-def token_push_refusal(connection, covered: set[int] | None = None) -> str:
+def token_push_refusal(connection, covered: set[int] | None = None, *, any_status: bool = False) -> str:
     """Why our Tokens may not be pushed over this connection now; "" when they may.
 
     The one rule for choosing push targets and for stopping a retry chain, so the two never disagree.
@@ -42,7 +39,7 @@ def token_push_refusal(connection, covered: set[int] | None = None) -> str:
 
     if connection is None:
         return "We have no connection to this partner"
-    if connection.status != PartnerConnection.Status.CONNECTED:
+    if not any_status and connection.status != PartnerConnection.Status.CONNECTED:
         return f"The connection is {connection.get_status_display().lower()}"
     if not connection.party.acts_as_cpo:
         return "The partner is not a CPO"
@@ -53,39 +50,44 @@ def token_push_refusal(connection, covered: set[int] | None = None) -> str:
     return ""
 
 
-def token_push_targets() -> list:
-    """Connected CPO partners whose agreement takes our cards today and who have a tokens RECEIVER endpoint."""
-    from roaming.selectors import connected_connections, party_ids_accepting_our_cards
+def token_push_targets(*, suspended: bool = False) -> list:
+    """Connected CPO partners whose agreement takes our cards today and who have a tokens RECEIVER endpoint.
 
-    covered = party_ids_accepting_our_cards()
-    return [connection for connection in connected_connections() if not token_push_refusal(connection, covered)]
-
-
-# A retry chain waits at most 10 minutes between attempts, so a FAILED delivery idle for longer has lost
-# its chain; a card change younger than this may still have its own push on the way.
-TOKEN_REQUEUE_AFTER = dt.timedelta(minutes=15)
-
-
-def token_deliveries_to_requeue(now: dt.datetime | None = None) -> list[TokenDelivery]:
-    """Undelivered Tokens whose partner is still a push target and that no live retry chain carries.
-
-    GAVE_UP rows (the chain ended) and FAILED rows idle past TOKEN_REQUEUE_AFTER (the chain was lost). A row
-    about an older version of the card is left alone while the newer change is recent: that change's own
-    push takes the row over. Once that change is old the row is taken anyway (its push skipped this partner,
-    e.g. while suspended) and the card's current state is sent.
+    `suspended=True` adds suspended connections otherwise eligible: a card change is written for them too, kept by
+    the outbox while they are suspended and delivered once they are resumed (only each card's latest state).
     """
-    now = now or timezone.now()
-    idle_since = now - TOKEN_REQUEUE_AFTER
-    failed, gave_up = TokenDelivery.Status.FAILED, TokenDelivery.Status.GAVE_UP
-    chain_lost = Q(status=failed) & (
-        Q(last_attempt_at__lt=idle_since) | Q(last_attempt_at__isnull=True, queued_at__lt=idle_since)
+    from roaming.models import PartnerConnection
+    from roaming.selectors import party_ids_accepting_our_cards
+
+    statuses = [PartnerConnection.Status.CONNECTED] + ([PartnerConnection.Status.SUSPENDED] if suspended else [])
+    covered = party_ids_accepting_our_cards()
+    connections = PartnerConnection.objects.filter(status__in=statuses).select_related("party", "via_hub")
+    return [c for c in connections if not token_push_refusal(c, covered, any_status=suspended)]
+
+
+def token_object_id(card: Card) -> str:
+    """The outbox's object id of a card's Token: order and coalescing are per token (uid and type)."""
+    return f"{card.uid}/{card.type}"
+
+
+def token_path(card: Card) -> str:
+    """Where the Token goes under a CPO's tokens RECEIVER: /{country_code}/{party_id}/{uid}?type={type}."""
+    return f"/{card.issuer_party.country_code}/{card.issuer_party.party_id}/{card.uid}?type={card.type}"
+
+
+def token_pushes(card: Card) -> list:
+    """Per CPO, the latest push of this card's Token (the outbox message), newest first: what staff see per card."""
+    from roaming.models import OutboxMessage
+
+    latest: dict[int, OutboxMessage] = {}
+    messages = (
+        OutboxMessage.objects.filter(module="tokens", object_id=token_object_id(card))
+        .select_related("partner")
+        .order_by("-id")
     )
-    return list(
-        TokenDelivery.objects.filter(partner_id__in=[c.party_id for c in token_push_targets()])
-        .filter(Q(status=gave_up) | chain_lost)
-        .exclude(card__last_updated__gt=F("card_last_updated"), card__last_updated__gte=idle_since)
-        .order_by("queued_at", "pk")
-    )
+    for message in messages[:200]:
+        latest.setdefault(message.partner_id, message)
+    return list(latest.values())
 
 
 def tokens_visible_to(party) -> QuerySet[Card]:

@@ -1,4 +1,4 @@
-"""Writes about cards: issuing, lifecycle changes (each recorded), CSV import, foreign tokens, deliveries."""
+"""Writes about cards: issuing, lifecycle changes (each recorded and pushed to CPOs), CSV import, foreign tokens."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cards.identifiers import InvalidIdentifier, foreign_uid, normalise_contract_id, normalise_uid
-from cards.models import Card, CardStatusChange, Driver, ForeignToken, TokenDelivery
-from mobilityplus.task_queue import QUEUE_ERRORS
+from cards.models import Card, CardStatusChange, Driver, ForeignToken
+from roaming import outbox
 from roaming.models import Party
 from roaming.selectors import own_party
 
@@ -35,32 +35,26 @@ def default_whitelist(token_type: str) -> str:
     return Card.Whitelist.NEVER
 
 
-def _queue_push(card: Card) -> None:
-    transaction.on_commit(lambda: _publish_push(card))
+def _queue_push(card: Card, targets: list | None = None) -> None:
+    """Write the card's current Token for every CPO it must reach, in the caller's transaction (roaming/outbox.py).
 
-
-def _publish_push(card: Card) -> None:
-    """Queue the push of a committed card change; with the broker down, leave a row the requeue task sends.
-
-    The change itself is saved either way: a staff block or a driver's "block my card" never fails for Redis.
-    Each CPO to push to gets a FAILED delivery (nothing attempted), which `requeue_token_deliveries` (beat)
-    takes once idle past TOKEN_REQUEUE_AFTER; staff see the reason in the deliveries meanwhile.
+    Delivered after commit by the partner's outbox lane, kept until the CPO answers OCPI 1000; a later change of
+    the card not yet sent replaces it (coalesce), so a CPO gets the latest state. With the broker down the change is
+    saved all the same: the rows wait for the outbox sweeper (beat), and a block never fails for Redis.
     """
     from cards import selectors
-    from cards.tasks import push_card_token
 
-    try:
-        push_card_token.delay(card.pk)
-    except QUEUE_ERRORS as error:
-        logger.error("Token push of card %s not queued (sent later by the requeue task): %s", card.pk, error)
-        for connection in selectors.token_push_targets():
-            record_delivery(
-                card,
-                connection.party,
-                status=TokenDelivery.Status.FAILED,
-                error=f"Not queued (broker unavailable: {error}); sent again by the requeue task",
-                attempted=False,
-            )
+    body = selectors.token_payload(card)
+    for connection in selectors.token_push_targets(suspended=True) if targets is None else targets:
+        outbox.enqueue(
+            connection.party,
+            module="tokens",
+            object_id=selectors.token_object_id(card),
+            method="PUT",
+            path=selectors.token_path(card),
+            body=body,
+            coalesce=True,
+        )
 
 
 def _change_status(card: Card, new_status: str, *, by, reason: str, push: bool = True) -> Card:
@@ -127,6 +121,7 @@ def issue_card(
     return card
 
 
+@transaction.atomic
 def save_card_details(card: Card) -> Card:
     """Save edited Token fields (whitelist, validity, visual number...) and push the new Token to CPOs."""
     card.full_clean(exclude=["issuer_party", "driver", "replaced_by"])
@@ -386,60 +381,13 @@ def _create_imported(rows: list, issuer: Party, by) -> list[Card]:
             for c in created
         ]
     )
-    for card in created:
-        _queue_push(card)
+    from cards.selectors import token_push_targets
+
+    targets = token_push_targets(suspended=True)
+    issuer_cards = Card.objects.select_related("issuer_party").filter(pk__in=[c.pk for c in created])
+    for card in issuer_cards:
+        _queue_push(card, targets)
     return created
-
-
-# -- token deliveries to CPOs ---------------------------------------------------------------------------
-
-
-def record_delivery(
-    card: Card, partner: Party, *, status: str, error: str = "", attempted: bool | None = None
-) -> TokenDelivery:
-    """The outcome of one push attempt of `card` to `partner` (`attempted=False`: nothing was sent)."""
-    now = timezone.now()
-    attempted = status != TokenDelivery.Status.PENDING if attempted is None else attempted
-    delivery, _ = TokenDelivery.objects.get_or_create(
-        card=card, partner=partner, defaults={"card_last_updated": card.last_updated, "queued_at": now}
-    )
-    if delivery.card_last_updated != card.last_updated:
-        delivery.card_last_updated = card.last_updated
-        delivery.queued_at = now
-        delivery.attempts = 0
-        delivery.delivered_at = None
-    delivery.status = status
-    if attempted:
-        delivery.attempts += 1
-        delivery.last_attempt_at = now
-    delivery.last_error = error[:2000]
-    if status == TokenDelivery.Status.DELIVERED:
-        delivery.delivered_at = now
-    delivery.save()
-    return delivery
-
-
-def requeue_token_deliveries(now: dt.datetime | None = None) -> list[TokenDelivery]:
-    """Mark every delivery that must be sent again as pending; returns those to send (the caller queues them).
-
-    Each row is taken only if it is still as it was read: one delivered meanwhile, or taken over by a
-    newer change of the card, is left alone, and two overlapping runs never queue the same row twice.
-    The last error stays visible to staff until the next attempt.
-    """
-    from cards import selectors
-
-    now = now or timezone.now()
-    taken = []
-    for delivery in selectors.token_deliveries_to_requeue(now):
-        unchanged = TokenDelivery.objects.filter(
-            pk=delivery.pk,
-            status=delivery.status,
-            card_last_updated=delivery.card_last_updated,
-            attempts=delivery.attempts,
-        )
-        if unchanged.update(status=TokenDelivery.Status.PENDING, queued_at=now):
-            taken.append(delivery)
-    return taken
 
 
 # -- foreign tokens (CPO side) --------------------------------------------------------------------------

@@ -337,9 +337,6 @@ CARDS_CIRCUIT_WINDOW_S = float(os.environ.get("CARDS_CIRCUIT_WINDOW_S", "30"))
 CARDS_CIRCUIT_COOLDOWN_S = float(os.environ.get("CARDS_CIRCUIT_COOLDOWN_S", "30"))
 # Database reads on the authorization path give up after this long (PostgreSQL statement_timeout, SET LOCAL).
 CARDS_DB_STATEMENT_TIMEOUT_MS = int(os.environ.get("CARDS_DB_STATEMENT_TIMEOUT_MS", "500"))
-# Token push to CPOs: first retry after this many seconds, doubling, capped at 10 minutes.
-CARDS_TOKEN_PUSH_BACKOFF_S = float(os.environ.get("CARDS_TOKEN_PUSH_BACKOFF_S", "5"))
-CARDS_TOKEN_PUSH_MAX_RETRIES = int(os.environ.get("CARDS_TOKEN_PUSH_MAX_RETRIES", "30"))
 # Authorization decision log: buffered per process and written in bulk every this many seconds (0 = at once).
 CARDS_DECISION_LOG_FLUSH_S = float(os.environ.get("CARDS_DECISION_LOG_FLUSH_S", "0.25"))
 # How often each process looks for changed cards/agreements to evict from its authorization cache.
@@ -347,11 +344,23 @@ CARDS_CACHE_POLL_S = float(os.environ.get("CARDS_CACHE_POLL_S", "0.5"))
 # Service token our charge-point backend sends to POST /api/v1/authorizations (`Authorization: Bearer ...`).
 CARDS_BACKEND_API_TOKEN = os.environ.get("CARDS_BACKEND_API_TOKEN", "")
 CELERY_BEAT_SCHEDULE["cards-expire"] = {"task": "cards.tasks.expire_cards", "schedule": 3600.0}
-# A Token push whose retries gave up (or were lost) is sent again while the CPO is still a push target.
-CELERY_BEAT_SCHEDULE["cards-requeue-token-deliveries"] = {
-    "task": "cards.tasks.requeue_token_deliveries",
-    "schedule": 900.0,
-}
+# Durable outbox (roaming/outbox.py, docs/outbox.md): every push to partners (tokens, status, sessions, CDRs, tariffs).
+OUTBOX_HTTP_TIMEOUT_S = float(os.environ.get("OUTBOX_HTTP_TIMEOUT_S", "10"))
+# A message that failed waits this long before its next attempt, doubling, capped.
+OUTBOX_BACKOFF_S = float(os.environ.get("OUTBOX_BACKOFF_S", "2"))
+OUTBOX_BACKOFF_MAX_S = float(os.environ.get("OUTBOX_BACKOFF_MAX_S", "600"))
+# A partner unreachable, or failing this many messages in a row, is down: one message probes it this often.
+OUTBOX_DOWN_AFTER = int(os.environ.get("OUTBOX_DOWN_AFTER", "3"))
+OUTBOX_PROBE_S = float(os.environ.get("OUTBOX_PROBE_S", "3"))
+# Probes take the oldest message; every this-many-th probe another one (a message only it chokes on).
+OUTBOX_PROBE_ROTATE = int(os.environ.get("OUTBOX_PROBE_ROTATE", "5"))
+# Messages a lane reads at once, and how long it sends before letting other partners' lanes have the worker.
+OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "200"))
+OUTBOX_LANE_SLICE_S = float(os.environ.get("OUTBOX_LANE_SLICE_S", "10"))
+# A queued lane run is not queued again for this long (a lost one is replaced by the sweeper after it).
+OUTBOX_KICK_TTL_S = int(os.environ.get("OUTBOX_KICK_TTL_S", "30"))
+OUTBOX_SWEEP_S = float(os.environ.get("OUTBOX_SWEEP_S", "5"))
+CELERY_BEAT_SCHEDULE["roaming-sweep-outbox"] = {"task": "roaming.sweep_outbox", "schedule": OUTBOX_SWEEP_S}
 # Location feeds (stations): page size we ask for, retries per page, the per-partner lock, full syncs.
 FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
 FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))

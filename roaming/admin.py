@@ -553,3 +553,6 @@ class RoamingAgreementAdmin(SimpleHistoryAdmin):
     list_filter = ("status", "direction", "hub")
     list_select_related = ("partner", "hub")
     search_fields = ("partner__name", "partner__party_id", "notes")
+
+
+from roaming import outbox_admin  # noqa: E402, F401  (registers the outbox's pages)

@@ -244,3 +244,7 @@ class RepairCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.party}: {self.kind} x{self.repaired} on {self.day}"
+
+
+# The durable outbox's tables live in their own module (roaming/outbox.py is its service).
+from roaming.outbox_models import OutboxLane, OutboxMessage  # noqa: E402, F401

@@ -416,3 +416,77 @@ def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]
         )
     result.sort(key=lambda quality: (quality.score, quality.party.name))
     return result
+
+
+# --- Pushes to partners (the durable outbox, roaming/outbox.py) --------------------------------------------------
+
+
+def emsps_served_by_our_stations(module: str) -> list[Party]:
+    """Connected eMSPs (or hubs) with a RECEIVER for `module` whose agreement lets their cards charge at our stations.
+
+    Broadcasts (our EVSE statuses, locations, tariffs) go to each of them once: a hub gets one copy for all its clients
+    (an agreement through it, or with the hub itself, covers them), so a client reached through a hub is not listed.
+    """
+    agreements = active_agreements(our_cards=False)
+    covered = set(agreements.values_list("partner_id", flat=True))
+    hubs_covering = set(agreements.filter(hub__isnull=False).values_list("hub_id", flat=True))
+    parties = []
+    for connection in connected_connections().filter(via_hub__isnull=True).order_by("party__name", "pk"):
+        party = connection.party
+        if party.is_self or not connection.endpoint_url(module, "RECEIVER"):
+            continue
+        if party.role == Party.Role.HUB:
+            if party.pk in covered or party.pk in hubs_covering:
+                parties.append(party)
+        elif party.acts_as_emsp and party.pk in covered:
+            parties.append(party)
+    return parties
+
+
+@dataclass
+class PartnerBacklog:
+    """One partner's outbox: what waits, what it refused, what it got, and whether it answers."""
+
+    partner: Party
+    waiting: int
+    failed: int
+    delivered: int
+    oldest_waiting_at: dt.datetime | None
+    down_since: dt.datetime | None
+    last_error: str
+
+
+def outbox_backlog_by_partner() -> list[PartnerBacklog]:
+    """Every partner with outbox messages, largest backlog first (two queries)."""
+    from django.db.models import Min
+
+    from roaming.models import OutboxLane, OutboxMessage
+
+    counts = (
+        OutboxMessage.objects.order_by()
+        .values("partner_id")
+        .annotate(
+            waiting=Count("pk", filter=Q(status=OutboxMessage.Status.PENDING)),
+            failed=Count("pk", filter=Q(status=OutboxMessage.Status.FAILED)),
+            delivered=Count("pk", filter=Q(status=OutboxMessage.Status.DELIVERED)),
+            oldest=Min("created_at", filter=Q(status=OutboxMessage.Status.PENDING)),
+        )
+    )
+    rows = {row["partner_id"]: row for row in counts}
+    lanes = {lane.partner_id: lane for lane in OutboxLane.objects.filter(partner_id__in=rows).select_related("partner")}
+    parties = {p.pk: p for p in Party.objects.filter(pk__in=[pid for pid in rows if pid not in lanes])}
+    backlog = []
+    for partner_id, row in rows.items():
+        lane = lanes.get(partner_id)
+        backlog.append(
+            PartnerBacklog(
+                partner=lane.partner if lane else parties[partner_id],
+                waiting=row["waiting"],
+                failed=row["failed"],
+                delivered=row["delivered"],
+                oldest_waiting_at=row["oldest"],
+                down_since=lane.down_since if lane else None,
+                last_error=lane.last_error if lane else "",
+            )
+        )
+    return sorted(backlog, key=lambda b: (-b.waiting, -b.failed, b.partner.name))

@@ -31,3 +31,21 @@ def unregister_partner(connection_id: int) -> dict:
 @shared_task(name="roaming.reread_partner_endpoints")
 def reread_partner_endpoints(connection_id: int) -> dict:
     return _outcome(services.reread_partner_endpoints(connection_id))
+
+
+# acks_late (settings): a worker killed mid-lane leaves the message unacked; the broker hands it out again, and the
+# sweeper kicks the lane meanwhile. ignore_result: nobody reads it.
+@shared_task(name="roaming.deliver_outbox", ignore_result=True)
+def deliver_outbox(partner_id: int) -> dict:
+    """One partner's outbox lane: its due messages, in order (roaming/outbox.py)."""
+    from roaming import outbox
+
+    return outbox.deliver(partner_id).as_dict()
+
+
+@shared_task(name="roaming.sweep_outbox", ignore_result=True)
+def sweep_outbox() -> list[int]:
+    """Beat: kick every partner's lane that has messages due."""
+    from roaming import outbox
+
+    return outbox.sweep()

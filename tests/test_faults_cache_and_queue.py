@@ -22,14 +22,14 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
-from cards.models import Card, TokenDelivery
-from cards.selectors import TOKEN_REQUEUE_AFTER
-from cards.services import requeue_token_deliveries
+from cards.models import Card
 from charging.models import Command
 from charging.services import NOT_QUEUED_TEXT
 from charging.tasks import repost_command_results
-from roaming.models import Party, RoamingAgreement
+from roaming import outbox
+from roaming.models import OutboxMessage, Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header
+from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import own_party
 from stations.feeds import connections_due
 from stations.models import SyncRun
@@ -161,10 +161,10 @@ def logged_in_browser(client, user) -> requests.Session:
     return browser
 
 
-def test_with_redis_down_a_driver_blocks_a_card_at_once_and_its_push_is_kept_for_the_requeue_task(
+def test_with_redis_down_a_driver_blocks_a_card_at_once_and_its_push_is_kept_for_the_sweeper(
     server_without_redis, client
 ):
-    """The block is saved and answered; the Token push that cannot be queued is left for the beat's requeue."""
+    """The block is saved and answered; its Token push, kept in the outbox, is left for the beat's sweeper."""
     cpo = PartyFactory(country_code="NL", party_id="TNM", role=Party.Role.CPO, name="TotalEnergies")
     PartnerConnectionFactory(
         party=cpo,
@@ -190,12 +190,12 @@ def test_with_redis_down_a_driver_blocks_a_card_at_once_and_its_push_is_kept_for
     assert blocked.status_code == 302 and time.monotonic() - started < 3.0, blocked.text[:500]
     card.refresh_from_db()
     assert card.status == Card.Status.BLOCKED  # blocked here at once, whatever the queue does
-    delivery = TokenDelivery.objects.get(card=card, partner=cpo)
-    assert delivery.status == TokenDelivery.Status.FAILED and delivery.attempts == 0
-    assert delivery.last_error.startswith("Not queued (broker unavailable")
-    assert delivery.card_last_updated == card.last_updated
-    # Nothing is lost: the beat's requeue takes the row once it is idle past TOKEN_REQUEUE_AFTER.
-    assert [d.pk for d in requeue_token_deliveries(now=timezone.now() + TOKEN_REQUEUE_AFTER)] == [delivery.pk]
+    # The Token push was written in the block's own transaction: kept in the outbox, nothing attempted...
+    [push] = OutboxMessage.objects.filter(partner=cpo, module="tokens")
+    assert push.status == OutboxMessage.Status.PENDING and push.attempts == 0
+    assert push.body["valid"] is False and push.body["last_updated"] == format_datetime(card.last_updated)
+    # ...and the outbox sweeper (beat, every OUTBOX_SWEEP_S) sends it once the broker is back.
+    assert cpo.pk in outbox.partners_with_due_messages()
 
 
 def test_with_redis_down_a_partner_start_session_at_our_station_is_answered_not_a_500(server_without_redis):

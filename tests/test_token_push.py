@@ -1,17 +1,17 @@
-"""A changed card is pushed (PUT Token) to every connected CPO whose agreement covers it, retried until delivered."""
+"""A changed card is pushed (PUT Token) to every connected CPO whose agreement covers it, through the durable outbox
+(roaming/outbox.py): kept and retried until the CPO answers OCPI 1000; one CPO's failures never slow the others."""
 
-import datetime as dt
 import time
 
 import pytest
 from django.db import connections
-from django.utils import timezone
 
 from cards import services
-from cards.models import Card, TokenDelivery
-from cards.tasks import push_card_token, requeue_token_deliveries
+from cards.models import Card
+from cards.selectors import token_object_id
+from roaming import outbox
 from roaming import services as roaming_services
-from roaming.models import Party, RoamingAgreement
+from roaming.models import OutboxLane, OutboxMessage, Party, RoamingAgreement
 from roaming.ocpi.credentials import authorization_header
 from roaming.ocpi.envelope import format_datetime
 from tests.factories import CardFactory, PartnerConnectionFactory, RoamingAgreementFactory
@@ -34,7 +34,18 @@ def cpo_at(peer, *, direction=RoamingAgreement.Direction.OUR_CARDS_AT_THEIR_STAT
 
 @pytest.fixture(autouse=True)
 def _quick_retries(settings):
-    settings.CARDS_TOKEN_PUSH_BACKOFF_S = 0.05
+    settings.OUTBOX_BACKOFF_S = 0
+    settings.OUTBOX_PROBE_S = 0
+
+
+def pushes(card) -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.filter(module="tokens", object_id=token_object_id(card)).order_by("id"))
+
+
+def push_now(card, capture) -> None:
+    """The card's current Token written to the outbox as staff saving it would, and the lanes run after commit."""
+    with capture(execute=True):
+        services.save_card_details(card)
 
 
 def test_blocking_a_card_pushes_the_token_to_covered_cpos_only(ocpi_peer, db, django_capture_on_commit_callbacks):
@@ -51,12 +62,24 @@ def test_blocking_a_card_pushes_the_token_to_covered_cpos_only(ocpi_peer, db, dj
     assert sent.header("Authorization") == authorization_header("to-cpo")
     assert sent.json()["valid"] is False and sent.json()["uid"] == card.uid
     assert sent.json()["contract_id"] == card.contract_id and sent.json()["whitelist"] == "ALLOWED_OFFLINE"
-    delivery = TokenDelivery.objects.get(card=card)
-    assert delivery.partner == covered.party and delivery.status == TokenDelivery.Status.DELIVERED
+    [delivery] = pushes(card)
+    assert delivery.partner == covered.party and delivery.status == OutboxMessage.Status.DELIVERED
     assert delivery.attempts == 1 and delivery.delivered_at is not None
 
 
-def test_a_partner_that_fails_first_gets_it_on_a_retry(ocpi_peer, db):
+def test_the_push_is_written_with_the_change_and_nothing_is_written_when_it_rolls_back(ocpi_peer, db):
+    cpo_at(ocpi_peer)
+    card = CardFactory()
+    with pytest.raises(services.CardError):
+        services.unblock_card(card, reason="not blocked")  # refused: nothing changed, nothing to push
+    assert pushes(card) == []
+    services.block_card(card, reason="Stolen")
+    [message] = pushes(card)  # written in the block's transaction; sent after the test's transaction commits
+    assert message.status == OutboxMessage.Status.PENDING
+    assert message.body["valid"] is False and message.path == f"/BE/MBP/{card.uid}?type=RFID"
+
+
+def test_a_partner_that_fails_first_gets_it_on_a_retry(ocpi_peer, db, django_capture_on_commit_callbacks):
     cpo_at(ocpi_peer)
     answers = iter(
         [
@@ -66,34 +89,52 @@ def test_a_partner_that_fails_first_gets_it_on_a_retry(ocpi_peer, db):
     )
     ocpi_peer.route("PUT", r"/cpo/tokens/.*", lambda r: next(answers, ok()))
     card = CardFactory(status=Card.Status.LOST)
-    push_card_token.delay(card.pk)
+    push_now(card, django_capture_on_commit_callbacks)
     assert len(ocpi_peer.requests) == 3
-    delivery = TokenDelivery.objects.get(card=card)
-    assert delivery.status == TokenDelivery.Status.DELIVERED and delivery.attempts == 3
+    [delivery] = pushes(card)
+    assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 3
     assert ocpi_peer.requests[-1].json()["valid"] is False
 
 
-def test_a_partner_that_never_answers_is_given_up_with_the_error_kept(ocpi_peer, db, settings):
-    settings.CARDS_TOKEN_PUSH_MAX_RETRIES = 2
+def test_a_cpo_refusing_the_token_is_marked_failed_with_its_words_and_staff_can_resend(
+    ocpi_peer, admin_client, db, django_capture_on_commit_callbacks
+):
     cpo_at(ocpi_peer)
-    ocpi_peer.route("PUT", r"/cpo/tokens/.*", lambda r: PeerResponse({"status_code": 2001, "status_message": "no"}))
+    refusing = [True]
+    ocpi_peer.route(
+        "PUT",
+        r"/cpo/tokens/.*",
+        lambda r: PeerResponse({"status_code": 2001, "status_message": "no"}) if refusing[0] else ok(),
+    )
     card = CardFactory()
-    push_card_token.delay(card.pk)
-    delivery = TokenDelivery.objects.get(card=card)
-    assert delivery.status == TokenDelivery.Status.GAVE_UP and delivery.attempts == 3
-    assert "2001" in delivery.last_error
+    push_now(card, django_capture_on_commit_callbacks)
+    [delivery] = pushes(card)
+    # OCPI 2xxx is the CPO's answer, not an outage: not retried blindly (behaviour changed with the outbox).
+    assert delivery.status == OutboxMessage.Status.FAILED and delivery.attempts == 1
+    assert "2001" in delivery.last_error and len(ocpi_peer.requests) == 1
+
+    refusing[0] = False
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/roaming/outboxmessage/",
+            {"action": "resend_messages", "_selected_action": [delivery.pk]},
+        )
+    delivery.refresh_from_db()
+    assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 2
+    assert len(ocpi_peer.requests) == 2
 
 
-def test_staff_see_per_card_where_its_last_change_went(ocpi_peer, admin_client, db):
+def test_staff_see_per_card_where_its_last_change_went(ocpi_peer, admin_client, db, django_capture_on_commit_callbacks):
     cpo_at(ocpi_peer)
     ocpi_peer.route("PUT", r"/cpo/tokens/.*", lambda r: ok())
     card = CardFactory()
-    push_card_token.delay(card.pk)
+    push_now(card, django_capture_on_commit_callbacks)
     page = admin_client.get(f"/admin/cards/card/{card.pk}/change/").content.decode()
     assert "Token pushed to CPOs" in page and "Delivered" in page
 
 
-def test_through_the_real_worker_a_flaky_partner_gets_the_token(ocpi_peer, redis_celery_worker):
+def test_through_the_real_worker_a_flaky_partner_gets_the_token(ocpi_peer, redis_celery_worker, settings):
+    settings.OUTBOX_BACKOFF_S = 0.2
     cpo_at(ocpi_peer)
     calls = []
 
@@ -106,11 +147,11 @@ def test_through_the_real_worker_a_flaky_partner_gets_the_token(ocpi_peer, redis
     services.report_lost(card, reason="Lost at the gym")  # on_commit: autocommit here, so sent at once
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        delivery = TokenDelivery.objects.filter(card=card).first()
-        if delivery and delivery.status == TokenDelivery.Status.DELIVERED:
+        delivery = pushes(card)[0]
+        if delivery.status == OutboxMessage.Status.DELIVERED:
             break
         time.sleep(0.1)
-    assert delivery.status == TokenDelivery.Status.DELIVERED and delivery.attempts == 2
+    assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 2
     assert len(calls) == 2 and calls[-1].json()["valid"] is False
 
 
@@ -124,39 +165,40 @@ class FlakyCpo:
         return PeerResponse(raw=b"<html>maintenance</html>", status=503) if self.down else ok()
 
 
-def test_a_push_given_up_is_sent_again_by_the_beat_once_the_cpo_recovers(
+def test_a_cpo_down_gets_the_card_once_it_recovers_probed_not_backed_off(
     ocpi_peer, admin_client, db, settings, django_capture_on_commit_callbacks
 ):
-    settings.CARDS_TOKEN_PUSH_MAX_RETRIES = 1
+    settings.OUTBOX_BACKOFF_S = 600  # each message's own backoff: a recovered CPO does not wait it out
     cpo_at(ocpi_peer)
     cpo = FlakyCpo()
     ocpi_peer.route("PUT", r"/cpo/tokens/.*", cpo)
     card = CardFactory()
     with django_capture_on_commit_callbacks(execute=True):
         services.block_card(card, reason="Stolen wallet")
-    delivery = TokenDelivery.objects.get(card=card)
-    assert delivery.status == TokenDelivery.Status.GAVE_UP and len(ocpi_peer.requests) == 2
+    [delivery] = pushes(card)
+    assert delivery.status == OutboxMessage.Status.PENDING and delivery.attempts == 1
+    assert "503" in delivery.last_error and len(ocpi_peer.requests) == 1
+    assert OutboxLane.objects.get(partner=delivery.partner).down_since is not None
 
     cpo.down = False
-    assert requeue_token_deliveries.delay().get() == 1
+    assert outbox.sweep() == [delivery.partner_id]  # the probe is due (OUTBOX_PROBE_S), whatever the backoff
     card.refresh_from_db()
     sent = ocpi_peer.requests[-1].json()
-    assert len(ocpi_peer.requests) == 3 and sent["valid"] is False
+    assert len(ocpi_peer.requests) == 2 and sent["valid"] is False
     assert sent["last_updated"] == format_datetime(card.last_updated)
     delivery.refresh_from_db()
-    assert delivery.status == TokenDelivery.Status.DELIVERED and delivery.attempts == 3
-    assert delivery.card_last_updated == card.last_updated and delivery.last_error == ""
+    assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 2
+    assert delivery.last_error == ""
 
-    assert requeue_token_deliveries.delay().get() == 0  # delivered: never sent again
-    assert len(ocpi_peer.requests) == 3
+    assert outbox.sweep() == []  # delivered: never sent again
+    assert len(ocpi_peer.requests) == 2
     page = admin_client.get(f"/admin/cards/card/{card.pk}/change/").content.decode()
     assert "Token pushed to CPOs" in page and "Delivered" in page
 
 
-def test_the_beat_leaves_alone_a_newer_change_on_its_way_and_partners_no_longer_targets(
-    ocpi_peer, db, settings, django_capture_on_commit_callbacks
+def test_only_the_latest_state_of_a_card_is_sent_once_the_cpo_is_back(
+    ocpi_peer, db, django_capture_on_commit_callbacks
 ):
-    settings.CARDS_TOKEN_PUSH_MAX_RETRIES = 0
     cpo_at(ocpi_peer, path="/a")
     suspended = cpo_at(ocpi_peer, path="/b")
     cpo = FlakyCpo()
@@ -165,75 +207,48 @@ def test_the_beat_leaves_alone_a_newer_change_on_its_way_and_partners_no_longer_
     with django_capture_on_commit_callbacks(execute=True):
         services.block_card(blocked, reason="Payment overdue")
         services.block_card(changed, reason="Payment overdue")
-    assert TokenDelivery.objects.filter(status=TokenDelivery.Status.GAVE_UP).count() == 4
     roaming_services.suspend_connection(suspended)
-    # The newer change's own push is still queued (its on-commit callback has not run).
-    services.unblock_card(changed, reason="Paid")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.unblock_card(changed, reason="Paid")  # replaces the block not yet delivered (coalesced)
+    assert [m.body["valid"] for m in pushes(changed)] == [True, True]
     cpo.down = False
     ocpi_peer.requests.clear()
 
-    assert requeue_token_deliveries.delay().get() == 1
-    assert [r.path for r in ocpi_peer.requests] == [f"/a/tokens/BE/MBP/{blocked.uid}"]
-    assert set(TokenDelivery.objects.filter(card=changed).values_list("status", flat=True)) == {"gave_up"}
-    assert TokenDelivery.objects.get(card=blocked, partner=suspended.party).status == TokenDelivery.Status.GAVE_UP
+    outbox.sweep()
+    sent = sorted((r.path, r.json()["valid"]) for r in ocpi_peer.requests)
+    assert sent == [(f"/a/tokens/BE/MBP/{blocked.uid}", False), (f"/a/tokens/BE/MBP/{changed.uid}", True)]
+    # The suspended partner's pushes are kept, not sent, not lost...
+    held = OutboxMessage.objects.filter(partner=suspended.party)
+    assert set(held.values_list("status", flat=True)) == {"pending"}
 
-    # Resumed, the partner gets what it missed.
+    # ...and resumed, it gets what it missed: each card's latest state, once.
     roaming_services.resume_connection(suspended)
     ocpi_peer.requests.clear()
-    assert requeue_token_deliveries.delay().get() == 1
-    assert [r.path for r in ocpi_peer.requests] == [f"/b/tokens/BE/MBP/{blocked.uid}"]
-    assert ocpi_peer.requests[0].json()["valid"] is False
+    outbox.sweep()
+    sent = sorted((r.path, r.json()["valid"]) for r in ocpi_peer.requests)
+    assert sent == [(f"/b/tokens/BE/MBP/{blocked.uid}", False), (f"/b/tokens/BE/MBP/{changed.uid}", True)]
 
 
-def _suspend_the_connection(connection) -> None:
-    roaming_services.suspend_connection(connection)
-
-
-def _end_the_agreement(connection) -> None:
-    agreement = RoamingAgreement.objects.get(partner=connection.party)
-    agreement.status = RoamingAgreement.Status.ENDED
-    agreement.save()
-
-
-@pytest.mark.parametrize(
-    ("meanwhile", "why"),
-    [
-        (_suspend_the_connection, "Stopped: The connection is suspended"),
-        (_end_the_agreement, "Stopped: No agreement in force takes our cards at this partner's stations"),
-    ],
-)
-def test_retries_stop_once_the_partner_is_no_longer_a_target(ocpi_peer, transactional_db, meanwhile, why):
+def test_a_cpo_out_of_agreement_gets_no_more_tokens(ocpi_peer, transactional_db):
     connection = cpo_at(ocpi_peer)
     calls = []
 
     def failing_while_staff_act(request):
         calls.append(request)
         try:
-            meanwhile(connection)  # staff act while the CPO is failing, before our retry runs
+            agreement = RoamingAgreement.objects.get(partner=connection.party)
+            agreement.status = RoamingAgreement.Status.ENDED
+            agreement.save()  # staff end the agreement while the CPO is failing, before our retry runs
         finally:
             connections.close_all()  # this server thread's own database connection
         return PeerResponse(raw=b"down", status=503)
 
     ocpi_peer.route("PUT", r"/cpo/tokens/.*", failing_while_staff_act)
     card = CardFactory(status=Card.Status.BLOCKED)
-    push_card_token.delay(card.pk)
+    services.save_card_details(card)  # autocommit: the lane runs at once (in-process)
+    outbox.sweep()  # the retry
     assert len(calls) == 1  # the retry sent nothing
-    delivery = TokenDelivery.objects.get(card=card)
-    assert delivery.status == TokenDelivery.Status.GAVE_UP and delivery.last_error == why
+    [delivery] = pushes(card)
+    assert delivery.status == OutboxMessage.Status.FAILED
+    assert delivery.last_error == "Stopped: No agreement in force takes our cards at this partner's stations"
     assert delivery.attempts == 1
-    assert requeue_token_deliveries.delay().get() == 0  # not a target: the beat leaves it too
-
-
-def test_the_beat_resends_a_failed_push_whose_retries_were_lost_but_not_one_still_retrying(ocpi_peer, db):
-    connection = cpo_at(ocpi_peer)
-    ocpi_peer.route("PUT", r"/cpo/tokens/.*", lambda r: ok())
-    lost, retrying = CardFactory(status=Card.Status.LOST), CardFactory(status=Card.Status.BLOCKED)
-    for card in (lost, retrying):
-        services.record_delivery(card, connection.party, status=TokenDelivery.Status.FAILED, error="HTTP 503")
-    # The worker holding the first card's next retry was restarted 20 minutes ago and the retry never came.
-    TokenDelivery.objects.filter(card=lost).update(last_attempt_at=timezone.now() - dt.timedelta(minutes=20))
-
-    assert requeue_token_deliveries.delay().get() == 1
-    assert [r.path for r in ocpi_peer.requests] == [f"/cpo/tokens/BE/MBP/{lost.uid}"]
-    assert TokenDelivery.objects.get(card=lost).status == TokenDelivery.Status.DELIVERED
-    assert TokenDelivery.objects.get(card=retrying).status == TokenDelivery.Status.FAILED
