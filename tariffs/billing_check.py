@@ -158,7 +158,10 @@ def check_cdr_price(cdr) -> CdrPriceCheck:
             cdr, Outcome.NOT_CHECKED, f"the tariff is in {document.get('currency')}, the CDR in {cdr.currency}", fields
         )
     time_zone = (cdr.location.time_zone if cdr.location else "") or "UTC"
-    cost = engine.price_session(document, activity_of_cdr(cdr), time_zone)
+    try:
+        cost = engine.price_session(document, activity_of_cdr(cdr), time_zone)
+    except engine.TariffError as error:  # e.g. the tariff was not valid when the session started
+        return _save(cdr, Outcome.NOT_CHECKED, f"cannot be priced: {error}", fields)
     fields.update(computed_excl_vat=cost.total.excl_vat, computed_incl_vat=cost.total.incl_vat)
     differs = engine.cost_differs(Decimal(cdr.total_cost_excl_vat), cost.total.excl_vat)
     if cdr.total_cost_incl_vat is not None and cost.total.incl_vat is not None:

@@ -55,8 +55,22 @@ WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", 
 PHASE_VOLTAGE = Decimal(230)
 # ISO 4217 currencies whose minor unit is not the cent.
 MINOR_UNITS = {
-    "BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "LYD": 3, "OMR": 3,
-    "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0,
+    "BHD": 3,
+    "CLP": 0,
+    "IQD": 3,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "PYG": 0,
+    "TND": 3,
+    "UGX": 0,
+    "VND": 0,
+    "XAF": 0,
+    "XOF": 0,
 }
 ZERO = Decimal(0)
 HOUR = Decimal(3600)
@@ -278,8 +292,13 @@ def _parse_tariff(tariff: dict) -> _Tariff:
             # Only the first component of a dimension in an element can ever be active.
             components.setdefault(
                 pc["type"],
-                _Component(index, pc["type"], _dec(pc["price"], f"{pc_name}.price"), _opt_dec(pc, "vat", pc_name),
-                           max(int(step), 0)),
+                _Component(
+                    index,
+                    pc["type"],
+                    _dec(pc["price"], f"{pc_name}.price"),
+                    _opt_dec(pc, "vat", pc_name),
+                    max(int(step), 0),
+                ),
             )
         restrictions = _parse_restrictions(raw.get("restrictions"), f"{name}.restrictions")
         elements.append(_Element(index, components, restrictions))
@@ -323,9 +342,12 @@ class _Meter:
 
     def __init__(self, samples: list[MeterSample], charging_start: datetime, charging_end: datetime):
         points = sorted(
-            (_aware(s.at, "samples.at"), _dec(s.kwh, "samples.kwh"),
-             None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
-             None if s.current_a is None else _dec(s.current_a, "samples.current_a"))
+            (
+                _aware(s.at, "samples.at"),
+                _dec(s.kwh, "samples.kwh"),
+                None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
+                None if s.current_a is None else _dec(s.current_a, "samples.current_a"),
+            )
             for s in samples
         )
         if points and points[0][0] > charging_start:
@@ -489,8 +511,15 @@ def _local_boundaries(tariff: _Tariff, zone: ZoneInfo, start: datetime, end: dat
     return out
 
 
-def _cuts(tariff: _Tariff, zone: ZoneInfo, meter: _Meter, origin: datetime, start: datetime, end: datetime,
-          fixed: list[datetime]) -> list[datetime]:
+def _cuts(
+    tariff: _Tariff,
+    zone: ZoneInfo,
+    meter: _Meter,
+    origin: datetime,
+    start: datetime,
+    end: datetime,
+    fixed: list[datetime],
+) -> list[datetime]:
     cuts = {start, end, *fixed, *(p[0] for p in meter.points)}
     cuts |= _local_boundaries(tariff, zone, start, end)
     for element in tariff.elements:
@@ -531,8 +560,15 @@ def _segments(tariff: _Tariff, activity: ChargingActivity, zone: ZoneInfo) -> li
         phases.append((session_start, end, session_start, None))
     for phase_start, phase_end, origin, reservation in phases:
         candidates = _candidates(tariff, reservation)
-        cuts = _cuts(tariff, zone, meter if reservation is None else _Meter([], start, start), origin,
-                     phase_start, phase_end, [charging_end])
+        cuts = _cuts(
+            tariff,
+            zone,
+            meter if reservation is None else _Meter([], start, start),
+            origin,
+            phase_start,
+            phase_end,
+            [charging_end],
+        )
         for t0, t1 in zip(cuts, cuts[1:], strict=False):
             if t1 <= t0:
                 continue
@@ -667,8 +703,7 @@ def price_session(tariff: dict, activity: ChargingActivity, time_zone: str) -> C
         "PARKING_TIME": ([(s.active["PARKING_TIME"], s.seconds) for s in segments if s.phase == "PARKING"], HOUR),
     }
     exact: dict[str, tuple[Decimal, Decimal | None]] = {
-        key: _bill(dimension_entries, unit, steps=key != "FLAT")
-        for key, (dimension_entries, unit) in entries.items()
+        key: _bill(dimension_entries, unit, steps=key != "FLAT") for key, (dimension_entries, unit) in entries.items()
     }
     reserved = [s for s in segments if s.phase == RESERVATION]
     flat_excl, flat_incl = _bill(_flat(reserved, (RESERVATION,)), Decimal(1), steps=False)

@@ -98,7 +98,8 @@ def _component_words(component: _Component, currency: str, with_vat: bool, reser
         if not price:
             return None
         label = {RESERVATION: "reservation fee", RESERVATION_EXPIRES: "if the reservation expires"}.get(
-            reservation, "start")
+            reservation, "start"
+        )
         return f"{money(price, currency)} {label}"
     if component.type == "ENERGY":
         return f"{money(price, currency, unit_price=True)}/kWh" if price else "free energy"
@@ -111,8 +112,11 @@ def _component_words(component: _Component, currency: str, with_vat: bool, reser
         return f"free{label}" if label else "free charging time"
     per_minute = price / 60
     # Per minute when that is a round amount (€0.10/min), per hour otherwise (€1.90/h).
-    rate = f"{money(per_minute, currency)}/min" if _exact_in_minor_units(per_minute, currency) else (
-        f"{money(price, currency)}/h")
+    rate = (
+        f"{money(per_minute, currency)}/min"
+        if _exact_in_minor_units(per_minute, currency)
+        else (f"{money(price, currency)}/h")
+    )
     return f"{rate}{label}"
 
 

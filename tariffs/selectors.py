@@ -134,16 +134,14 @@ def price_of(cost, currency: str) -> dict:
 
 
 def alt_text(document: dict, language: str) -> str | None:
-    """The tariff's own words (tariff_alt_text) in `language`, else in English, else the first given."""
+    """The tariff's own words (tariff_alt_text) in `language` (its main part: "nl" for "nl-be"), else English."""
     texts = [t for t in document.get("tariff_alt_text") or [] if isinstance(t, dict) and t.get("text")]
-    if not texts:
-        return None
-    language = (language or "en")[:2].lower()
-    for wanted in (language, "en"):
+    wanted = (language or "en").lower().replace("_", "-").split("-")[0]
+    for code in dict.fromkeys((wanted, "en")):
         for text in texts:
-            if str(text.get("language", "")).lower() == wanted:
-                return text["text"]
-    return texts[0]["text"]
+            if str(text.get("language", "")).lower().replace("_", "-").split("-")[0] == code:
+                return str(text["text"]).strip()
+    return None
 
 
 def typical_session_kwh() -> Decimal:
@@ -199,7 +197,8 @@ def connector_price(
     document = tariff.document
     words = alt_text(document, language)
     try:
-        text = engine.describe_tariff(document, language)
+        # The structured words always (the engine would return the operator's text instead when there is one).
+        text = engine.describe_tariff({k: v for k, v in document.items() if k != "tariff_alt_text"}, language)
     except Exception:
         # A partner's tariff the engine cannot read must not take the panel down: its own words, or "unknown".
         logger.exception("Tariff %s of party %s cannot be described", tariff.ocpi_id, tariff.party_id)
