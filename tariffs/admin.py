@@ -78,6 +78,9 @@ class PartnerTariffAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the partner owns it: it deletes it (push) or drops it from its feed (full pull)
+
     @admin.display(description="In words")
     def in_words(self, tariff: Tariff) -> str:
         return describe(tariff)
