@@ -100,11 +100,17 @@ def tariff_at_connector(connector, party_id: int, moment: dt.datetime) -> Tariff
 
 
 def tariff_as_of(tariff: Tariff, moment: dt.datetime) -> Tariff:
-    """The version of a tariff in force at `moment` (its history), or the current one if it is younger."""
-    try:
-        return tariff.history.as_of(moment)
-    except Tariff.DoesNotExist:
+    """The version of a tariff in force at `moment`: the latest we held whose own `last_updated` is not later
+    (the partner's clock, not the time its push reached us); the current one when every version is younger."""
+    if tariff.last_updated <= moment:
         return tariff
+    record = (
+        tariff.history.filter(last_updated__lte=moment)
+        .exclude(history_type="-")
+        .order_by("-last_updated", "-history_date")
+        .first()
+    )
+    return record.instance if record is not None else tariff
 
 
 # --- Words and money for drivers --------------------------------------------------------------------------
