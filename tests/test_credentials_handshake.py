@@ -166,7 +166,9 @@ def test_partner_registers_rotates_and_unregisters(ours, ocpi_live, ocpi_peer):
     assert endpoints[("tokens", "RECEIVER")] == ours + "/ocpi/cpo/2.2.1/tokens"
     assert endpoints[("commands", "RECEIVER")] == ours + "/ocpi/cpo/2.2.1/commands"
     assert endpoints[("hubclientinfo", "RECEIVER")] == ours + "/ocpi/2.2.1/hubclientinfo"
-    assert len(details["endpoints"]) == 10
+    assert endpoints[("tariffs", "RECEIVER")] == ours + "/ocpi/emsp/2.2.1/tariffs"
+    assert endpoints[("tariffs", "SENDER")] == ours + "/ocpi/cpo/2.2.1/tariffs"
+    assert len(details["endpoints"]) == 12
 
     # POST its credentials with token B: we call it back with B before answering with token C.
     peer.accepted = {"peer-token-B"}
