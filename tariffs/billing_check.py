@@ -70,10 +70,17 @@ def find_cdr_tariff(cdr) -> tuple[dict | None, Tariff | None, str, str]:
 
 
 def _connector(cdr):
+    """The connector a CDR was charged at: by its cdr_location (or its session), or the EVSE's only connector."""
     if cdr.evse is None:
         return None
-    connector_id = str((cdr.cdr_location or {}).get("connector_id", ""))
-    return cdr.evse.connectors.filter(connector_id__iexact=connector_id).first()
+    connector_id = str((cdr.cdr_location or {}).get("connector_id") or "")
+    if not connector_id and cdr.session is not None:
+        connector_id = cdr.session.connector_id
+    connectors = list(cdr.evse.connectors.all())
+    for connector in connectors:
+        if connector_id and connector.connector_id.upper() == connector_id.upper():
+            return connector
+    return connectors[0] if len(connectors) == 1 else None
 
 
 def _moment(value: Any) -> dt.datetime | None:

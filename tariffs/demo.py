@@ -54,7 +54,7 @@ OUR_TARIFFS = {
 
 # Partner: (tariff id, elements, alt texts); the connectors of their demo stations name it.
 PARTNER_TARIFFS = {
-    "ALL": ("ALL-AC-1", [_energy(0.45)], []),
+    "ALL": ("ALL-AC-1", [_energy(0.43)], []),  # the demo history's Allego bill matches it; others differ
     "FST": ("FST-DC-1", [_energy(0.59)], [{"language": "en", "text": "€0.71/kWh incl. VAT, no start fee."}]),
     "ION": (
         "ION-HPC",
@@ -65,6 +65,8 @@ PARTNER_TARIFFS = {
         ],
     ),
 }
+# Ionity's second site names no tariff: its price is "not shared by the operator".
+NOT_SHARED_AT = {"ION": ("LOC010",)}
 # TotalEnergies' connectors name a tariff it never sent us: the map says the price is not known.
 UNKNOWN_TARIFF = ("TOT", "TOT-STD")
 
@@ -107,7 +109,10 @@ def load_tariff_demo() -> int:
                 document["tariff_alt_text"] = texts
             services.store_partner_tariff(party, tariff_id, document, source=None)
             created += 1
-        Connector.objects.filter(evse__location__party=party, tariff_ids=[]).update(tariff_ids=[tariff_id])
+        connectors = Connector.objects.filter(evse__location__party=party, tariff_ids=[])
+        if party_code in NOT_SHARED_AT:
+            connectors = connectors.exclude(evse__location__ocpi_id__in=NOT_SHARED_AT[party_code])
+        connectors.update(tariff_ids=[tariff_id])
     party = Party.objects.filter(party_id=UNKNOWN_TARIFF[0]).first()
     if party is not None:
         Connector.objects.filter(evse__location__party=party, tariff_ids=[]).update(tariff_ids=[UNKNOWN_TARIFF[1]])

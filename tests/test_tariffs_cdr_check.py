@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -174,3 +175,19 @@ def test_the_check_can_be_run_again_on_a_stored_cdr(ocpi, cpo):
     stored.save()
     assert check_cdr_price(stored).outcome == "differs"
     assert CdrPriceCheck.objects.count() == 1
+
+
+def test_the_demo_has_prices_of_every_kind_and_checked_bills(client):
+    from django.core.management import call_command
+
+    from stations.models import Location
+
+    call_command("load_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    outcomes = dict(CdrPriceCheck.objects.values_list("cdr__ocpi_id", "outcome"))
+    assert outcomes["CDR-DEMO-1-6"] == "matches"  # Allego's bill follows its tariff
+    assert outcomes["CDR-DEMO-1-2"] == "differs"  # Fastned's does not
+    statuses = set()
+    for location in Location.objects.filter(party__party_id__in=["ALL", "TOT", "ION"]):
+        body = client.get(f"/api/v1/stations/{location.pk}").json()
+        statuses |= {c["price"]["status"] for e in body["properties"]["evses"] for c in e["connectors"]}
+    assert statuses == {"priced", "unknown", "not_shared"}
