@@ -6,9 +6,14 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import F
 from django.db.models.functions import Upper
+from django.db.models.signals import post_delete, post_save
 from simple_history.models import HistoricalRecords
 
 from roaming.models import PartnerConnection, Party
+
+
+# Kept at hand: saves and deletes through the OwnTariff proxy (the admin's) are recorded by it too (below).
+TARIFF_HISTORY = HistoricalRecords(excluded_fields=["created_at"])
 
 
 class Tariff(models.Model):
@@ -36,7 +41,7 @@ class Tariff(models.Model):
         help_text="The connection (partner or hub) that sent it; empty for our own tariffs.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    history = HistoricalRecords(excluded_fields=["created_at"])
+    history = TARIFF_HISTORY
 
     class Meta:
         ordering = ["party__name", "ocpi_id"]
@@ -58,6 +63,11 @@ class OwnTariff(Tariff):
         proxy = True
         verbose_name = "our tariff"
         verbose_name_plural = "our tariffs"
+
+
+# Django sends a proxy's own class as the signal's sender; simple_history listens for Tariff's only.
+post_save.connect(TARIFF_HISTORY.post_save, sender=OwnTariff, weak=False, dispatch_uid="own-tariff-history-save")
+post_delete.connect(TARIFF_HISTORY.post_delete, sender=OwnTariff, weak=False, dispatch_uid="own-tariff-history-delete")
 
 
 class TariffPull(models.Model):

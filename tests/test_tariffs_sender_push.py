@@ -240,6 +240,7 @@ def test_staff_create_our_tariff_attach_it_to_connectors_and_see_a_preview(clien
     assert "saved and pushed to 1 eMSP(s); connectors: 1 attached" in response.content.decode()
     tariff = Tariff.objects.get(ocpi_id="MBP-AC")
     assert tariff_errors(tariff.document) == []
+    assert Tariff.history.filter(ocpi_id="MBP-AC").count() == 1  # its versions are kept (CDR checks read them)
     assert tariff.document["max_price"] == {"excl_vat": 20.0}
     connector.refresh_from_db()
     assert connector.tariff_ids == ["MBP-AC"]
