@@ -11,7 +11,6 @@ from simple_history.models import HistoricalRecords
 
 from roaming.models import PartnerConnection, Party
 
-
 # Kept at hand: saves and deletes through the OwnTariff proxy (the admin's) are recorded by it too (below).
 TARIFF_HISTORY = HistoricalRecords(excluded_fields=["created_at"])
 
