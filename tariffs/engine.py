@@ -24,6 +24,7 @@ The price rules (details and the spec's printed figures we depart from: docs/tar
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -31,6 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "ChargingActivity",
+    "activity_from_cdr",
+    "activity_from_session",
+    "applicable_tariff",
     "Cost",
     "MeterSample",
     "Price",
@@ -55,26 +59,17 @@ WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", 
 PHASE_VOLTAGE = Decimal(230)
 # ISO 4217 currencies whose minor unit is not the cent.
 MINOR_UNITS = {
-    "BHD": 3,
-    "CLP": 0,
-    "IQD": 3,
-    "ISK": 0,
-    "JOD": 3,
-    "JPY": 0,
-    "KRW": 0,
-    "KWD": 3,
-    "LYD": 3,
-    "OMR": 3,
-    "PYG": 0,
-    "TND": 3,
-    "UGX": 0,
-    "VND": 0,
-    "XAF": 0,
-    "XOF": 0,
+    "BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "LYD": 3, "OMR": 3,
+    "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0,
 }
 ZERO = Decimal(0)
+MIDNIGHT = time(0, 0)
 HOUR = Decimal(3600)
 ONE_CENT = Decimal("0.01")
+VOLUME_PRECISION = Decimal("1e-6")  # of a Wh or a second
+AMOUNT_PRECISION = Decimal("1e-9")
+NUMBER_LIMIT = Decimal(10) ** 8  # as our Decimal(12, 4) columns hold; keeps the arithmetic within 28 digits
+MAX_SESSION = timedelta(days=60)  # a longer "session" is a data error, not something to price day by day
 
 
 class TariffError(ValueError):
@@ -146,6 +141,8 @@ def _dec(value, name: str) -> Decimal:
         raise TariffError(f"{name}: not a number") from None
     if not out.is_finite():
         raise TariffError(f"{name}: not a finite number")
+    if abs(out) >= NUMBER_LIMIT:
+        raise TariffError(f"{name}: out of range")
     return out
 
 
@@ -168,8 +165,10 @@ def _parse_datetime(value, name: str) -> datetime:
 
 def _parse_time(value, name: str) -> time:
     try:
-        hours, minutes = str(value).split(":")
-        return time(int(hours), int(minutes))
+        hours, minutes = (int(part) for part in str(value).split(":"))
+        if (hours, minutes) == (24, 0):
+            return time(0, 0)  # not in the spec's pattern, but some send it for midnight at the end of the day
+        return time(hours, minutes)
     except ValueError:
         raise TariffError(f"{name}: not a time of day HH:MM") from None
 
@@ -292,13 +291,8 @@ def _parse_tariff(tariff: dict) -> _Tariff:
             # Only the first component of a dimension in an element can ever be active.
             components.setdefault(
                 pc["type"],
-                _Component(
-                    index,
-                    pc["type"],
-                    _dec(pc["price"], f"{pc_name}.price"),
-                    _opt_dec(pc, "vat", pc_name),
-                    max(int(step), 0),
-                ),
+                _Component(index, pc["type"], _dec(pc["price"], f"{pc_name}.price"), _opt_dec(pc, "vat", pc_name),
+                           max(int(step), 0)),
             )
         restrictions = _parse_restrictions(raw.get("restrictions"), f"{name}.restrictions")
         elements.append(_Element(index, components, restrictions))
@@ -319,6 +313,27 @@ def tariff_valid_at(tariff: dict, at: datetime) -> bool:
     """True when `at` lies within the tariff's start_date_time (inclusive) and end_date_time (inclusive)."""
     parsed = _parse_tariff(tariff)
     return _valid_at(parsed, _aware(at, "at"))
+
+
+def applicable_tariff(tariffs: list[dict], at: datetime, *, ad_hoc: bool = False) -> dict | None:
+    """Of a connector's tariffs, the one a card holder's session starting `at` pays: valid then, and of type
+    REGULAR or without a type ("valid for all sessions"); AD_HOC_PAYMENT only when `ad_hoc` (a payment terminal),
+    PROFILE_* only when nothing else fits (they need Charging Preferences)."""
+    at = _aware(at, "at")
+    valid = []
+    for tariff in tariffs:
+        try:
+            if _valid_at(_parse_tariff(tariff), at):
+                valid.append(tariff)
+        except TariffError:
+            continue
+    profiles = ("PROFILE_CHEAP", "PROFILE_FAST", "PROFILE_GREEN")
+    wanted = (("AD_HOC_PAYMENT",), (None,)) if ad_hoc else (("REGULAR",), (None,), profiles)
+    for types in wanted:
+        for tariff in valid:
+            if tariff.get("type") in types:
+                return tariff
+    return None
 
 
 def _valid_at(tariff: _Tariff, at: datetime) -> bool:
@@ -342,13 +357,11 @@ class _Meter:
 
     def __init__(self, samples: list[MeterSample], charging_start: datetime, charging_end: datetime):
         points = sorted(
-            (
-                _aware(s.at, "samples.at"),
-                _dec(s.kwh, "samples.kwh"),
-                None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
-                None if s.current_a is None else _dec(s.current_a, "samples.current_a"),
-            )
-            for s in samples
+            ((_aware(s.at, "samples.at"), _dec(s.kwh, "samples.kwh"),
+              None if s.power_kw is None else _dec(s.power_kw, "samples.power_kw"),
+              None if s.current_a is None else _dec(s.current_a, "samples.current_a"))
+             for s in samples),
+            key=lambda point: (point[0], point[1]),
         )
         if points and points[0][0] > charging_start:
             # Before the first reading: from 0 kWh at the start, at the power of the first reading.
@@ -359,24 +372,23 @@ class _Meter:
         for at, kwh, power, current in points:
             cumulative = max(cumulative, kwh)
             self.points.append((at, cumulative, power, current))
+        self.times = [point[0] for point in self.points]
         self.charging_end = charging_end
 
     def kwh_at(self, at: datetime) -> Decimal:
-        points = self.points
-        if not points or at <= points[0][0]:
-            return points[0][1] if points and at == points[0][0] else ZERO
-        for (t0, k0, _, _), (t1, k1, _, _) in zip(points, points[1:], strict=False):
-            if at <= t1:
-                return k0 + (k1 - k0) * _seconds(at - t0) / _seconds(t1 - t0)
-        return points[-1][1]
+        index = bisect_right(self.times, at) - 1  # the last reading at or before `at`
+        if index < 0:
+            return ZERO
+        t0, k0 = self.points[index][:2]
+        if index + 1 == len(self.points) or at == t0:
+            return k0
+        t1, k1 = self.points[index + 1][:2]
+        return k0 + (k1 - k0) * _seconds(at - t0) / _seconds(t1 - t0)
 
     def _interval(self, at: datetime) -> int | None:
         """Index of the reading whose interval contains `at` (None before the first)."""
-        found = None
-        for index, point in enumerate(self.points):
-            if point[0] <= at:
-                found = index
-        return found
+        index = bisect_right(self.times, at) - 1
+        return None if index < 0 else index
 
     def power_current(self, at: datetime) -> tuple[Decimal | None, Decimal | None]:
         if at >= self.charging_end:
@@ -430,7 +442,7 @@ def _time_matches(r: _Restrictions, local: time) -> bool:
     if end is None:
         return local >= start
     if start is None:
-        return local < end
+        return end == MIDNIGHT or local < end  # "until 00:00" is until the end of the day
     if start < end:
         return start <= local < end
     if start > end:  # across midnight, e.g. 22:00-06:00 or 20:00-00:00
@@ -511,21 +523,14 @@ def _local_boundaries(tariff: _Tariff, zone: ZoneInfo, start: datetime, end: dat
     return out
 
 
-def _cuts(
-    tariff: _Tariff,
-    zone: ZoneInfo,
-    meter: _Meter,
-    origin: datetime,
-    start: datetime,
-    end: datetime,
-    fixed: list[datetime],
-) -> list[datetime]:
+def _cuts(tariff: _Tariff, zone: ZoneInfo, meter: _Meter, origin: datetime, start: datetime, end: datetime,
+          fixed: list[datetime]) -> list[datetime]:
     cuts = {start, end, *fixed, *(p[0] for p in meter.points)}
     cuts |= _local_boundaries(tariff, zone, start, end)
     for element in tariff.elements:
         r = element.restrictions
         for seconds in (r.min_duration, r.max_duration):
-            if seconds is not None:
+            if seconds is not None and 0 < seconds < _seconds(end - origin):
                 cuts.add(origin + timedelta(seconds=float(seconds)))
         for kwh in (r.min_kwh, r.max_kwh):
             if kwh is not None:
@@ -538,6 +543,8 @@ def _segments(tariff: _Tariff, activity: ChargingActivity, zone: ZoneInfo) -> li
     end = _aware(activity.end, "end")
     if end < start:
         raise TariffError("end: before start")
+    if end - start > MAX_SESSION:
+        raise TariffError(f"end: more than {MAX_SESSION.days} days after start")
     if activity.reservation not in (None, RESERVATION, RESERVATION_EXPIRES):
         raise TariffError("reservation: not RESERVATION or RESERVATION_EXPIRES")
     samples = list(activity.samples or [])
@@ -560,15 +567,8 @@ def _segments(tariff: _Tariff, activity: ChargingActivity, zone: ZoneInfo) -> li
         phases.append((session_start, end, session_start, None))
     for phase_start, phase_end, origin, reservation in phases:
         candidates = _candidates(tariff, reservation)
-        cuts = _cuts(
-            tariff,
-            zone,
-            meter if reservation is None else _Meter([], start, start),
-            origin,
-            phase_start,
-            phase_end,
-            [charging_end],
-        )
+        cuts = _cuts(tariff, zone, meter if reservation is None else _Meter([], start, start), origin,
+                     phase_start, phase_end, [charging_end])
         for t0, t1 in zip(cuts, cuts[1:], strict=False):
             if t1 <= t0:
                 continue
@@ -605,10 +605,12 @@ def _bill(entries: list[_Entry], unit_per_price: Decimal, steps: bool = True) ->
         run_used += volume
         following = entries[index + 1][0] if index + 1 < len(entries) else None
         billed = volume
-        if steps and following is None and component.step_size > 1:
+        if steps and following is None and component.step_size >= 1:
             # Last period of this dimension, or the next element has no such component: round the run up.
             step = Decimal(component.step_size)
-            billed = max(ZERO, Decimal(math.ceil(run_used / step)) * step - run_billed)
+            # Quantized first: interpolation leaves noise in the 20th decimal that must not cost a whole step.
+            used = run_used.quantize(VOLUME_PRECISION)
+            billed = max(ZERO, Decimal(math.ceil(used / step)) * step - run_billed)
         run_billed += billed
         amount = billed * component.price / unit_per_price
         excl += amount
@@ -625,7 +627,9 @@ def _bill(entries: list[_Entry], unit_per_price: Decimal, steps: bool = True) ->
 def _round(value: Decimal | None, currency: str) -> Decimal | None:
     if value is None:
         return None
-    return value.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)), rounding=ROUND_HALF_UP)
+    # Two steps: away with the arithmetic noise (…4999999 must round as …5), then half up to the minor unit.
+    minor_unit = Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2))
+    return value.quantize(AMOUNT_PRECISION).quantize(minor_unit, rounding=ROUND_HALF_UP)
 
 
 def _flat(segments: list[_Segment], phases: tuple[str, ...], key: str = "FLAT") -> list[_Entry]:
@@ -703,7 +707,8 @@ def price_session(tariff: dict, activity: ChargingActivity, time_zone: str) -> C
         "PARKING_TIME": ([(s.active["PARKING_TIME"], s.seconds) for s in segments if s.phase == "PARKING"], HOUR),
     }
     exact: dict[str, tuple[Decimal, Decimal | None]] = {
-        key: _bill(dimension_entries, unit, steps=key != "FLAT") for key, (dimension_entries, unit) in entries.items()
+        key: _bill(dimension_entries, unit, steps=key != "FLAT")
+        for key, (dimension_entries, unit) in entries.items()
     }
     reserved = [s for s in segments if s.phase == RESERVATION]
     flat_excl, flat_incl = _bill(_flat(reserved, (RESERVATION,)), Decimal(1), steps=False)
@@ -752,6 +757,96 @@ def estimate_session(tariff: dict, *, kwh: Decimal, power_kw: Decimal, start: da
     return price_session(tariff, ChargingActivity(start=start, end=end, samples=samples, charging_end=end), time_zone)
 
 
+# ------------------------------------------------------------------------ sessions as OCPI CDRs and Sessions tell them
+
+
+def activity_from_cdr(cdr: dict) -> ChargingActivity:
+    """The session an OCPI CDR describes, rebuilt from its charging_periods, to recompute its cost."""
+    parking = cdr.get("total_parking_time")
+    return _activity_from_periods(
+        _parse_datetime(cdr.get("start_date_time"), "start_date_time"),
+        _parse_datetime(cdr.get("end_date_time"), "end_date_time"),
+        cdr.get("charging_periods") or [],
+        _dec(cdr.get("total_energy") or 0, "total_energy"),
+        None if parking is None else _dec(parking, "total_parking_time"),
+    )
+
+
+def activity_from_session(session: dict, now: datetime | None = None) -> ChargingActivity:
+    """An OCPI Session so far (to its end_date_time, else `now`, else its last_updated), for a "cost so far"."""
+    start = _parse_datetime(session.get("start_date_time"), "start_date_time")
+    until = session.get("end_date_time") or now or session.get("last_updated") or start
+    end = max(_parse_datetime(until, "end_date_time"), start)
+    return _activity_from_periods(start, end, session.get("charging_periods") or [],
+                                  _dec(session.get("kwh") or 0, "kwh"), None)
+
+
+def _plus_hours(at: datetime, hours: Decimal, limit: datetime) -> datetime:
+    """`at` + `hours`, no later than `limit` (nor earlier than `at`): a period's volume cannot leave the session."""
+    seconds = min(max(hours * HOUR, ZERO), max(_seconds(limit - at), ZERO))
+    return at + timedelta(seconds=float(seconds))
+
+
+def _activity_from_periods(start: datetime, end: datetime, periods: list, total_kwh: Decimal,
+                           total_parking: Decimal | None) -> ChargingActivity:
+    """Meter samples from ChargingPeriods: each period's energy is delivered over its TIME (else up to the next
+    period), at its MAX_POWER/MAX_CURRENT (else MIN_*, else the average); parking starts with the first period
+    that only parks. Periods whose energy adds up to 1000 × the total were sent in Wh (the spec's own Session
+    example does that): read as such."""
+    parsed = []
+    for index, period in enumerate(periods):
+        if not isinstance(period, dict):
+            raise TariffError(f"charging_periods[{index}]: not a ChargingPeriod")
+        dims: dict[str, Decimal] = {}
+        for dimension in period.get("dimensions") or []:
+            if isinstance(dimension, dict) and dimension.get("volume") is not None:
+                kind = str(dimension.get("type"))
+                dims[kind] = dims.get(kind, ZERO) + _dec(dimension["volume"], f"charging_periods[{index}].volume")
+        parsed.append((_parse_datetime(period.get("start_date_time"), f"charging_periods[{index}].start_date_time"),
+                       dims))
+    parsed.sort(key=lambda item: item[0])
+    energy_sum = sum((dims.get("ENERGY", ZERO) for _, dims in parsed), ZERO)
+    scale = Decimal(1)
+    if energy_sum and total_kwh and abs(energy_sum / 1000 - total_kwh) < abs(energy_sum - total_kwh):
+        scale = Decimal(1000)
+
+    samples: list[MeterSample] = []
+    cumulative = ZERO
+    charging_end = None
+    reserved = False
+    for index, (at, dims) in enumerate(parsed):
+        following = parsed[index + 1][0] if index + 1 < len(parsed) else end
+        energy = dims.get("ENERGY", ZERO) / scale
+        hours = dims.get("TIME", ZERO)
+        if dims.get("RESERVATION_TIME") and not energy and not hours:
+            reserved = True
+            continue
+        if not energy and not hours:
+            if dims.get("PARKING_TIME") and charging_end is None and samples:
+                charging_end = at
+            continue
+        active_end = _plus_hours(at, hours, following) if hours else following
+        power = dims.get("MAX_POWER", dims.get("MIN_POWER"))
+        current = dims.get("MAX_CURRENT", dims.get("MIN_CURRENT"))
+        samples.append(MeterSample(at, cumulative, power, current))
+        cumulative += energy
+        samples.append(MeterSample(active_end, cumulative, power, current))
+    if charging_end is None and total_parking:
+        charging_end = end - (_plus_hours(start, total_parking, end) - start)
+    if not energy_sum and total_kwh:
+        # No energy per period: spread the total over the charging time.
+        charge_from = samples[0].at if samples else start
+        samples = [MeterSample(charge_from, ZERO), MeterSample(charging_end or end, total_kwh)]
+    elif samples and total_kwh > cumulative:
+        # The total says more than the periods (a live session's periods lag behind its kwh): the rest after them.
+        last = samples[-1].at
+        samples.append(MeterSample(max(last, charging_end or end), total_kwh))
+    reservation = None
+    if reserved:
+        reservation = RESERVATION if samples else RESERVATION_EXPIRES
+    return ChargingActivity(start=start, end=end, samples=samples, charging_end=charging_end, reservation=reservation)
+
+
 def cost_differs(stated: Decimal, computed: Decimal) -> bool:
     """True when `stated` differs from `computed` by more than 1 cent AND more than 1 % of `computed`."""
     stated, computed = _dec(stated, "stated"), _dec(computed, "computed")
@@ -760,7 +855,7 @@ def cost_differs(stated: Decimal, computed: Decimal) -> bool:
 
 
 def describe_tariff(tariff: dict, language: str = "en") -> str:
-    """The price in a few words for drivers, or the tariff's alternative text in `language` when it has one."""
+    """The price in a few words for drivers, then the tariff_alt_text in `language` when it has one."""
     from tariffs.price_words import describe
 
     return describe(tariff, language)

@@ -16,24 +16,32 @@ from tariffs.engine import (
     _Component,
     _parse_tariff,
     _Restrictions,
+    _Tariff,
 )
 
 SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "JPY": "¥", "INR": "₹", "KRW": "₩", "PLN": "zł"}
 SUFFIX_SYMBOLS = {"PLN"}  # written after the amount: "0,35 zł" style, kept simple as "0.35 zł"
 DAY_ABBREVIATIONS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 SEPARATOR = " · "
+ALT_SEPARATOR = " — "
 NOT_SHARED = "price not shared by the operator"
 
 
 def describe(tariff: dict, language: str = "en") -> str:
-    """The tariff_alt_text in `language` when the tariff has one, else the structured price in words."""
+    """The price in words, followed by the tariff_alt_text in `language` when the tariff has one.
+
+    Both, because §11 says an alt text next to elements "SHALL only contain additional tariff information" (a
+    conforming operator's alt text alone would hide the price), while the spec's own examples repeat the price there.
+    """
     alt = _alt_text(tariff, language)
-    if alt:
-        return alt
     try:
-        parsed = _parse_tariff(tariff)
+        words = _price_words(_parse_tariff(tariff))
     except TariffError:
-        return NOT_SHARED
+        return alt or NOT_SHARED
+    return f"{words}{ALT_SEPARATOR}{alt}" if alt else words
+
+
+def _price_words(parsed: _Tariff) -> str:
     components = [c for e in parsed.elements for c in e.components.values()]
     with_vat = all(c.vat is not None for c in components if c.price)
     parts: list[str] = []
@@ -98,8 +106,7 @@ def _component_words(component: _Component, currency: str, with_vat: bool, reser
         if not price:
             return None
         label = {RESERVATION: "reservation fee", RESERVATION_EXPIRES: "if the reservation expires"}.get(
-            reservation, "start"
-        )
+            reservation, "start")
         return f"{money(price, currency)} {label}"
     if component.type == "ENERGY":
         return f"{money(price, currency, unit_price=True)}/kWh" if price else "free energy"
@@ -112,11 +119,8 @@ def _component_words(component: _Component, currency: str, with_vat: bool, reser
         return f"free{label}" if label else "free charging time"
     per_minute = price / 60
     # Per minute when that is a round amount (€0.10/min), per hour otherwise (€1.90/h).
-    rate = (
-        f"{money(per_minute, currency)}/min"
-        if _exact_in_minor_units(per_minute, currency)
-        else (f"{money(price, currency)}/h")
-    )
+    rate = f"{money(per_minute, currency)}/min" if _exact_in_minor_units(per_minute, currency) else (
+        f"{money(price, currency)}/h")
     return f"{rate}{label}"
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tariffs.engine import (
     ChargingActivity,
@@ -22,6 +24,9 @@ from tariffs.engine import (
     Price,
     TariffError,
     TariffNotValid,
+    activity_from_cdr,
+    activity_from_session,
+    applicable_tariff,
     cost_differs,
     describe_tariff,
     estimate_session,
@@ -170,10 +175,13 @@ def test_tariff_2_alt_text():
     tariff = example("tariff_2_alt_text.json")
     # 2.5 h × 1.90 = 4.75 excl.; × 1.052 = 4.997 → 5.00 incl. Spec prints 4.75 / 5.00.
     price(price_session(tariff, charge(local(MONDAY, 10), 150, "20"), TZ), "4.75", "5.00")
-    assert describe_tariff(tariff, "en") == "2.00 euro p/hour including VAT."
-    assert describe_tariff(tariff, "nl-BE") == "2.00 euro p/uur inclusief BTW."
-    # No German text: the price in words, incl. VAT (1.90 × 1.052 = 1.9988 → €2/h).
-    assert describe_tariff(tariff, "de") == "€2/h"
+    # The price in words, incl. VAT (1.90 × 1.052 = 1.9988 → €2/h), then the alt text in the driver's language.
+    assert describe_tariff(tariff, "en") == "€2/h — 2.00 euro p/hour including VAT."
+    assert describe_tariff(tariff, "nl-BE") == "€2/h — 2.00 euro p/uur inclusief BTW."
+    assert describe_tariff(tariff, "de") == "€2/h"  # no German text
+    # Only an alt text we can show, no readable elements: the alt text; nothing at all: we say so.
+    assert describe_tariff({**tariff, "elements": []}, "en") == "2.00 euro p/hour including VAT."
+    assert describe_tariff({"id": "X", "currency": "EUR"}, "en") == "price not shared by the operator"
 
 
 def test_tariff_11_start_fee_and_time():
@@ -181,7 +189,7 @@ def test_tariff_11_start_fee_and_time():
     # No printed total. 1 h of charging: FLAT 0.40 + 1 h × 1.90 = 2.30 excl.;
     # incl.: 0.40 × 1.25 = 0.50 + 1.90 × 1.052 = 1.9988 → 2.4988 → 2.50 (the alt text's "2.00 p/hour" + "0.50").
     price(price_session(tariff, charge(local(MONDAY, 10), 60, "11"), TZ), "2.30", "2.50")
-    assert describe_tariff(tariff, "nl").startswith("2.00 euro p/uur, starttarief bankpas")
+    assert describe_tariff(tariff, "nl").startswith("€0.50 start · €2/h — 2.00 euro p/uur, starttarief bankpas")
 
 
 # ------------------------------------------------------------------------------------ the complex tariff example
@@ -353,6 +361,70 @@ def test_max_duration_example():
     assert [p["dimensions"][0]["volume"] for p in cost.periods] == [5.0, 1.2]
 
 
+# ------------------------------------------------------------------- sessions read from OCPI CDRs and Sessions
+
+
+def test_cdr_example_recomputed_from_its_own_periods():
+    # The CDR's one period: TIME 1.973 h from 21:39:09, total_energy 15.342 kWh; its tariff bills 2.00/h per 5 min:
+    # 21:39:09 → 23:37:32 = 7103 s → 7200 s → 4.00 / 4.40, as the CDR states: no "price differs".
+    cdr = example("cdr_example.json")
+    cost = price_session(cdr["tariffs"][0], activity_from_cdr(cdr), "Europe/Brussels")
+    price(cost, "4.00", "4.40")
+    assert not cost_differs(D("4.00"), cost.total.excl_vat)
+    # The same CDR claiming 4.50 excl. VAT differs by 0.50, more than 1 cent and more than 1 %.
+    assert cost_differs(D("4.50"), cost.total.excl_vat)
+
+
+def test_session_example_read_generously():
+    # The spec's finished Session example gives ENERGY per period in Wh (120 + 41000) while its kwh is 41.12:
+    # read as 0.12 + 41 kWh. Charging 22:39:09-23:07:09, then the parking period to 23:50:16 (43 min 7 s).
+    session = example("session_example_2_short_finished.json")
+    activity = activity_from_session(session)
+    assert activity.charging_end == datetime(2015, 6, 29, 23, 7, 9, tzinfo=UTC)
+    assert [s.kwh for s in activity.samples][-1] == D("41.12")
+    # Under tariff_10: FLAT 0.50 + 41.12 × 0.25 = 10.28 + parking 43 min 7 s → 45 min × 2.00/h = 1.50 → 12.28;
+    # incl.: 0.60 + 11.308 + 1.80 = 13.708 → 13.71.
+    price(price_session(example("tariff_10_025kwh_parking_start.json"), activity, "Europe/Brussels"),
+          "12.28", "13.71")
+
+
+def test_cost_so_far_of_a_live_session():
+    # The spec's Session just started (10:17:09, 0 kWh); 30 min later under tariff_1 (2.00/h per minute):
+    # 30 min → 1.00 / 1.10 so far.
+    session = example("session_example_1_simple_start.json")
+    now = datetime(2020, 3, 9, 10, 47, 9, tzinfo=UTC)
+    price(price_session(example("tariff_1_simple_2hour.json"), activity_from_session(session, now), "Europe/Amsterdam"),
+          "1.00", "1.10")
+    # A later PATCH: one period with 2.2 kWh (sent in Wh, as the spec's patch example does), kwh 15 by now, 10:47:09.
+    # Under tariff_8 (0.25/kWh): 15 × 0.25 = 3.75 / 4.125 → 4.13, the energy beyond the periods included.
+    patched = {**session, **example("session_patch_example_charging_period.json"), "start_date_time": session[
+        "start_date_time"], "last_updated": "2020-03-09T10:47:09Z"}
+    patched["charging_periods"][0]["start_date_time"] = "2020-03-09T10:17:09Z"
+    price(price_session(example("tariff_8_simple_025kwh.json"), activity_from_session(patched), "Europe/Amsterdam"),
+          "3.75", "4.13")
+
+
+def test_cdr_periods_with_power_and_a_reservation():
+    # A CDR of the max_power example: periods at 6 kW (1 kWh), 48 kW (40 kWh), 4 kW (0.5 kWh) → 20.30 again.
+    t0 = datetime(2024, 3, 4, 11, 0, tzinfo=UTC)
+
+    def period(minutes, *dims):
+        return {"start_date_time": (t0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "dimensions": [{"type": kind, "volume": volume} for kind, volume in dims]}
+
+    cdr = {"start_date_time": "2024-03-04T11:00:00Z", "end_date_time": "2024-03-04T12:07:30Z", "total_energy": 41.5,
+           "charging_periods": [period(0, ("ENERGY", 1), ("TIME", 1 / 6), ("MAX_POWER", 6)),
+                                period(10, ("ENERGY", 40), ("TIME", 5 / 6), ("MAX_POWER", 48)),
+                                period(60, ("ENERGY", 0.5), ("TIME", 0.125), ("MAX_POWER", 4))]}
+    cost = price_session(example("tariffrestriction_example_max_power.json"), activity_from_cdr(cdr), TZ)
+    price(cost, "20.30", "24.36")
+    # A CDR of tariff_15's reservation: 15 min reserved from 09:45, then 20 kWh in 2 h → 6.75 / 7.60.
+    cdr = {"start_date_time": "2024-03-04T08:45:00Z", "end_date_time": "2024-03-04T11:00:00Z", "total_energy": 20,
+           "charging_periods": [period(-135, ("RESERVATION_TIME", 0.25)), period(-120, ("ENERGY", 20), ("TIME", 2))]}
+    price(price_session(example("tariff_15_reservation_5_euro_per_hour.json"), activity_from_cdr(cdr), TZ),
+          "6.75", "7.60")
+
+
 COVERED = {
     "tariff_1_simple_2hour.json", "tariff_2_alt_text.json", "tariff_3_alt_url.json", "tariff_4_complex.json",
     "tariff_5_free_of_charge.json", "tariff_6_025kwh_start_max_price.json", "tariff_8_simple_025kwh.json",
@@ -422,6 +494,13 @@ def test_time_of_day_on_the_night_clocks_go_forward():
     assert cost.total.excl_vat == D("1.80")
     assert [p["dimensions"][1] for p in cost.periods] == [
         {"type": "TIME", "volume": 0.5}, {"type": "TIME", "volume": 7.0}, {"type": "TIME", "volume": 0.5}]
+
+
+def test_end_time_midnight_means_the_end_of_the_day():
+    # "until 00:00" and "24:00" (outside the spec's pattern, accepted) both end the day: 10 kWh × 0.10 = 1.00.
+    for end_time in ("00:00", "24:00"):
+        evening = tariff(({"ENERGY": (0.10, 21.0, 1)}, {"end_time": end_time}), ({"ENERGY": (0.30, 21.0, 1)}, None))
+        assert price_session(evening, charge(local(MONDAY, 18), 60, "10"), TZ).total.excl_vat == D("1.00")
 
 
 def test_day_of_week_is_the_local_day():
@@ -509,6 +588,19 @@ def test_tariff_validity_window():
     assert price_session(window, late, TZ).total.excl_vat == D("6.00")
 
 
+def test_applicable_tariff_of_a_connector():
+    # A connector with the old tariff (ends 30 June 2019, tariff_6), an ad-hoc one (tariff_2) and a cheap-profile
+    # one (tariff_3): a card session on 3 June pays tariff_6; on 1 July only the profile tariff is left.
+    old, ad_hoc, cheap = (example("tariff_6_025kwh_start_max_price.json"), example("tariff_2_alt_text.json"),
+                          example("tariff_3_alt_url.json"))
+    june, july = datetime(2019, 6, 3, tzinfo=UTC), datetime(2019, 7, 1, tzinfo=UTC)
+    assert applicable_tariff([ad_hoc, cheap, old], june) is old
+    assert applicable_tariff([ad_hoc, cheap, old], july) is cheap
+    assert applicable_tariff([ad_hoc, cheap, old], june, ad_hoc=True) is ad_hoc
+    assert applicable_tariff([ad_hoc], june) is None
+    assert applicable_tariff([{"id": "broken"}], june) is None
+
+
 def test_vat_unknown_only_when_a_component_without_vat_bills_something():
     mixed = tariff(({"FLAT": (1.00, 21.0, 1), "ENERGY": (0.30, None, 1), "PARKING_TIME": (0.00, None, 60)}, None))
     cost = price_session(mixed, charge(local(MONDAY, 9), 60, "10", 30), TZ)
@@ -580,3 +672,78 @@ def test_price_in_words():
     assert describe_tariff(pounds) == "£0.60/kWh"
     francs = tariff(({"ENERGY": (0.40, 0.0, 1)}, None), currency="CHF")
     assert describe_tariff(francs) == "CHF 0.40/kWh"
+
+
+# ------------------------------------------------------------------------------------------ a bounded property
+
+
+MIXED = tariff(({"ENERGY": (0.20, 21.0, 100), "TIME": (0.60, 21.0, 300)}, {"start_time": "22:00", "end_time": "06:00"}),
+               ({"ENERGY": (0.40, 21.0, 100), "TIME": (1.20, 21.0, 600)}, {"min_power": 22}),
+               ({"ENERGY": (0.30, 21.0, 100), "PARKING_TIME": (3.00, 21.0, 900), "FLAT": (1.00, 21.0, 0)}, None))
+
+
+@settings(max_examples=60, deadline=None)
+@given(start_minute=st.integers(0, 366 * 24 * 60), minutes=st.integers(1, 12 * 60), kwh=st.integers(0, 150),
+       parking=st.integers(0, 180), split=st.floats(0.01, 0.99), zone=st.sampled_from(["UTC", "America/New_York"]))
+def test_cost_does_not_depend_on_how_the_meter_path_is_sampled_or_written(start_minute, minutes, kwh, parking,
+                                                                           split, zone):
+    # A reading on the straight line between two others changes nothing, nor does writing the times in
+    # another zone; more parking never costs less.
+    start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=start_minute)
+    plain = charge(start, minutes, str(kwh), parking)
+    cost = price_session(MIXED, plain, TZ)
+    middle_at = start + timedelta(minutes=minutes * split)
+    middle_at = middle_at.replace(microsecond=0)
+    middle = MeterSample(middle_at, D(kwh) * D(int((middle_at - start).total_seconds())) / D(minutes * 60))
+    written = ZoneInfo(zone)
+    resampled = ChargingActivity(
+        start=plain.start.astimezone(written), end=plain.end.astimezone(written),
+        samples=[plain.samples[0], middle, plain.samples[1]], charging_end=plain.charging_end.astimezone(written))
+    assert price_session(MIXED, resampled, TZ).total == cost.total
+    longer = charge(start, minutes, str(kwh), parking + 30)
+    assert price_session(MIXED, longer, TZ).total.excl_vat >= cost.total.excl_vat
+    assert cost.total.excl_vat >= D("1.00")  # the start fee
+
+
+@pytest.mark.parametrize(("step_size", "exact", "billed"), [
+    (1, "0.029", "0.03"),     # 115.2 Wh → 116 Wh × 0.25/kWh = 0.029
+    (25, "0.031", "0.03"),    # → 125 Wh = 0.03125
+    (500, "0.125", "0.13"),   # → 500 Wh = 0.125, half up
+])
+def test_step_size_note_of_the_spec(step_size, exact, billed):
+    # §11 PriceComponent note: 115.2 Wh at 0.25/kWh costs 0.029 (step 1), 0.031 (step 25), 0.125 (step 500).
+    # Same volumes billed; we then round the amount to the cent (the spec's figures are before that rounding).
+    energy = tariff(({"ENERGY": (0.25, 10.0, step_size)}, None))
+    cost = price_session(energy, charge(local(MONDAY, 9), 1, "0.1152"), TZ)
+    assert D(exact).quantize(D("0.01"), rounding="ROUND_HALF_UP") == cost.total.excl_vat == D(billed)
+
+
+JUNK = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(), st.text(max_size=6),
+              st.sampled_from(["ENERGY", "TIME", "FLAT", "PARKING_TIME", "MONDAY", "RESERVATION", "24:00", "1e400"])),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(
+        ["type", "price", "vat", "step_size", "price_components", "restrictions", "start_time", "end_time",
+         "day_of_week", "min_kwh", "max_power", "min_duration", "reservation", "elements", "min_price", "excl_vat",
+         "end_date_time", "tariff_alt_text", "language", "text"]), children, max_size=5)),
+    max_leaves=25)
+PARTNER_TARIFF = st.fixed_dictionaries({
+    "id": st.just("P"), "currency": st.sampled_from(["EUR", "JPY", "XXX"]),
+    "elements": st.lists(st.fixed_dictionaries(
+        {"price_components": st.lists(st.fixed_dictionaries(
+            {"type": st.sampled_from(["ENERGY", "TIME", "FLAT", "PARKING_TIME"]), "price": JUNK, "step_size": JUNK},
+            optional={"vat": JUNK}), min_size=1, max_size=3)},
+        optional={"restrictions": JUNK}), max_size=3)},
+    optional={"min_price": JUNK, "max_price": JUNK, "end_date_time": JUNK, "tariff_alt_text": JUNK})
+
+
+@settings(max_examples=150, deadline=None)
+@given(partner_tariff=st.one_of(PARTNER_TARIFF, JUNK))
+def test_whatever_a_partner_sends_is_priced_or_refused_never_a_crash(partner_tariff):
+    session = charge(local(MONDAY, 10), 120, "22", 60, power_kw=D(11))
+    try:
+        cost = price_session(partner_tariff, session, TZ)
+    except TariffError:
+        pass
+    else:
+        assert cost.total.excl_vat.is_finite()
+    assert isinstance(describe_tariff(partner_tariff, "en"), str)
