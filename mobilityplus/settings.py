@@ -361,6 +361,9 @@ OUTBOX_LANE_SLICE_S = float(os.environ.get("OUTBOX_LANE_SLICE_S", "10"))
 OUTBOX_KICK_TTL_S = int(os.environ.get("OUTBOX_KICK_TTL_S", "30"))
 OUTBOX_SWEEP_S = float(os.environ.get("OUTBOX_SWEEP_S", "5"))
 CELERY_BEAT_SCHEDULE["roaming-sweep-outbox"] = {"task": "roaming.sweep_outbox", "schedule": OUTBOX_SWEEP_S}
+# Delivered messages are kept this long (staff see what went where), then deleted hourly; refused ones stay.
+OUTBOX_KEEP_DELIVERED_DAYS = int(os.environ.get("OUTBOX_KEEP_DELIVERED_DAYS", "30"))
+CELERY_BEAT_SCHEDULE["roaming-purge-outbox"] = {"task": "roaming.purge_outbox", "schedule": 3600.0}
 # Location feeds (stations): page size we ask for, retries per page, the per-partner lock, full syncs.
 FEEDS_PAGE_LIMIT = int(os.environ.get("FEEDS_PAGE_LIMIT", "1000"))
 FEEDS_PAGE_RETRIES = int(os.environ.get("FEEDS_PAGE_RETRIES", "4"))

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Case, CharField, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from mobilityplus.task_queue import QUEUE_ERRORS
@@ -78,7 +78,8 @@ def enqueue(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     object_id = str(object_id)
-    with transaction.atomic():
+    # No savepoint of its own: inside the caller's transaction a failure here fails the caller's change too.
+    with transaction.atomic(savepoint=False):
         if coalesce:
             # Not one being sent right now (sending_since set): that one goes, and this one after it.
             OutboxMessage.objects.filter(
@@ -105,26 +106,36 @@ def enqueue(
 _pending_kicks = threading.local()
 
 
+class _KicksAfterCommit:
+    """The partners whose lanes one transaction's commit must kick (one on-commit callback per transaction)."""
+
+    def __init__(self) -> None:
+        self.partners: set[int] = set()
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True
+        for pid in sorted(self.partners):
+            kick(pid)
+
+
 def _kick_after_commit(partner_id: int) -> None:
     """One kick per partner per transaction, after it commits (a burst of 10,000 messages makes a handful)."""
     conn = transaction.get_connection()
-    state = getattr(_pending_kicks, "state", None)
-    registered = state is not None and any(callback is state[1] for _sids, callback, _robust in conn.run_on_commit)
-    if not conn.in_atomic_block or not registered:
-        partners: set[int] = set()
-
-        def flush() -> None:
-            for pid in sorted(partners):
-                kick(pid)
-
-        _pending_kicks.state = (partners, flush)
-        if conn.in_atomic_block:
-            transaction.on_commit(flush)
-        else:
-            partners.add(partner_id)
-            flush()
-            return
-    _pending_kicks.state[0].add(partner_id)
+    if not conn.in_atomic_block:
+        kick(partner_id)
+        return
+    pending = getattr(_pending_kicks, "current", None)
+    # Still waiting for this transaction's commit: neither run yet nor dropped with a rolled-back savepoint.
+    alive = (
+        pending is not None
+        and not pending.done
+        and any(callback is pending for _sids, callback, _robust in conn.run_on_commit)
+    )
+    if not alive:
+        pending = _pending_kicks.current = _KicksAfterCommit()
+        transaction.on_commit(pending)
+    pending.partners.add(partner_id)
 
 
 def kick(partner_id: int) -> bool:
@@ -293,13 +304,21 @@ def _drain(partner_id: int) -> LaneResult:
                 _lane_up(lane, partner_id)
             _schedule_soonest(partner_id)
             return result
-        for message in batch:
-            outcome, error = _deliver_one(client, connection, message, guards)
+        # A message claimed before (sending_since set) by a lane that never recorded its outcome: a worker died.
+        uncertain = {m.pk for m in batch if m.sending_since is not None}
+        claimed = _claim(batch)
+        deliveries = _Deliveries()
+        stop = None
+        for index, message in enumerate(batch):
+            if message.pk not in claimed:
+                continue  # replaced by a newer message meanwhile (coalesce)
+            outcome, error = _deliver_one(client, connection, message, guards, deliveries, message.pk in uncertain)
             if outcome == "delivered":
                 result.delivered += 1
                 failures, last_failed = 0, False
                 if probing:
                     probing = False
+                    deliveries.flush()
                     _lane_up(lane, partner_id)
             elif outcome == "failed":
                 result.failed += 1
@@ -313,18 +332,71 @@ def _drain(partner_id: int) -> LaneResult:
                 result.retried += 1
                 failures, last_failed = failures + 1, True
                 guards.clear()  # checked again before the retry: staff may have ended the agreement meanwhile
-                partner_down = probing or outcome == "unreachable" or failures >= settings.OUTBOX_DOWN_AFTER
-                if partner_down:
-                    _lane_down(lane, failures, error)
-                    result.status = "down"
-                    return result
                 lane_error = error
-            if time.monotonic() - started > settings.OUTBOX_LANE_SLICE_S:
-                result.status = "sliced"
+                if probing or outcome == "unreachable" or failures >= settings.OUTBOX_DOWN_AFTER:
+                    stop = "down"
+            if stop is None and time.monotonic() - started > settings.OUTBOX_LANE_SLICE_S:
+                stop = "sliced"
+            if stop:
+                deliveries.flush()
+                _unclaim([m for m in batch[index + 1 :] if m.pk in claimed], uncertain)
+                if stop == "down":
+                    _lane_down(lane, failures, lane_error)
+                result.status = stop
                 return result
-        if probing:
-            # The probe could not be sent (guard, gone): look again without it.
-            continue
+        deliveries.flush()
+
+
+class _Deliveries:
+    """Messages delivered in this batch: recorded in one UPDATE, before the next batch is read or the lane stops.
+
+    A worker killed before that leaves them claimed: the next lane run sends them again (idempotent PUT/PATCH) or,
+    for a CDR POST, asks the partner first (`_check_cdr`).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str]] = []
+
+    def add(self, message: OutboxMessage, location: str) -> None:
+        self.rows.append((message.pk, location[:512]))
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        now = timezone.now()
+        fields = {
+            "status": OutboxMessage.Status.DELIVERED,
+            "attempts": F("attempts") + 1,
+            "last_attempt_at": now,
+            "delivered_at": now,
+            "sending_since": None,
+            "last_error": "",
+        }
+        located = [(pk, location) for pk, location in self.rows if location]
+        if located:
+            whens = [When(pk=pk, then=Value(location)) for pk, location in located]
+            fields["reply_location"] = Case(*whens, default=Value(""), output_field=CharField())
+        OutboxMessage.objects.filter(pk__in=[pk for pk, _ in self.rows], status=OutboxMessage.Status.PENDING).update(
+            **fields
+        )
+        self.rows.clear()
+
+
+def _claim(batch: list[OutboxMessage]) -> set[int]:
+    """Mark the batch as being sent (one UPDATE, committed before anything is sent); returns the ids still pending."""
+    ids = [m.pk for m in batch]
+    now = timezone.now()
+    pending = OutboxMessage.objects.filter(pk__in=ids, status=OutboxMessage.Status.PENDING)
+    if pending.update(sending_since=now) == len(ids):
+        return set(ids)
+    return set(pending.filter(sending_since=now).values_list("pk", flat=True))
+
+
+def _unclaim(messages: list[OutboxMessage], uncertain: set[int]) -> None:
+    """Claimed but not sent (the lane stopped): free again, except those whose earlier outcome is still unknown."""
+    ids = [m.pk for m in messages if m.pk not in uncertain]
+    if ids:
+        OutboxMessage.objects.filter(pk__in=ids, status=OutboxMessage.Status.PENDING).update(sending_since=None)
 
 
 def _lane_up(lane: OutboxLane, partner_id: int) -> None:
@@ -377,8 +449,15 @@ def _schedule(partner_id: int, delay_s: float) -> None:
         logger.error("Outbox probe of partner %s not scheduled (the sweeper will): %s", partner_id, error)
 
 
-def _deliver_one(client: OcpiClient, connection: PartnerConnection, message: OutboxMessage, guards: dict) -> tuple:
-    """Send one message; returns (outcome, error): delivered, failed, retry, unreachable or skipped."""
+def _deliver_one(
+    client: OcpiClient,
+    connection: PartnerConnection,
+    message: OutboxMessage,
+    guards: dict,
+    deliveries: _Deliveries,
+    uncertain: bool,
+) -> tuple[str, str]:
+    """Send one claimed message; returns (outcome, error): delivered, failed, retry, unreachable or skipped."""
     if message.module not in guards:
         guard = SEND_GUARDS.get(message.module)
         guards[message.module] = guard(connection) if guard else ""
@@ -390,23 +469,15 @@ def _deliver_one(client: OcpiClient, connection: PartnerConnection, message: Out
         _record_failed(message, f"The partner has no {message.module} RECEIVER endpoint", attempted=False)
         return "skipped", ""
     url = join_url(base, message.path) if message.path else base
-    now = timezone.now()
-    if message.is_cdr_post:
-        if message.sending_since is not None:
-            verdict = _check_cdr(client, url, message)
-            if verdict != "absent":
-                return verdict
-        # Claimed before the POST: if the worker dies now, the next lane knows the outcome is unknown.
-        claimed = OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.PENDING).update(
-            sending_since=now
-        )
-        if not claimed:
-            return "skipped", ""
+    if message.is_cdr_post and uncertain:
+        verdict = _check_cdr(client, url, message, deliveries)
+        if verdict != "absent":
+            return verdict
     try:
         reply = client.request(message.method, url, body=message.body)
     except OcpiClientError as error:
         return _record_error(message, error)
-    _record_delivered(message, reply.headers.get("Location", "")[:512])
+    deliveries.add(message, reply.headers.get("Location", ""))
     return "delivered", ""
 
 
@@ -460,27 +531,16 @@ def _record_retry(message: OutboxMessage, error: str, *, keep_sending: bool = Fa
 
 def _record_failed(message: OutboxMessage, error: str, *, attempted: bool) -> None:
     now = timezone.now()
-    fields = {"status": OutboxMessage.Status.FAILED, "last_error": error[:2000]}
+    fields = {"status": OutboxMessage.Status.FAILED, "last_error": error[:2000], "sending_since": None}
     if attempted:
-        fields.update(attempts=F("attempts") + 1, last_attempt_at=now, sending_since=None)
+        fields.update(attempts=F("attempts") + 1, last_attempt_at=now)
     OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.PENDING).update(**fields)
     logger.warning("Outbox message %s to partner %s refused: %s", message.pk, message.partner_id, error)
 
 
-def _record_delivered(message: OutboxMessage, location: str) -> None:
-    now = timezone.now()
-    OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.PENDING).update(
-        status=OutboxMessage.Status.DELIVERED,
-        attempts=F("attempts") + 1,
-        last_attempt_at=now,
-        delivered_at=now,
-        sending_since=None,
-        last_error="",
-        reply_location=location,
-    )
-
-
-def _check_cdr(client: OcpiClient, post_url: str, message: OutboxMessage) -> tuple[str, str] | str:
+def _check_cdr(
+    client: OcpiClient, post_url: str, message: OutboxMessage, deliveries: _Deliveries
+) -> tuple[str, str] | str:
     """A CDR POST whose outcome is unknown: does the partner have it? "absent" lets the POST go again."""
     cdr_id = (message.body or {}).get("id") if isinstance(message.body, dict) else None
     if not cdr_id:
@@ -505,7 +565,7 @@ def _check_cdr(client: OcpiClient, post_url: str, message: OutboxMessage) -> tup
         return "failed", str(error)
     data = reply.data if isinstance(reply.data, dict) else {}
     if data.get("id") == cdr_id:
-        _record_delivered(message, check_url)
+        deliveries.add(message, check_url)
         return "delivered", ""
     return "absent"
 
@@ -542,3 +602,13 @@ def _due_partner_ids(now: dt.datetime) -> list[int]:
         .values_list("partner_id", flat=True)
         .distinct()
     )
+
+
+def purge_delivered(now: dt.datetime | None = None, chunk: int = 5000) -> int:
+    """Delete delivered messages older than OUTBOX_KEEP_DELIVERED_DAYS (refused and waiting ones are kept)."""
+    before = (now or timezone.now()) - dt.timedelta(days=settings.OUTBOX_KEEP_DELIVERED_DAYS)
+    old = OutboxMessage.objects.filter(status=OutboxMessage.Status.DELIVERED, delivered_at__lt=before)
+    deleted = 0
+    while ids := list(old.values_list("pk", flat=True)[:chunk]):
+        deleted += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+    return deleted

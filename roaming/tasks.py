@@ -49,3 +49,11 @@ def sweep_outbox() -> list[int]:
     from roaming import outbox
 
     return outbox.sweep()
+
+
+@shared_task(name="roaming.purge_outbox", ignore_result=True)
+def purge_outbox() -> int:
+    """Beat: forget delivered messages past their keeping time."""
+    from roaming import outbox
+
+    return outbox.purge_delivered()

@@ -77,7 +77,9 @@ class EVSEAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         # A status set by hand is a status change like any other: history, map summary, cache.
-        record_staff_edit(obj.location_id, evse=obj, status_changed=not change or "status" in form.changed_data)
+        record_staff_edit(
+            obj.location_id, evse=obj, status_changed=not change or "status" in form.changed_data, created=not change
+        )
 
 
 @admin.register(SyncRun)

@@ -476,14 +476,60 @@ def _store_connectors(evse_pks: list[int], connectors_of: list[list[dict] | None
     )
 
 
-def record_staff_edit(location_id: int, *, evse: EVSE | None = None, status_changed: bool = False) -> None:
-    """After staff edited a location or an EVSE in the admin: status history, map summary, cached map answers."""
+def record_staff_edit(
+    location_id: int, *, evse: EVSE | None = None, status_changed: bool = False, created: bool = False
+) -> None:
+    """After staff edited a location or an EVSE in the admin: status history, map summary, cached map answers,
+    and for our own stations the change pushed to partners (in the admin's transaction, through the outbox)."""
+    from stations import partner_pushes
+
+    now = timezone.now()
     if evse is not None and status_changed:
-        now = timezone.now()
         EVSE.objects.filter(pk=evse.pk).update(status_changed_at=now, last_updated=now)
+        evse.status_changed_at = evse.last_updated = now
         EvseStatusChange.objects.create(evse_id=evse.pk, status=evse.status, changed_at=now)
     # Rewrites the location's summary row and moves the map's cache version, whatever staff changed.
     refresh_location_summaries([location_id])
+    location = Location.objects.select_related("party").get(pk=location_id)
+    if not partner_pushes.is_ours(location):
+        return
+    if evse is None:
+        partner_pushes.push_location(location)
+    elif created or not status_changed:
+        partner_pushes.push_evse(evse)  # a new EVSE, or its other fields: the whole EVSE
+    else:
+        partner_pushes.push_evse_status(evse)
+
+
+@transaction.atomic
+def record_our_evse_status(evse: EVSE, status: str, at: dt.datetime) -> bool:
+    """An EVSE of ours took `status` at `at` (our charge-point backend, or staff): history, map, every partner.
+
+    Idempotent and ordered by `at`: the same report again, or one older than the status we hold, changes nothing
+    (returns False). Otherwise the status is stored and a PATCH is written to the outbox for every connected eMSP or
+    hub served by our stations, in this transaction (a not-yet-sent status of the same EVSE is replaced).
+    """
+    from stations import partner_pushes
+
+    if status not in EvseStatus.values:
+        raise ValueError(f"unknown EVSE status {status!r}")
+    locked = EVSE.objects.select_for_update().select_related("location__party").get(pk=evse.pk)
+    if not partner_pushes.is_ours(locked.location):
+        raise ValueError("not an EVSE of our own stations")
+    if locked.status_changed_at and at <= locked.status_changed_at:
+        return False
+    if locked.status == status:
+        return False
+    locked.status, locked.status_changed_at, locked.last_updated = status, at, max(at, locked.last_updated)
+    locked.save(update_fields=["status", "status_changed_at", "last_updated"])
+    Location.objects.filter(pk=locked.location_id, last_updated__lt=locked.last_updated).update(
+        last_updated=locked.last_updated
+    )
+    EvseStatusChange.objects.create(evse_id=locked.pk, status=status, changed_at=at)
+    refresh_location_summaries([locked.location_id])
+    partner_pushes.push_evse_status(locked)
+    evse.status, evse.status_changed_at, evse.last_updated = status, at, locked.last_updated
+    return True
 
 
 def analyze_station_tables() -> None:

@@ -5,10 +5,15 @@ Partners are real OCPI servers on 127.0.0.1 (tests/ocpi_peer.py) that go down an
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
-from roaming import outbox
+from mobilityplus.celery import app as celery_app
+from roaming import outbox, selectors
 from roaming.models import OutboxLane, OutboxMessage, Party
 from roaming.ocpi.credentials import authorization_header
 from tests.factories import PartnerConnectionFactory
@@ -117,3 +122,169 @@ def test_an_ocpi_refusal_is_failed_with_the_partners_words(ocpi_peer, db):
     outbox.deliver(connection.party.pk)
     message.refresh_from_db()
     assert message.status == OutboxMessage.Status.FAILED and "no tariff" in message.last_error
+
+
+def test_a_cdr_whose_answer_was_lost_is_checked_not_posted_again(ocpi_peer, db, settings):
+    settings.OUTBOX_HTTP_TIMEOUT_S = 0.5
+    connection = emsp_at(ocpi_peer)
+    receiver = Receiver(ocpi_peer)
+    slow = [True]
+
+    def stores_then_hangs(request):
+        answer = receiver.post_cdr(request)
+        if slow[0]:
+            time.sleep(1.5)  # stored, but the answer comes after our timeout
+        return answer
+
+    ocpi_peer.route("POST", r"/emsp/cdrs", stores_then_hangs)
+    message = outbox.enqueue(connection.party, module="cdrs", object_id="C1", method="POST", body={"id": "C1"})
+    assert outbox.deliver(connection.party.pk).status == "down"
+    message.refresh_from_db()
+    assert message.status == "pending" and message.sending_since is not None
+    assert message.last_error.startswith("outcome unknown")
+    slow[0] = False
+    outbox.deliver(connection.party.pk)
+    message.refresh_from_db()
+    assert message.status == "delivered" and message.reply_location == ocpi_peer.url("/emsp/cdrs/C1")
+    assert receiver.posts == ["C1"]  # asked, not POSTed again
+    assert [r.method for r in ocpi_peer.requests] == ["POST", "GET"]
+
+
+def test_a_cdr_the_partner_says_it_lacks_is_posted_again_and_one_it_cannot_tell_is_left_to_staff(ocpi_peer, db):
+    connection = emsp_at(ocpi_peer)
+    receiver = Receiver(ocpi_peer)
+    lacking = outbox.enqueue(connection.party, module="cdrs", object_id="C1", method="POST", body={"id": "C1"})
+    unknowable = outbox.enqueue(connection.party, module="cdrs", object_id="C2", method="POST", body={"id": "C2"})
+    # What a worker killed mid-POST leaves: claimed, no outcome.
+    OutboxMessage.objects.update(sending_since=timezone.now())
+    ocpi_peer.route("GET", r"/emsp/cdrs/C2", lambda r: PeerResponse(raw=b"Method Not Allowed", status=405))
+    outbox.deliver(connection.party.pk)
+    lacking.refresh_from_db()
+    unknowable.refresh_from_db()
+    assert lacking.status == "delivered" and receiver.posts == ["C1"]
+    assert unknowable.status == "failed" and unknowable.last_error.startswith("outcome unknown")
+    assert "confirm with them" in unknowable.last_error
+
+    # Staff confirmed with the partner that it never got C2: resent, it is POSTed (no check).
+    outbox.resend([unknowable])
+    outbox.deliver(connection.party.pk)
+    unknowable.refresh_from_db()
+    assert unknowable.status == "delivered" and receiver.posts == ["C1", "C2"]
+
+
+def test_order_is_kept_per_object_across_retries(ocpi_peer, db):
+    connection = emsp_at(ocpi_peer)
+    seen = []
+    answers = iter([PeerResponse(raw=b"busy", status=500)])
+
+    def session_receiver(request):
+        answer = next(answers, None) if request.json()["n"] == 1 else None
+        if answer is None:
+            seen.append((request.path, request.json()["n"]))
+        return answer or ok()
+
+    ocpi_peer.route("PATCH", r"/emsp/sessions/.*", session_receiver)
+    ocpi_peer.route("PUT", r"/emsp/sessions/.*", session_receiver)
+    for n in range(1, 4):
+        for session in ("S1", "S2"):
+            method = "PUT" if n == 1 else "PATCH"
+            outbox.enqueue(
+                connection.party,
+                module="sessions",
+                object_id=session,
+                method=method,
+                path=f"/BE/MBP/{session}",
+                body={"n": n},
+            )
+    outbox.deliver(connection.party.pk)
+    assert [n for path, n in seen if path.endswith("S1")] == [1, 2, 3]
+    assert [n for path, n in seen if path.endswith("S2")] == [1, 2, 3]
+
+
+def test_staff_see_the_backlog_per_partner(ocpi_peer, db, admin_client):
+    up, down = emsp_at(ocpi_peer, path="/up"), emsp_at(ocpi_peer, path="/down")
+    ocpi_peer.route("POST", r"/up/cdrs", lambda r: ok())
+    ocpi_peer.route("POST", r"/down/cdrs", lambda r: PeerResponse(raw=b"down", status=503))
+    for n in range(3):
+        for connection in (up, down):
+            outbox.enqueue(connection.party, module="cdrs", object_id=f"C{n}", method="POST", body={"id": f"C{n}"})
+    outbox.deliver(up.party.pk)
+    outbox.deliver(down.party.pk)
+    backlog = {b.partner.pk: b for b in selectors.outbox_backlog_by_partner()}
+    assert (backlog[down.party.pk].waiting, backlog[down.party.pk].delivered) == (3, 0)
+    assert backlog[down.party.pk].down_since is not None and "503" in backlog[down.party.pk].last_error
+    assert (backlog[up.party.pk].waiting, backlog[up.party.pk].delivered) == (0, 3)
+    assert list(backlog)[0] == down.party.pk  # largest backlog first
+    page = admin_client.get("/admin/roaming/outboxlane/").content.decode()
+    assert "down since" in page and "answering" in page
+    page = admin_client.get(f"/admin/roaming/outboxmessage/?partner__id__exact={down.party.pk}&status__exact=pending")
+    assert page.status_code == 200 and "HTTP 503" in page.content.decode()
+
+
+# --- a real worker (a `celery -A mobilityplus worker` process) killed with SIGKILL in the middle of a delivery ------
+
+
+@pytest.fixture
+def workers(transactional_db, tmp_path, monkeypatch):
+    from tests.test_feeds_worker_killed import Worker, forget_queued_tasks
+
+    monkeypatch.setenv("OUTBOX_BACKOFF_S", "0.2")
+    monkeypatch.setenv("OUTBOX_PROBE_S", "0.5")
+    started: list = []
+    forget_queued_tasks()
+    celery_app.conf.task_always_eager = False
+    try:
+        yield lambda name: started.append(Worker(name, tmp_path)) or started[-1]
+    finally:
+        celery_app.conf.task_always_eager = True
+        for worker in started:
+            worker.kill()
+        forget_queued_tasks()
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing_and_posts_no_cdr_twice(ocpi_peer, workers):
+    from tests.test_feeds_worker_killed import wait_for
+
+    connection = emsp_at(ocpi_peer)
+    receiver = Receiver(ocpi_peer)
+
+    def slow_first(request):
+        answer = receiver.post_cdr(request)
+        if request.json()["id"] == "CDR0":
+            time.sleep(5)  # stored; the worker is killed before the answer comes
+        return answer
+
+    ocpi_peer.route("POST", r"/emsp/cdrs", slow_first)
+    first = workers("outbox-first")
+    for n in range(5):
+        outbox.enqueue(connection.party, module="cdrs", object_id=f"CDR{n}", method="POST", body={"id": f"CDR{n}"})
+    wait_for(lambda: "CDR0" in receiver.cdrs, timeout=30, what="the first CDR to be stored", workers=[first])
+    first.kill()
+    killed = OutboxMessage.objects.get(object_id="CDR0")
+    assert killed.status == "pending" and killed.sending_since is not None  # claimed, outcome unknown
+    assert receiver.posts == ["CDR0"]
+
+    second = workers("outbox-second")
+    outbox.sweep()  # beat's sweeper: the dead worker's lane (its advisory lock died with its connection)
+    wait_for(
+        lambda: OutboxMessage.objects.filter(status="delivered").count() == 5,
+        timeout=30,
+        what="every CDR delivered",
+        workers=[second],
+    )
+    assert sorted(receiver.posts) == [f"CDR{n}" for n in range(5)]  # each POSTed once: CDR0 was checked
+    killed.refresh_from_db()
+    assert killed.reply_location == ocpi_peer.url("/emsp/cdrs/CDR0") and killed.sending_since is None
+
+
+def test_delivered_messages_are_forgotten_after_the_keeping_time_refused_ones_kept(ocpi_peer, db, settings):
+    settings.OUTBOX_KEEP_DELIVERED_DAYS = 30
+    connection = emsp_at(ocpi_peer)
+    for object_id, status in (("old", "delivered"), ("recent", "delivered"), ("refused", "failed"), ("w", "pending")):
+        outbox.enqueue(connection.party, module="cdrs", object_id=object_id, method="POST", body={"id": object_id})
+        OutboxMessage.objects.filter(object_id=object_id).update(status=status, delivered_at=timezone.now())
+    OutboxMessage.objects.filter(object_id__in=["old", "refused"]).update(
+        delivered_at=timezone.now() - dt.timedelta(days=31)
+    )
+    assert outbox.purge_delivered() == 1
+    assert sorted(OutboxMessage.objects.values_list("object_id", flat=True)) == ["recent", "refused", "w"]

@@ -252,3 +252,38 @@ def test_a_cpo_out_of_agreement_gets_no_more_tokens(ocpi_peer, transactional_db)
     assert delivery.status == OutboxMessage.Status.FAILED
     assert delivery.last_error == "Stopped: No agreement in force takes our cards at this partner's stations"
     assert delivery.attempts == 1
+
+
+def test_a_cpo_down_and_one_answering_500_do_not_slow_the_healthy_ones(ocpi_peer, redis_celery_worker):
+    """Through the real worker: every block reaches the healthy CPOs at once; the failing ones hold no worker."""
+    import socket
+
+    with socket.socket() as closed:  # a CPO whose host refuses connections (nothing listens on the port)
+        closed.bind(("127.0.0.1", 0))
+        down_port = closed.getsockname()[1]
+    down = cpo_at(ocpi_peer, path="/down")
+    failing = cpo_at(ocpi_peer, path="/err")
+    down.endpoints = [{"identifier": "tokens", "role": "RECEIVER", "url": f"http://127.0.0.1:{down_port}/tokens"}]
+    down.save()
+    for path in ("/a", "/b"):
+        cpo_at(ocpi_peer, path=path)
+    received: dict[str, set] = {"a": set(), "b": set()}
+
+    def healthy(request):
+        received[request.path.split("/")[1]].add(request.path.rsplit("/", 1)[1])
+        return ok()
+
+    ocpi_peer.route("PUT", r"/(a|b)/tokens/.*", healthy)
+    ocpi_peer.route("PUT", r"/err/tokens/.*", lambda r: PeerResponse({"status_code": 3000}, status=500))
+    cards = [CardFactory(driver=None) for _ in range(40)]
+    started = time.monotonic()
+    for card in cards:
+        services.block_card(card, reason="Fraud ring")
+    while time.monotonic() - started < 15 and not all(len(uids) == 40 for uids in received.values()):
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    assert all(len(uids) == 40 for uids in received.values()), {k: len(v) for k, v in received.items()}
+    assert elapsed < 5, elapsed
+    # The down CPO's and the failing CPO's: kept, probed, never dropped.
+    for connection in (down, failing):
+        assert OutboxMessage.objects.filter(partner=connection.party, status="pending").count() == 40
