@@ -8,29 +8,18 @@ Called when a CDR is stored (charging.services.store_cdr); never stops a CDR fro
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 
-from roaming.ocpi.envelope import OcpiError, parse_datetime
 from tariffs import services
 from tariffs.models import CdrPriceCheck, Tariff
 from tariffs.selectors import tariff_as_of, tariff_at_connector
 
 logger = logging.getLogger(__name__)
 Outcome = CdrPriceCheck.Outcome
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
 
 
 def _named_tariff_ids(raw: dict) -> list[str]:
@@ -83,55 +72,18 @@ def _connector(cdr):
     return connectors[0] if len(connectors) == 1 else None
 
 
-def _moment(value: Any) -> dt.datetime | None:
-    try:
-        return parse_datetime(value)
-    except OcpiError:
-        return None
-
-
 def activity_of_cdr(cdr):
-    """The charging activity a CDR describes, from its charging periods (energy, power, current, parking)."""
+    """The charging activity a CDR describes (engine.activity_from_cdr on its periods and our stored totals)."""
     from tariffs import engine
 
-    end = cdr.end_date_time
-    total = Decimal(cdr.total_energy)
-    periods = []
-    for period in (cdr.raw or {}).get("charging_periods") or []:
-        start = _moment(period.get("start_date_time")) if isinstance(period, dict) else None
-        if start is not None:
-            dims = {}
-            for dimension in period.get("dimensions") or []:
-                if isinstance(dimension, dict) and (volume := _decimal(dimension.get("volume"))) is not None:
-                    dims[str(dimension.get("type", "")).upper()] = volume
-            periods.append((start, dims))
-    periods.sort(key=lambda item: item[0])
-    samples = [engine.MeterSample(at=cdr.start_date_time, kwh=Decimal(0))]
-    charging_end = None
-    reservation = None
-    energy = Decimal(0)
-    for start, dims in periods:
-        power = dims.get("MAX_POWER", dims.get("MIN_POWER"))
-        current = dims.get("MAX_CURRENT", dims.get("MIN_CURRENT"))
-        at = max(start, cdr.start_date_time)
-        sample = engine.MeterSample(at=at, kwh=min(energy, total), power_kw=power, current_a=current)
-        if samples[-1].at == at:
-            samples[-1] = sample
-        else:
-            samples.append(sample)
-        energy += dims.get("ENERGY", Decimal(0))
-        if charging_end is None and "PARKING_TIME" in dims and "TIME" not in dims and "ENERGY" not in dims:
-            charging_end = at
-        if "RESERVATION_TIME" in dims:
-            reservation = "RESERVATION"
-    if end > samples[-1].at:
-        samples.append(engine.MeterSample(at=end, kwh=total))
-    else:
-        samples[-1] = engine.MeterSample(at=samples[-1].at, kwh=total)
-    if charging_end is None and cdr.total_parking_time:
-        charging_end = end - dt.timedelta(hours=float(cdr.total_parking_time))
-    return engine.ChargingActivity(
-        start=cdr.start_date_time, end=end, samples=samples, charging_end=charging_end, reservation=reservation
+    return engine.activity_from_cdr(
+        {
+            "start_date_time": cdr.start_date_time,
+            "end_date_time": cdr.end_date_time,
+            "charging_periods": (cdr.raw or {}).get("charging_periods") or [],
+            "total_energy": Decimal(cdr.total_energy),
+            "total_parking_time": None if cdr.total_parking_time is None else Decimal(cdr.total_parking_time),
+        }
     )
 
 
@@ -167,7 +119,9 @@ def check_cdr_price(cdr) -> CdrPriceCheck:
     time_zone = (cdr.location.time_zone if cdr.location else "") or "UTC"
     try:
         cost = engine.price_session(document, activity_of_cdr(cdr), time_zone)
-    except engine.TariffError as error:  # e.g. the tariff was not valid when the session started
+    except (
+        engine.TariffError
+    ) as error:  # also periods the engine cannot read  # e.g. the tariff was not valid when the session started
         return _save(cdr, Outcome.NOT_CHECKED, f"cannot be priced: {error}", fields)
     fields.update(computed_excl_vat=cost.total.excl_vat, computed_incl_vat=cost.total.incl_vat)
     differs = engine.cost_differs(Decimal(cdr.total_cost_excl_vat), cost.total.excl_vat)

@@ -6,6 +6,7 @@ Prices in words and costs come from the engine (tariffs.engine, pure); this modu
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable
@@ -29,9 +30,6 @@ PRICED = "priced"
 
 NOT_SHARED_TEXT = "Price not shared by the operator"
 UNKNOWN_TEXT = "Price not known: the operator's tariff has not reached us"
-# Types that are not the price our card holders pay; used only when nothing else is known.
-AD_HOC = "AD_HOC_PAYMENT"
-TYPE_PREFERENCE = {"": 0, "REGULAR": 0, "PROFILE_CHEAP": 1, "PROFILE_FAST": 1, "PROFILE_GREEN": 1}
 # When a connector gives neither power nor voltage and current, the typical session is priced at this power.
 FALLBACK_POWER_KW = Decimal(11)
 CURRENCY_SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "CHF": "CHF "}
@@ -53,12 +51,6 @@ def tariffs_to_ocpi(tariffs: list[Tariff]) -> list[dict]:
 # --- Which tariff applies ---------------------------------------------------------------------------------
 
 
-def valid_at(tariff: Tariff, moment: dt.datetime) -> bool:
-    return (tariff.start_date_time is None or tariff.start_date_time <= moment) and (
-        tariff.end_date_time is None or moment < tariff.end_date_time
-    )
-
-
 def known_tariffs(party_id: int, tariff_ids: Iterable[str]) -> dict[str, Tariff]:
     """The stored tariffs of one party among `tariff_ids`, keyed by upper-cased id (one query)."""
     keys = {str(tariff_id).upper() for tariff_id in tariff_ids if isinstance(tariff_id, str | int)}
@@ -69,18 +61,18 @@ def known_tariffs(party_id: int, tariff_ids: Iterable[str]) -> dict[str, Tariff]
 
 
 def choose_tariff(tariff_ids: list, known: dict[str, Tariff], moment: dt.datetime) -> Tariff | None:
-    """The tariff our card holders pay at a connector naming `tariff_ids`, at `moment`.
+    """The tariff our card holders pay at a connector naming `tariff_ids`, at `moment` (the engine's rule,
+    `engine.applicable_tariff`: valid then; REGULAR, else untyped, else a charging-profile one; never the
+    AD_HOC_PAYMENT one, which is for drivers paying at the charger). Ties: the order the operator listed them in."""
+    from tariffs import engine
 
-    OCPI lets a connector name several tariffs (one per TariffType). Valid then; a regular (or untyped) one first,
-    then a charging-profile one; an ad-hoc-payment tariff (for drivers paying by bank card) only when it is all
-    there is. Ties: the order the operator listed them in.
-    """
-    candidates = []
-    for position, tariff_id in enumerate(tariff_ids or []):
+    ordered = []
+    for tariff_id in tariff_ids or []:
         tariff = known.get(str(tariff_id).upper())
-        if tariff is not None and valid_at(tariff, moment):
-            candidates.append((TYPE_PREFERENCE.get(tariff.type, 2 if tariff.type == AD_HOC else 1), position, tariff))
-    return min(candidates, key=lambda item: item[:2])[2] if candidates else None
+        if tariff is not None and tariff not in ordered:
+            ordered.append(tariff)
+    chosen = engine.applicable_tariff([tariff.document for tariff in ordered], moment)
+    return next((tariff for tariff in ordered if tariff.document is chosen), None)
 
 
 def connector_tariff_state(connector, known: dict[str, Tariff], moment: dt.datetime) -> tuple[str, Tariff | None]:
@@ -279,19 +271,17 @@ def estimated_cost_so_far(session, now: dt.datetime | None = None) -> dict | Non
     if tariff is None or tariff.currency.upper() != (session.currency or tariff.currency).upper():
         return None
     now = now or timezone.now()
-    end = session.end_date_time or now
-    metered = min(session.last_updated or end, end)
-    samples = [engine.MeterSample(at=session.start_date_time, kwh=Decimal(0))]
-    if metered > session.start_date_time:
-        samples.append(engine.MeterSample(at=metered, kwh=Decimal(session.kwh)))
-    activity = engine.ChargingActivity(
-        start=session.start_date_time,
-        end=max(end, session.start_date_time),
-        samples=samples,
-        reservation="RESERVATION" if session.status == "RESERVATION" else None,
-    )
     time_zone = (session.location.time_zone if session.location else "") or "UTC"
+    so_far = {
+        "start_date_time": session.start_date_time,
+        "end_date_time": session.end_date_time,
+        "charging_periods": session.charging_periods or [],
+        "kwh": Decimal(session.kwh),
+    }
     try:
+        activity = engine.activity_from_session(so_far, now)
+        if session.status == "RESERVATION":
+            activity = dataclasses.replace(activity, reservation="RESERVATION")
         cost = engine.price_session(tariff.document, activity, time_zone)
     except Exception:  # the live page shows "not sent by the operator" rather than fail
         logger.exception("Session %s cannot be priced with tariff %s", session.pk, tariff.ocpi_id)
