@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -36,6 +37,7 @@ ELEMENTS = [
     {"price_components": [{"type": "PARKING_TIME", "price": 6, "vat": 21, "step_size": 60}],
      "restrictions": {"min_duration": 7200}},
 ]  # fmt: skip
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 IN_WORDS = "€1.21 start · €0.363/kWh · €7.26/h parking after 2 h"
 
 
@@ -207,13 +209,20 @@ def test_drivers_read_the_price_in_the_map_panel_and_the_estimate_on_the_live_pa
     panel = page.locator("#station-panel")
     expect(panel.locator("[data-testid=price]").first).to_have_text(IN_WORDS)
     expect(panel.locator(".price-not_shared")).to_have_text("Price not shared by the operator")
+    page.screenshot(path=str(SCREENSHOTS / "tariffs-map-panel-price.png"))
 
     page.goto(f"{live_server.url}/accounts/login/?next=/charging/")
     page.fill("input[name=username]", "dana")
     page.fill("input[name=password]", "secret-password")
     page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url("**/charging/")
+    page.goto(f"{live_server.url}/charging/start/{location.pk}/E1/")
+    expect(page.locator("[data-testid=estimate]").first).to_contain_text("Estimated: €8.47")
+    page.screenshot(path=str(SCREENSHOTS / "tariffs-start-estimate.png"))
+    page.goto(f"{live_server.url}/charging/")
     # The panel is redrawn by live.js from live.json: its label and figure come from the same data.
     page.wait_for_function("() => document.querySelector('#live') && document.querySelector('#live').dataset.updated")
     expect(page.locator("[data-testid=cost-estimated]")).to_have_text("(estimated from the tariff)")
     expect(page.locator("[data-testid=cost]")).to_have_text("€4.84")
+    page.screenshot(path=str(SCREENSHOTS / "tariffs-live-estimated.png"))
     context.close()
