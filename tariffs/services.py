@@ -185,19 +185,25 @@ def save_own_tariff(tariff: Tariff, document: dict) -> int:
 @transaction.atomic
 def delete_own_tariff(tariff: Tariff) -> int:
     """Delete one of our tariffs, tell every eMSP (DELETE), and take it off our connectors."""
+    attach_own_tariff(tariff, [])  # the connectors stop naming it first (EVSE PUTs), then it goes (DELETE)
     told = _push(tariff, "DELETE")
-    attach_own_tariff(tariff, [])
     tariff.delete()
     return told
 
 
 def _touch_connector(connector) -> None:
-    """A connector whose tariffs changed: its, its EVSE's and its location's last_updated move (OCPI deltas)."""
+    """A connector of ours whose tariffs changed: its, its EVSE's and its location's last_updated move (the Locations
+    SENDER's deltas carry it) and its EVSE is PUT to every eMSP served by our stations (after the tariff's PUT)."""
+    from stations.partner_pushes import push_evse
+
     now = timezone.now()
     connector.last_updated = now
     connector.save(update_fields=["tariff_ids", "last_updated"])
-    type(connector.evse).objects.filter(pk=connector.evse_id).update(last_updated=now)
-    type(connector.evse.location).objects.filter(pk=connector.evse.location_id).update(last_updated=now)
+    evse, location = connector.evse, connector.evse.location
+    evse.last_updated = location.last_updated = now
+    type(evse).objects.filter(pk=evse.pk).update(last_updated=now)
+    type(location).objects.filter(pk=location.pk).update(last_updated=now)
+    push_evse(evse)
 
 
 @transaction.atomic
@@ -207,7 +213,7 @@ def attach_own_tariff(tariff: Tariff, connectors: list) -> tuple[int, int]:
 
     wanted = {connector.pk for connector in connectors}
     attached = detached = 0
-    current = Connector.objects.filter(evse__location__party=tariff.party).select_related("evse__location")
+    current = Connector.objects.filter(evse__location__party=tariff.party).select_related("evse__location__party")
     for connector in current:
         has = any(str(t).upper() == tariff.ocpi_id.upper() for t in connector.tariff_ids or [])
         if connector.pk in wanted and not has:

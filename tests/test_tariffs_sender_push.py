@@ -157,11 +157,15 @@ class TariffReceiver:
         return ok()
 
 
-def emsp_with_receiver(peer, party_id: str, *, direction=RoamingAgreement.Direction.BOTH, role=Party.Role.EMSP):
+def emsp_with_receiver(
+    peer, party_id: str, *, direction=RoamingAgreement.Direction.BOTH, role=Party.Role.EMSP, modules=("tariffs",)
+):
     party = PartyFactory(country_code="NL", party_id=party_id, role=role, name=f"eMSP {party_id}")
     PartnerConnectionFactory(
         party=party,
-        endpoints=[{"identifier": "tariffs", "role": "RECEIVER", "url": peer.url(f"/{party_id}/tariffs")}],
+        endpoints=[
+            {"identifier": module, "role": "RECEIVER", "url": peer.url(f"/{party_id}/{module}")} for module in modules
+        ],
         tokens__to_them=f"to-{party_id}",
     )
     if direction:
@@ -219,8 +223,10 @@ ELEMENTS = [
 
 def test_staff_create_our_tariff_attach_it_to_connectors_and_see_a_preview(client, ocpi_peer):
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    served = emsp_with_receiver(ocpi_peer, "SRV")
+    served = emsp_with_receiver(ocpi_peer, "SRV", modules=("tariffs", "locations"))
     receiver = TariffReceiver(ocpi_peer, "/SRV/tariffs")
+    evses = []
+    ocpi_peer.route("PUT", r"/SRV/locations/.*", lambda request: evses.append((request.path, request.json())) or ok())
     ours = LocationFactory(party=own_party(), name="Our station")
     connector = ConnectorFactory(evse=EVSEFactory(location=ours))
     form = {
@@ -246,6 +252,12 @@ def test_staff_create_our_tariff_attach_it_to_connectors_and_see_a_preview(clien
     assert connector.tariff_ids == ["MBP-AC"]
     outbox.deliver(served.pk)
     assert receiver.calls == [("PUT", "BE/MBP/MBP-AC")]
+    # The EVSE naming it follows the tariff (a Locations receiver may refuse a tariff id it does not know yet).
+    [(path, evse)] = evses
+    assert path == f"/SRV/locations/BE/MBP/{ours.ocpi_id}/{connector.evse.uid}"
+    assert evse["connectors"][0]["tariff_ids"] == ["MBP-AC"]
+    tariff_put, evse_put = OutboxMessage.objects.filter(partner=served).order_by("pk")
+    assert (tariff_put.module, evse_put.module) == ("tariffs", "locations")
 
     page = client.get(f"/admin/tariffs/owntariff/{tariff.pk}/change/").content.decode()
     # 20 kWh at 22 kW: €1 + 20 x €0.30 = €7.00 excl. VAT, €8.47 incl. 21 % VAT.
