@@ -440,7 +440,13 @@ def run_card_blocks(cards: int) -> dict:
         sweeper.stopped.set()
         kept = {p.party_id: OutboxMessage.objects.filter(partner=p, status="pending").count() for p in parties[:2]}
     cleanup()
-    return {"blocks_written_s": blocked_s, "healthy_reached_s": max(reached.values(), default=None), "kept": kept}
+    last = max(reached.values(), default=None)
+    return {
+        "blocks_written_s": blocked_s,
+        "healthy_reached_s": last,
+        "after_last_block_s": None if last is None else last - blocked_s,
+        "kept": kept,
+    }
 
 
 def time_now():
@@ -482,13 +488,15 @@ def main() -> None:
         run = run_cdrs(args.cdrs, args.emsps, args.down_seconds)
         print(
             f"one eMSP down for {args.down_seconds:.0f} s: all {args.cdrs} CDRs delivered in {run['total_s']:.1f} s "
-            f"({run['per_s']:.0f}/s), healthy partners' in {run['healthy_s']:.1f} s, largest backlog "
+            f"({run['per_s']:.0f}/s; burst written in {run['enqueue_s']:.1f} s), healthy partners' in "
+            f"{run['healthy_s']:.1f} s ({run['healthy_s'] - run['enqueue_s']:.1f} s after the burst), largest backlog "
             f"{run['largest_backlog']}, lost {run['lost']}, duplicated {run['duplicated']}, refused {run['failed']}"
         )
         blocks = run_card_blocks(args.cards)
         print(
             f"{args.cards} card blocks (written in {blocks['blocks_written_s']:.1f} s) reached the 3 healthy CPOs "
-            f"in {blocks['healthy_reached_s']:.2f} s; kept for the down CPO and the one answering 500: {blocks['kept']}"
+            f"in {blocks['healthy_reached_s']:.2f} s ({blocks['after_last_block_s']:.2f} s after the last block); "
+            f"kept for the down CPO and the one answering 500: {blocks['kept']}"
         )
         print(f"load after: {os.getloadavg()[0]:.1f}")
         figures = {
@@ -496,11 +504,15 @@ def main() -> None:
             "all_delivered_s": round(run["total_s"], 1),
             "deliveries_per_s": round(run["per_s"]),
             "largest_backlog": run["largest_backlog"],
+            "burst_written_s": round(run["enqueue_s"], 1),
             "healthy_with_down_s": round(run["healthy_s"], 1),
             "healthy_without_down_s": round(base["total_s"], 1) if base else "",
+            "healthy_after_burst_with_down_s": round(run["healthy_s"] - run["enqueue_s"], 1),
+            "healthy_after_burst_without_down_s": round(base["total_s"] - base["enqueue_s"], 1) if base else "",
             "lost": run["lost"] + (base["lost"] if base else 0),
             "duplicated": run["duplicated"] + (base["duplicated"] if base else 0),
             "card_blocks_healthy_s": round(blocks["healthy_reached_s"], 2) if blocks["healthy_reached_s"] else "",
+            "card_blocks_written_s": round(blocks["blocks_written_s"], 2),
             "load": round(os.getloadavg()[0], 1),
         }
         print(" ".join(f"{k}={v}" for k, v in figures.items()))

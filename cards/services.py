@@ -44,17 +44,16 @@ def _queue_push(card: Card, targets: list | None = None) -> None:
     """
     from cards import selectors
 
-    body = selectors.token_payload(card)
-    for connection in selectors.token_push_targets(suspended=True) if targets is None else targets:
-        outbox.enqueue(
-            connection.party,
-            module="tokens",
-            object_id=selectors.token_object_id(card),
-            method="PUT",
-            path=selectors.token_path(card),
-            body=body,
-            coalesce=True,
-        )
+    targets = selectors.token_push_targets(suspended=True) if targets is None else targets
+    outbox.enqueue_to_many(
+        [connection.party for connection in targets],
+        module="tokens",
+        object_id=selectors.token_object_id(card),
+        method="PUT",
+        path=selectors.token_path(card),
+        body=selectors.token_payload(card),
+        coalesce=True,
+    )
 
 
 def _change_status(card: Card, new_status: str, *, by, reason: str, push: bool = True) -> Card:

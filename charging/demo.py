@@ -131,3 +131,11 @@ def load_charging_demo(driver: Driver) -> int:
         },
     )
     return count
+
+
+def load_cpo_demo(prefix: str = "DEMO-CP") -> int:
+    """Sessions at our own stations for `make demo`, played through the charge-point backend API in-process:
+    one by the demo driver, one by a foreign eMSP's driver (with its CDR). Idempotent. Returns the calls refused."""
+    from charging.simulator import default_plays, play_in_process
+
+    return play_in_process(default_plays(prefix), log=lambda line: None)

@@ -54,6 +54,24 @@ class Session(models.Model):
     last_updated = models.DateTimeField(db_index=True)
     # The last full object as we understand it (PUT body merged with later PATCHes), as the partner sent it.
     raw = models.JSONField(default=dict, blank=True)
+    # At our own stations (we are the CPO, party = us): the driver's eMSP, and what it has been sent so far.
+    emsp = models.ForeignKey(
+        Party,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="sessions_at_our_stations",
+        help_text="At our stations: the party that issued the driver's token (ourselves for our own cards).",
+    )
+    metered_at = models.DateTimeField(
+        null=True, blank=True, help_text="At our stations: time of the latest meter value (older ones never win)."
+    )
+    pushed_at = models.DateTimeField(null=True, blank=True, help_text="Last PUT/PATCH queued for the eMSP.")
+    push_due = models.BooleanField(default=False, help_text="A change the eMSP has not been sent yet (throttled).")
+    periods_pushed = models.PositiveIntegerField(default=0, help_text="charging_periods the eMSP already has.")
+    period_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="At our stations: start of the charging period not yet closed."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -63,6 +81,8 @@ class Session(models.Model):
         indexes = [
             models.Index(fields=["card", "-start_date_time"], name="session_card_recent"),
             models.Index(fields=["status", "last_updated"], name="session_status_updated"),
+            models.Index(fields=["emsp", "last_updated"], name="session_emsp_updated"),
+            models.Index(fields=["push_due", "pushed_at"], name="session_push_due"),
         ]
 
     def __str__(self) -> str:
@@ -101,6 +121,14 @@ class CDR(models.Model):
     raw = models.JSONField(default=dict)
     unknown_session = models.BooleanField(default=False, help_text="No session of this CPO with this session_id.")
     unknown_token = models.BooleanField(default=False, help_text="The token is not one of our cards.")
+    emsp = models.ForeignKey(
+        Party,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="cdrs_at_our_stations",
+        help_text="Our own CDR (we are the CPO): the party that issued the driver's token.",
+    )
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -110,6 +138,7 @@ class CDR(models.Model):
         indexes = [
             models.Index(fields=["card", "-end_date_time"], name="cdr_card_recent"),
             models.Index(fields=["party", "session_ocpi_id"], name="cdr_party_session"),
+            models.Index(fields=["emsp", "last_updated"], name="cdr_emsp_updated"),
         ]
 
     def __str__(self) -> str:
@@ -118,6 +147,22 @@ class CDR(models.Model):
     @property
     def flagged(self) -> bool:
         return self.unknown_session or self.unknown_token
+
+
+class MeterSample(models.Model):
+    """A meter value our charge-point backend reported for a session at one of our stations."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="meter_samples")
+    at = models.DateTimeField()
+    kwh = models.DecimalField(max_digits=12, decimal_places=4, help_text="Energy since the session started.")
+    power_kw = models.DecimalField(max_digits=9, decimal_places=3, null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "at"]
+        constraints = [models.UniqueConstraint(fields=["session", "at"], name="meter_sample_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.at:%H:%M:%S} {self.kwh} kWh"
 
 
 class Command(models.Model):

@@ -18,4 +18,6 @@ urlpatterns = [
         name="ocpi-emsp-command-result",
     ),
     path("cpo/2.2.1/commands/<str:command>", ocpi_views.command_receiver, name="ocpi-cpo-commands"),
+    path("cpo/2.2.1/sessions", ocpi_views.session_sender, name="ocpi-cpo-sessions"),
+    path("cpo/2.2.1/cdrs", ocpi_views.cdr_sender, name="ocpi-cpo-cdrs"),
 ]

@@ -1,4 +1,5 @@
-"""OCPI receivers: sessions and CDRs (eMSP), our response_url for CommandResults, commands for our stations (CPO)."""
+"""OCPI receivers: sessions and CDRs (eMSP), our response_url for CommandResults, commands for our stations (CPO);
+senders: sessions and CDRs of our stations (CPO), each eMSP seeing only its own drivers'."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 
 from charging import selectors, services
-from charging.models import CDR, Command
+from charging.models import CDR, Command, Session
 from charging.serializers import (
     CdrSerializer,
     CommandResultSerializer,
@@ -18,6 +19,7 @@ from roaming.ocpi.endpoint import PartnerContext, ocpi_endpoint
 from roaming.ocpi.envelope import CLIENT_ERROR, INVALID_PARAMETERS, OcpiError, ocpi_response, validated
 from roaming.ocpi.input import match_identity
 from roaming.ocpi.ownership import check_owner, may_touch
+from roaming.ocpi.pagination import paginated_response
 
 OTHER_COMMANDS = {"CANCEL_RESERVATION", "RESERVE_NOW", "UNLOCK_CONNECTOR"}
 
@@ -100,3 +102,17 @@ def command_receiver(ctx: PartnerContext, command: str):
     data = validated(serializers[command], body)
     services.check_response_url(ctx.connection, data["response_url"])
     return services.receive_partner_command(ctx.party, command, data, body)
+
+
+@ocpi_endpoint("sessions")
+def session_sender(ctx: PartnerContext):
+    """GET list of the sessions at our stations charged with the calling eMSP's tokens (paginated, date_from/to)."""
+    sessions = Session.objects.filter(party__is_self=True, emsp=ctx.party).select_related("party")
+    return paginated_response(ctx.request, sessions, lambda page: [selectors.session_ocpi(s) for s in page])
+
+
+@ocpi_endpoint("cdrs")
+def cdr_sender(ctx: PartnerContext):
+    """GET list of our CDRs for the calling eMSP's tokens, credits included (paginated, date_from/to)."""
+    cdrs = CDR.objects.filter(party__is_self=True, emsp=ctx.party).only("pk", "last_updated", "raw")
+    return paginated_response(ctx.request, cdrs, lambda page: [c.raw for c in page])

@@ -22,6 +22,20 @@ def post_command_result(command_id: int) -> bool:
     return services.post_command_result(command_id)
 
 
+@shared_task(name="charging.send_to_charge_point", acks_late=False, ignore_result=True)
+def send_to_charge_point(command_id: int) -> str:
+    """Post a command for one of our stations to our central system, once (acks_late off: never twice)."""
+    return services.deliver_to_charge_point(command_id).status
+
+
+@shared_task(name="charging.flush_session_updates", ignore_result=True)
+def flush_session_updates() -> int:
+    """Periodic: the throttled Session PATCHes to drivers' eMSPs whose interval has passed."""
+    from charging.cpo_delivery import flush_session_updates as flush
+
+    return flush()
+
+
 @shared_task(name="charging.expire_commands")
 def expire_commands() -> int:
     """Periodic: commands whose result never came within the CPO's timeout become timed out."""

@@ -40,7 +40,7 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set when DEBUG is off. Generate one with: "
-            "python -c \"import secrets; print(secrets.token_urlsafe(50))\" "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))" '
             "(DEBUG=true, for local development only, uses a public built-in key instead)."
         )
     SECRET_KEY = "dev-only-insecure-key-for-the-embedded-demo-never-use-in-production"
@@ -229,6 +229,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the card types wherever a field takes one (`type` of authorizations, `token_type` of sessions).
+    "ENUM_NAME_OVERRIDES": {"CardTypeEnum": "charging.backend_api.CARD_TYPES"},
 }
 
 # Map tiles: any OpenStreetMap-style tile URL template.
@@ -282,7 +284,7 @@ if not OCPI_TOKEN_ENCRYPTION_KEY and not DEBUG:
     raise ImproperlyConfigured(
         "OCPI_TOKEN_ENCRYPTION_KEY must be set when DEBUG is off (it encrypts the tokens we send to partners). "
         "Generate one with: python -c "
-        "\"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\" "
+        '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" '
         "(a deployment that already stores partner tokens: see docs/security-deployment.md to keep them readable)."
     )
 if OCPI_TOKEN_ENCRYPTION_KEY:
@@ -291,7 +293,7 @@ if OCPI_TOKEN_ENCRYPTION_KEY:
     except ValueError as exc:  # caught here, not at the first partner handshake
         raise ImproperlyConfigured(
             "OCPI_TOKEN_ENCRYPTION_KEY is not a Fernet key (32 bytes, urlsafe base64). Generate one with: "
-            "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+            'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
         ) from exc
 OCPI_HTTP_TIMEOUT_S = float(os.environ.get("OCPI_HTTP_TIMEOUT_S", "10"))
 OCPI_HTTP_RETRIES = int(os.environ.get("OCPI_HTTP_RETRIES", "3"))
@@ -437,3 +439,14 @@ AXES_CLIENT_IP_CALLABLE = "mobilityplus.client_address.client_address"
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # One row per failed attempt group is enough; no row for every successful login.
 AXES_DISABLE_ACCESS_LOG = True
+
+# Our stations as a CPO (docs/cpo.md): our OCPP central system, and what the drivers' eMSPs are sent.
+CHARGE_POINT_BACKEND_URL = os.environ.get("CHARGE_POINT_BACKEND_URL", "")  # unset: commands wait for the backend
+CHARGE_POINT_BACKEND_TOKEN = os.environ.get("CHARGE_POINT_BACKEND_TOKEN", "")  # our bearer at the central system
+CHARGE_POINT_BACKEND_TIMEOUT_S = float(os.environ.get("CHARGE_POINT_BACKEND_TIMEOUT_S", "5"))
+CPO_SESSION_PATCH_INTERVAL_S = float(os.environ.get("CPO_SESSION_PATCH_INTERVAL_S", "60"))
+CPO_CURRENCY = os.environ.get("CPO_CURRENCY", "EUR")
+CELERY_BEAT_SCHEDULE["charging-flush-session-updates"] = {
+    "task": "charging.flush_session_updates",
+    "schedule": float(os.environ.get("CPO_SESSION_FLUSH_S", "15")),
+}

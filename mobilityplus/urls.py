@@ -18,6 +18,7 @@ urlpatterns = [
     path("ocpi/", include("stations.ocpi_urls")),
     path("", include("stations.urls")),  # the driver map at / and /map/
     path("api/v1/", include("stations.api_urls")),
+    path("api/v1/", include("charging.api_urls")),
     path("ocpi/", include("charging.ocpi_urls")),
     path("charging/", include("charging.urls")),
     path("ocpi/", include("tariffs.ocpi_urls")),

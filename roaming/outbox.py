@@ -103,6 +103,56 @@ def enqueue(
     return message
 
 
+def enqueue_to_many(
+    partners: list[Party],
+    *,
+    module: str,
+    object_id: str,
+    method: str,
+    path: str = "",
+    body: dict | list | None = None,
+    coalesce: bool = False,
+) -> list[OutboxMessage]:
+    """The same call to several partners (a broadcast: a Token to every CPO, a status to every eMSP), as `enqueue`
+    writes it to each, in two queries whatever their number."""
+    if module not in MODULES:
+        raise ValueError(f"unknown OCPI module {module!r} (one of {', '.join(MODULES)})")
+    method = method.upper()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+    if not partners:
+        return []
+    object_id = str(object_id)
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        if coalesce:
+            OutboxMessage.objects.filter(
+                partner__in=partners,
+                module=module,
+                object_id=object_id,
+                method=method,
+                status=OutboxMessage.Status.PENDING,
+                sending_since__isnull=True,
+            ).delete()
+        messages = OutboxMessage.objects.bulk_create(
+            [
+                OutboxMessage(
+                    partner=partner,
+                    module=module,
+                    object_id=object_id,
+                    method=method,
+                    path=path,
+                    body=body,
+                    next_attempt_at=now,
+                )
+                for partner in partners
+            ]
+        )
+    for partner in partners:
+        _kick_after_commit(partner.pk)
+    return messages
+
+
 _pending_kicks = threading.local()
 
 

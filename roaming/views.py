@@ -39,6 +39,9 @@ OUR_ENDPOINTS = (
     ("locations", "SENDER", "/ocpi/cpo/2.2.1/locations"),
     ("tokens", "RECEIVER", "/ocpi/cpo/2.2.1/tokens"),
     ("commands", "RECEIVER", "/ocpi/cpo/2.2.1/commands"),
+    # As CPO: sessions and CDRs at our stations, for the drivers' eMSPs to pull (also pushed to their receivers).
+    ("sessions", "SENDER", "/ocpi/cpo/2.2.1/sessions"),
+    ("cdrs", "SENDER", "/ocpi/cpo/2.2.1/cdrs"),
     ("tariffs", "SENDER", "/ocpi/cpo/2.2.1/tariffs"),
 )
 

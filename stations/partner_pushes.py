@@ -38,16 +38,15 @@ def push_evse_status(evse: EVSE, partners: list[Party] | None = None) -> int:
         return 0
     body = {"status": evse.status, "last_updated": format_datetime(evse.last_updated)}
     partners = emsps_served_by_our_stations(MODULE) if partners is None else partners
-    for partner in partners:
-        outbox.enqueue(
-            partner,
-            module=MODULE,
-            object_id=_evse_object(location, evse),
-            method="PATCH",
-            path=f"{_location_path(location)}/{evse.uid}",
-            body=body,
-            coalesce=True,
-        )
+    outbox.enqueue_to_many(
+        partners,
+        module=MODULE,
+        object_id=_evse_object(location, evse),
+        method="PATCH",
+        path=f"{_location_path(location)}/{evse.uid}",
+        body=body,
+        coalesce=True,
+    )
     return len(partners)
 
 
@@ -59,16 +58,15 @@ def push_evse(evse: EVSE) -> int:
     connectors = list(Connector.objects.filter(evse=evse).order_by("connector_id"))
     body = evse_to_ocpi(evse, connectors)
     partners = emsps_served_by_our_stations(MODULE)
-    for partner in partners:
-        outbox.enqueue(
-            partner,
-            module=MODULE,
-            object_id=_evse_object(location, evse),
-            method="PUT",
-            path=f"{_location_path(location)}/{evse.uid}",
-            body=body,
-            coalesce=True,
-        )
+    outbox.enqueue_to_many(
+        partners,
+        module=MODULE,
+        object_id=_evse_object(location, evse),
+        method="PUT",
+        path=f"{_location_path(location)}/{evse.uid}",
+        body=body,
+        coalesce=True,
+    )
     return len(partners)
 
 
@@ -78,14 +76,13 @@ def push_location(location: Location) -> int:
         return 0
     body = locations_to_ocpi([location])[0]
     partners = emsps_served_by_our_stations(MODULE)
-    for partner in partners:
-        outbox.enqueue(
-            partner,
-            module=MODULE,
-            object_id=location.ocpi_id,
-            method="PUT",
-            path=_location_path(location),
-            body=body,
-            coalesce=True,
-        )
+    outbox.enqueue_to_many(
+        partners,
+        module=MODULE,
+        object_id=location.ocpi_id,
+        method="PUT",
+        path=_location_path(location),
+        body=body,
+        coalesce=True,
+    )
     return len(partners)

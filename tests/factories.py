@@ -205,3 +205,32 @@ class CdrFactory(factory.django.DjangoModelFactory):
     total_energy = 20
     total_time = 1
     last_updated = factory.LazyFunction(timezone.now)
+
+
+class ForeignTokenFactory(factory.django.DjangoModelFactory):
+    """A token another eMSP pushed to our CPO side (it may charge at our stations)."""
+
+    class Meta:
+        model = "cards.ForeignToken"
+
+    party = factory.SubFactory(PartyFactory, role=Party.Role.EMSP)
+    uid = factory.Sequence(lambda n: f"F{n:09X}")
+    type = Card.Type.RFID
+    contract_id = factory.Sequence(lambda n: f"NL-TNM-C{n:08d}")
+    issuer = "TheNewMotion"
+    valid = True
+    whitelist = Card.Whitelist.ALLOWED
+    data = factory.LazyAttribute(
+        lambda o: {
+            "country_code": o.party.country_code,
+            "party_id": o.party.party_id,
+            "uid": o.uid,
+            "type": o.type,
+            "contract_id": o.contract_id,
+            "issuer": o.issuer,
+            "valid": o.valid,
+            "whitelist": o.whitelist,
+            "last_updated": "2026-01-01T00:00:00Z",
+        }
+    )
+    last_updated = factory.LazyFunction(timezone.now)

@@ -360,3 +360,46 @@ def test_authorization_form_with_too_many_fields_answers_json_400(client, backen
 def test_map_query_with_too_many_parameters_answers_json_400(client, settings):
     query = "&".join(f"standard=IEC_62196_T2&n{i}=1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS))
     assert_drf_detail(client.get(f"/api/v1/stations?bbox=4.3,50.8,4.4,50.9&zoom=12&{query}"), 400)
+
+
+def test_charge_point_backend_answers_good_calls_as_the_schema_says(live_server, api_data):
+    """A whole session played by our central system: every 200/201 answer is held to the schema."""
+    bearer = {"headers": {"Authorization": f"Bearer {SERVICE_TOKEN}"}}
+    base = "/api/v1/charge-point"
+    start = {
+        "session_id": "TX-SCHEMA",
+        "location_id": "BE-GRAND-PLACE",
+        "evse_uid": "BE*MBP*E0001",
+        "started_at": "2026-01-05T10:00:00Z",
+        "token_uid": "04A1B2C3",
+    }
+    calls = [
+        (f"{base}/sessions", {}, start, 201),
+        (f"{base}/sessions", {}, start, 200),
+        (
+            f"{base}/sessions/{{session_id}}/meter-values",
+            {"session_id": "TX-SCHEMA"},
+            {"at": "2026-01-05T10:10:00Z", "kwh": 3.2},
+            200,
+        ),
+        (
+            f"{base}/sessions/{{session_id}}/end",
+            {"session_id": "TX-SCHEMA"},
+            {"ended_at": "2026-01-05T10:30:00Z", "kwh": 9},
+            200,
+        ),
+        (
+            f"{base}/evse-status",
+            {},
+            {
+                "location_id": "BE-GRAND-PLACE",
+                "evse_uid": "BE*MBP*E0001",
+                "status": "CHARGING",
+                "at": "2026-01-05T10:00:00Z",
+            },
+            200,
+        ),
+    ]
+    for path, parameters, body, status in calls:
+        case = schema[path]["POST"].Case(path_parameters=parameters or None, body=body, media_type="application/json")
+        assert call_and_validate(case, live_server, **bearer).status_code == status

@@ -191,7 +191,9 @@ def test_demo_driver_has_an_active_session_and_a_history(client):
     client.login(request=HttpRequest(), username="driver", password="mobilityplus-demo")
     live = client.get("/charging/live.json").json()
     assert live["session"]["status"] == "ACTIVE" and live["session"]["can_stop"]
-    assert len(client.get("/charging/").context["rows"]) == 5
+    rows = client.get("/charging/").context["rows"]
+    assert len(rows) == 6  # five at partners' stations, one at ours (played through the charge-point backend API)
+    assert [row.operator for row in rows].count("MobilityPlus") == 1
     assert CDR.objects.filter(unknown_session=True).count() == 1
 
 

@@ -279,11 +279,14 @@ def test_a_cpo_down_and_one_answering_500_do_not_slow_the_healthy_ones(ocpi_peer
     started = time.monotonic()
     for card in cards:
         services.block_card(card, reason="Fraud ring")
-    while time.monotonic() - started < 15 and not all(len(uids) == 40 for uids in received.values()):
+    written = time.monotonic()
+    while time.monotonic() - started < 30 and not all(len(uids) == 40 for uids in received.values()):
         time.sleep(0.05)
-    elapsed = time.monotonic() - started
+    reached = time.monotonic()
     assert all(len(uids) == 40 for uids in received.values()), {k: len(v) for k, v in received.items()}
-    assert elapsed < 5, elapsed
+    # Delivery keeps up with the blocks (each its own transaction, as staff or drivers make them): the healthy CPOs
+    # have the last one within a second or two of its commit, however loaded the machine running the suite is.
+    assert reached - written < 2.5, (reached - written, written - started)
     # The down CPO's and the failing CPO's: kept, probed, never dropped.
     for connection in (down, failing):
         assert OutboxMessage.objects.filter(partner=connection.party, status="pending").count() == 40

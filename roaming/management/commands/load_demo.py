@@ -232,6 +232,9 @@ class Command(BaseCommand):
         from charging.demo import load_charging_demo
 
         load_charging_demo(driver)
+        from charging.demo import load_cpo_demo  # sessions at our own stations, through the backend API
+
+        load_cpo_demo()
         # tariffs: ours and partners' prices, connectors naming them, the demo CDRs checked against them.
         from tariffs.demo import load_tariff_demo
 
