@@ -289,6 +289,44 @@ def estimated_cost_so_far(session, now: dt.datetime | None = None) -> dict | Non
     return {**price_of(cost, tariff.currency), "tariff_id": tariff.ocpi_id}
 
 
+def price_our_session(session, samples: list) -> Any | None:
+    """A session at our own stations priced with our tariff (`engine.Cost`) from our backend's meter values
+    (charging.MeterSample: `at`, cumulative `kwh`, `power_kw`), or None when its connector names none of ours.
+
+    An ended session whose energy stopped rising before its end was parked after that: the time from the first
+    meter value at the final energy to the end is PARKING_TIME (a charging pause in a live session is not).
+    """
+    from tariffs import engine
+
+    tariff = session_tariff(session)
+    if tariff is None or tariff.currency.upper() != (session.currency or tariff.currency).upper():
+        return None
+    start = session.start_date_time
+    readings = [
+        engine.MeterSample(at=s.at, kwh=Decimal(s.kwh), power_kw=None if s.power_kw is None else Decimal(s.power_kw))
+        for s in samples
+        if s.at >= start
+    ]
+    if not readings or readings[0].at > start:
+        readings.insert(0, engine.MeterSample(at=start, kwh=Decimal(0)))
+    end = session.end_date_time or max(readings[-1].at, start)
+    if session.end_date_time and Decimal(session.kwh) > readings[-1].kwh:
+        readings.append(engine.MeterSample(at=end, kwh=Decimal(session.kwh)))  # the end's reading, if newer
+    charging_end = None
+    if session.end_date_time:
+        final = readings[-1].kwh
+        first_at_final = next(r.at for r in readings if r.kwh >= final)
+        if final > 0 and first_at_final < end:
+            charging_end = first_at_final
+    activity = engine.ChargingActivity(start=start, end=end, samples=readings, charging_end=charging_end)
+    time_zone = (session.location.time_zone if session.location else "") or "UTC"
+    try:
+        return engine.price_session(tariff.document, activity, time_zone)
+    except engine.TariffError:
+        logger.exception("Our session %s cannot be priced with tariff %s", session.pk, tariff.ocpi_id)
+        return None
+
+
 # --- Staff: CDR price checks ------------------------------------------------------------------------------
 
 PRICE_CHECK_DAYS = 30

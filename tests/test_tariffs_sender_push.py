@@ -289,3 +289,38 @@ def test_partners_tariffs_are_read_only_for_staff(client):
     tariff = Tariff.objects.get()
     assert client.post(f"/admin/tariffs/tariff/{tariff.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Connector.objects.count() == 0
+
+
+# --- our own sessions and CDRs, priced with our tariff ----------------------------------------------------------
+
+
+def test_sessions_and_cdrs_at_our_stations_are_priced_with_our_tariff(client, ocpi_peer, settings):
+    from charging.models import CDR
+    from tests.cpo_world import BACKEND_TOKEN, EmspReceivers, at, call_backend, foreign_emsp, foreign_token, our_station
+
+    settings.CARDS_BACKEND_API_TOKEN = BACKEND_TOKEN
+    evse = our_station()
+    elements = [
+        {"price_components": [{"type": "ENERGY", "price": 0.30, "vat": 21, "step_size": 1}]},
+        {"price_components": [{"type": "PARKING_TIME", "price": 6.00, "vat": 21, "step_size": 60}]},
+    ]
+    our_tariff("MBP-AC", elements=elements)
+    evse.connectors.update(tariff_ids=["MBP-AC"])
+    emsp = foreign_emsp(ocpi_peer)
+    receivers = EmspReceivers(ocpi_peer)
+    foreign_token(emsp, uid="0102AABB")
+
+    start = {"session_id": "TX-1", "location_id": "MBP-GENT", "evse_uid": "MBP-GENT-1", "started_at": at(0)}
+    assert call_backend(client, "/sessions", {**start, "token_uid": "0102AABB"}).status_code == 201
+    for minute, kwh in ((15, "5.0"), (30, "11.2")):
+        call_backend(client, "/sessions/TX-1/meter-values", {"at": at(minute), "kwh": kwh, "power_kw": 22})
+    assert call_backend(client, "/sessions/TX-1/end", {"ended_at": at(45), "kwh": "11.2"}).status_code == 200
+    outbox.deliver(emsp.pk)
+
+    cdr = CDR.objects.get()
+    sent = receivers.cdrs[cdr.ocpi_id]
+    # 11.2 kWh x €0.30 = €3.36; full at minute 30, parked 15 min x €6/h = €1.50: €4.86, + 21 % VAT = €5.88.
+    assert sent["total_cost"] == {"excl_vat": 4.86, "incl_vat": 5.88}
+    assert {p["tariff_id"] for p in sent["charging_periods"]} == {"MBP-AC"}
+    assert [d["type"] for d in sent["charging_periods"][-1]["dimensions"]] == ["PARKING_TIME"]
+    assert receivers.sessions["TX-1"]["total_cost"] == {"excl_vat": 4.86, "incl_vat": 5.88}
