@@ -232,13 +232,14 @@ class Command(BaseCommand):
         from charging.demo import load_charging_demo
 
         load_charging_demo(driver)
-        from charging.demo import load_cpo_demo  # sessions at our own stations, through the backend API
-
-        load_cpo_demo()
-        # tariffs: ours and partners' prices, connectors naming them, the demo CDRs checked against them.
+        # tariffs: ours and partners' prices, connectors naming them, the demo CDRs checked against them
+        # (before our own stations' sessions, so those are priced with our tariff).
         from tariffs.demo import load_tariff_demo
 
         load_tariff_demo()
+        from charging.demo import load_cpo_demo  # sessions at our own stations, through the backend API
+
+        load_cpo_demo()
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff login  : {DEMO_STAFF[0]} / {DEMO_STAFF[1]}  (http://127.0.0.1:8000/admin/)")
