@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from cards.decision_log import decision_log
 from cards.identifiers import lookup_uid
+from cards.metrics import observe_realtime_call
 from cards.models import AuthorizationDecision, Card, ForeignToken
 from cards.realtime_circuit import Refused, Ticket, circuit_key, partner_circuits
 from cards.selectors import foreign_token_for
@@ -454,6 +455,7 @@ def _foreign_decision(
         if token.valid:
             return StationDecision("ALLOWED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) and valid")
         return StationDecision("BLOCKED", AuthorizationDecision.Path.CACHE, "Whitelisted (ALWAYS) but not valid")
+    called_at = None
     try:
         key, call = _issuer_call(token, connection, location, deadline_s)
         ticket = partner_circuits.admit(key)  # Refused at once while the partner is failing or saturated
@@ -461,6 +463,7 @@ def _foreign_decision(
         if ticket.trial:
             # Nobody waits for a partner known to be failing: the trial's outcome only moves the circuit.
             raise Refused("failing, asked again in the background (circuit half-open)")
+        called_at = time.perf_counter()
         try:
             info = future.result(timeout=deadline_s)
         except FutureTimeout:
@@ -468,6 +471,13 @@ def _foreign_decision(
             raise
     except (FutureTimeout, OcpiClientError, ValueError, Refused) as error:
         problem = "no answer in time" if isinstance(error, FutureTimeout) else str(error)
+        waited = time.perf_counter() - called_at if called_at is not None else None
+        # not_called: the circuit is open, or no connection or endpoint to call
+        called = "error" if called_at is not None else "not_called"
+        # Our deadline, or the client's read timeout (the same length) when it fires first.
+        late = isinstance(error, FutureTimeout) or (isinstance(error, OcpiClientError) and "Timeout" in str(error))
+        outcome = "timeout" if late else called
+        observe_realtime_call(issuer, outcome, waited)
         if token.whitelist in (Card.Whitelist.ALLOWED, Card.Whitelist.ALLOWED_OFFLINE) and token.valid:
             return StationDecision(
                 "ALLOWED", AuthorizationDecision.Path.FALLBACK, f"{issuer}: {problem}; cached {token.whitelist}"
@@ -476,6 +486,7 @@ def _foreign_decision(
         return StationDecision(
             "NOT_ALLOWED", AuthorizationDecision.Path.FALLBACK, f"{issuer}: {problem}; cached token {why}"
         )
+    observe_realtime_call(issuer, "answered", time.perf_counter() - called_at)
     text = (info.get("info") or {}).get("text") or f"Answer of {issuer}"
     return StationDecision(
         info["allowed"],

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from cards.metrics import observe_decision
 from cards.models import AuthorizationDecision
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class DecisionLog:
     def record(self, **fields: Any) -> None:
         """Store one decision (fields of AuthorizationDecision; decided_at defaults to now)."""
         fields.setdefault("decided_at", dt.datetime.now(dt.UTC))
+        observe_decision(
+            fields["direction"], fields.get("partner", ""), fields["result"], fields["path"], fields.get("elapsed_ms")
+        )
         if settings.CARDS_DECISION_LOG_FLUSH_S <= 0:
             AuthorizationDecision.objects.create(**fields)
             self.written += 1

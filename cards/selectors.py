@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+from django.db import connection as db
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
 
 from cards.identifiers import foreign_uid_lookups
-from cards.models import Card
+from cards.models import AuthorizationDecision, Card
 from roaming.ocpi.envelope import format_datetime
 
 
@@ -112,3 +117,76 @@ def foreign_token_for(uid: str, token_type: str):
 
 def cards_of_driver(user) -> QuerySet[Card]:
     return Card.objects.filter(driver__user=user).select_related("replaced_by").order_by("-created_at")
+
+
+# --- staff console figures ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AuthorizationFigures:
+    """Authorizations with one partner over a window, both directions."""
+
+    asked_by_them: int = 0  # they (a CPO) asked us about our cards
+    allowed_by_us: int = 0
+    about_their_cards: int = 0  # our stations asked about their (eMSP) cards
+    allowed_their_cards: int = 0
+    realtime_calls: int = 0  # of those, asked to them in real time
+    realtime_p95_ms: float | None = None
+    timeouts: int = 0  # real-time calls they did not answer in time (decided from the cached token)
+
+    @property
+    def allowed_share_by_us(self) -> float | None:
+        return self.allowed_by_us / self.asked_by_them if self.asked_by_them else None
+
+    @property
+    def allowed_share_their_cards(self) -> float | None:
+        return self.allowed_their_cards / self.about_their_cards if self.about_their_cards else None
+
+
+# cards.authorization's fallback reason when the eMSP's answer was late (or "...ReadTimeout..." from the client)
+TIMEOUT_REASON = "no answer in time"
+
+
+def _p95(values: QuerySet) -> float | None:
+    """95th percentile of elapsed_ms in the database (PostgreSQL), or in Python elsewhere."""
+    if db.vendor == "postgresql":
+        return values.aggregate(p95=Percentile95("elapsed_ms"))["p95"]
+    ordered = sorted(v for v in values.values_list("elapsed_ms", flat=True) if v is not None)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else None
+
+
+class Percentile95(Aggregate):
+    function = "percentile_cont"
+    template = "percentile_cont(0.95) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def partner_authorizations(party, since: dt.datetime) -> AuthorizationFigures:
+    """Authorizations for and from one partner since `since` (3 queries on the decision log's time index)."""
+    decisions = AuthorizationDecision.objects.filter(partner=party.ocpi_id, decided_at__gte=since)
+    Direction, Path = AuthorizationDecision.Direction, AuthorizationDecision.Path
+    counts = decisions.aggregate(
+        asked_by_them=Count("pk", filter=Q(direction=Direction.EMSP)),
+        allowed_by_us=Count("pk", filter=Q(direction=Direction.EMSP, result="ALLOWED")),
+        about_their_cards=Count("pk", filter=Q(direction=Direction.CPO)),
+        allowed_their_cards=Count("pk", filter=Q(direction=Direction.CPO, result="ALLOWED")),
+        realtime_calls=Count("pk", filter=Q(direction=Direction.CPO, path__in=(Path.REALTIME, Path.FALLBACK))),
+        timeouts=Count(
+            "pk",
+            filter=Q(direction=Direction.CPO, path=Path.FALLBACK)
+            & (Q(reason__contains=TIMEOUT_REASON) | Q(reason__contains="Timeout")),
+        ),
+    )
+    p95 = _p95(decisions.filter(direction=Direction.CPO, path=Path.REALTIME))
+    return AuthorizationFigures(realtime_p95_ms=p95, **counts)
+
+
+def authorizations_since(since: dt.datetime) -> dict[str, int]:
+    """All authorizations since `since`: asked (both directions) and allowed, for the staff overview."""
+    return AuthorizationDecision.objects.filter(decided_at__gte=since).aggregate(
+        total=Count("pk"),
+        allowed=Count("pk", filter=Q(result="ALLOWED")),
+        for_our_cards=Count("pk", filter=Q(direction=AuthorizationDecision.Direction.EMSP)),
+        at_our_stations=Count("pk", filter=Q(direction=AuthorizationDecision.Direction.CPO)),
+        fallbacks=Count("pk", filter=Q(path=AuthorizationDecision.Path.FALLBACK)),
+    )

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMonth
 from django.urls import reverse
 from django.utils import timezone
 
 from cards.models import Driver
 from charging.models import CDR, Command, Session
+from roaming.models import Party
 from roaming.ocpi.envelope import format_datetime
 from tariffs.selectors import estimated_cost_so_far
 
@@ -375,4 +376,24 @@ def results_to_repost(now: dt.datetime | None = None) -> list[int]:
         .exclude(response_url="")
         .exclude(error__startswith="Reporting the result failed")
         .values_list("pk", flat=True)
+    )
+
+
+# --- staff console figures ---------------------------------------------------------------------------------------
+
+
+def partner_charging(party: Party, since: dt.datetime) -> dict[str, int]:
+    """Sessions and CDRs at one partner's stations since `since` (this month, on its page)."""
+    return {
+        "sessions": Session.objects.filter(party=party, start_date_time__gte=since).count(),
+        "active_sessions": Session.objects.filter(party=party, status=Session.Status.ACTIVE).count(),
+        "cdrs": CDR.objects.filter(party=party, start_date_time__gte=since).count(),
+    }
+
+
+def sessions_since(since: dt.datetime) -> dict[str, int]:
+    """Sessions started since `since` and those active now, for the staff overview."""
+    return Session.objects.aggregate(
+        started=Count("pk", filter=Q(start_date_time__gte=since)),
+        active=Count("pk", filter=Q(status=Session.Status.ACTIVE)),
     )

@@ -5,6 +5,8 @@ Command-line options (and GUNICORN_* variables here) override these.
 
 import gc
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
@@ -16,6 +18,22 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 backlog = 2048
+
+
+# Prometheus counters of every worker, added up by /metrics (mobilityplus/metrics.py): each worker writes its own
+# files here. A fresh directory per server start (set PROMETHEUS_MULTIPROC_DIR to choose it; it is emptied then).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+else:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mobilityplus-metrics-")
+
+
+def child_exit(server, worker) -> None:
+    """A worker gone: its live gauges go with it (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker) -> None:

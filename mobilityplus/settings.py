@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "stations",
     "charging",
     "tariffs",
+    "console",  # the staff console stands on every app above: last
 ]
 
 MIDDLEWARE = [
@@ -80,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Staff read times in their own zone (console.StaffPreference, else STAFF_TIME_ZONE); nobody else is touched.
+    "console.middleware.StaffTimeZoneMiddleware",
     # Last: turns a login refused by AxesBackend into the lockout page (HTTP 429).
     "axes.middleware.AxesMiddleware",
 ]
@@ -206,7 +209,12 @@ STORAGES = {
 }
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/"  # drivers; staff land on the staff overview (console.views.LandingLoginView)
+# The zone staff see times in unless they chose their own (docs/staff-console.md). Stored times stay UTC.
+STAFF_TIME_ZONE = os.environ.get("STAFF_TIME_ZONE", "Europe/Brussels")
+# /metrics (Prometheus): a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; staff logged in may read it too.
+# Unset: only logged-in staff. With several gunicorn workers set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py does).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 LOGOUT_REDIRECT_URL = "/"
 
 REST_FRAMEWORK = {

@@ -2,13 +2,19 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from console.views import LandingLoginView, staff_time_zone
 from mobilityplus.api_errors import UnknownApiPath
 from mobilityplus.health import healthz
+from mobilityplus.metrics import metrics_view
 from roaming.ocpi.endpoint import ocpi_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("admin/time-zone/", admin.site.admin_view(staff_time_zone), name="staff-time-zone"),
     path("admin/", admin.site.urls),
+    # Staff land on the staff overview after logging in here, drivers on the map.
+    path("accounts/login/", LandingLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's set-up as a script of its own (?script): no inline script under the CSP.

@@ -10,7 +10,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
@@ -218,9 +218,6 @@ class PartyAdmin(SimpleHistoryAdmin):
         "ocpi_id",
         "role",
         "connection_status",
-        "last_feed_sync",
-        "stations",
-        "open_errors",
     )
     list_filter = ("role", ConnectionStatusFilter, ReachedFilter, AgreementStatusFilter)
     search_fields = ("name", "party_id", "country_code")
@@ -228,15 +225,12 @@ class PartyAdmin(SimpleHistoryAdmin):
     readonly_fields = ("reached_through",)
     list_per_page = 50
     inlines = (PartnerConnectionInline, RoamingAgreementInline)
-    change_list_template = "admin/roaming/party/change_list.html"
     actions = (
         "issue_registration_token",
         "connect",
         "test_connection",
         "suspend",
         "resume",
-        "pull_locations_now",
-        "pull_tariffs_now",
         "reread_endpoints",
         "rotate_tokens",
         "unregister",
@@ -244,16 +238,6 @@ class PartyAdmin(SimpleHistoryAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return selectors.partners_for_console(super().get_queryset(request)).select_related("reached_through__party")
-
-    def get_urls(self):
-        urls = [
-            path(
-                "data-quality/",
-                self.admin_site.admin_view(self.data_quality_view),
-                name="roaming_party_data_quality",
-            )
-        ]
-        return urls + super().get_urls()
 
     # --- columns ---
 
@@ -282,31 +266,6 @@ class PartyAdmin(SimpleHistoryAdmin):
                 text += f" (hub: {connection.hub_client_status})"
             text += "; confirmed" if selectors.hub_client_confirmed(connection) else "; not confirmed by staff"
         return text
-
-    @admin.display(description="Last feed sync", ordering="last_sync_at")
-    def last_feed_sync(self, party: Party):
-        return party.last_sync_at or "-"
-
-    @admin.display(description="Stations", ordering="station_count")
-    def stations(self, party: Party) -> int:
-        return party.station_count
-
-    @admin.display(description="Open errors")
-    def open_errors(self, party: Party) -> str:
-        """Rejected objects of the latest feed sync, a failed latest sync, and a connection error."""
-        connection = self._connection(party)
-        problems = []
-        if party.last_run_rejected:
-            problems.append(f"{party.last_run_rejected} rejected in last sync")
-        if party.last_run_status == "failed":
-            problems.append("last sync failed")
-        if connection is not None and connection.last_error:
-            problems.append(connection.last_error)
-        failed_sync = party.last_run_status == "failed"
-        count = party.last_run_rejected + failed_sync + bool(connection and connection.last_error)
-        if not count:
-            return "0"
-        return format_html('<span class="errornote-inline" title="{}">{}</span>', "; ".join(problems), count)
 
     # --- actions ---
 
@@ -363,20 +322,15 @@ class PartyAdmin(SimpleHistoryAdmin):
             form = ConnectForm(request.POST)
             if form.is_valid():
                 connection = connection or PartnerConnection.objects.create(party=party)
-                queued = _queue(
-                    self,
+                self.queue_job(
                     request,
+                    connection,
+                    "connect",
                     connect_partner,
                     connection.pk,
                     form.cleaned_data["versions_url"],
                     encrypt_token(form.cleaned_data["token_a"]),
-                )
-                if not queued:
-                    return None
-                self.message_user(
-                    request,
-                    f"Connecting to {party.name} in the background: its connection shows each step's outcome.",
-                    messages.SUCCESS,
+                    promise=f"Connecting to {party.name} in the background (versions, credentials, endpoints)",
                 )
                 return None
         else:
@@ -416,71 +370,54 @@ class PartyAdmin(SimpleHistoryAdmin):
             services.resume_connection(connection)
             self.message_user(request, f"{connection.party.name}: {connection.get_status_display()}.", messages.SUCCESS)
 
-    @admin.action(description="Pull locations now")
-    def pull_locations_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from stations.tasks import pull_locations  # the feeds capability owns it
-
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, pull_locations, connection.pk, full=False):
-                self.message_user(request, f"{connection.party.name}: location pull queued.", messages.SUCCESS)
-
-    @admin.action(description="Pull tariffs now")
-    def pull_tariffs_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from tariffs.tasks import pull_tariffs  # the tariffs capability owns it
-
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, pull_tariffs, connection.pk, full=False):
-                self.message_user(request, f"{connection.party.name}: tariff pull queued.", messages.SUCCESS)
-
     @admin.action(description="Re-read their endpoints (GET their versions and details with the token we hold)")
     def reread_endpoints(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Finishes a registration whose answer was partly unusable: no token changes at either side."""
         from roaming.tasks import reread_partner_endpoints
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, reread_partner_endpoints, connection.pk):
-                self.message_user(
-                    request,
-                    f"{connection.party.name}: re-reading their versions and endpoints; tokens stay as they are.",
-                    messages.SUCCESS,
-                )
+        self._credentials_jobs(
+            request,
+            queryset,
+            "reread",
+            reread_partner_endpoints,
+            "re-reading their versions and endpoints with the token we hold; tokens stay as they are",
+        )
 
     @admin.action(description="Rotate tokens (PUT our credentials at theirs: new tokens both ways, endpoints re-read)")
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import rotate_partner_tokens
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, rotate_partner_tokens, connection.pk):
-                self.message_user(request, f"{connection.party.name}: token rotation started.", messages.SUCCESS)
+        self._credentials_jobs(
+            request, queryset, "rotate", rotate_partner_tokens, "rotating tokens: new ones both ways, endpoints re-read"
+        )
 
     @admin.action(description="Unregister (DELETE our credentials at theirs)")
     def unregister(self, request: HttpRequest, queryset: QuerySet) -> None:
         from roaming.tasks import unregister_partner
 
-        for connection in self._connections(request, queryset):
-            if _queue(self, request, unregister_partner, connection.pk):
-                self.message_user(request, f"{connection.party.name}: unregistering.", messages.SUCCESS)
-
-    # --- data quality ---
-
-    def data_quality_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
-            raise PermissionDenied
-        qualities = selectors.partner_data_quality()
-        return TemplateResponse(
+        self._credentials_jobs(
             request,
-            "admin/roaming/party/data_quality.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Partner data quality",
-                "opts": self.model._meta,
-                "qualities": qualities,
-                "chart_height": 24 * len(qualities) + 10,
-                "partners_url": reverse("admin:roaming_party_changelist"),
-            },
+            queryset,
+            "unregister",
+            unregister_partner,
+            "unregistering: DELETE our credentials at theirs, then forget both tokens here",
         )
+
+    def _credentials_jobs(self, request: HttpRequest, queryset: QuerySet, kind: str, task, promise: str) -> None:
+        """Check each partner first (nothing queued that would stop at once), then queue one job per partner."""
+        for party in queryset:
+            connection = self._connection(party)
+            refusal = selectors.credentials_action_refusal(connection, kind)
+            if refusal:
+                self.message_user(request, f"{party.name}: not done: {refusal}. Nothing was sent.", messages.ERROR)
+                continue
+            self.queue_job(request, connection, kind, task, connection.pk, promise=f"{party.name}: {promise}")
+
+    def queue_job(self, request: HttpRequest, connection: PartnerConnection, kind: str, task, *args, promise: str):
+        """Queue a background job for a partner and say what will happen. The console records each job and its
+        outcome (console.admin overrides this); here it is only queued."""
+        if _queue(self, request, task, *args):
+            self.message_user(request, f"{promise}. Queued; the connection shows the outcome.", messages.SUCCESS)
 
 
 SECRET_FIELDS = ("token_to_them_encrypted", "token_from_them_hash", "registration_token_hash")

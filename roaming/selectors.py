@@ -6,11 +6,10 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from mobilityplus.db_outage import DATABASE_ERRORS, bounded_queries
@@ -206,24 +205,6 @@ def hub_client_for_writes(hub: PartnerConnection, country_code: str, party_id: s
     return client if agreement_in_force_through_hub(client.party, hub.party) else None
 
 
-def roaming_partners_for_drivers():
-    """Partners whose stations take our cards today, with how many of their stations are on the map."""
-    from stations.models import Location
-
-    stations = (
-        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True, published_to_our_drivers=True)
-        .order_by()
-        .values("party")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return (
-        Party.objects.filter(pk__in=active_agreements(our_cards=True).values("partner_id"), is_self=False)
-        .annotate(station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0))
-        .order_by("name")
-    )
-
-
 CLOSED_STATUSES = (PartnerConnection.Status.SUSPENDED, PartnerConnection.Status.DISCONNECTED)
 
 
@@ -252,30 +233,6 @@ def platform_party(connection: PartnerConnection, country_code: str, party_id: s
 
 
 # --- Staff console ---------------------------------------------------------------------------------------------------
-
-
-def partners_for_console(queryset=None):
-    """Parties with what the partners list shows, in one query: connection, stations, last sync, open errors."""
-    from stations.models import Location, SyncRun
-
-    queryset = queryset if queryset is not None else Party.objects.all()
-    stations = (
-        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True)
-        .order_by()
-        .values("party")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    runs = SyncRun.objects.filter(connection__party=OuterRef("pk"))
-    latest_run = runs.order_by("-started_at", "-pk")
-    return queryset.select_related("connection", "connection__via_hub__party").annotate(
-        station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0),
-        last_sync_at=Subquery(
-            runs.filter(status=SyncRun.Status.SUCCEEDED).order_by("-finished_at").values("finished_at")[:1]
-        ),
-        last_run_status=Subquery(latest_run.values("status")[:1]),
-        last_run_rejected=Coalesce(Subquery(latest_run.values("rejected")[:1]), 0),
-    )
 
 
 @dataclass
@@ -314,108 +271,72 @@ def partner_repairs(party_ids: list[int], today: dt.date | None = None) -> dict[
     return result
 
 
+# --- Staff console ---------------------------------------------------------------------------------------------------
+
+
+def partners_for_console(queryset=None):
+    """Parties with their connection and its hub loaded (each app annotates its own figures on top)."""
+    queryset = queryset if queryset is not None else Party.objects.all()
+    return queryset.select_related("connection", "connection__via_hub__party")
+
+
 @dataclass
-class PartnerQuality:
-    """How complete and fresh one partner's station data is; shares are 0..1."""
+class HubClient:
+    """A party a hub introduced (ClientInfo), with what the hub says of it and whether staff confirmed it."""
 
     party: Party
-    stations: int
-    with_address: float
-    with_live_status: float
-    status_fresh: float
-    with_access_data: float
-    rejected_share: float
-    rejected_last_sync: int
-    repaired_share: float = 0.0
-    repaired_last_sync: int = 0
-    repairs: list[RepairSummary] = field(default_factory=list)  # most frequent first (pulls and pushes)
-    cdrs_price_differs: int = 0  # tariffs: CDRs of the last 30 days whose total differs from their tariff's
-
-    @property
-    def shares(self) -> tuple[float, float, float, float]:
-        return (self.with_address, self.with_live_status, self.status_fresh, self.with_access_data)
-
-    @property
-    def score(self) -> float:
-        """Mean of the four presence shares, reduced by the share of rejected objects in the last sync."""
-        if not self.stations:
-            return 0.0
-        presence = (self.with_address + self.with_live_status + self.status_fresh + self.with_access_data) / 4
-        return presence * (1 - self.rejected_share)
+    connection: PartnerConnection
+    client_info_status: str  # the hub's ConnectionStatus for it ("" when it never said)
+    client_info_at: dt.datetime | None
+    confirmed: bool  # an agreement in force with it through this hub: the hub may act for it
 
 
-MISSING_ADDRESSES = ("", "#NA", "-")
-
-
-def partner_data_quality(now: dt.datetime | None = None) -> list[PartnerQuality]:
-    """Per partner, the share of its stations with an address, live status, a status from the last hour and
-    access-restriction data, and the rejects of its last feed sync; worst partners first."""
-    from stations.models import EVSE, EvseStatus, Location, SyncRun
-
-    now = now or timezone.now()
-    recent = now - dt.timedelta(hours=1)
-    evses = EVSE.objects.filter(location=OuterRef("pk"))
-    live = Exists(evses.exclude(status=EvseStatus.UNKNOWN))
-    fresh = Q(status_updated_at__gte=recent) | Exists(evses.filter(status_changed_at__gte=recent))
-    access = (
-        Q(opening_times__isnull=False)
-        | Q(publish=False)
-        | Exists(evses.exclude(parking_restrictions=[]).exclude(parking_restrictions__isnull=True))
-    )
-    rows = (
-        Location.objects.filter(removed_at__isnull=True, party__is_self=False)
-        .order_by()
-        .values("party")
-        .annotate(
-            total=Count("pk"),
-            address=Count("pk", filter=~Q(address__in=MISSING_ADDRESSES) & ~Q(city__in=MISSING_ADDRESSES)),
-            live=Count("pk", filter=Q(live)),
-            fresh=Count("pk", filter=fresh),
-            access=Count("pk", filter=access),
+def hub_clients(hub: PartnerConnection) -> list[HubClient]:
+    """The parties reached through this hub, by name, with their ClientInfo status and staff's confirmation."""
+    confirmed = set(active_agreements().filter(hub=hub.party).values_list("partner_id", flat=True))
+    connections = PartnerConnection.objects.filter(via_hub=hub).select_related("party").order_by("party__name")
+    return [
+        HubClient(
+            party=client.party,
+            connection=client,
+            client_info_status=client.hub_client_status,
+            client_info_at=client.hub_client_updated_at,
+            confirmed=client.party_id in confirmed,
         )
-    )
-    counts = {row["party"]: row for row in rows}
-    parties = Party.objects.filter(is_self=False).filter(
-        Q(pk__in=counts.keys()) | Q(role__in=Party.CPO_ROLES, connection__status=PartnerConnection.Status.CONNECTED)
-    )
-    latest_run_of_party = dict(
-        PartnerConnection.objects.filter(party__in=parties)
-        .annotate(
-            run_id=Subquery(
-                SyncRun.objects.filter(connection=OuterRef("pk")).order_by("-started_at", "-pk").values("pk")[:1]
-            )
-        )
-        .values_list("party_id", "run_id")
-    )
-    runs = SyncRun.objects.in_bulk([pk for pk in latest_run_of_party.values() if pk])
-    repairs = partner_repairs([party.pk for party in parties])
-    from tariffs.selectors import price_differs_per_party  # the tariffs capability checks CDR totals
+        for client in connections
+    ]
 
-    price_differs = price_differs_per_party()
-    result = []
-    for party in parties:
-        row = counts.get(party.pk, {})
-        total = row.get("total", 0)
-        run = runs.get(latest_run_of_party.get(party.pk))
-        processed = (run.created + run.updated + run.unchanged + run.rejected) if run else 0
-        result.append(
-            PartnerQuality(
-                party=party,
-                stations=total,
-                with_address=row.get("address", 0) / total if total else 0.0,
-                with_live_status=row.get("live", 0) / total if total else 0.0,
-                status_fresh=row.get("fresh", 0) / total if total else 0.0,
-                with_access_data=row.get("access", 0) / total if total else 0.0,
-                rejected_share=run.rejected / processed if processed else 0.0,
-                rejected_last_sync=run.rejected if run else 0,
-                repaired_share=run.repaired / processed if processed else 0.0,
-                repaired_last_sync=run.repaired if run else 0,
-                repairs=repairs.get(party.pk, []),
-                cdrs_price_differs=price_differs.get(party.pk, 0),
-            )
-        )
-    result.sort(key=lambda quality: (quality.score, quality.party.name))
-    return result
+
+@dataclass
+class PartnerRoaming:
+    """What roaming knows about one partner: how we are connected, what they offer, what we agreed."""
+
+    connection: PartnerConnection | None
+    endpoints: list[dict]  # their modules and roles (the hub's when routed)
+    agreements_in_force: list[RoamingAgreement]
+    other_agreements: list[RoamingAgreement]  # drafts, suspended, ended, not yet or no longer valid
+    hub_clients: list[HubClient]
+    confirmed_by_staff: bool | None  # for a hub client: may the hub act for it (None when not through a hub)
+
+
+def partner_roaming(party: Party) -> PartnerRoaming:
+    """Connection, endpoints, agreements and (for a hub) its clients, in a few queries."""
+    connection = PartnerConnection.objects.select_related("via_hub__party").filter(party=party).first()
+    agreements = list(party.agreements.select_related("hub").order_by("-valid_from", "-pk"))
+    in_force = set(active_agreements().filter(partner=party).values_list("pk", flat=True))
+    endpoints = connection.transport.endpoints if connection else []
+    return PartnerRoaming(
+        connection=connection,
+        endpoints=sorted(endpoints, key=lambda e: (e.get("identifier", ""), e.get("role", ""))),
+        agreements_in_force=[a for a in agreements if a.pk in in_force],
+        other_agreements=[a for a in agreements if a.pk not in in_force],
+        hub_clients=hub_clients(connection) if connection and party.role == Party.Role.HUB else [],
+        confirmed_by_staff=(
+            active_agreements().filter(partner=party, hub=connection.via_hub.party).exists()
+            if connection and connection.via_hub_id
+            else None
+        ),
+    )
 
 
 # --- Pushes to partners (the durable outbox, roaming/outbox.py) --------------------------------------------------
@@ -490,3 +411,48 @@ def outbox_backlog_by_partner() -> list[PartnerBacklog]:
             )
         )
     return sorted(backlog, key=lambda b: (-b.waiting, -b.failed, b.partner.name))
+
+
+def credentials_action_refusal(connection: PartnerConnection | None, action: str) -> str:
+    """Why a credentials action ("reread", "rotate", "unregister") cannot run for this connection; "" when it can.
+
+    The conditions roaming.services checks when the job runs, checked before staff queue it.
+    """
+    if connection is None:
+        return "no connection yet"
+    if connection.via_hub_id:
+        return f"reached through {connection.via_hub.party.name}: the tokens are the hub's (act on the hub)"
+    if not connection.token_to_them_encrypted:
+        return "not registered directly with this partner: we hold no token for their side (Connect first)"
+    if action == "reread" and not connection.versions_url:
+        return "no versions URL on record: nothing to re-read"
+    if action in ("rotate", "unregister") and not connection.credentials_url:
+        return "they list no credentials endpoint: nothing to call (re-read their endpoints first)"
+    return ""
+
+
+@dataclass
+class DeliveryBacklog:
+    """Outgoing OCPI calls to one partner not yet through."""
+
+    waiting: int = 0  # in the outbox, being delivered or retried
+    failed: int = 0  # refused by the partner: staff must look (and may resend)
+
+
+def outbox_backlog_counts(party_ids: list[int] | None = None) -> dict[int, DeliveryBacklog]:
+    """Waiting and refused outbox messages per partner id (one query); partners with none are absent."""
+    from roaming.outbox_models import OutboxMessage
+
+    rows = OutboxMessage.objects.exclude(status=OutboxMessage.Status.DELIVERED)
+    if party_ids is not None:
+        rows = rows.filter(partner_id__in=party_ids)
+    result: dict[int, DeliveryBacklog] = {}
+    for partner_id, status, count in (
+        rows.order_by().values("partner_id", "status").annotate(n=Count("pk")).values_list("partner_id", "status", "n")
+    ):
+        backlog = result.setdefault(partner_id, DeliveryBacklog())
+        if status == OutboxMessage.Status.FAILED:
+            backlog.failed += count
+        else:
+            backlog.waiting += count
+    return result

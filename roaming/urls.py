@@ -3,7 +3,6 @@ from django.urls import path
 from roaming import views
 
 urlpatterns = [
-    path("roaming-partners/", views.roaming_partners, name="roaming-partners"),
     path("ocpi/versions", views.versions, name="ocpi-versions"),
     path("ocpi/2.2.1", views.version_details, name="ocpi-version-details"),
     path("ocpi/2.2.1/credentials", views.credentials_module, name="ocpi-credentials"),

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from csp.decorators import csp_update
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 
 from roaming import selectors, services
 from roaming.models import Party
@@ -127,10 +124,3 @@ def hub_client_info(ctx: PartnerContext, country_code: str, party_id: str):
     if connection is None:
         return ocpi_response(None, message="Party is not connected through this hub; status not recorded")
     return ocpi_response(None, http_status=201 if created else 200)
-
-
-# Partners' logos are on their own HTTPS hosts (credentials business_details.logo); this page alone admits them.
-@csp_update({"img-src": ["https:"]})
-def roaming_partners(request: HttpRequest) -> HttpResponse:
-    """The drivers' overview of roaming partners whose stations take the MobilityPlus card."""
-    return render(request, "roaming/roaming_partners.html", {"partners": selectors.roaming_partners_for_drivers()})

@@ -213,6 +213,10 @@ def fewer_gc_passes() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+# What each stored page updates on its run: staff follow a running pull through these (console's progress panel).
+PROGRESS_FIELDS = ["pages", "created", "updated", "unchanged", "rejected", "repaired", "skipped", "expected_objects"]
+
+
 def _run(connection, url, full, lock, on_page, client) -> SyncRun:
     started = timezone.now()
     date_from = None if full else last_successful_start(connection)
@@ -254,6 +258,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
             for reply in read_ahead(client.pages(url, params=params, retry_all=True)):
                 if first_total is None:
                     first_total = reply.total_count
+                    run.expected_objects = first_total  # for the progress staff see (pages, rate, time left)
                 elif reply.total_count is not None and reply.total_count < first_total:
                     # With date_to fixed nothing can enter the window; an object that left it shifted the offsets.
                     run.window_shifted = True
@@ -263,7 +268,7 @@ def _run(connection, url, full, lock, on_page, client) -> SyncRun:
                         stored(result)
                 else:
                     stored(store_page(parsed, source=connection, sync_run=run))
-                run.save(update_fields=["pages", "created", "updated", "unchanged", "rejected", "repaired", "skipped"])
+                run.save(update_fields=PROGRESS_FIELDS)
                 lock.refresh()
                 if on_page:
                     on_page(run, reply.total_count)

@@ -228,6 +228,9 @@ class SyncRun(models.Model):
     skipped = models.PositiveIntegerField(
         default=0, help_text="Objects of owners we have no agreement with (hub feeds)."
     )
+    expected_objects = models.PositiveIntegerField(
+        null=True, blank=True, help_text="X-Total-Count of the feed's first page: how many objects this run will read."
+    )
     window_shifted = models.BooleanField(
         default=False,
         help_text="X-Total-Count fell during the crawl: objects left the window and offsets shifted, so the "
@@ -248,6 +251,11 @@ class SyncRun(models.Model):
     def __str__(self) -> str:
         kind = "Full" if self.full else "Delta"
         return f"{kind} sync of {self.connection.party.name} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def kind(self) -> str:
+        """ "full" (the whole feed, removals included) or "delta" (changes since the last successful run)."""
+        return "full" if self.full else "delta"
 
 
 class RejectedObject(models.Model):

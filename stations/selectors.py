@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import ASin, Cos, Floor, Power, Radians, Sin, Sqrt
+from django.db.models import Avg, Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import ASin, Coalesce, Cos, Floor, Power, Radians, Sin, Sqrt
 from django.utils import timezone
 
-from roaming.models import PartnerConnection
-from roaming.selectors import party_ids_accepting_our_cards
+from roaming.models import PartnerConnection, Party
+from roaming.selectors import active_agreements, party_ids_accepting_our_cards
 from stations import map_cells
 from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, SyncRun
 
@@ -426,3 +426,19 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
             }
         )
     return results
+
+
+def roaming_partners_for_drivers():
+    """Partners whose stations take our cards today, with how many of their stations are on the map."""
+    stations = (
+        Location.objects.filter(party=OuterRef("pk"), removed_at__isnull=True, published_to_our_drivers=True)
+        .order_by()
+        .values("party")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Party.objects.filter(pk__in=active_agreements(our_cards=True).values("partner_id"), is_self=False)
+        .annotate(station_count=Coalesce(Subquery(stations, output_field=IntegerField()), 0))
+        .order_by("name")
+    )

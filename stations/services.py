@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from roaming.ocpi.repairs import RepairTally
 from stations.bulk_writes import Row, bulk_insert, bulk_update_rows, bulk_upsert
+from stations.metrics import STATUS_CHANGES
 from stations.models import (
     EVSE,
     Connector,
@@ -449,6 +450,7 @@ def _store_evses(plans: list[EvsePlan], location_ids: list[int], old_evses: dict
     ]
     history += [{"evse_id": pk, "status": EvseStatus.REMOVED, "changed_at": now} for pk, _uid in gone]
     bulk_insert(EvseStatusChange, history)
+    STATUS_CHANGES.inc(len(history))
     _store_connectors(evse_pks, connectors_of)
 
 
@@ -488,6 +490,7 @@ def record_staff_edit(
         EVSE.objects.filter(pk=evse.pk).update(status_changed_at=now, last_updated=now)
         evse.status_changed_at = evse.last_updated = now
         EvseStatusChange.objects.create(evse_id=evse.pk, status=evse.status, changed_at=now)
+        STATUS_CHANGES.inc()
     # Rewrites the location's summary row and moves the map's cache version, whatever staff changed.
     refresh_location_summaries([location_id])
     location = Location.objects.select_related("party").get(pk=location_id)

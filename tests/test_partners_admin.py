@@ -329,13 +329,15 @@ def test_data_quality_ranks_worst_partners_first_with_table_and_chart(client, st
     response = client.get(QUALITY_URL)
     assert response.status_code == 200
     qualities = response.context["qualities"]
-    assert [q.party.name for q in qualities] == ["No Stations CPO", "Poor Data", "Good Data"]
-    poor_quality = qualities[1]
+    # A partner without stations has no station data yet: shown apart, not ranked as the worst.
+    assert [q.party.name for q in qualities] == ["Poor Data", "Good Data"]
+    assert [q.party.name for q in response.context["without_data"]] == ["No Stations CPO"]
+    poor_quality = qualities[0]
     assert (poor_quality.with_address, poor_quality.with_live_status) == (0.25, 0.25)
     assert (poor_quality.status_fresh, poor_quality.with_access_data) == (0.0, 0.0)
     assert poor_quality.rejected_last_sync == 1 and poor_quality.rejected_share == 0.25
-    assert qualities[2].score == 1.0
-    assert empty_cpo.party.name == qualities[0].party.name and qualities[0].score == 0.0
+    assert qualities[1].score == 1.0
+    assert empty_cpo.party.name == response.context["without_data"][0].party.name
 
     html = response.content.decode()
     content = html[html.index('<div id="content"') :]
@@ -367,13 +369,16 @@ def test_connection_history_says_a_token_changed_but_never_shows_it(client, staf
 
 
 @pytest.mark.django_db
-def test_rotate_and_unregister_actions_record_why_they_could_not_run(client, staff):
+def test_rotate_and_unregister_actions_say_why_they_cannot_run_before_sending_anything(client, staff):
     party = partner_with_feed("Planned", "PLN", status=PartnerConnection.Status.PLANNED)
     for name in ("rotate_tokens", "unregister"):
         found = messages_of(action(client, name, [party]))
-        assert any(m.startswith("Planned: ") for m in found), found
+        assert found == [
+            "Planned: not done: not registered directly with this partner: we hold no token for their side "
+            "(Connect first). Nothing was sent."
+        ]
         party.connection.refresh_from_db()
-        assert "not registered directly with this partner" in party.connection.last_error
+        assert party.connection.last_error == ""  # checked before queueing: nothing ran, nothing failed
         assert party.connection.status == PartnerConnection.Status.PLANNED
 
 
@@ -440,7 +445,10 @@ def test_pull_locations_now_pulls_the_partners_feed(client, staff, ocpi_peer):
 
     response = action(client, "pull_locations_now", [party])
 
-    assert "Allego: location pull queued." in messages_of(response)
+    assert messages_of(response) == [
+        "Allego: a full pull of their locations (every location; those missing from it are removed): "
+        "succeeded: 1 page(s), 2 object(s) stored (2 new, 0 changed), 0 removed, 0 rejected."
+    ]
     run = SyncRun.objects.get(connection__party=party)
     assert (run.status, run.created) == ("succeeded", 2)
     assert set(Location.objects.filter(party=party).values_list("ocpi_id", flat=True)) == {"A1", "A2"}
