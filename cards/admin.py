@@ -140,13 +140,9 @@ class CardAdmin(admin.ModelAdmin):
         return render(request, "admin/cards/card/import_csv.html", context)
 
     def _apply(self, request, queryset, change, done: str, reason: str) -> None:
-        ok = 0
-        for card in queryset:
-            try:
-                change(card, by=request.user, reason=reason)
-                ok += 1
-            except services.CardError as error:
-                self.message_user(request, f"{card}: {error}", messages.WARNING)
+        ok, refused = services.change_cards(queryset, change, by=request.user, reason=reason)
+        for card, error in refused:
+            self.message_user(request, f"{card}: {error}", messages.WARNING)
         if ok:
             self.message_user(request, f"{ok} card(s) {done}.", messages.SUCCESS)
 

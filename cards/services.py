@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import datetime as dt
 import io
@@ -35,6 +36,10 @@ def default_whitelist(token_type: str) -> str:
     return Card.Whitelist.NEVER
 
 
+# Set by `change_cards` for its batch: the push targets, read once.
+_batch_targets: contextvars.ContextVar[list | None] = contextvars.ContextVar("cards_batch_targets", default=None)
+
+
 def _queue_push(card: Card, targets: list | None = None) -> None:
     """Write the card's current Token for every CPO it must reach, in the caller's transaction (roaming/outbox.py).
 
@@ -44,7 +49,10 @@ def _queue_push(card: Card, targets: list | None = None) -> None:
     """
     from cards import selectors
 
-    targets = selectors.token_push_targets(suspended=True) if targets is None else targets
+    if targets is None:
+        targets = _batch_targets.get()
+    if targets is None:
+        targets = selectors.token_push_targets(suspended=True)
     outbox.enqueue_to_many(
         [connection.party for connection in targets],
         module="tokens",
@@ -197,6 +205,30 @@ def expire_card(card: Card, *, by=None, reason: str = "Validity ended") -> Card:
     if card.status in (Card.Status.EXPIRED, Card.Status.REPLACED):
         raise CardError(f"This card is already {card.get_status_display().lower()}.")
     return _change_status(card, Card.Status.EXPIRED, by=by, reason=reason)
+
+
+@transaction.atomic
+def change_cards(cards, change, *, by=None, reason: str) -> tuple[int, list[tuple[Card, str]]]:
+    """Apply one lifecycle change (block_card, unblock_card, report_lost...) to many cards in one transaction.
+
+    Staff's bulk actions: one commit for the batch (a card the change does not apply to is skipped with the reason,
+    the others go on), and their Token pushes are written with it. Returns (cards changed, [(card, why not)]).
+    """
+    from cards.selectors import token_push_targets
+
+    changed, refused = 0, []
+    # The CPOs to push to, read once for the batch (they cannot change within its transaction in a way that matters).
+    reset = _batch_targets.set(token_push_targets(suspended=True))
+    try:
+        for card in cards:
+            try:
+                change(card, by=by, reason=reason)  # each in its own savepoint: a refusal undoes only that card
+                changed += 1
+            except CardError as error:
+                refused.append((card, str(error)))
+    finally:
+        _batch_targets.reset(reset)
+    return changed, refused
 
 
 def expire_cards(today: dt.date | None = None) -> int:

@@ -205,25 +205,26 @@ def kick(partner_id: int) -> bool:
 
 
 def resend(messages) -> int:
-    """Staff: send these failed (or delivered) messages again, as new attempts at the end of their object's queue."""
+    """Staff: send refused (failed) messages again, at the end of their object's queue; returns how many.
+
+    Only failed ones: a delivered CDR sent again would be a second CDR. A CDR whose outcome was unknown is POSTed
+    without asking the partner first (staff checked with the partner that it does not have it).
+    """
     now = timezone.now()
     partner_ids = set()
     count = 0
     for message in messages:
-        updated = OutboxMessage.objects.filter(
-            pk=message.pk
-        ).update(
+        updated = OutboxMessage.objects.filter(pk=message.pk, status=OutboxMessage.Status.FAILED).update(
             status=OutboxMessage.Status.PENDING,
             next_attempt_at=now,
-            sending_since=None,  # staff checked with the partner: a CDR whose outcome was unknown is POSTed
-            delivered_at=None,
-            last_error=f"Resent by staff ({message.last_error})"[:2000] if message.last_error else "Resent by staff",
+            sending_since=None,
+            last_error=f"Resent by staff ({message.last_error})"[:2000],
         )
         if updated:
             partner_ids.add(message.partner_id)
             count += 1
     for pid in partner_ids:
-        transaction.on_commit(lambda pid=pid: kick(pid))
+        _kick_after_commit(pid)
     return count
 
 

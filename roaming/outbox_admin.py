@@ -43,12 +43,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # kept: what was sent to whom, and what a partner refused
 
-    @admin.action(
-        description="Resend selected messages (after fixing what the partner refused)", permissions=["change"]
-    )
+    @admin.action(description="Resend selected refused messages (once the cause is fixed)", permissions=["change"])
     def resend_messages(self, request, queryset):
-        count = outbox.resend(queryset.exclude(status=OutboxMessage.Status.PENDING))
-        self.message_user(request, f"{count} message(s) queued again.", messages.SUCCESS)
+        selected = list(queryset)
+        count = outbox.resend([m for m in selected if m.status == OutboxMessage.Status.FAILED])
+        self.message_user(request, f"{count} refused message(s) queued again.", messages.SUCCESS)
+        if len(selected) > count:
+            # A delivered CDR sent again would be a second CDR; a waiting message goes anyway.
+            left = len(selected) - count
+            self.message_user(request, f"{left} message(s) not refused were left as they are.", messages.WARNING)
 
 
 @admin.register(OutboxLane)

@@ -123,6 +123,16 @@ def test_a_cpo_refusing_the_token_is_marked_failed_with_its_words_and_staff_can_
     assert delivery.status == OutboxMessage.Status.DELIVERED and delivery.attempts == 2
     assert len(ocpi_peer.requests) == 2
 
+    # A delivered message is not sent again (for a CDR that would be a second CDR).
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = admin_client.post(
+            "/admin/roaming/outboxmessage/",
+            {"action": "resend_messages", "_selected_action": [delivery.pk]},
+            follow=True,
+        )
+    assert "1 message(s) not refused were left as they are" in answer.content.decode()
+    assert len(ocpi_peer.requests) == 2
+
 
 def test_staff_see_per_card_where_its_last_change_went(ocpi_peer, admin_client, db, django_capture_on_commit_callbacks):
     cpo_at(ocpi_peer)
@@ -290,3 +300,23 @@ def test_a_cpo_down_and_one_answering_500_do_not_slow_the_healthy_ones(ocpi_peer
     # The down CPO's and the failing CPO's: kept, probed, never dropped.
     for connection in (down, failing):
         assert OutboxMessage.objects.filter(partner=connection.party, status="pending").count() == 40
+
+
+def test_staff_blocking_many_cards_at_once_pushes_each_and_skips_one_already_blocked(
+    ocpi_peer, admin_client, db, django_capture_on_commit_callbacks
+):
+    cpo_at(ocpi_peer)
+    ocpi_peer.route("PUT", r"/cpo/tokens/BE/MBP/(\w+)", lambda r: ok())
+    active = [CardFactory(driver=None) for _ in range(3)]
+    already = CardFactory(driver=None, status=Card.Status.BLOCKED)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        page = admin_client.post(
+            "/admin/cards/card/",
+            {"action": "block_cards", "_selected_action": [c.pk for c in [*active, already]]},
+            follow=True,
+        ).content.decode()
+    assert len(callbacks) == 1  # one transaction for the batch, its pushes queued once it committed
+    assert "3 card(s) blocked" in page and "Only an active card can be blocked" in page
+    assert sorted(r.path.rsplit("/", 1)[1] for r in ocpi_peer.requests) == sorted(c.uid for c in active)
+    assert all(r.json()["valid"] is False for r in ocpi_peer.requests)
+    assert pushes(already) == []
