@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from charging.cpo_delivery import CannotCredit, cdr_location_at_emsp, credit_cdr
 from charging.models import CDR, Command, MeterSample, Session
+from tariffs.admin import PriceDiffersFilter
 
 
 class CdrInline(admin.TabularInline):
@@ -107,7 +108,7 @@ class CdrAdmin(admin.ModelAdmin):
         "unknown_session",
         "unknown_token",
     )
-    list_filter = (MatchFilter, "party", "emsp", "credit", "currency")
+    list_filter = (MatchFilter, PriceDiffersFilter, "party", "emsp", "credit", "currency")
     search_fields = ("ocpi_id", "session_ocpi_id", "card__contract_id")
     list_select_related = ("party", "session")
     date_hierarchy = "end_date_time"

@@ -42,10 +42,13 @@ def patch_interval() -> dt.timedelta:
 def price_our_session(session: Session) -> Any | None:
     """The cost of a session at our stations with our tariff (`tariffs.engine.Cost`), or None when not priced.
 
-    Wired by the tariffs work (our tariff per connector, `tariffs.engine.price_session` on the session's meter
-    samples). Until then sessions and CDRs are sent without cost (a CDR's mandatory `total_cost` is 0).
+    Our tariff of the session's connector at its start, priced on the session's meter values
+    (`tariffs.selectors.price_our_session`); a connector naming none of our tariffs is not priced (a CDR's
+    mandatory `total_cost` is then 0).
     """
-    return None
+    from tariffs.selectors import price_our_session as priced  # the tariffs capability owns the prices
+
+    return priced(session, meter_samples(session))
 
 
 # --- What we send --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from charging.models import CDR, Command, Session
 from mobilityplus import display
 from roaming.models import Party
 from roaming.ocpi.envelope import format_datetime
+from tariffs.selectors import estimated_cost_so_far
 
 # How long an ended session stays on the live panel, and a finished command's outcome with it.
 RECENT_END = dt.timedelta(hours=12)
@@ -129,6 +130,8 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
             "total_cost": format_money(total, final[0].currency),
             "credited": any(c.credit for c in cdrs),
         }
+    cost = format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency)
+    estimated = None if cost is not None or cdr else estimated_cost_so_far(session, now)  # tariffs: from the tariff
     return {
         "id": session.pk,
         "station": _station(session),
@@ -141,7 +144,8 @@ def session_card(session: Session, cdrs: list[CDR] | None = None, now: dt.dateti
         "end_display": station_time(end, session.location) if end else None,
         "kwh": f"{session.kwh:.2f}",
         "duration": format_duration(duration),
-        "cost": format_money(_cost(session.total_cost_excl_vat, session.total_cost_incl_vat), session.currency),
+        "cost": estimated["text"] if estimated else cost,
+        "cost_estimated": bool(estimated),
         "status": session.status,
         "status_label": display.status_text("session", session.status),
         "ended": ended,

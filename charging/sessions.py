@@ -233,6 +233,9 @@ def store_cdr(party: Party, data: dict, raw: dict) -> tuple[CDR, bool]:
         Session.objects.filter(pk=session.pk).update(
             status=Session.Status.COMPLETED, end_date_time=session.end_date_time or cdr.end_date_time
         )
+    from tariffs.billing_check import check_stored_cdr  # tariffs recomputes the total ("price differs")
+
+    check_stored_cdr(cdr)
     if cdr.flagged:
         logger.warning("CDR %s stored with flags: unknown session=%s token=%s", cdr, cdr.unknown_session, card is None)
     return cdr, True

@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import get_language_from_request
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cards.models import Driver
@@ -19,6 +20,7 @@ from charging.models import Session
 from mobilityplus import display
 from roaming.ocpi.envelope import format_datetime
 from stations.models import EVSE, Location
+from tariffs.selectors import evse_price
 
 
 def _driver(request: HttpRequest) -> Driver | None:
@@ -188,6 +190,8 @@ def start_page(request: HttpRequest, location_pk: int, evse_uid: str) -> HttpRes
         "running_since": selectors.station_time(running.start_date_time, running.location) if running else "",
         "key": uuid.uuid4().hex,
     }
+    # tariffs: each connector's price and a typical session's estimated cost (tariffs/_start_price.html).
+    context["prices"] = evse_price(evse, language=get_language_from_request(request))
     return render(request, "charging/start.html", context, status=status)
 
 

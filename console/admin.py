@@ -53,7 +53,7 @@ class PartnerAdmin(PartyAdmin):
     list_display = (*PartyAdmin.list_display, "last_feed_sync", "stations", "open_errors")
     change_list_template = "admin/console/party_change_list.html"
     change_form_template = "admin/console/party_change_form.html"
-    actions = (*PartyAdmin.actions, "pull_locations_now", "full_pull_now")
+    actions = (*PartyAdmin.actions, "pull_locations_now", "full_pull_now", "pull_tariffs_now")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return feed_health.with_feed_figures(super().get_queryset(request))
@@ -223,6 +223,20 @@ class PartnerAdmin(PartyAdmin):
     def full_pull_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._pull(request, queryset, full=True)
 
+    @admin.action(description="Pull tariffs now (changes since the last successful tariff pull)")
+    def pull_tariffs_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from tariffs.tasks import pull_tariffs  # the tariffs capability owns it
+
+        for party in queryset:
+            connection = self._connection(party)
+            if connection is None or not connection.endpoint_url("tariffs", "SENDER"):
+                self.message_user(request, f"{party.name}: no tariffs SENDER to pull from.", messages.ERROR)
+                continue
+            self.queue_job(
+                request, connection, "pull_tariffs", pull_tariffs, connection.pk, full=False,
+                promise=f"{party.name}: a pull of their tariffs",
+            )  # fmt: skip
+
     # --- data quality ---
 
     def data_quality_view(self, request: HttpRequest) -> HttpResponse:
@@ -230,6 +244,9 @@ class PartnerAdmin(PartyAdmin):
             raise PermissionDenied
         report = feed_health.data_quality_report()
         qualities = report.ranked
+        mismatches = selectors.price_mismatches_by_partner()  # tariffs: CDRs whose price differs, 30 days
+        for quality in [*qualities, *report.without_data]:
+            quality.cdrs_price_differs = mismatches.get(quality.party.pk, 0)
         return TemplateResponse(
             request,
             "admin/console/data_quality.html",

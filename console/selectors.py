@@ -25,8 +25,11 @@ def outgoing_deliveries_by_partner(party_ids: list[int] | None = None) -> dict[i
 
 
 def price_mismatches_by_partner(party_ids: list[int] | None = None) -> dict[int, int]:
-    """CDRs whose stated price differs from the tariff's, per partner id: nothing until the tariffs app lands."""
-    return {}
+    """CDRs of the last 30 days whose stated total differs from their tariff's, per partner id (tariffs' check)."""
+    from tariffs.selectors import price_differs_per_party
+
+    counts = price_differs_per_party()
+    return counts if party_ids is None else {pk: n for pk, n in counts.items() if pk in set(party_ids)}
 
 
 # --- a partner's page ----------------------------------------------------------------------------------------

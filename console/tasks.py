@@ -29,6 +29,16 @@ def describe_outcome(kind: str, result: dict) -> tuple[bool, str]:
         if status == "busy":
             return False, "not run: a pull of this partner was already running"
         return False, f"not run: {result.get('error') or status}"
+    if kind == "pull_tariffs":  # tariffs.tasks.pull_tariffs
+        status = result.get("status")
+        if status in ("succeeded", "failed"):
+            text = (
+                f"{status}: {result.get('pages', 0)} page(s), {result.get('stored', 0)} tariff(s) stored, "
+                f"{result.get('unchanged', 0)} unchanged, {result.get('removed', 0)} removed, "
+                f"{result.get('rejected', 0)} rejected"
+            )
+            return status == "succeeded", text + (f"; {result['error']}" if result.get("error") else "")
+        return False, f"not run: {result.get('error') or status}"
     # roaming's credentials tasks: the connection's status and its last error after the job
     if result.get("last_error"):
         return False, f"failed: {result['last_error']} (connection {result.get('status')})"

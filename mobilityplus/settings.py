@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "cards",
     "stations",
     "charging",
+    "tariffs",
     "console",  # the staff console stands on every app above: last
 ]
 
@@ -459,6 +460,19 @@ CELERY_BEAT_SCHEDULE["stations-status-history-partitions"] = {
     "task": "stations.history_tasks.maintain_status_history",
     "schedule": 3600.0,
 }
+
+# Tariffs (tariffs app, issue 14; docs/tariffs.md).
+# Our Tariffs SENDER: the most tariffs one page may hold.
+TARIFFS_SENDER_MAX_LIMIT = int(os.environ.get("TARIFFS_SENDER_MAX_LIMIT", "100"))
+# Pulls of partners' Tariffs SENDERs: page size we ask for, how often (0 = never by beat), a full pull every so often.
+TARIFFS_PAGE_LIMIT = int(os.environ.get("TARIFFS_PAGE_LIMIT", "100"))
+TARIFFS_PULL_INTERVAL_MINUTES = int(os.environ.get("TARIFFS_PULL_INTERVAL_MINUTES", "360"))
+TARIFFS_FULL_PULL_HOURS = int(os.environ.get("TARIFFS_FULL_PULL_HOURS", "24"))
+# A pull still "running" after this long lost its worker: the next one may start.
+TARIFFS_PULL_STALE_S = int(os.environ.get("TARIFFS_PULL_STALE_S", "900"))
+# The typical session drivers see priced before they start: this many kWh at the charger's power.
+TARIFFS_TYPICAL_SESSION_KWH = float(os.environ.get("TARIFFS_TYPICAL_SESSION_KWH", "20"))
+CELERY_BEAT_SCHEDULE["tariffs-dispatch-pulls"] = {"task": "tariffs.tasks.dispatch_tariff_pulls", "schedule": 300.0}
 
 # Abuse limits (docs/security-throttling.md).
 # Reverse proxies of ours in front of Django that append to X-Forwarded-For; 0 = the header is never read.

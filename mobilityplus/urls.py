@@ -36,6 +36,7 @@ urlpatterns = [
     path("api/v1/", include("charging.api_urls")),
     path("ocpi/", include("charging.ocpi_urls")),
     path("charging/", include("charging.urls")),
+    path("ocpi/", include("tariffs.ocpi_urls")),
     # Last: any other /ocpi/ URL (a segment with an encoded "/", an unknown module) gets the OCPI envelope.
     re_path(r"^ocpi/", ocpi_not_found),
     # Last: whatever no API view answered under /api/ is a JSON 404, not Django's HTML page.

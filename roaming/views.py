@@ -31,6 +31,7 @@ OUR_ENDPOINTS = (
     ("sessions", "RECEIVER", "/ocpi/emsp/2.2.1/sessions"),
     ("cdrs", "RECEIVER", "/ocpi/emsp/2.2.1/cdrs"),
     ("commands", "SENDER", "/ocpi/emsp/2.2.1/commands"),
+    ("tariffs", "RECEIVER", "/ocpi/emsp/2.2.1/tariffs"),
     # As CPO: we own our locations, receive partners' tokens and commands for our stations.
     ("locations", "SENDER", "/ocpi/cpo/2.2.1/locations"),
     ("tokens", "RECEIVER", "/ocpi/cpo/2.2.1/tokens"),
@@ -38,6 +39,7 @@ OUR_ENDPOINTS = (
     # As CPO: sessions and CDRs at our stations, for the drivers' eMSPs to pull (also pushed to their receivers).
     ("sessions", "SENDER", "/ocpi/cpo/2.2.1/sessions"),
     ("cdrs", "SENDER", "/ocpi/cpo/2.2.1/cdrs"),
+    ("tariffs", "SENDER", "/ocpi/cpo/2.2.1/tariffs"),
 )
 
 

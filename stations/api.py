@@ -8,6 +8,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
+from django.utils.translation import get_language_from_request
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
@@ -24,6 +25,7 @@ from stations.filters import STANDARD_LABELS, StationFilter
 from stations.models import EvseStatus, Location, MapStatus
 from stations.opening_hours import opening_cue, opening_hours_text
 from stations.services import add_favourite, parking_information, remove_favourite
+from tariffs.selectors import location_prices
 
 # What a driver reads for each code `stations.services.limited_access_reasons` stores (the lock).
 LIMITED_REASON_TEXT = {
@@ -227,8 +229,12 @@ class SearchView(PublicMapView):
         return Response({"results": selectors.search_places(params["q"])})
 
 
-def station_payload(location: Location) -> dict:
+def station_payload(location: Location, language: str = "en") -> dict:
     now = timezone.now()
+    # tariffs: each connector's price in words (or why there is none), in the driver's language.
+    prices = location_prices(
+        location, [c for evse in location.evses.all() for c in evse.connectors.all()], language=language, now=now
+    )
     confirmed = selectors.status_confirmed_at([location.source_id]).get(location.source_id)
     limited = location.is_limited_access
     reasons = [LIMITED_REASON_TEXT.get(str(reason), str(reason)) for reason in location.limited_access_reasons or []]
@@ -267,6 +273,7 @@ def station_payload(location: Location) -> dict:
                         "format": connector.format,
                         "power_type": connector.power_type,
                         "power_kw": round(connector.power_kw, 1),
+                        "price": prices[connector.pk],
                     }
                     for connector in evse.connectors.all()
                 ],
@@ -328,7 +335,7 @@ class StationDetailView(PublicMapView):
         location = selectors.station_detail(pk)
         if location is None:
             raise NotFound("No such station on the map.")
-        return Response(station_payload(location))
+        return Response(station_payload(location, get_language_from_request(request)))
 
 
 FAVOURITE = {

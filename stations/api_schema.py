@@ -108,6 +108,18 @@ SEARCH = _obj(
         }
     },
 )
+# tariffs: a connector's price for our drivers (tariffs.selectors.connector_price).
+PRICE = _obj(
+    ["status", "text"],
+    {
+        "status": {"type": "string", "enum": ["priced", "unknown", "not_shared"]},
+        "text": {**STRING, "description": "The price in words, or why there is none."},
+        "tariff_id": NULLABLE_STRING,
+        "alt_text": {**NULLABLE_STRING, "description": "The operator's own words, in the driver's language if given."},
+        "alt_url": NULLABLE_STRING,
+        "estimate": {"type": "object", "nullable": True, "description": "The start page only: a typical session."},
+    },
+)
 CONNECTOR = _obj(
     ["id", "standard", "label", "format", "power_type", "power_kw"],
     {
@@ -117,6 +129,7 @@ CONNECTOR = _obj(
         "format": STRING,
         "power_type": STRING,
         "power_kw": NUMBER,
+        "price": PRICE,
     },
 )
 EVSE = _obj(

@@ -18,6 +18,7 @@ from roaming.ocpi import credentials
 from roaming.ocpi.credentials import authorization_header
 from roaming.selectors import own_party
 from stations.models import EVSE, Connector, Location
+from tariffs.models import Tariff
 from tests.factories import (
     CardFactory,
     ConnectorFactory,
@@ -38,7 +39,7 @@ UNREACHABLE_VERSIONS_URL = "http://127.0.0.1:9/ocpi/versions"
 
 # Bookkeeping that a call may touch without changing what the partner stored: contact time, handshake log.
 VOLATILE = {"last_contact_at", "updated_at", "last_error", "last_error_at", "handshake_log", "received_at"}
-SNAPSHOT_MODELS = (Party, PartnerConnection, Location, EVSE, Connector, Session, CDR, ForeignToken, Command)
+SNAPSHOT_MODELS = (Party, PartnerConnection, Location, EVSE, Connector, Session, CDR, ForeignToken, Command, Tariff)
 
 
 def example(name: str) -> Any:

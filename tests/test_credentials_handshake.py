@@ -168,7 +168,9 @@ def test_partner_registers_rotates_and_unregisters(ours, ocpi_live, ocpi_peer):
     assert endpoints[("hubclientinfo", "RECEIVER")] == ours + "/ocpi/2.2.1/hubclientinfo"
     assert endpoints[("sessions", "SENDER")] == ours + "/ocpi/cpo/2.2.1/sessions"
     assert endpoints[("cdrs", "SENDER")] == ours + "/ocpi/cpo/2.2.1/cdrs"
-    assert len(details["endpoints"]) == 12
+    assert endpoints[("tariffs", "RECEIVER")] == ours + "/ocpi/emsp/2.2.1/tariffs"
+    assert endpoints[("tariffs", "SENDER")] == ours + "/ocpi/cpo/2.2.1/tariffs"
+    assert len(details["endpoints"]) == 14
 
     # POST its credentials with token B: we call it back with B before answering with token C.
     peer.accepted = {"peer-token-B"}

@@ -178,7 +178,8 @@ def test_an_unusable_answer_with_their_token_keeps_it_and_staff_finish_with_re_r
         {"action": "reread_endpoints", "_selected_action": [connection.party_id]},
         follow=True,
     )
-    assert "re-reading their versions and endpoints with the token we hold; tokens stay as they are" in page.content.decode()
+    expected = "re-reading their versions and endpoints with the token we hold; tokens stay as they are"
+    assert expected in page.content.decode()
     connection.refresh_from_db()
     assert connection.needs_attention == "" and connection.last_error == ""
     assert decrypt_token(connection.token_to_them_encrypted) == "peer-token-C1"

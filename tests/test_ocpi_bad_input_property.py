@@ -6,7 +6,7 @@ ClientInfo) and mutates them: values replaced by NaN, Infinity, huge numbers, NU
 surrogates, wrong types, nested structures, impossible or future dates, explicit nulls; required fields
 dropped. GET endpoints get mutated query parameters and URL segments. Each answer must be below 500 and an
 OCPI envelope; when it is not a success (status_code 1000), a snapshot of every table OCPI writes
-(locations, EVSEs, connectors, sessions, CDRs, tokens, commands, parties, connections) must be unchanged.
+(locations, EVSEs, connectors, sessions, CDRs, tokens, commands, parties, connections, tariffs) must be unchanged.
 """
 
 from __future__ import annotations
@@ -240,6 +240,15 @@ def body_cases() -> list[Case]:
         ),
         Case("CDR POST", "POST", "/ocpi/emsp/2.2.1/cdrs", [as_partner(example("cdr_example.json"), id="P-1")]),
         Case(
+            "tariff PUT",
+            "PUT",
+            "/ocpi/emsp/2.2.1/tariffs/BE/BEC/12",
+            [
+                as_partner(example(n), id="12")
+                for n in ("tariff_4_complex.json", "tariff_6_025kwh_start_max_price.json", "tariff_2_alt_text.json")
+            ],
+        ),
+        Case(
             "token PUT",
             "PUT",
             "",
@@ -349,6 +358,8 @@ GET_PATHS = [
     "/ocpi/cpo/2.2.1/locations/{id}/{id}/{id}",
     "/ocpi/emsp/2.2.1/sessions/{cc}/{party}/{id}",
     "/ocpi/emsp/2.2.1/cdrs/{pk}",
+    "/ocpi/emsp/2.2.1/tariffs/{cc}/{party}/{id}",
+    "/ocpi/cpo/2.2.1/tariffs",
     "/ocpi/cpo/2.2.1/sessions",
     "/ocpi/cpo/2.2.1/cdrs",
 ]
@@ -384,7 +395,7 @@ def test_the_properties_cover_every_ocpi_endpoint_of_the_urlconfs():
     covered = {resolve((case.paths_per_example or [case.path])[0].partition("?")[0]).url_name for case in BODY_CASES}
     covered |= {resolve(path.format(cc="BE", party="BEC", id="X", pk="1")).url_name for path in GET_PATHS}
     assert covered == _ocpi_url_names(get_resolver().url_patterns)
-    assert len(covered) == 21
+    assert len(covered) == 23
 
 
 def _quoted(segment: str) -> str:

@@ -40,12 +40,24 @@
     return el("div", {"class": "command command-" + c.status, "data-testid": "command", role: "status"}, children);
   }
 
+  // tariffs (issue 14): a cost the CPO did not send is computed from the tariff and labelled as estimated.
+  function costFigure(s) {
+    if (!s.cost_estimated) {
+      return figure(s.ended ? "Cost (operator's estimate)" : "Cost so far", s.cost || "not sent by the operator", "cost");
+    }
+    var node = figure(s.ended ? "Cost" : "Cost so far", s.cost, "cost");
+    var dt = node.querySelector("dt");
+    dt.appendChild(document.createTextNode(" "));
+    dt.appendChild(el("span", {"class": "cost-estimated", "data-testid": "cost-estimated", text: "(estimated from the tariff)"}));
+    return node;
+  }
+
   function renderSession(s) {
     var figures = [figure("Charge point", s.evse, "evse"), figure("Started", s.start_display, "start")];
     if (s.ended) { figures.push(figure("Ended", s.end_display || "", "ended")); }
     figures.push(figure("Energy", s.kwh + " kWh", "kwh"));
     figures.push(figure("Duration", s.duration, "duration"));
-    figures.push(figure(s.ended ? "Cost (operator's estimate)" : "Cost so far", s.cost || "not sent by the operator", "cost"));
+    figures.push(costFigure(s));
     var box = el("div", {"class": "session" + (s.ended ? " session-ended" : ""), "data-testid": "session"}, [
       el("h2", {}, [
         el("span", {"data-field": "station", text: s.station + " "}),

@@ -308,12 +308,20 @@
     if (map) writeUrl();
   }
 
+  // --- prices (tariffs, issue 14): one line per connector, the words come from the server ---------
+  function priceLine(price) {
+    if (!price) return "";
+    var html = '<div class="price price-' + escapeHtml(price.status) + '" data-testid="price">' + escapeHtml(price.text);
+    if (price.alt_text) html += '<br><span class="price-alt">' + escapeHtml(price.alt_text) + "</span>";
+    return html + "</div>";
+  }
+
   // --- station panel -------------------------------------------------------------------------
   function connectorLine(c) {
-    // `price` is the operator's price for this connector in words, when the tariffs are known (docs/driver-app.md).
+    // `price`: the operator's price for this connector in words, or why there is none (docs/tariffs.md).
     return "<li>" + escapeHtml(c.label) + " · " + escapeHtml(c.power_kw) + " kW · " +
       escapeHtml(c.power_type.replace(/_/g, " ")) + " " + escapeHtml(c.format.toLowerCase()) +
-      '<div class="price" data-testid="price">' + (c.price ? escapeHtml(c.price) : "") + "</div></li>";
+      priceLine(c.price) + "</li>";
   }
 
   function helpHtml(app) {

@@ -15,6 +15,7 @@ from charging.demo import load_charging_demo, load_cpo_demo
 from console.demo import DemoWorld
 from roaming.demo import load_partners
 from stations.demo import load_stations
+from tariffs.demo import load_tariff_demo
 
 DEMO_STAFF = ("staff", "mobilityplus-demo")
 
@@ -25,6 +26,7 @@ DEMO_STEPS = [
     load_stations,  # stations: stations, feed history, map summaries
     lambda demo: load_charging_demo(demo.driver),  # charging: sessions and CDRs of the demo driver
     load_authorizations,  # cards: today's authorizations, token pushes waiting and failed
+    lambda demo: load_tariff_demo(),  # tariffs: prices on connectors, the demo CDRs checked (before ours are priced)
     lambda demo: load_cpo_demo(),  # charging: sessions at our own stations played through the backend API
 ]
 
