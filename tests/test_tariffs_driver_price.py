@@ -88,7 +88,8 @@ def prices(body: dict) -> dict[str, dict]:
 def test_the_station_api_gives_each_connector_its_price_or_why_there_is_none(
     client, station, django_assert_max_num_queries
 ):
-    with django_assert_max_num_queries(6):  # agreement rule (2) + location, EVSEs, connectors + their tariffs
+    # agreement rule (2) + location, EVSEs, connectors, their tariffs + the operator's commands endpoint (app start)
+    with django_assert_max_num_queries(7):
         body = client.get(f"/api/v1/stations/{station.pk}", HTTP_ACCEPT_LANGUAGE="nl-BE,nl;q=0.9").json()
     by_evse = prices(body)
     assert by_evse["E1"] == {
