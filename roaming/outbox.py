@@ -55,34 +55,9 @@ def enqueue(
     "cdrs", "tariffs") in the caller's transaction; delivered after commit, in order per (partner, module,
     object_id), retried until the partner answers OCPI 1000. coalesce=True replaces a not-yet-sent message
     for the same (partner, module, object_id, method) by this one (only the latest status is sent)."""
-    if module not in MODULES:
-        raise ValueError(f"unknown OCPI module {module!r} (one of {', '.join(MODULES)})")
-    method = method.upper()
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
-    object_id = str(object_id)
-    # No savepoint of its own: inside the caller's transaction a failure here fails the caller's change too.
-    with transaction.atomic(savepoint=False):
-        if coalesce:
-            # Not one being sent right now (sending_since set): that one goes, and this one after it.
-            OutboxMessage.objects.filter(
-                partner=partner,
-                module=module,
-                object_id=object_id,
-                method=method,
-                status=OutboxMessage.Status.PENDING,
-                sending_since__isnull=True,
-            ).delete()
-        message = OutboxMessage.objects.create(
-            partner=partner,
-            module=module,
-            object_id=object_id,
-            method=method,
-            path=path,
-            body=body,
-            next_attempt_at=timezone.now(),
-        )
-    _kick_after_commit(partner.pk)
+    (message,) = enqueue_to_many(
+        [partner], module=module, object_id=object_id, method=method, path=path, body=body, coalesce=coalesce
+    )
     return message
 
 
@@ -107,8 +82,10 @@ def enqueue_to_many(
         return []
     object_id = str(object_id)
     now = timezone.now()
+    # No savepoint of its own: inside the caller's transaction a failure here fails the caller's change too.
     with transaction.atomic(savepoint=False):
         if coalesce:
+            # Not one being sent right now (sending_since set): that one goes, and this one after it.
             OutboxMessage.objects.filter(
                 partner__in=partners,
                 module=module,
