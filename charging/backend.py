@@ -261,10 +261,10 @@ def end_session(session_id: str, *, ended_at: dt.datetime, kwh: Decimal) -> Sess
     session.status = Session.Status.COMPLETED
     session.last_updated = timezone.now()
     cpo_delivery.close_period(session, ended_at)
-    cpo_delivery.apply_cost(session)
+    cost = cpo_delivery.apply_cost(session)
     session.save()
     cpo_delivery.push_session_update(session, final=True)
-    cpo_delivery.issue_cdr(session)
+    cpo_delivery.issue_cdr(session, cost=cost)
     return session
 
 

@@ -314,12 +314,15 @@ def cdr_location_at_emsp(cdr: CDR) -> str:
 # --- CDRs of our own stations ----------------------------------------------------------------------------------
 
 
-def issue_cdr(session: Session) -> CDR:
-    """The final CDR of an ended session at our stations (priced with our tariff when possible), pushed once."""
+def issue_cdr(session: Session, cost: Any | None = None) -> CDR:
+    """The final CDR of an ended session at our stations (priced with our tariff when possible), pushed once.
+
+    `cost`: the session's price when the caller has just computed it (`apply_cost`), so it is not priced twice."""
     existing = CDR.objects.filter(party=session.party, session=session, credit=False).first()
     if existing is not None:
         return existing
-    cost = apply_cost(session)
+    if cost is None:
+        cost = apply_cost(session)
     excl = cost.total.excl_vat if cost is not None else Decimal(0)
     incl = cost.total.incl_vat if cost is not None else None
     end = session.end_date_time or session.last_updated
@@ -382,9 +385,7 @@ def credit_cdr(cdr: CDR, *, corrected: dict | None = None, reason: str = "") -> 
         raise CannotCredit(f"CDR {cdr.ocpi_id} is already credited.")
     now = timezone.now()
     remark = (reason or "Credit of a wrong CDR")[:255]
-    credit = CDR(
-        **{f.name: getattr(cdr, f.name) for f in CDR._meta.concrete_fields if f.name not in ("id", "received_at")}
-    )
+    credit = _copy_of(cdr)
     credit.ocpi_id = new_cdr_id()
     credit.credit, credit.credit_reference_id, credit.credited_cdr = True, cdr.ocpi_id, cdr
     credit.total_cost_excl_vat = -abs(cdr.total_cost_excl_vat)
@@ -401,9 +402,7 @@ def credit_cdr(cdr: CDR, *, corrected: dict | None = None, reason: str = "") -> 
     push_cdr(credit)
     if corrected is None:
         return credit, None
-    reissue = CDR(
-        **{f.name: getattr(cdr, f.name) for f in CDR._meta.concrete_fields if f.name not in ("id", "received_at")}
-    )
+    reissue = _copy_of(cdr)
     reissue.ocpi_id = new_cdr_id()
     reissue.total_energy = corrected.get("total_energy", cdr.total_energy)
     reissue.total_cost_excl_vat = corrected.get("total_cost_excl_vat", cdr.total_cost_excl_vat)
@@ -424,3 +423,9 @@ def credit_cdr(cdr: CDR, *, corrected: dict | None = None, reason: str = "") -> 
     reissue.save()
     push_cdr(reissue)
     return credit, reissue
+
+
+def _copy_of(cdr: CDR) -> CDR:
+    """An unsaved copy of a CDR (every stored field but its primary key and reception time)."""
+    copied = (f.name for f in CDR._meta.concrete_fields if f.name not in ("id", "received_at"))
+    return CDR(**{name: getattr(cdr, name) for name in copied})

@@ -279,6 +279,7 @@ def station_payload(location: Location, language: str = "en") -> dict:
                 ],
             }
         )
+    app = any(evse["app"] for evse in evses)
     return {
         "type": "Feature",
         "geometry": {"type": "Point", "coordinates": [location.longitude, location.latitude]},
@@ -310,8 +311,8 @@ def station_payload(location: Location, language: str = "en") -> dict:
             "directions_url": "https://www.google.com/maps/dir/?api=1&destination="
             f"{location.latitude:.6f},{location.longitude:.6f}",
             "card": any(evse["card"] for evse in evses),
-            "app": any(evse["app"] for evse in evses),
-            "app_reason": "" if any(evse["app"] for evse in evses) else operator_side.reason or CARD_ONLY_EVSES,
+            "app": app,
+            "app_reason": "" if app else operator_side.reason or CARD_ONLY_EVSES,
             "evses": evses,
         },
     }

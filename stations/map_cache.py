@@ -27,6 +27,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from stations.map_cells import cell_x, cell_y
+
 EPOCH_KEY = "stations:map:epoch"
 AREA_PREFIX = "stations:map:area"
 ANSWER_PREFIX = "stations:map:answer"
@@ -41,7 +43,6 @@ def area_level() -> int:
 
 
 def area_of(latitude: float, longitude: float) -> tuple[int, int]:
-    from stations.map_cells import cell_x, cell_y
 
     level = area_level()
     return cell_x(longitude, level), cell_y(latitude, level)
@@ -49,7 +50,6 @@ def area_of(latitude: float, longitude: float) -> tuple[int, int]:
 
 def areas_in(bbox) -> list[tuple[int, int]] | None:
     """The areas a box overlaps, or None when there are more than MAP_AREA_KEYS_MAX of them."""
-    from stations.map_cells import cell_x, cell_y
 
     level = area_level()
     top, bottom = cell_y(bbox.north, level), cell_y(bbox.south, level)

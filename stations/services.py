@@ -690,7 +690,6 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
         if current is None or current[6] is not None or current[2] == EvseStatus.REMOVED:
             return False  # unknown (or only case-insensitively known), removed: the general path decides
         evse_pk, location_pk, location = current[0], current[5], current[6:]
-        evses = [(pk, other, _aware(at)) for pk, _uid, other, _schedule, at, *_rest in rows]
         if current[2] == patch.status and patch.status_schedule in (None, _json(current[3])):
             # Nothing the map shows changed: only the time the partner confirmed the status moves (never back).
             EVSE.objects.filter(pk=evse_pk).update(last_updated=Greatest(F("last_updated"), stamp))
@@ -700,6 +699,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
                 status_schedule=patch.status_schedule, last_updated=Greatest(F("last_updated"), stamp)
             )
             return True
+        evses = [(pk, other, _aware(at)) for pk, _uid, other, _schedule, at, *_rest in rows]
         changed_at = min(stamp, now)
         # Plain SQL for the stream's two UPDATEs: the ORM would spend more time building them than the database
         # spends running them.

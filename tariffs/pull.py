@@ -17,6 +17,7 @@ from roaming.ocpi.client import OcpiClient, OcpiClientError
 from roaming.ocpi.envelope import format_datetime
 from roaming.selectors import party_ids_a_hub_feed_may_carry
 from roaming.services import record_contact
+from stations.pull_lock import WORKER_DIED
 from tariffs import services
 from tariffs.models import Tariff, TariffPull
 
@@ -74,7 +75,7 @@ def _busy(connection: PartnerConnection, now: dt.datetime) -> bool:
     running = connection.tariff_pulls.filter(status=TariffPull.Status.RUNNING)
     # A run older than the stale limit lost its worker: closed here, so it no longer blocks anyone.
     running.filter(started_at__lt=fresh).update(
-        status=TariffPull.Status.FAILED, finished_at=now, error="worker died: still running after the stale limit"
+        status=TariffPull.Status.FAILED, finished_at=now, error=f"{WORKER_DIED}: still running after the stale limit"
     )
     return running.filter(started_at__gte=fresh).exists()
 
@@ -181,7 +182,7 @@ def connections_due(now: dt.datetime | None = None) -> list[tuple[int, bool]]:
     ):
         if not connection.endpoint_url("tariffs", "SENDER"):
             continue
-        runs = connection.tariff_pulls.exclude(Q(status=TariffPull.Status.FAILED) & Q(error__startswith="worker died"))
+        runs = connection.tariff_pulls.exclude(Q(status=TariffPull.Status.FAILED) & Q(error__startswith=WORKER_DIED))
         last = runs.order_by("-started_at").values_list("started_at", flat=True).first()
         if last and last + dt.timedelta(minutes=interval) > now:
             continue

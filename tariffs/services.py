@@ -146,21 +146,19 @@ def emsps_to_tell() -> list[Party]:
 
 def _push(tariff: Tariff, method: str) -> int:
     """Queue the change for every eMSP to tell (roaming.outbox delivers it after commit, retried until 1000)."""
-    from roaming.outbox import enqueue
+    from roaming.outbox import enqueue_to_many
 
-    path = f"/{tariff.party.country_code}/{tariff.party.party_id}/{tariff.ocpi_id}"
     partners = emsps_to_tell()
-    for partner in partners:
-        enqueue(
-            partner,
-            module=MODULE,
-            object_id=tariff.ocpi_id,
-            method=method,
-            path=path,
-            body=tariff.document if method == "PUT" else None,
-            # Only the latest version matters: a PUT not yet sent is replaced by the newer one.
-            coalesce=method == "PUT",
-        )
+    enqueue_to_many(
+        partners,
+        module=MODULE,
+        object_id=tariff.ocpi_id,
+        method=method,
+        path=f"/{tariff.party.country_code}/{tariff.party.party_id}/{tariff.ocpi_id}",
+        body=tariff.document if method == "PUT" else None,
+        # Only the latest version matters: a PUT not yet sent is replaced by the newer one.
+        coalesce=method == "PUT",
+    )
     return len(partners)
 
 
