@@ -12,6 +12,11 @@ reused for MAP_FRESH_SECONDS after each computation. While one request recompute
 asking for it meanwhile get the previous one (at most RECOMPUTE_SECONDS longer): a popular view is computed
 once per window, not once per driver. The epoch (bulk or by-hand changes) always drops every answer.
 
+A clustered answer (cluster counts from `stations.MapCell`) changes only when the cells do, so it is kept
+with the cells' version (`CELLS_KEY`, moved by every update or rebuild of the cells, about every
+MAP_CELLS_REFRESH_SECONDS under a stream) instead of its areas': a status stream does not recompute the
+zoomed-out views between two updates of the counts they show.
+
 One Redis round trip reads the answer and its areas' versions (`get_many`). A bulk writer (a feed page
 touching many areas) moves one epoch instead, which every answer's versions include.
 """
@@ -32,6 +37,7 @@ from stations.map_cells import cell_x, cell_y
 EPOCH_KEY = "stations:map:epoch"
 AREA_PREFIX = "stations:map:area"
 ANSWER_PREFIX = "stations:map:answer"
+CELLS_KEY = "stations:map:cells"
 # A writer touching more areas than this moves the epoch (one key) rather than each area.
 BULK_AREAS = 64
 # While one request recomputes an answer whose areas changed, the others serve the previous one this long at most.
@@ -96,6 +102,11 @@ def note_changed_places(points: Iterable[tuple[float, float]] | None) -> None:
     transaction.on_commit(bump, robust=True)
 
 
+def note_cells_changed() -> None:
+    """After the current transaction commits, the clustered answers are recomputed at their next request."""
+    transaction.on_commit(lambda: _bump(CELLS_KEY), robust=True)
+
+
 def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
     """The answer for this viewport key, as JSON: from the cache when still current or fresh enough, else computed.
 
@@ -104,17 +115,20 @@ def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
     areas = areas_in(bbox)
     digest = hashlib.blake2b(key_parts.encode(), digest_size=16).hexdigest()
     answer_key = f"{ANSWER_PREFIX}:{digest}"
-    version_keys = [EPOCH_KEY] + ([_area_key(area) for area in areas] if areas is not None else [])
+    version_keys = [EPOCH_KEY, CELLS_KEY] + ([_area_key(area) for area in areas] if areas is not None else [])
     found = cache.get_many([answer_key, *version_keys])
-    epoch = found.get(EPOCH_KEY)
-    versions = [found.get(key) for key in version_keys[1:]] if areas is not None else None
+    epoch, cells = found.get(EPOCH_KEY), found.get(CELLS_KEY)
+    versions = [found.get(key) for key in version_keys[2:]] if areas is not None else None
     entry = found.get(answer_key)
     now = time.time()
     # The epoch moves only for bulk or by-hand changes: it always drops the answer. The areas' versions
     # move with every status change: within MAP_FRESH_SECONDS the answer is reused anyway.
     churning = versions is None  # a wide view: no versions to compare, reused for MAP_FRESH_SECONDS
     if entry is not None and entry["epoch"] == epoch:
-        if versions is not None and entry["versions"] == versions:
+        if entry.get("cells") is not None:  # clustered: current while the cells did not change
+            if entry["cells"] == (cells or 0):
+                return entry["answer"]
+        elif versions is not None and entry["versions"] == versions:
             return entry["answer"]
         # Its areas changed. Recomputed at once after a quiet spell; but an answer that was itself recomputed
         # for a change (a busy area) is reused for MAP_FRESH_SECONDS, so a status stream cannot empty the cache.
@@ -123,18 +137,29 @@ def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
             return entry["answer"]
         # One request recomputes it; the drivers asking meanwhile keep the answer they had (a busy city view is
         # asked by many at once), for at most RECOMPUTE_SECONDS more.
-        if not cache.add(f"{answer_key}:busy", 1, timeout=RECOMPUTE_SECONDS) and (
-            age < settings.MAP_FRESH_SECONDS + RECOMPUTE_SECONDS
-        ):
+        recomputing = cache.add(f"{answer_key}:busy", 1, timeout=RECOMPUTE_SECONDS)
+        if not recomputing and age < settings.MAP_FRESH_SECONDS + RECOMPUTE_SECONDS:
             return entry["answer"]
         churning = True
-    answer = orjson.dumps(compute())
+    else:
+        recomputing = False
+    computed = compute()
+    answer = orjson.dumps(computed)
+    clustered = bool(computed.get("meta", {}).get("clustered"))
     cache.set(
         answer_key,
-        {"at": time.time(), "epoch": epoch, "versions": versions, "churning": churning, "answer": answer},
+        {
+            "at": time.time(),
+            "epoch": epoch,
+            "versions": versions,
+            "churning": churning,
+            # A cells version that was never set (no update since Redis started) is kept as 0: still "clustered".
+            "cells": (cells or 0) if clustered else None,
+            "answer": answer,
+        },
         timeout=settings.MAP_CACHE_SECONDS,
     )
-    if entry is not None:
+    if recomputing:  # only the lock this request took: another request's stays until that one is done
         cache.delete(f"{answer_key}:busy")
     return answer
 

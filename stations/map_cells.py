@@ -380,6 +380,10 @@ def update_map_cells() -> int:
                     batch_size=2000,
                 )
             _apply_deltas(cursor, deltas)
+            # Clustered map answers are kept with the cells' version (stations/map_cache.py).
+            from stations.map_cache import note_cells_changed
+
+            note_cells_changed()
     return len(ids)
 
 

@@ -133,3 +133,28 @@ def test_cluster_cells_take_in_the_changed_locations_without_a_rebuild(client, o
     assert dict(
         MapCell.objects.filter(kind=MapCell.Kind.SUMMARY, level=3).values_list("map_status", "stations")
     ) == {"faulty": 1}
+
+
+def _faulty(answer: dict) -> int:
+    return sum(feature["properties"]["statuses"].get("faulty", 0) for feature in answer["features"])
+
+
+def test_clustered_views_follow_the_cells_not_each_status_change(
+    client, ocpi, ghent, paris_operator, settings, django_assert_num_queries
+):
+    settings.MAP_FRESH_SECONDS = 0.0  # no reuse window: only the cells' version keeps the answer
+    settings.MAP_MAX_STATIONS = 1
+    MapLocationFactory(party=paris_operator, latitude=48.86, longitude=2.35, map_status="available")
+    refresh_map_cells()
+    first = client.get("/api/v1/stations", EUROPE).json()
+    assert first["meta"]["clustered"] and first["meta"]["stations"] == 2 and _faulty(first) == 0
+
+    _push(ocpi, "3256", "OUTOFORDER")
+    _push(ocpi, "3257", "OUTOFORDER")  # Ghent is faulty now; its area's version moved twice
+
+    # The counts a clustered view shows are the cells': until they take the change in, the cached answer stands
+    # (not even recomputed: no query).
+    with django_assert_num_queries(0):
+        assert client.get("/api/v1/stations", EUROPE).json() == first
+    assert update_map_cells() == 1
+    assert _faulty(client.get("/api/v1/stations", EUROPE).json()) == 1
