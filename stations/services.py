@@ -622,15 +622,43 @@ def record_status_changes(changes: list[StatusChange]) -> None:
             [{"evse_id": c.evse_id, "status": c.status, "changed_at": c.changed_at} for c in changes],
         )
     else:  # a push's one or two rows: a plain INSERT is cheaper than a COPY
-        table = db.ops.quote_name(EvseStatusChange._meta.db_table)
-        values = ", ".join(["(%s, %s, %s)"] * len(changes))
         with db.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (evse_id, status, changed_at) VALUES {values}",  # noqa: S608
-                [value for c in changes for value in (c.evse_id, c.status, c.changed_at)],
-            )
+            cursor.execute(*_history_insert(changes))
+    announce_status_changes(changes)
+
+
+def announce_status_changes(changes: list[StatusChange]) -> None:
+    """Count these changes and tell the hooks (`evse_status_changed`); their history rows are written."""
     STATUS_CHANGES.inc(len(changes))
     evse_status_changed.send(sender=StatusChange, changes=changes)
+
+
+def _history_insert(changes: list[StatusChange]) -> tuple[str, list]:
+    """The INSERT of a few history rows (a push's one or two: cheaper than a COPY)."""
+    table = db.ops.quote_name(EvseStatusChange._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * len(changes))
+    return (
+        f"INSERT INTO {table} (evse_id, status, changed_at) VALUES {values}",  # noqa: S608
+        [value for c in changes for value in (c.evse_id, c.status, _db_time(c.changed_at))],
+    )
+
+
+def _dirty_insert(location_ids: list[int]) -> tuple[str, list]:
+    """The INSERT putting these locations on the cells' dirty list (`stations.map_cells`)."""
+    table = db.ops.quote_name(MapDirtyLocation._meta.db_table)
+    values = ", ".join(["(%s)"] * len(location_ids))
+    return f"INSERT INTO {table} (location_id) VALUES {values}", list(location_ids)  # noqa: S608
+
+
+def _execute_together(statements: list[tuple[str, list]]) -> None:
+    """Run these statements in one round trip on PostgreSQL (client-side binding, Django's default, lets one
+    execute carry several); one by one elsewhere."""
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
+            cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
 
 
 def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, float]] | None) -> None:
@@ -641,10 +669,9 @@ def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, 
     (latitude, longitude) move, or of every area when `points` is None (`stations.map_cache`).
     """
     ids = sorted(set(location_ids))
-    if len(ids) == 1:  # the status stream: one INSERT without RETURNING
+    if len(ids) == 1:  # one INSERT without RETURNING
         with db.cursor() as cursor:
-            table = db.ops.quote_name(MapDirtyLocation._meta.db_table)
-            cursor.execute(f"INSERT INTO {table} (location_id) VALUES (%s)", ids)  # noqa: S608
+            cursor.execute(*_dirty_insert(ids))
     elif ids:
         bulk_insert(MapDirtyLocation, [{"location_id": pk} for pk in ids])
     note_changed_places(points)
@@ -701,37 +728,42 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
             return True
         evses = [(pk, other, _aware(at)) for pk, _uid, other, _schedule, at, *_rest in rows]
         changed_at = min(stamp, now)
-        # Plain SQL for the stream's two UPDATEs: the ORM would spend more time building them than the database
-        # spends running them.
-        with db.cursor() as cursor:
-            schedule = "" if patch.status_schedule is None else ", status_schedule = %s"
-            cursor.execute(
-                _EVSE_STATUS_SQL % schedule,
-                [patch.status, _db_time(changed_at), _db_time(stamp)]
-                + ([json.dumps(patch.status_schedule)] if patch.status_schedule is not None else [])
-                + [evse_pk],
-            )
-        record_status_changes([StatusChange(evse_pk, location_pk, patch.status, changed_at, current[2])])
+        change = StatusChange(evse_pk, location_pk, patch.status, changed_at, current[2])
         live = [
             (patch.status, changed_at) if pk == evse_pk else (other, at)
             for pk, other, at in evses
             if pk == evse_pk or other != EvseStatus.REMOVED
         ]
         stamps = [at for _status, at in live if at is not None]
-        # The rest of the summary (EVSE count, power, connectors, the lock) depends on which EVSEs are live,
-        # which a status other than REMOVED does not change.
-        with db.cursor() as cursor:
-            cursor.execute(
-                _LOCATION_SUMMARY_SQL,
-                [
-                    map_status_of(s for s, _at in live),
-                    sum(1 for s, _at in live if s == EvseStatus.AVAILABLE),
-                    _db_time(max(stamps)) if stamps else None,
-                    _db_time(stamp),
-                    location_pk,
-                ],
-            )
-        note_map_changes([location_pk], [location[1:]])
+        schedule = "" if patch.status_schedule is None else ", status_schedule = %s"
+        # Plain SQL, the four writes in one round trip: the ORM would spend more time building them than the
+        # database spends running them. The EVSE, its history row (as record_status_changes writes it), the
+        # location's map summary (the rest of it, EVSE count, power, connectors, the lock, depends on which EVSEs
+        # are live, which a status other than REMOVED does not change) and the cells' dirty list.
+        _execute_together(
+            [
+                (
+                    _EVSE_STATUS_SQL % schedule,
+                    [patch.status, _db_time(changed_at), _db_time(stamp)]
+                    + ([json.dumps(patch.status_schedule)] if patch.status_schedule is not None else [])
+                    + [evse_pk],
+                ),
+                _history_insert([change]),
+                (
+                    _LOCATION_SUMMARY_SQL,
+                    [
+                        map_status_of(s for s, _at in live),
+                        sum(1 for s, _at in live if s == EvseStatus.AVAILABLE),
+                        _db_time(max(stamps)) if stamps else None,
+                        _db_time(stamp),
+                        location_pk,
+                    ],
+                ),
+                _dirty_insert([location_pk]),
+            ]
+        )
+        announce_status_changes([change])
+        note_changed_places([location[1:]])
     return True
 
 
