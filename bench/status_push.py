@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import multiprocessing
 import os
+import queue
 import random
 import re
 import signal
@@ -238,12 +240,13 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(server_pid: int) -> tuple[float, float]:
+def cpu_seconds(servers: list[subprocess.Popen]) -> tuple[float, float]:
     """CPU used so far by the gunicorn workers and by this database's PostgreSQL backends (their connections)."""
     workers = []
+    arbiters = {server.pid for server in servers}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server_pid:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) in arbiters:
                 workers.append(int(stat.parent.name))
         except (OSError, ValueError, IndexError):
             continue
@@ -259,27 +262,55 @@ def history_rows() -> int:
     return EvseStatusChange.objects.count()
 
 
-class CellsUpdater(threading.Thread):
-    """What beat and a worker do: take in the changed locations every MAP_CELLS_REFRESH_SECONDS."""
+class CellsUpdater:
+    """What beat and a worker do: take in the changed locations every MAP_CELLS_REFRESH_SECONDS.
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
+    A process of its own, at the nice level of a background worker sharing the machine (docs/scaling.md, "Two
+    pools"; `nice` None: the bench's own priority).
+    """
+
+    def __init__(self, nice: int | None) -> None:
+        context = multiprocessing.get_context("fork")
+        self.nice = nice
+        self.stop = context.Event()
+        self.results = context.Queue()
+        self.process = context.Process(target=self._run, daemon=True)
         self.runs: list[tuple[int, float]] = []
 
-    def run(self) -> None:
+    def start(self) -> None:
+        connection.close()  # the child opens its own
+        self.process.start()
+
+    def _run(self) -> None:
+        from mobilityplus.cpu_priority import yield_cpu
         from stations.map_cells import update_map_cells
 
+        if self.nice:
+            os.setsid()
+            yield_cpu(self.nice)
         try:
             while not self.stop.wait(settings.MAP_CELLS_REFRESH_SECONDS):
                 started = time.perf_counter()
                 taken = update_map_cells()
-                self.runs.append((taken, time.perf_counter() - started))
+                self.results.put((taken, time.perf_counter() - started))
         finally:
             connection.close()
+            self.results.put(None)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                item = self.results.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                break
+            self.runs.append(item)
+        self.process.join(timeout=5)
 
 
-def freshness_probe(base: str, token: str, target: dict, rounds: int, results: list[float]) -> None:
+def freshness_probe(ingest: str, base: str, token: str, target: dict, rounds: int, results: list[float]) -> None:
     """Push a status of the target station and read its viewport every 50 ms until the map shows it."""
     headers = {
         "Authorization": "Token " + base64.b64encode(token.encode()).decode(),
@@ -295,7 +326,7 @@ def freshness_probe(base: str, token: str, target: dict, rounds: int, results: l
         status, expected = flip[status]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{index:03d}Z"
         body = json.dumps({"status": status, "last_updated": stamp}).encode()
-        request = urllib.request.Request(base + target["path"], data=body, headers=headers, method="PATCH")
+        request = urllib.request.Request(ingest + target["path"], data=body, headers=headers, method="PATCH")
         pushed = time.perf_counter()
         answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
         assert answer["status_code"] == 1000, answer
@@ -365,9 +396,22 @@ def main() -> int:
     parser.add_argument("--evses", type=int, default=200_000, help="EVSEs the pushers pick from")
     parser.add_argument("--views", type=int, default=60, help="distinct popular map views")
     parser.add_argument("--port", type=int, default=8767)
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers of the main pool")
+    parser.add_argument(
+        "--ingest-nice",
+        type=int,
+        default=10,
+        help="serve the status PATCHes from a second pool at this nice level (docs/scaling.md); -1: one pool",
+    )
     parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--threads", type=int, default=8, help="threads of each worker of the main pool")
+    parser.add_argument("--ingest-workers", type=int, default=3)
+    parser.add_argument("--ingest-threads", type=int, default=8)
+    parser.add_argument(
+        "--cells-nice", type=int, default=0, help="nice level of the process updating the cluster cells (a worker)"
+    )
     args = parser.parse_args()
+    args.ingest_nice = None if args.ingest_nice < 0 else args.ingest_nice
     if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):
         print("Set DATABASE_URL to PostgreSQL and REDIS_URL (the bench measures the production set-up).")
         return 2
@@ -392,32 +436,43 @@ def main() -> int:
         "DJANGO_LOG_LEVEL": "ERROR",
         "DB_CONN_MAX_AGE": "600",
     }
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "mobilityplus.wsgi",
-        "-c",
-        str(ROOT / "mobilityplus" / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{args.port}",
-        "--workers",
-        str(args.workers),
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    updater = CellsUpdater()
+
+    def serve(port: int, nice: int, workers: int, threads: int) -> subprocess.Popen:
+        command = [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "mobilityplus.wsgi",
+            "-c",
+            str(ROOT / "mobilityplus" / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--log-level",
+            "warning",
+        ]
+        return subprocess.Popen(command, cwd=ROOT, env={**env, "GUNICORN_NICE": str(nice)}, start_new_session=True)
+
+    # Two pools, as docs/scaling.md runs them: the status stream's ingest pool, niced, and the pool drivers use.
+    ingest_base = f"http://127.0.0.1:{args.port + 1}" if args.ingest_nice is not None else base
+    servers = [serve(args.port, 0, args.workers, args.threads)]
+    if args.ingest_nice is not None:
+        servers.append(serve(args.port + 1, args.ingest_nice, args.ingest_workers, args.ingest_threads))
+    updater = CellsUpdater(args.cells_nice)
     lags: list[float] = []
     try:
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("gunicorn did not start")
-                    return 1
-                time.sleep(0.5)
+        for url in {base, ingest_base}:
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/healthz", timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or any(server.poll() is not None for server in servers):
+                        print("gunicorn did not start")
+                        return 1
+                    time.sleep(0.5)
         with tempfile.TemporaryDirectory() as tmp:
             listed = Path(tmp) / "evses.txt"
 
@@ -432,28 +487,29 @@ def main() -> int:
             )
             readers = Path(tmp) / "map.lua"
             readers.write_text(MAP_LUA % {"paths": ", ".join(f'"{p}"' for p in map_paths(args.views))})
-            run_wrk(base, push, 3, args.connections)  # warm-up: connections, caches
+            run_wrk(ingest_base, push, 3, args.connections)  # warm-up: connections, caches
             run_wrk(base, readers, 3, args.map_connections)
             updater.start()
-            ceiling_before = ceiling(base, 5, args.connections)
+            ceiling_before = ceiling(ingest_base, 5, args.connections)
             fresh_list()
             rows_before = history_rows()
-            cpu_before = cpu_seconds(server.pid)
-            pushed = run_wrk(base, push, args.seconds, args.connections)
-            cpu_push = [after - before for after, before in zip(cpu_seconds(server.pid), cpu_before, strict=True)]
+            cpu_before = cpu_seconds(servers)
+            pushed = run_wrk(ingest_base, push, args.seconds, args.connections)
+            cpu_push = [after - before for after, before in zip(cpu_seconds(servers), cpu_before, strict=True)]
             time.sleep(0.5)
             recorded = history_rows() - rows_before
-            cpu_before = cpu_seconds(server.pid)
+            cpu_before = cpu_seconds(servers)
             map_alone = run_wrk(base, readers, args.seconds, args.map_connections)
-            cpu_map = [after - before for after, before in zip(cpu_seconds(server.pid), cpu_before, strict=True)]
+            cpu_map = [after - before for after, before in zip(cpu_seconds(servers), cpu_before, strict=True)]
             results: dict = {}
             fresh_list()
             rows_before = history_rows()
             together_push = threading.Thread(
-                target=lambda: results.update(push=run_wrk(base, push, args.seconds, args.connections))
+                target=lambda: results.update(push=run_wrk(ingest_base, push, args.seconds, args.connections))
             )
             probe = threading.Thread(
-                target=freshness_probe, args=(base, probe_token, target, max(3, int(args.seconds // 4)), lags)
+                target=freshness_probe,
+                args=(ingest_base, base, probe_token, target, max(3, int(args.seconds // 4)), lags),
             )
             together_push.start()
             probe.start()
@@ -462,12 +518,13 @@ def main() -> int:
             probe.join()
             time.sleep(0.5)
             recorded_together = history_rows() - rows_before - len(lags)
-            ceiling_after = ceiling(base, 5, args.connections)
+            ceiling_after = ceiling(ingest_base, 5, args.connections)
     finally:
         updater.stop.set()
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        for server in servers:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=30)
     updater.join(timeout=120)
     from stations.map_cells import update_map_cells
 
@@ -484,8 +541,13 @@ def main() -> int:
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print(
         f"stations: {args.stations}, EVSEs: {evses_total} ({sampled} pushed at random), gunicorn: {args.workers} "
-        f"workers x {os.environ.get('GUNICORN_THREADS', '8')} threads (production config), cells rebuilt in "
-        f"{rebuild_s:.1f} s"
+        f"workers x {os.environ.get('GUNICORN_THREADS', '8')} threads (production config)"
+        + (
+            f" in each of two pools (status PATCHes: the ingest pool at nice {args.ingest_nice}; map: the main pool)"
+            if args.ingest_nice is not None
+            else ", one pool"
+        )
+        + f", cells rebuilt in {rebuild_s:.1f} s"
     )
     print(
         f"no-work ceiling (405 at once): {ceiling_rate:.0f}/s "

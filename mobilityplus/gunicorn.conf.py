@@ -19,6 +19,10 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 backlog = 2048
+# A pool that yields the CPU to the others on its machine runs its workers this much nicer: the status ingest
+# pool (`/ocpi/emsp/2.2.1/locations`, GUNICORN_NICE=10) under a flood of partner pushes leaves the cores to
+# drivers and authorizations (docs/scaling.md, "Two pools").
+nice = int(os.environ.get("GUNICORN_NICE", "0"))
 
 
 # Prometheus counters of every worker, added up by /metrics (mobilityplus/metrics.py): each worker writes its own
@@ -42,6 +46,10 @@ def on_starting(server) -> None:
     from mobilityplus.static_files import collect_if_missing
 
     collect_if_missing()
+    if nice:
+        from mobilityplus.cpu_priority import yield_cpu
+
+        yield_cpu(nice)
 
 
 def post_worker_init(worker) -> None:

@@ -317,21 +317,26 @@ def _apply_deltas(cursor, deltas: dict) -> None:
     cursor.execute("SET LOCAL enable_mergejoin = off")
     same = " AND ".join(f"c.{name} = d.{name}" for name in _KEY_COLUMNS if name != "party_id")
     # Two statements per step, with and without a party, so each matches the cells' index (kind, level, party, x, y).
+    emptied: list[int] = []
     for party in ("c.party_id = d.party_id", "c.party_id IS NULL AND d.party_id IS NULL"):
+        # The cells left counting no station are named by the UPDATE itself: deleting them by id afterwards
+        # costs nothing, where joining the deltas again read the cells' index a second time for every delta.
         cursor.execute(
-            f"UPDATE {table} c SET stations = c.stations + d.stations, "  # noqa: S608
+            f"WITH changed AS (UPDATE {table} c SET stations = c.stations + d.stations, "  # noqa: S608
             "sum_latitude = c.sum_latitude + d.sum_latitude, sum_longitude = c.sum_longitude + d.sum_longitude "
-            f"FROM map_cell_delta d WHERE {same} AND {party}"
+            f"FROM map_cell_delta d WHERE {same} AND {party} RETURNING c.id, c.stations) "
+            "SELECT id FROM changed WHERE stations <= 0"
         )
+        emptied.extend(row[0] for row in cursor.fetchall())
     cursor.execute(
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join('d.' + c for c in columns)} "  # noqa: S608
-        f"FROM map_cell_delta d WHERE d.party_id IS NOT NULL AND NOT EXISTS "
+        f"FROM map_cell_delta d WHERE d.party_id IS NOT NULL AND d.stations > 0 AND NOT EXISTS "
         f"(SELECT 1 FROM {table} c WHERE {same} AND c.party_id = d.party_id) "
         f"UNION ALL SELECT {', '.join('d.' + c for c in columns)} FROM map_cell_delta d WHERE d.party_id IS NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM {table} c WHERE {same} AND c.party_id IS NULL)"
+        f"AND d.stations > 0 AND NOT EXISTS (SELECT 1 FROM {table} c WHERE {same} AND c.party_id IS NULL)"
     )
-    for party in ("c.party_id = d.party_id", "c.party_id IS NULL AND d.party_id IS NULL"):
-        cursor.execute(f"DELETE FROM {table} c USING map_cell_delta d WHERE {same} AND {party} AND c.stations <= 0")  # noqa: S608
+    if emptied:
+        cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [emptied])  # noqa: S608
 
 
 def update_map_cells() -> int:
