@@ -74,7 +74,9 @@ def _as_ocpi(location: Location) -> dict:
 
 def _with_current_statuses(document: dict, location: Location) -> dict:
     """The raw copy with what the status fast path wrote since (it leaves `raw` alone): each EVSE's status,
-    schedule and last_updated from its columns, the location's last_updated from its own."""
+    schedule and last_updated from its columns; the location's last_updated is the latest of its own and its
+    EVSEs' (the fast path leaves the location's column alone: an indexed column would cost the row its
+    in-place update)."""
     evses = document.get("evses")
     if isinstance(evses, list) and evses:
         current = {
@@ -88,6 +90,7 @@ def _with_current_statuses(document: dict, location: Location) -> dict:
             if found is None:
                 continue
             status, schedule, stamp = found
+            _raise_stamp(document, stamp)
             sent = evse.get("status")
             # Only what the fast path changed: a value as sent (in another case, say) stays as sent.
             if not (isinstance(sent, str) and sent.strip().upper() == status):

@@ -690,9 +690,11 @@ _EVSE_STATUS_SQL = (
     "UPDATE stations_evse SET status = %%s, status_changed_at = %%s, "  # noqa: S608 (a function name)
     f"last_updated = {_GREATEST}(last_updated, %%s)%s WHERE id = %%s"
 )
+# No indexed column (the location's own last_updated is indexed for paging: readers raise it to its EVSEs'
+# stamps, stations.ocpi_views): PostgreSQL rewrites the row in place (stations migration 0014).
 _LOCATION_SUMMARY_SQL = (
-    "UPDATE stations_location SET map_status = %s, available_evse_count = %s, status_updated_at = %s, "  # noqa: S608
-    f"last_updated = {_GREATEST}(last_updated, %s), content_hash = '' WHERE id = %s"
+    "UPDATE stations_location SET map_status = %s, available_evse_count = %s, status_updated_at = %s, "
+    "content_hash = '' WHERE id = %s"
 )
 
 
@@ -755,7 +757,6 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
                         map_status_of(s for s, _at in live),
                         sum(1 for s, _at in live if s == EvseStatus.AVAILABLE),
                         _db_time(max(stamps)) if stamps else None,
-                        _db_time(stamp),
                         location_pk,
                     ],
                 ),

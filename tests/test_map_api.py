@@ -74,7 +74,8 @@ def test_an_unchanged_status_is_current_while_its_feed_keeps_confirming_it(
     }
 
     agreements_in_force.accepting_our_cards()  # each process keeps the agreement rule's answer (roaming.selectors)
-    with django_assert_max_num_queries(2):  # stations + their feeds' confirmations
+    # Stations + their feeds' confirmations (+ the partner-data counter, read every ROAMING_CHANGES_CHECK_S).
+    with django_assert_max_num_queries(3):
         response = client.get("/api/v1/stations", BRUSSELS_STREETS)
     stale = {f["properties"]["id"]: f["properties"]["stale"] for f in response.json()["features"]}
     assert {name: stale[loc.pk] for name, loc in stations.items()} == {
