@@ -220,6 +220,19 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int
     return result
 
 
+def paced(kind: str, rate: float, seconds: int, url: str, listed: Path) -> dict:
+    """An open-loop load at a stated rate (bench/paced_client.py, a process of its own)."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "paced_client.py"), kind, str(rate), str(seconds),
+         url.rsplit(":", 1)[1], str(listed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
+    )  # fmt: skip
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def ceiling(url: str, seconds: int, connections: int) -> float:
     """Requests per second the server answers for a request it refuses at once (405 from the OCPI layer)."""
     completed = subprocess.run(
@@ -405,6 +418,10 @@ def main() -> int:
     )
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--threads", type=int, default=8, help="threads of each worker of the main pool")
+    parser.add_argument("--push-rate", type=float, default=500, help="status PATCHes a second, stated-rate phases")
+    parser.add_argument(
+        "--drivers-rate", type=float, default=200, help="viewports a second (drivers polling), stated-rate phases"
+    )
     parser.add_argument("--ingest-workers", type=int, default=3)
     parser.add_argument("--ingest-threads", type=int, default=8)
     parser.add_argument(
@@ -518,6 +535,28 @@ def main() -> int:
             probe.join()
             time.sleep(0.5)
             recorded_together = history_rows() - rows_before - len(lags)
+            # At stated rates (open loop): the stream at --push-rate, drivers at --drivers-rate, alone and together.
+            paths_file = Path(tmp) / "paths.txt"
+            paths_file.write_text("\n".join(map_paths(args.views)) + "\n")
+            stated: dict = {}
+            fresh_list()
+            rows_before = history_rows()
+            stated["push"] = paced("push", args.push_rate, args.seconds, ingest_base, listed)
+            time.sleep(0.5)
+            stated["push_recorded"] = history_rows() - rows_before
+            stated["map"] = paced("map", args.drivers_rate, args.seconds, base, paths_file)
+            fresh_list()
+            rows_before = history_rows()
+            both = threading.Thread(
+                target=lambda: stated.update(
+                    push_with_map=paced("push", args.push_rate, args.seconds, ingest_base, listed)
+                )
+            )
+            both.start()
+            stated["map_with_push"] = paced("map", args.drivers_rate, args.seconds, base, paths_file)
+            both.join()
+            time.sleep(0.5)
+            stated["push_with_map_recorded"] = history_rows() - rows_before
             ceiling_after = ceiling(ingest_base, 5, args.connections)
     finally:
         updater.stop.set()
@@ -550,8 +589,7 @@ def main() -> int:
         + f", cells rebuilt in {rebuild_s:.1f} s"
     )
     print(
-        f"no-work ceiling (405 at once): {ceiling_rate:.0f}/s "
-        f"(before {ceiling_before:.0f}, after {ceiling_after:.0f})"
+        f"no-work ceiling (405 at once): {ceiling_rate:.0f}/s (before {ceiling_before:.0f}, after {ceiling_after:.0f})"
     )
 
     def line(name: str, r: dict) -> str:
@@ -570,6 +608,26 @@ def main() -> int:
     print(f"{'':<22}CPU per viewport: {map_app_ms:.1f} ms application + {map_db_ms:.1f} ms PostgreSQL")
     print(line("status PATCH + map", under) + f"  history rows {recorded_together} for {answered_together} answered")
     print(line("map under the push", map_under) + f"  ({map_under['per_s'] / map_alone['per_s']:.0%} of alone)")
+    print(f"at stated rates (open loop, each request timed from when it was due): status PATCHes at "
+          f"{args.push_rate:.0f}/s, drivers' viewports at {args.drivers_rate:.0f}/s")  # fmt: skip
+
+    def stated_line(name: str, r: dict) -> str:
+        return (
+            f"{name:<22}{r['per_s']:>8.0f}/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "
+            f"p99 {r['p99_ms']:6.1f} ms  max {r['max_ms']:7.1f} ms  errors {r['errors']}  "
+            f"(client late by {r['client_lag_ms']:.0f} ms at most)"
+        )
+
+    print(stated_line("status PATCH alone", stated["push"]) + f"  history rows {stated['push_recorded']}")
+    print(stated_line("drivers alone", stated["map"]))
+    print(
+        stated_line("status PATCH + drivers", stated["push_with_map"])
+        + f"  history rows {stated['push_with_map_recorded']}"
+    )
+    print(
+        stated_line("drivers under the push", stated["map_with_push"])
+        + f"  ({stated['map_with_push']['per_s'] / stated['map']['per_s']:.0%} of alone)"
+    )
     print(
         f"freshness lag (PATCH -> viewport answer shows it), {len(lags)} probes: "
         + ", ".join(f"{lag:.2f}" for lag in lags)
@@ -589,7 +647,7 @@ def main() -> int:
             (answered - pushed["errors"], recorded),
             (answered_together - under["errors"], recorded_together),
         )
-    )
+    ) and all(stated[name]["answered"] == stated[f"{name}_recorded"] for name in ("push", "push_with_map"))
     print(
         f"stations={args.stations} push_per_s={pushed['per_s']:.0f} push_p50_ms={pushed['p50_us'] / 1000:.1f} "
         f"push_p99_ms={pushed['p99_us'] / 1000:.1f} push_errors={pushed['errors']} "
@@ -603,7 +661,14 @@ def main() -> int:
         f"freshness_p50_s={percentile(lags, 50) if lags else float('nan'):.2f} "
         f"cells_update_max_s={max(updates) if updates else float('nan'):.2f} cells_match={int(cells_ok)} "
         f"cells_rebuild_s={rebuild_s:.1f} push_cpu_app_ms={push_app_ms:.2f} push_cpu_db_ms={push_db_ms:.2f} "
-        f"map_cpu_app_ms={map_app_ms:.2f} map_cpu_db_ms={map_db_ms:.2f}"
+        f"map_cpu_app_ms={map_app_ms:.2f} map_cpu_db_ms={map_db_ms:.2f} "
+        f"stated_push_per_s={stated['push']['per_s']:.0f} stated_push_p99_ms={stated['push']['p99_ms']:.1f} "
+        f"stated_map_per_s={stated['map']['per_s']:.0f} stated_map_p95_ms={stated['map']['p95_ms']:.1f} "
+        f"stated_push_with_map_p99_ms={stated['push_with_map']['p99_ms']:.1f} "
+        f"stated_map_with_push_per_s={stated['map_with_push']['per_s']:.0f} "
+        f"stated_map_with_push_p95_ms={stated['map_with_push']['p95_ms']:.1f} "
+        f"stated_map_ratio={stated['map_with_push']['per_s'] / stated['map']['per_s']:.2f} "
+        f"stated_errors={sum(stated[k]['errors'] for k in ('push', 'map', 'push_with_map', 'map_with_push'))}"
     )
     return 0
 
