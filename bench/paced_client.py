@@ -137,6 +137,7 @@ async def run(kind: str, rate: float, seconds: float, port: int, path: str) -> d
         "p99_ms": pct(0.99),
         "max_ms": latencies[-1] * 1000 if latencies else -1.0,
         "client_lag_ms": lag * 1000,  # how late the client itself sent a request (its own CPU starved)
+        "client_cpu_s": time.process_time(),  # what the load itself cost the shared machine
     }
 
 

@@ -48,21 +48,27 @@ def production_env(**overrides: str) -> dict[str, str]:
 
 
 class ServedPlatform:
-    def __init__(self, url: str, log_path: Path):
+    def __init__(self, url: str, log_path: Path, pid: int):
         self.url = url
         self.log_path = log_path
+        self.pid = pid  # gunicorn's arbiter
 
     def log(self) -> str:
         return self.log_path.read_text()
 
 
 @contextmanager
-def served(env: dict[str, str], log_path: Path) -> Iterator[ServedPlatform]:
-    """gunicorn (one sync worker) on a free port; yields once its worker answers HTTP."""
+def served(env: dict[str, str], log_path: Path, *, production_config: bool = False) -> Iterator[ServedPlatform]:
+    """gunicorn (one sync worker; or with `production_config`, mobilityplus/gunicorn.conf.py, in a session of its
+    own as a service manager starts it) on a free port; yields once its worker answers HTTP."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "mobilityplus.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    config = ["-c", "mobilityplus/gunicorn.conf.py"] if production_config else []
+    command = [sys.executable, "-m", "gunicorn", *config, "mobilityplus.wsgi", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", "1"]
     with log_path.open("w") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=production_config
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -75,7 +81,7 @@ def served(env: dict[str, str], log_path: Path) -> Iterator[ServedPlatform]:
                 break
             except OSError:
                 time.sleep(0.2)
-        yield ServedPlatform(f"http://127.0.0.1:{port}", log_path)
+        yield ServedPlatform(f"http://127.0.0.1:{port}", log_path, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=20)
