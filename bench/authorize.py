@@ -349,21 +349,10 @@ async def _constant_rate(kind: str, rate: int, seconds: float, port: int) -> dic
         request, marker = _request_bytes(kind, tokens, serial)
         tasks.append(asyncio.create_task(one(request, marker, due)))
     await asyncio.gather(*tasks)
-    latencies.sort()
+    sys.path.insert(0, str(ROOT))  # run as a script (the rate client), bench/ alone is on the path
+    from bench.paced_client import latency_figures
 
-    def pct(fraction: float) -> float:
-        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000 if latencies else -1.0
-
-    return {
-        "sent": total,
-        "answered": len(latencies),
-        "errors": errors,
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "max_ms": latencies[-1] * 1000 if latencies else -1.0,
-        "client_lag_ms": lag * 1000,  # how late the client itself sent a request (its own CPU starved)
-    }
+    return latency_figures(latencies, total, errors, lag)
 
 
 def server_cpu_s(server: subprocess.Popen) -> float:

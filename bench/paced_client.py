@@ -122,22 +122,30 @@ async def run(kind: str, rate: float, seconds: float, port: int, path: str) -> d
         due_queue.put_nowait(None)
     await asyncio.gather(*workers)
     elapsed = loop.time() - start
-    latencies.sort()
+    return {
+        **latency_figures(latencies, total, errors, lag),
+        "per_s": len(latencies) / elapsed,
+        "client_cpu_s": time.process_time(),  # what the load itself cost the shared machine
+    }
+
+
+def latency_figures(latencies: list[float], sent: int, errors: int, lag: float) -> dict:
+    """What an open-loop run measured: answers, errors, percentiles (ms) and how late the client itself was."""
+    latencies = sorted(latencies)
 
     def pct(fraction: float) -> float:
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000 if latencies else -1.0
 
     return {
-        "sent": total,
+        "sent": sent,
         "answered": len(latencies),
-        "per_s": len(latencies) / elapsed,
         "errors": errors,
         "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "max_ms": latencies[-1] * 1000 if latencies else -1.0,
         "client_lag_ms": lag * 1000,  # how late the client itself sent a request (its own CPU starved)
-        "client_cpu_s": time.process_time(),  # what the load itself cost the shared machine
     }
 
 
