@@ -124,6 +124,7 @@ def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
     # The epoch moves only for bulk or by-hand changes: it always drops the answer. The areas' versions
     # move with every status change: within MAP_FRESH_SECONDS the answer is reused anyway.
     churning = versions is None  # a wide view: no versions to compare, reused for MAP_FRESH_SECONDS
+    recomputing = False  # whether this request holds the recompute lock (`:busy`)
     if entry is not None and entry["epoch"] == epoch:
         if entry.get("cells") is not None:  # clustered: current while the cells did not change
             if entry["cells"] == (cells or 0):
@@ -141,8 +142,6 @@ def cached_answer(key_parts: str, bbox, compute: Callable[[], dict]) -> bytes:
         if not recomputing and age < settings.MAP_FRESH_SECONDS + RECOMPUTE_SECONDS:
             return entry["answer"]
         churning = True
-    else:
-        recomputing = False
     computed = compute()
     answer = orjson.dumps(computed)
     clustered = bool(computed.get("meta", {}).get("clustered"))

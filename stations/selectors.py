@@ -14,7 +14,7 @@ from django.db.models.functions import ASin, Coalesce, Cos, Floor, Power, Radian
 from django.utils import timezone
 
 from roaming.models import PartnerConnection, Party
-from roaming.selectors import active_agreements, agreements_in_force, party_ids_accepting_our_cards
+from roaming.selectors import active_agreements, agreements_in_force
 from stations import map_cache, map_cells
 from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, SyncRun
 
@@ -113,10 +113,17 @@ class MapFilters:
 
 
 # --- which stations a driver sees ---------------------------------------------------------------
+def accepting_parties() -> set[int]:
+    """Parties whose stations take our cards (our own included), from this process's copy of the agreements
+    (`roaming.selectors.agreements_in_force`, coherent within ROAMING_CHANGES_CHECK_S): no query on the map's
+    hot paths (a polled viewport or station)."""
+    return set(agreements_in_force.accepting_our_cards())
+
+
 def visible_locations(accepted_party_ids: set[int] | None = None) -> QuerySet[Location]:
     """Locations shown on the map: owner takes our cards (or is us), published, not removed, with an EVSE."""
     if accepted_party_ids is None:
-        accepted_party_ids = party_ids_accepting_our_cards()
+        accepted_party_ids = accepting_parties()
     return Location.objects.filter(
         party_id__in=accepted_party_ids, removed_at__isnull=True, published_to_our_drivers=True, evse_count__gt=0
     )
@@ -264,8 +271,7 @@ def map_features(bbox: BBox, zoom: int, filters: MapFilters) -> dict:
 
 def map_features_json(bbox: BBox, zoom: int, filters: MapFilters) -> bytes:
     """GeoJSON for one viewport: the stations themselves, or clusters when there are too many."""
-    # The per-process copy (coherent within ROAMING_CHANGES_CHECK_S): a cached viewport costs no query at all.
-    accepted = set(agreements_in_force.accepting_our_cards())
+    accepted = accepting_parties()  # a cached viewport costs no query at all
     key = f"{bbox.key()}:{zoom}:{filters.key()}:{','.join(map(str, sorted(accepted)))}"
     # Reused while the areas it covers did not change, or for MAP_FRESH_SECONDS (stations/map_cache.py).
     return map_cache.cached_answer(key, bbox, lambda: _map_features(bbox, zoom, filters, accepted))
@@ -335,7 +341,7 @@ def around(lat: float, lon: float, radius_km: float) -> BBox:
 
 def nearby_stations(lat: float, lon: float, radius_km: float, limit: int, filters: MapFilters) -> list[dict]:
     """The `limit` visible stations nearest to (lat, lon) within radius_km, nearest first."""
-    accepted = party_ids_accepting_our_cards()
+    accepted = accepting_parties()
     now = timezone.now()
     # Try small circles first: in a city the nearest twenty lie within a kilometre, and
     # once a circle holds `limit` stations no station outside it can be nearer.
@@ -389,7 +395,7 @@ def search_places(query: str, limit: int = 10) -> list[dict]:
     query = query.strip()
     if not query:
         return []
-    accepted = party_ids_accepting_our_cards()
+    accepted = accepting_parties()
     visible = visible_locations(accepted)
     results: list[dict] = []
     numeric = query[:1].isdigit()

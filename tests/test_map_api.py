@@ -397,7 +397,8 @@ def test_station_detail_lists_evses_connectors_and_how_to_start(
     ConnectorFactory(evse=slow)
     EVSEFactory(location=location, uid="E3", status="REMOVED")
 
-    # agreement rule (2) + location, EVSEs, connectors + the operator's commands receiver (app start)
+    agreements_in_force.accepting_our_cards()  # each process keeps the agreement rule's answer (roaming.selectors)
+    # location, EVSEs, connectors + the operator's commands receiver (app start) (+ the partner-data counter)
     with django_assert_max_num_queries(6):
         body = client.get(f"/api/v1/stations/{location.pk}").json()
     props = body["properties"]
