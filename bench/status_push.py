@@ -114,6 +114,20 @@ def evse_list(path: Path, accepted: set[int], limit: int, exclude: set[int]) -> 
     return len(rows)
 
 
+# What both wrk scripts print at the end (each keeps `threads` and a per-thread `bad` count).
+LUA_DONE = """
+function done(summary, latency, requests)
+  local bad_total = 0
+  for _, thread in ipairs(threads) do bad_total = bad_total + thread:get("bad") end
+  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p95_us=%%d p99_us=%%d max_us=%%d "
+    .. "socket_errors=%%d non2xx=%%d bad=%%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, bad_total))
+end
+"""
+
+
 PUSH_LUA = """
 local threads = {}
 local count = 0
@@ -159,15 +173,6 @@ response = function(status, headers, body)
     if bad < 3 then io.stderr:write(status .. " " .. body .. "\\n") end
   end
 end
-function done(summary, latency, requests)
-  local bad_total = 0
-  for _, thread in ipairs(threads) do bad_total = bad_total + thread:get("bad") end
-  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p95_us=%%d p99_us=%%d max_us=%%d "
-    .. "socket_errors=%%d non2xx=%%d bad=%%d\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
-    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, bad_total))
-end
 """
 
 MAP_LUA = """
@@ -177,15 +182,6 @@ function setup(thread) table.insert(threads, thread) end
 function init(args) bad = 0 end
 request = function() return wrk.format("GET", paths[math.random(1, #paths)]) end
 response = function(status, headers, body) if status ~= 200 then bad = bad + 1 end end
-function done(summary, latency, requests)
-  local bad_total = 0
-  for _, thread in ipairs(threads) do bad_total = bad_total + thread:get("bad") end
-  io.write(string.format("RESULT requests=%%d duration_us=%%d p50_us=%%d p95_us=%%d p99_us=%%d max_us=%%d "
-    .. "socket_errors=%%d non2xx=%%d bad=%%d\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
-    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, bad_total))
-end
 """
 
 
@@ -503,10 +499,11 @@ def main() -> int:
             sampled = fresh_list()
             push = Path(tmp) / "push.lua"
             push.write_text(
-                PUSH_LUA % {"statuses": ", ".join(f'"{s}"' for s in PUSH_STATUSES), "list": listed, "threads": 2}
+                (PUSH_LUA + LUA_DONE)
+                % {"statuses": ", ".join(f'"{s}"' for s in PUSH_STATUSES), "list": listed, "threads": 2}
             )
             readers = Path(tmp) / "map.lua"
-            readers.write_text(MAP_LUA % {"paths": ", ".join(f'"{p}"' for p in map_paths(args.views))})
+            readers.write_text((MAP_LUA + LUA_DONE) % {"paths": ", ".join(f'"{p}"' for p in map_paths(args.views))})
             run_wrk(ingest_base, push, 3, args.connections)  # warm-up: connections, caches
             run_wrk(base, readers, 3, args.map_connections)
             updater.start()

@@ -21,11 +21,11 @@ from django.db import connection as db
 from django.db.models import Q
 from django.utils import timezone
 
-from roaming.models import PartnerConnection, Party
+from roaming.feed_owners import FeedOwners, ForeignObject
+from roaming.models import PartnerConnection
 from roaming.ocpi.client import OcpiClient, OcpiClientError, OcpiReply
 from roaming.ocpi.envelope import format_datetime
 from roaming.ocpi.repairs import RepairTally
-from roaming.selectors import party_ids_a_hub_feed_may_carry
 from roaming.services import record_contact
 from stations.models import Location, SyncRun
 from stations.ocpi_locations import InvalidObject, ParsedLocation, parse_location
@@ -51,35 +51,16 @@ class PullNotPossible(Exception):
 # Owners: whose locations a feed may carry
 
 
-class Owners:
-    """Resolves an object's own country code and party id to the Party we store it under.
+class Owners(FeedOwners):
+    """The feed-owner rule (roaming.feed_owners) for a parsed location."""
 
-    A hub's feed holds many CPOs: only those staff confirmed through that hub (an agreement in force
-    through it, taking our cards) are kept; anyone else's objects, ours and those of parties we reach
-    another way included, are skipped. A CPO's own feed may only carry its own locations.
-    """
-
-    def __init__(self, connection: PartnerConnection):
-        self.is_hub = connection.party.role == Party.Role.HUB
-        self.own = (connection.party.country_code, connection.party.party_id)
-        self.connection = connection
-        if self.is_hub:
-            ids = party_ids_a_hub_feed_may_carry(connection)
-            parties = Party.objects.filter(pk__in=ids).values_list("pk", "country_code", "party_id")
-        else:
-            parties = [(connection.party_id, *self.own)]
-        self.by_code = {(cc, pid): pk for pk, cc, pid in parties}
-
-    def resolve(self, item: ParsedLocation) -> int | None:
-        """Our Party pk for the object; None when it is skipped; raises InvalidObject when not allowed."""
-        key = (item.country_code, item.party_code)
-        if self.is_hub:
-            return self.by_code.get(key)
-        if key != self.own:
-            raise InvalidObject(
-                f"country_code/party_id: {key[0]}*{key[1]} is not the sending party {self.own[0]}*{self.own[1]}"
-            )
-        return self.by_code[key]
+    def resolve_location(self, item: ParsedLocation) -> int | None:
+        """Our Party pk for the location; None when it is skipped; raises InvalidObject when not allowed."""
+        try:
+            owner = self.resolve(item.country_code, item.party_code)
+        except ForeignObject as error:
+            raise InvalidObject(str(error)) from error
+        return owner.pk if owner is not None else None
 
 
 def feed_party_ids(connection: PartnerConnection) -> Q:
@@ -359,7 +340,7 @@ def _checked_page(run: SyncRun, connection, owners: Owners, data) -> list[Parsed
         object_id = obj.get("id", "") if isinstance(obj, dict) else ""
         try:
             item = parse_location(obj, now=run.started_at)
-            party_pk = owners.resolve(item)
+            party_pk = owners.resolve_location(item)
         except InvalidObject as error:
             reject_object(connection, obj, str(error), sync_run=run, object_id=object_id)
             run.rejected += 1

@@ -12,10 +12,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from roaming.feed_owners import FeedOwners, ForeignObject
 from roaming.models import PartnerConnection, Party
 from roaming.ocpi.client import OcpiClient, OcpiClientError
 from roaming.ocpi.envelope import format_datetime
-from roaming.selectors import party_ids_a_hub_feed_may_carry
 from roaming.services import record_contact
 from stations.pull_lock import WORKER_DIED
 from tariffs import services
@@ -34,30 +34,15 @@ class PullBusy(Exception):
     """A pull of this partner's tariffs is already running."""
 
 
-class Owners:
-    """Whose tariffs a feed may carry: a CPO's feed its own only; a hub's those of the CPOs staff confirmed
-    through it (others are skipped, as for locations)."""
+class Owners(FeedOwners):
+    """The feed-owner rule (roaming.feed_owners) for a tariff object as sent."""
 
-    def __init__(self, connection: PartnerConnection):
-        self.is_hub = connection.party.role == Party.Role.HUB
-        if self.is_hub:
-            ids = party_ids_a_hub_feed_may_carry(connection)
-            parties = Party.objects.filter(pk__in=ids)
-        else:
-            parties = [connection.party]
-        self.by_code = {(party.country_code, party.party_id): party for party in parties}
-        self.own = (connection.party.country_code, connection.party.party_id)
-
-    def resolve(self, obj: dict) -> Party | None:
+    def resolve_tariff(self, obj: dict) -> Party | None:
         """The owner to store it under; None when skipped; InvalidTariff when a CPO sends another's."""
-        key = (str(obj.get("country_code", "")).upper(), str(obj.get("party_id", "")).upper())
-        if self.is_hub:
-            return self.by_code.get(key)
-        if key != self.own:
-            raise services.InvalidTariff(
-                f"country_code/party_id: {key[0]}*{key[1]} is not the sending party {self.own[0]}*{self.own[1]}"
-            )
-        return self.by_code[key]
+        try:
+            return self.resolve(str(obj.get("country_code", "")).upper(), str(obj.get("party_id", "")).upper())
+        except ForeignObject as error:
+            raise services.InvalidTariff(str(error)) from error
 
 
 def last_successful_start(connection: PartnerConnection) -> dt.datetime | None:
@@ -135,7 +120,7 @@ def _one(run: TariffPull, connection: PartnerConnection, owners: Owners, obj, se
     object_id = str(obj.get("id", ""))[:36] if isinstance(obj, dict) else ""
     try:
         checked = services.check_tariff(obj)
-        owner = owners.resolve(obj)
+        owner = owners.resolve_tariff(obj)
         if owner is None:
             run.skipped += 1
             return
