@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -29,9 +30,16 @@ def collect_if_missing() -> None:
     static_root = Path(os.environ.get("STATIC_ROOT", ROOT / "staticfiles"))
     if (static_root / "staticfiles.json").exists():
         return
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        check=True,
-        timeout=600,
-    )
+    static_root.parent.mkdir(parents=True, exist_ok=True)
+    # Two servers started at once on a new machine (the two pools) would collect into the same folder together
+    # and trip over each other's files: one collects, the other waits and finds the manifest.
+    with open(static_root.parent / f".{static_root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (static_root / "staticfiles.json").exists():
+            return
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+            cwd=ROOT,
+            check=True,
+            timeout=600,
+        )

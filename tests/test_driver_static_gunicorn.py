@@ -70,3 +70,14 @@ def test_gunicorn_alone_serves_styles_scripts_and_a_working_map(browser, tmp_pat
         page.wait_for_function("() => document.body.dataset.basemap === 'offline'", timeout=15000)
         assert failed == []
         page.close()
+
+
+def test_two_servers_started_at_once_on_a_new_machine_collect_the_static_files_once(tmp_path):
+    """The two pools (docs/scaling.md) start together: both come up, and the files are collected whole."""
+    env = production_env(DATABASE_URL=database_url(), STATIC_ROOT=str(tmp_path / "static"))
+    start = [sys.executable, "-c", "from mobilityplus.static_files import collect_if_missing; collect_if_missing()"]
+    servers = [subprocess.Popen(start, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [server.communicate(timeout=300)[1] for server in servers]
+    assert [server.returncode for server in servers] == [0, 0], errors
+    assert (tmp_path / "static" / "staticfiles.json").exists()
+    assert list((tmp_path / "static" / "css").glob("site.*.css.gz"))
