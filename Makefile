@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint worker beat serve
+.PHONY: install demo test lint worker beat serve applier
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -39,6 +39,10 @@ worker: install
 
 beat: install
 	$(VENV)/bin/celery -A mobilityplus beat --loglevel=info --schedule=/tmp/mobilityplus-celerybeat-schedule
+
+# With STATUS_INBOX=true: the one process applying queued status PATCHes (docs/scaling.md, "The status inbox").
+applier: install
+	$(PY) manage.py apply_status_inbox
 
 # collectstatic first: gunicorn serves the static files itself (whitenoise), compressed and with hashed names.
 serve: install

@@ -53,7 +53,7 @@ from bench.authorize import BENCH_KEYS  # noqa: E402  (the production-mode keys 
 from bench.map import BENCH_PREFIX, CITIES, bench_parties, generate, percentile, viewport, weighted  # noqa: E402
 from roaming.models import PartnerConnection  # noqa: E402
 from roaming.services import store_partner_tokens  # noqa: E402
-from stations.models import EVSE, EvseStatusChange, Location, MapCell  # noqa: E402
+from stations.models import EVSE, EvseStatusChange, Location, MapCell, PendingStatus  # noqa: E402
 
 PUSH_STATUSES = ["AVAILABLE", "CHARGING", "BLOCKED", "RESERVED", "OUTOFORDER", "INOPERATIVE", "UNKNOWN"]
 
@@ -252,9 +252,10 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(servers: list[subprocess.Popen]) -> tuple[float, float]:
-    """CPU used so far by the gunicorn workers and by this database's PostgreSQL backends (their connections)."""
-    workers = []
+def cpu_seconds(servers: list[subprocess.Popen], others: tuple[int, ...] = ()) -> tuple[float, float]:
+    """CPU used so far by the gunicorn workers (and `others`: the inbox applier) and by this database's
+    PostgreSQL backends (their connections)."""
+    workers = list(others)
     arbiters = {server.pid for server in servers}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -272,6 +273,22 @@ def cpu_seconds(servers: list[subprocess.Popen]) -> tuple[float, float]:
 
 def history_rows() -> int:
     return EvseStatusChange.objects.count()
+
+
+def wait_applied(timeout: float = 120) -> float:
+    """Wait until the status inbox is empty (every answered PATCH applied); how long it took."""
+    started = time.monotonic()
+    while PendingStatus.objects.exists() and time.monotonic() - started < timeout:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the last batch's commit
+    return time.monotonic() - started
+
+
+# The inbox's applier (`manage.py apply_status_inbox`) as a service manager runs it: a session of its own, niced.
+APPLIER = (
+    "import os, sys; from mobilityplus.cpu_priority import yield_cpu; yield_cpu(int(sys.argv[1])); "
+    "os.execv(sys.executable, [sys.executable, 'manage.py', 'apply_status_inbox'])"
+)
 
 
 class CellsUpdater:
@@ -426,6 +443,10 @@ def main() -> int:
     parser.add_argument(
         "--cells-nice", type=int, default=10, help="nice level of the process updating the cluster cells (a worker)"
     )
+    parser.add_argument(
+        "--no-inbox", action="store_true", help="apply each status PATCH as it arrives (STATUS_INBOX off)"
+    )
+    parser.add_argument("--inbox-nice", type=int, default=10, help="nice level of the inbox's applier process")
     args = parser.parse_args()
     args.ingest_nice = None if args.ingest_nice < 0 else args.ingest_nice
     if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):
@@ -451,6 +472,7 @@ def main() -> int:
         "LOG_LEVEL": "ERROR",
         "DJANGO_LOG_LEVEL": "ERROR",
         "DB_CONN_MAX_AGE": "600",
+        "STATUS_INBOX": "false" if args.no_inbox else "true",
     }
 
     def serve(port: int, nice: int, workers: int, threads: int) -> subprocess.Popen:
@@ -476,6 +498,14 @@ def main() -> int:
     if args.ingest_nice is not None:
         servers.append(serve(args.port + 1, args.ingest_nice, args.ingest_workers, args.ingest_threads))
     updater = CellsUpdater(args.cells_nice)
+    applier = (
+        None
+        if args.no_inbox
+        else subprocess.Popen(
+            [sys.executable, "-c", APPLIER, str(args.inbox_nice)], cwd=ROOT, env=env, start_new_session=True
+        )
+    )
+    others = () if applier is None else (applier.pid,)
     lags: list[float] = []
     try:
         deadline = time.monotonic() + 120
@@ -510,10 +540,10 @@ def main() -> int:
             ceiling_before = ceiling(ingest_base, 5, args.connections)
             fresh_list()
             rows_before = history_rows()
-            cpu_before = cpu_seconds(servers)
+            cpu_before = cpu_seconds(servers, others)
             pushed = run_wrk(ingest_base, push, args.seconds, args.connections)
-            cpu_push = [after - before for after, before in zip(cpu_seconds(servers), cpu_before, strict=True)]
-            time.sleep(0.5)
+            drain_s = wait_applied()
+            cpu_push = [after - before for after, before in zip(cpu_seconds(servers, others), cpu_before, strict=True)]
             recorded = history_rows() - rows_before
             cpu_before = cpu_seconds(servers)
             map_alone = run_wrk(base, readers, args.seconds, args.map_connections)
@@ -533,7 +563,7 @@ def main() -> int:
             map_under = run_wrk(base, readers, args.seconds, args.map_connections)
             together_push.join()
             probe.join()
-            time.sleep(0.5)
+            wait_applied()
             recorded_together = history_rows() - rows_before - len(lags)
             # At stated rates (open loop): the stream at --push-rate, drivers at --drivers-rate, alone and together.
             paths_file = Path(tmp) / "paths.txt"
@@ -542,7 +572,7 @@ def main() -> int:
             fresh_list()
             rows_before = history_rows()
             stated["push"] = paced("push", args.push_rate, args.seconds, ingest_base, listed)
-            time.sleep(0.5)
+            wait_applied()
             stated["push_recorded"] = history_rows() - rows_before
             stated["map"] = paced("map", args.drivers_rate, args.seconds, base, paths_file)
             fresh_list()
@@ -555,11 +585,14 @@ def main() -> int:
             both.start()
             stated["map_with_push"] = paced("map", args.drivers_rate, args.seconds, base, paths_file)
             both.join()
-            time.sleep(0.5)
+            wait_applied()
             stated["push_with_map_recorded"] = history_rows() - rows_before
             ceiling_after = ceiling(ingest_base, 5, args.connections)
     finally:
         updater.stop.set()
+        if applier is not None and applier.poll() is None:
+            os.killpg(applier.pid, signal.SIGTERM)
+            applier.wait(timeout=30)
         for server in servers:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGTERM)
@@ -586,7 +619,12 @@ def main() -> int:
             if args.ingest_nice is not None
             else ", one pool"
         )
-        + f", cells rebuilt in {rebuild_s:.1f} s"
+        + f", cells rebuilt in {rebuild_s:.1f} s, "
+        + (
+            "status PATCHes applied as they arrive"
+            if args.no_inbox
+            else f"status inbox (applier at nice {args.inbox_nice})"
+        )
     )
     print(
         f"no-work ceiling (405 at once): {ceiling_rate:.0f}/s (before {ceiling_before:.0f}, after {ceiling_after:.0f})"
@@ -603,7 +641,10 @@ def main() -> int:
     push_app_ms, push_db_ms = (1000 * cpu / max(1, pushed["requests"]) for cpu in cpu_push)
     map_app_ms, map_db_ms = (1000 * cpu / max(1, map_alone["requests"]) for cpu in cpu_map)
     print(line("status PATCH alone", pushed) + f"  history rows {recorded} for {answered} answered")
-    print(f"{'':<22}CPU per PATCH: {push_app_ms:.1f} ms application + {push_db_ms:.1f} ms PostgreSQL")
+    print(
+        f"{'':<22}CPU per PATCH: {push_app_ms:.1f} ms application + {push_db_ms:.1f} ms PostgreSQL"
+        + ("" if args.no_inbox else f" (with the applier's); the inbox was empty {drain_s:.1f} s after the last PATCH")
+    )
     print(line("map viewports alone", map_alone))
     print(f"{'':<22}CPU per viewport: {map_app_ms:.1f} ms application + {map_db_ms:.1f} ms PostgreSQL")
     print(line("status PATCH + map", under) + f"  history rows {recorded_together} for {answered_together} answered")
@@ -668,7 +709,8 @@ def main() -> int:
         f"stated_map_with_push_per_s={stated['map_with_push']['per_s']:.0f} "
         f"stated_map_with_push_p95_ms={stated['map_with_push']['p95_ms']:.1f} "
         f"stated_map_ratio={stated['map_with_push']['per_s'] / stated['map']['per_s']:.2f} "
-        f"stated_errors={sum(stated[k]['errors'] for k in ('push', 'map', 'push_with_map', 'map_with_push'))}"
+        f"stated_errors={sum(stated[k]['errors'] for k in ('push', 'map', 'push_with_map', 'map_with_push'))} "
+        f"inbox={int(not args.no_inbox)} inbox_drain_s={0 if args.no_inbox else drain_s:.1f}"
     )
     return 0
 

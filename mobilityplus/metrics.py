@@ -27,6 +27,7 @@ from console.selectors import outgoing_deliveries_by_partner
 from roaming.models import Party
 from stations import metrics as station_metrics
 from stations.models import SyncRun
+from stations.selectors import status_inbox_backlog
 
 logger = logging.getLogger(__name__)
 # Imported so their metrics exist in this process (and are listed even before the first event).
@@ -74,6 +75,20 @@ class DatabaseFigures:
             deliveries.add_metric([partner, "waiting"], backlog.waiting)
             deliveries.add_metric([partner, "failed"], backlog.failed)
         yield deliveries
+
+        waiting, oldest_s = status_inbox_backlog()
+        inbox = GaugeMetricFamily(
+            "mobilityplus_status_inbox_waiting",
+            "Status PATCHes answered but not yet applied (STATUS_INBOX); alert when it keeps growing.",
+        )
+        inbox.add_metric([], waiting)
+        yield inbox
+        age = GaugeMetricFamily(
+            "mobilityplus_status_inbox_oldest_seconds",
+            "Age of the oldest status PATCH not yet applied (0 when none): the applier's lag.",
+        )
+        age.add_metric([], oldest_s)
+        yield age
 
 
 def registry() -> CollectorRegistry:

@@ -451,6 +451,18 @@ CELERY_BEAT_SCHEDULE["map-cells-refresh"] = {
     "task": "stations.map_tasks.refresh_map_cells_if_changed",
     "schedule": MAP_CELLS_REFRESH_SECONDS,
 }
+# The status inbox (stations/status_inbox.py, docs/scaling.md): a status-only EVSE PATCH is queued in one statement
+# and applied in batches by `manage.py apply_status_inbox` (one process), PostgreSQL only. Off: applied on arrival.
+STATUS_INBOX = env_bool("STATUS_INBOX", False)
+STATUS_INBOX_BATCH = int(os.environ.get("STATUS_INBOX_BATCH", "2000"))
+# How long the applier sleeps when the queue is empty, and how often beat drains it (should the applier stop).
+STATUS_INBOX_POLL_SECONDS = float(os.environ.get("STATUS_INBOX_POLL_SECONDS", "0.2"))
+STATUS_INBOX_SWEEP_SECONDS = int(os.environ.get("STATUS_INBOX_SWEEP_SECONDS", "5"))
+CELERY_IMPORTS.append("stations.inbox_tasks")
+CELERY_BEAT_SCHEDULE["stations-status-inbox-sweep"] = {
+    "task": "stations.inbox_tasks.drain_status_inbox",
+    "schedule": STATUS_INBOX_SWEEP_SECONDS,
+}
 # EVSE status history (stations.EvseStatusChange): partitioned by day on PostgreSQL; partitions older than the
 # retention are dropped by beat, and partitions are made this many days ahead.
 STATUS_HISTORY_RETENTION_DAYS = int(os.environ.get("STATUS_HISTORY_RETENTION_DAYS", "90"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 
 from roaming.models import PartnerConnection, Party
 
@@ -358,3 +359,22 @@ class MapDirtyLocation(models.Model):
 
     def __str__(self) -> str:
         return f"location {self.location_id} to recount"
+
+
+class PendingStatus(models.Model):
+    """A status-only EVSE PATCH answered but not yet applied (`STATUS_INBOX`, stations/status_inbox.py).
+
+    Written in the PATCH's one statement, applied in batches by `apply_pending_statuses`, in arrival order.
+    `evse_id` is a plain column, not a foreign key: the PATCH's INSERT finds the EVSE itself, and an EVSE
+    removed meanwhile makes the applier drop its row.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    evse_id = models.BigIntegerField()
+    status = models.CharField(max_length=12, choices=EvseStatus.choices)
+    status_schedule = models.JSONField(null=True, blank=True, help_text="None: not sent, the stored one stays")
+    last_updated = models.DateTimeField()
+    received_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"EVSE {self.evse_id} to {self.status}"

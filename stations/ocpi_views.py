@@ -39,7 +39,8 @@ from stations.ocpi_locations import (
     parse_location,
     parse_status_patch,
 )
-from stations.services import apply_evse_status, record_repairs, store_locations
+from stations.services import record_repairs, store_locations
+from stations.status_inbox import accept_evse_status
 
 # ---------------------------------------------------------------------------------------------
 # Receiver: /ocpi/emsp/2.2.1/locations/{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]
@@ -155,7 +156,7 @@ def location_receiver(
         if evse_uid is not None and connector_id is None:
             # The status stream (hundreds a second): a clean status-only PATCH writes only what changed.
             patch = parse_status_patch(body, evse_uid)
-            if patch is not None and apply_evse_status(owner.pk, location_id, evse_uid, patch):
+            if patch is not None and accept_evse_status(owner.pk, location_id, evse_uid, patch):
                 return ocpi_response(None)
     with transaction.atomic():
         location = _find_location(owner, location_id, lock=True)

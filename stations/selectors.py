@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.conf import settings
-from django.db.models import Avg, Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models import Avg, Count, F, IntegerField, Min, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import ASin, Coalesce, Cos, Floor, Power, Radians, Sin, Sqrt
 from django.utils import timezone
 
 from roaming.models import PartnerConnection, Party
 from roaming.selectors import active_agreements, agreements_in_force
 from stations import map_cache, map_cells
-from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, SyncRun
+from stations.models import EVSE, EvseStatus, Location, MapCell, MapStatus, PendingStatus, SyncRun
 
 EARTH_RADIUS_KM = 6371.0088
 # Zoom from which the map always lists stations (a few streets: never thousands of them).
@@ -497,3 +497,10 @@ def favourite_stations(user) -> list[dict]:
     now = timezone.now()
     confirmed = status_confirmed_at(row["source_id"] for row in rows.values())
     return [station_feature(rows[pk], now, confirmed) for pk in ids if pk in rows]
+
+
+def status_inbox_backlog() -> tuple[int, float]:
+    """Status PATCHes queued and not yet applied (stations/status_inbox.py), and the oldest one's age in seconds."""
+    backlog = PendingStatus.objects.aggregate(waiting=Count("pk"), oldest=Min("received_at"))
+    oldest = backlog["oldest"]
+    return backlog["waiting"], (timezone.now() - oldest).total_seconds() if oldest else 0.0

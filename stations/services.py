@@ -643,14 +643,14 @@ def _history_insert(changes: list[StatusChange]) -> tuple[str, list]:
     )
 
 
-def _dirty_insert(location_ids: list[int]) -> tuple[str, list]:
+def dirty_insert(location_ids: list[int]) -> tuple[str, list]:
     """The INSERT putting these locations on the cells' dirty list (`stations.map_cells`)."""
     table = db.ops.quote_name(MapDirtyLocation._meta.db_table)
     values = ", ".join(["(%s)"] * len(location_ids))
     return f"INSERT INTO {table} (location_id) VALUES {values}", list(location_ids)  # noqa: S608
 
 
-def _execute_together(statements: list[tuple[str, list]]) -> None:
+def execute_together(statements: list[tuple[str, list]]) -> None:
     """Run these statements in one round trip on PostgreSQL (client-side binding, Django's default, lets one
     execute carry several); one by one elsewhere."""
     with db.cursor() as cursor:
@@ -671,7 +671,7 @@ def note_map_changes(location_ids: Iterable[int], points: Iterable[tuple[float, 
     ids = sorted(set(location_ids))
     if len(ids) == 1:  # one INSERT without RETURNING
         with db.cursor() as cursor:
-            cursor.execute(*_dirty_insert(ids))
+            cursor.execute(*dirty_insert(ids))
     elif ids:
         bulk_insert(MapDirtyLocation, [{"location_id": pk} for pk in ids])
     note_changed_places(points)
@@ -719,7 +719,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
         if current is None or current[6] is not None or current[2] == EvseStatus.REMOVED:
             return False  # unknown (or only case-insensitively known), removed: the general path decides
         evse_pk, location_pk, location = current[0], current[5], current[6:]
-        if current[2] == patch.status and patch.status_schedule in (None, _json(current[3])):
+        if current[2] == patch.status and patch.status_schedule in (None, json_column(current[3])):
             # Nothing the map shows changed: only the time the partner confirmed the status moves (never back).
             EVSE.objects.filter(pk=evse_pk).update(last_updated=Greatest(F("last_updated"), stamp))
             return True
@@ -742,7 +742,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
         # database spends running them. The EVSE, its history row (as record_status_changes writes it), the
         # location's map summary (the rest of it, EVSE count, power, connectors, the lock, depends on which EVSEs
         # are live, which a status other than REMOVED does not change) and the cells' dirty list.
-        _execute_together(
+        execute_together(
             [
                 (
                     _EVSE_STATUS_SQL % schedule,
@@ -760,7 +760,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
                         location_pk,
                     ],
                 ),
-                _dirty_insert([location_pk]),
+                dirty_insert([location_pk]),
             ]
         )
         announce_status_changes([change])
@@ -776,7 +776,7 @@ def _aware(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _json(value: Any) -> Any:
+def json_column(value: Any) -> Any:
     """A JSON column read by raw SQL (text with Django's database adapters)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
