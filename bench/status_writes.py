@@ -112,7 +112,9 @@ def main() -> int:
         print(f"round {round_number + 1}")
         history_before = EvseStatusChange.objects.count()
         seed = 10 * round_number
-        arriving, queued, count = sample(args.changes, seed + 1), sample(args.changes, seed + 2), args.changes
+        count = args.changes
+        evses = sample(2 * count, seed + 1)  # distinct EVSEs: each change is a change
+        arriving, queued = evses[:count], evses[count:]
         results = {
             "arrival": measure("on arrival (the fast path)", count, functools.partial(on_arrival, arriving)),
             "accept": measure("inbox: the PATCH's INSERT", count, functools.partial(accept, queued)),
