@@ -432,7 +432,7 @@ def main() -> int:
     parser.add_argument(
         "--ingest-nice",
         type=int,
-        default=10,
+        default=19,
         help="serve the status PATCHes from a second pool at this nice level (docs/scaling.md); -1: one pool",
     )
     parser.add_argument("--regenerate", action="store_true")
@@ -449,7 +449,9 @@ def main() -> int:
     parser.add_argument(
         "--no-inbox", action="store_true", help="apply each status PATCH as it arrives (STATUS_INBOX off)"
     )
-    parser.add_argument("--inbox-nice", type=int, default=10, help="nice level of the inbox's applier process")
+    parser.add_argument(
+        "--inbox-nice", type=int, default=0, help="nice level of the inbox's applier (it makes changes visible)"
+    )
     args = parser.parse_args()
     args.ingest_nice = None if args.ingest_nice < 0 else args.ingest_nice
     if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):

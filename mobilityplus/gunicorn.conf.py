@@ -20,7 +20,7 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 backlog = 2048
 # A pool that yields the CPU to the others on its machine runs its workers this much nicer: the status ingest
-# pool (`/ocpi/emsp/2.2.1/locations`, GUNICORN_NICE=10) under a flood of partner pushes leaves the cores to
+# pool (`/ocpi/emsp/2.2.1/locations`, GUNICORN_NICE=19) under a flood of partner pushes leaves the cores to
 # drivers and authorizations (docs/scaling.md, "Two pools").
 nice = int(os.environ.get("GUNICORN_NICE", "0"))
 
