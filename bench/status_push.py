@@ -275,6 +275,14 @@ def history_rows() -> int:
     return EvseStatusChange.objects.count()
 
 
+def postgres_settings() -> str:
+    """What the figures rest on: the settings docs/scaling.md asks of the primary (a queue table needs autovacuum)."""
+    names = ["autovacuum", "synchronous_commit", "wal_compression", "max_wal_size", "checkpoint_timeout"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name", [names])
+        return " ".join(f"{name}={setting}{unit or ''}" for name, setting, unit in cursor.fetchall())
+
+
 def wait_applied(inbox: bool, timeout: float = 120) -> float:
     """Wait until the status inbox is empty (every answered PATCH applied); how long it took."""
     started = time.monotonic()
@@ -632,6 +640,7 @@ def main() -> int:
             else f"status inbox (applier at nice {args.inbox_nice})"
         )
     )
+    print(f"PostgreSQL: {postgres_settings()}")
     print(
         f"no-work ceiling (405 at once): {ceiling_rate:.0f}/s (before {ceiling_before:.0f}, after {ceiling_after:.0f})"
     )
