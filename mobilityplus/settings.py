@@ -420,8 +420,8 @@ MAP_MAX_STATIONS = int(os.environ.get("MAP_MAX_STATIONS", "1000"))
 # How long a map API answer may be kept; it is reused while its areas did not change (stations/map_cache.py)...
 MAP_CACHE_SECONDS = int(os.environ.get("MAP_CACHE_SECONDS", "30"))
 # The driver map fetches what is on screen and the open station again this often (docs/driver-app.md): with
-# MAP_FRESH_SECONDS, a status change is on a driver's open map within 4.5 s.
-MAP_REFRESH_SECONDS = float(os.environ.get("MAP_REFRESH_SECONDS", "2.5"))
+# MAP_FRESH_SECONDS and the status inbox's lag, a status change is on a driver's open map within 5 s.
+MAP_REFRESH_SECONDS = float(os.environ.get("MAP_REFRESH_SECONDS", "2"))
 # Password-reset mails: printed to the console in development, SMTP (EMAIL_HOST...) in production.
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
