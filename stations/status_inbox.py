@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.utils import timezone
 
 from stations.map_cache import note_changed_places
@@ -33,6 +34,8 @@ from stations.services import (
     map_status_of,
     record_status_changes,
 )
+
+logger = logging.getLogger(__name__)
 
 _LOCK_ID = 604_207  # PostgreSQL advisory lock: one applier at a time, so changes apply in arrival order
 
@@ -188,8 +191,46 @@ def _write(evses: dict[int, _Evse], changes: list[StatusChange], places: dict[in
 
 
 def drain_status_inbox() -> int:
-    """Apply batches until the queue is empty (or another applier holds the lock); how many changes."""
+    """Apply batches until the queue is empty (or another applier holds the lock); how many changes.
+
+    A batch that fails is taken again one change at a time, and a change that fails alone is set aside (logged
+    with its EVSE): one bad row must not stop every partner's statuses behind it.
+    """
     applied = 0
-    while taken := apply_pending_statuses():
+    while True:
+        try:
+            taken = apply_pending_statuses()
+        except DatabaseError:
+            logger.exception("status inbox: a batch failed; taking it one change at a time")
+            taken = _apply_one_at_a_time(settings.STATUS_INBOX_BATCH)
+        if not taken:
+            return applied
         applied += taken
-    return applied
+
+
+def _apply_one_at_a_time(count: int) -> int:
+    """Apply up to `count` of the oldest changes one by one, setting aside any that fails; how many were taken."""
+    taken = 0
+    while taken < count:
+        try:
+            one = apply_pending_statuses(limit=1)
+        except DatabaseError:
+            logger.exception("status inbox: a change cannot be applied")
+            one = _set_aside_oldest()
+        if not one:
+            break
+        taken += one
+    return taken
+
+
+def _set_aside_oldest() -> int:
+    """Remove the oldest queued change, which cannot be applied, logging what it was; 1, or 0 when none is left."""
+    with transaction.atomic(), db.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM stations_pendingstatus WHERE id = (SELECT min(id) FROM stations_pendingstatus) "
+            "RETURNING id, evse_id, status, last_updated::text"
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        logger.error("status inbox: change %s (EVSE %s to %s, last_updated %s) set aside, not applied", *row)
+    return 0 if row is None else 1

@@ -15,7 +15,7 @@ from roaming.ocpi.envelope import format_datetime
 from stations.models import EVSE, EvseStatusChange, Location, MapDirtyLocation, PendingStatus
 from stations.selectors import bump_map_cache_version
 from stations.services import evse_status_changed
-from stations.status_inbox import _LOCK_ID, apply_pending_statuses
+from stations.status_inbox import _LOCK_ID, apply_pending_statuses, drain_status_inbox
 from tests.conftest import make_ocpi_partner
 from tests.feeds_fixtures import example
 from tests.test_metrics import METRICS_TOKEN, scrape, value
@@ -192,6 +192,22 @@ def test_the_backlog_and_its_age_are_on_the_metrics_page_for_the_alerts(ocpi, st
     assert 90 <= value(found, "mobilityplus_status_inbox_oldest_seconds") < 120
     apply_pending_statuses()
     assert value(scrape(client), "mobilityplus_status_inbox_oldest_seconds") == 0
+
+
+def test_a_change_that_cannot_be_applied_is_set_aside_and_the_others_still_apply(ocpi, stored, caplog):
+    _patch(ocpi, "3256", "CHARGING", -3)
+    # A row no partner can send (our parser refuses it): a time past what Python can read.
+    PendingStatus.objects.create(evse_id=EVSE.objects.get(uid="3257").pk, status="BLOCKED", last_updated=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE stations_pendingstatus SET last_updated = 'infinity' WHERE status = 'BLOCKED'")
+    _patch(ocpi, "3257", "OUTOFORDER", -1)
+
+    assert drain_status_inbox() == 3
+
+    assert not PendingStatus.objects.exists()
+    evses = {e.uid: e.status for e in EVSE.objects.filter(location=stored)}
+    assert evses == {"3256": "CHARGING", "3257": "OUTOFORDER"}
+    assert "set aside, not applied" in caplog.text and "BLOCKED" in caplog.text
 
 
 def test_the_applier_command_drains_the_queue(ocpi, stored):
