@@ -131,6 +131,14 @@ def map_status_of(statuses: Iterable[str]) -> str:
     return MapStatus.UNKNOWN
 
 
+def status_summary(live: list[tuple[str, dt.datetime | None]]) -> tuple[str, int, dt.datetime | None]:
+    """A location's map status, available EVSE count and latest status change, from its live EVSEs'
+    (status, status_changed_at): the part of its map summary a status change moves."""
+    stamps = [at for _status, at in live if at is not None]
+    available = sum(1 for status, _at in live if status == EvseStatus.AVAILABLE)
+    return map_status_of(status for status, _at in live), available, max(stamps) if stamps else None
+
+
 def connector_power_kw(
     power_type: str, max_voltage: int | None, max_amperage: int | None, max_electric_power: int | None
 ) -> float:
@@ -736,7 +744,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
             for pk, other, at in evses
             if pk == evse_pk or other != EvseStatus.REMOVED
         ]
-        stamps = [at for _status, at in live if at is not None]
+        map_status, available, updated_at = status_summary(live)
         schedule = "" if patch.status_schedule is None else ", status_schedule = %s"
         # Plain SQL, the four writes in one round trip: the ORM would spend more time building them than the
         # database spends running them. The EVSE, its history row (as record_status_changes writes it), the
@@ -753,12 +761,7 @@ def apply_evse_status(party_id: int, location_id: str, evse_uid: str, patch: Sta
                 _history_insert([change]),
                 (
                     _LOCATION_SUMMARY_SQL,
-                    [
-                        map_status_of(s for s, _at in live),
-                        sum(1 for s, _at in live if s == EvseStatus.AVAILABLE),
-                        _db_time(max(stamps)) if stamps else None,
-                        location_pk,
-                    ],
+                    [map_status, available, _db_time(updated_at) if updated_at else None, location_pk],
                 ),
                 dirty_insert([location_pk]),
             ]

@@ -31,8 +31,8 @@ from stations.services import (
     dirty_insert,
     execute_together,
     json_column,
-    map_status_of,
     record_status_changes,
+    status_summary,
 )
 
 logger = logging.getLogger(__name__)
@@ -168,22 +168,13 @@ def _write(evses: dict[int, _Evse], changes: list[StatusChange], places: dict[in
     ]
     changed_locations = sorted({change.location_id for change in changes})
     if changed_locations:
-        live: dict[int, list[_Evse]] = {}
+        live: dict[int, list[tuple[str, dt.datetime | None]]] = {}
         for evse in evses.values():
             if evse.live:
-                live.setdefault(evse.location_id, []).append(evse)
-        summaries = [(pk, live.get(pk, [])) for pk in changed_locations]
-        statements.append(
-            (
-                _SUMMARIES_SQL,
-                [
-                    changed_locations,
-                    [map_status_of(e.status for e in those) for _, those in summaries],
-                    [sum(1 for e in those if e.status == EvseStatus.AVAILABLE) for _, those in summaries],
-                    [max((e.changed_at for e in those if e.changed_at), default=None) for _, those in summaries],
-                ],
-            )
-        )
+                live.setdefault(evse.location_id, []).append((evse.status, evse.changed_at))
+        summaries = [status_summary(live.get(pk, [])) for pk in changed_locations]
+        map_statuses, available, updated_at = (list(column) for column in zip(*summaries, strict=True))
+        statements.append((_SUMMARIES_SQL, [changed_locations, map_statuses, available, updated_at]))
         statements.append(dirty_insert(changed_locations))
     execute_together(statements)
     record_status_changes(changes)
