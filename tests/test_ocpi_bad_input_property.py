@@ -75,7 +75,11 @@ BAD_VALUES = st.one_of(
     st.sampled_from(
         [math.nan, math.inf, -math.inf, 1e300, -1e300, 10**30, -(10**30), 2**31, 2**63, 1e8, 99_999_999.99999, -1]
     ),
-    st.sampled_from([None, True, False, 0, "", [], {}, "NaN", "Infinity", "1e400", "-0"]),
+    st.sampled_from([None, True, False, 0, "", "NaN", "Infinity", "1e400", "-0"]),
+    # A new empty list or object each time: a sampled one would be the same object in every draw, and a bad key
+    # added inside it would make documents refer to themselves.
+    st.builds(list),
+    st.builds(dict),
     st.sampled_from(IMPOSSIBLE_DATES),
     st.text(max_size=8).map(lambda s: s + "\x00"),
     st.text(max_size=8).map(lambda s: "\ud800" + s),

@@ -7,6 +7,7 @@ import re
 import zoneinfo
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from cards.models import AuthorizationDecision
@@ -58,7 +59,9 @@ def decision(party: Party, direction: str, result: str, path: str, elapsed_ms: f
         reason=fields.pop("reason", "test"),
         path=path,
         elapsed_ms=elapsed_ms,
-        decided_at=fields.pop("decided_at", timezone.now() - dt.timedelta(minutes=5)),
+        # A second ago: "today" in the staff's zone whatever the hour (5 minutes ago was yesterday there
+        # from 23:00 to 23:05 UTC).
+        decided_at=fields.pop("decided_at", timezone.now() - dt.timedelta(seconds=1)),
     )
 
 
@@ -206,7 +209,8 @@ def test_data_quality_lists_partners_without_station_data_apart_with_a_30_day_tr
     assert [q.party.name for q in response.context["qualities"]] == ["TotalEnergies"]
     assert [q.party.name for q in response.context["without_data"]] == ["No Stations CPO"]
     trend = response.context["qualities"][0].trend
-    assert len(trend) == 30 and trend[-1].day == timezone.localdate()
+    staff_today = timezone.localdate(timezone=zoneinfo.ZoneInfo(settings.STAFF_TIME_ZONE))  # the page's day
+    assert len(trend) == 30 and trend[-1].day == staff_today
     assert sum(day.rejected for day in trend) == 11 and sum(day.objects for day in trend) == 5 * 100 + 7
     html = response.content.decode()
     apart = html[html.index('id="without-data"') :]
