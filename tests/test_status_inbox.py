@@ -56,7 +56,8 @@ def test_a_status_patch_is_answered_after_one_statement_and_applied_later(ocpi, 
     with CaptureQueriesContext(connection) as queries:
         _patch(ocpi, "3257", "OUTOFORDER")
     statements = [q["sql"] for q in queries.captured_queries]
-    assert len(statements) == 1 and statements[0].startswith("INSERT INTO stations_pendingstatus"), statements
+    # The INSERT ... SELECT, prepared once per connection (by the fixture's first PATCH).
+    assert len(statements) == 1 and statements[0].startswith("EXECUTE stations_accept_evse_status"), statements
     # Answered 1000: queued for good, not yet on the EVSE.
     assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
     assert EVSE.objects.get(uid="3257").status == "RESERVED"
@@ -78,6 +79,21 @@ def test_a_status_patch_is_answered_after_one_statement_and_applied_later(ocpi, 
     assert MapDirtyLocation.objects.filter(location_id=stored.pk).exists()  # the cluster cells follow
     assert [(c.evse_id, c.status, c.previous) for c in heard] == [(evse.pk, "OUTOFORDER", "RESERVED")]
     assert not PendingStatus.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_dropped_behind_our_back_is_prepared_again(ocpi, stored):
+    # A connection pooler's DISCARD ALL (or anyone's DEALLOCATE) drops it; the next PATCH still queues its change.
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    with CaptureQueriesContext(connection) as queries:
+        _patch(ocpi, "3257", "OUTOFORDER")
+    statements = [q["sql"].split(" ", 2)[:2] for q in queries.captured_queries]
+    assert statements == [["EXECUTE", "stations_accept_evse_status"], ["PREPARE", "stations_accept_evse_status"],
+                          ["EXECUTE", "stations_accept_evse_status"]]
+    assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
+    _patch(ocpi, "3257", "AVAILABLE", 1)  # prepared from now on: one statement again
+    assert PendingStatus.objects.count() == 2
 
 
 def test_a_batch_applies_each_evses_changes_in_arrival_order_in_a_few_statements(ocpi, stored):
