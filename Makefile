@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint worker beat serve applier
+.PHONY: install demo test lint worker beat serve serve-ingest applier
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -48,3 +48,8 @@ applier: install
 serve: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(VENV)/bin/gunicorn mobilityplus.wsgi -c mobilityplus/gunicorn.conf.py
+
+# The status ingest pool (partners' location pushes, routed here by path; docs/scaling.md, "Two pools"): granian on
+# INGEST_BIND (127.0.0.1:8001), at INGEST_NICE (19) beside the main pool.
+serve-ingest: install
+	$(PY) -m mobilityplus.ingest_server

@@ -449,6 +449,12 @@ def main() -> int:
     parser.add_argument(
         "--drivers-rate", type=float, default=200, help="viewports a second (drivers polling), stated-rate phases"
     )
+    parser.add_argument(
+        "--ingest-server",
+        choices=("granian", "gunicorn"),
+        default="granian",
+        help="the ingest pool's HTTP server (mobilityplus/ingest_server.py: granian; or gunicorn as the main pool)",
+    )
     parser.add_argument("--ingest-workers", type=int, default=3)
     parser.add_argument("--ingest-threads", type=int, default=8)
     parser.add_argument(
@@ -489,7 +495,12 @@ def main() -> int:
         "STATUS_INBOX": "false" if args.no_inbox else "true",
     }
 
-    def serve(port: int, nice: int, workers: int, threads: int) -> subprocess.Popen:
+    def serve(port: int, nice: int, workers: int, threads: int, server: str = "gunicorn") -> subprocess.Popen:
+        if server == "granian":  # the ingest pool's server (mobilityplus/ingest_server.py)
+            ingest = {"INGEST_BIND": f"127.0.0.1:{port}", "INGEST_NICE": str(nice), "INGEST_WORKERS": str(workers)}
+            ingest["INGEST_THREADS"] = str(threads)
+            command = [sys.executable, "-m", "mobilityplus.ingest_server"]
+            return subprocess.Popen(command, cwd=ROOT, env={**env, **ingest}, start_new_session=True)
         command = [
             str(ROOT / ".venv/bin/gunicorn"),
             "mobilityplus.wsgi",
@@ -510,7 +521,9 @@ def main() -> int:
     ingest_base = f"http://127.0.0.1:{args.port + 1}" if args.ingest_nice is not None else base
     servers = [serve(args.port, 0, args.workers, args.threads)]
     if args.ingest_nice is not None:
-        servers.append(serve(args.port + 1, args.ingest_nice, args.ingest_workers, args.ingest_threads))
+        servers.append(
+            serve(args.port + 1, args.ingest_nice, args.ingest_workers, args.ingest_threads, args.ingest_server)
+        )
     updater = CellsUpdater(args.cells_nice)
     applier = (
         None
@@ -629,7 +642,8 @@ def main() -> int:
         f"stations: {args.stations}, EVSEs: {evses_total} ({sampled} pushed at random), gunicorn: {args.workers} "
         f"workers x {os.environ.get('GUNICORN_THREADS', '8')} threads (production config)"
         + (
-            f" in each of two pools (status PATCHes: the ingest pool at nice {args.ingest_nice}; map: the main pool)"
+            f" in each of two pools (status PATCHes: the ingest pool, {args.ingest_server}, at nice {args.ingest_nice};"
+            " map: the main pool)"
             if args.ingest_nice is not None
             else ", one pool"
         )
@@ -725,7 +739,8 @@ def main() -> int:
         f"stated_map_with_push_p95_ms={stated['map_with_push']['p95_ms']:.1f} "
         f"stated_map_ratio={stated['map_with_push']['per_s'] / stated['map']['per_s']:.2f} "
         f"stated_errors={sum(stated[k]['errors'] for k in ('push', 'map', 'push_with_map', 'map_with_push'))} "
-        f"inbox={int(not args.no_inbox)} inbox_drain_s={0 if args.no_inbox else drain_s:.1f}"
+        f"inbox={int(not args.no_inbox)} inbox_drain_s={0 if args.no_inbox else drain_s:.1f} "
+        f"ingest_granian={int(args.ingest_server == 'granian' and args.ingest_nice is not None)}"
     )
     return 0
 

@@ -51,7 +51,7 @@ class ServedPlatform:
     def __init__(self, url: str, log_path: Path, pid: int):
         self.url = url
         self.log_path = log_path
-        self.pid = pid  # gunicorn's arbiter
+        self.pid = pid  # the server's main process (gunicorn's arbiter, granian's)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -65,15 +65,31 @@ def served(env: dict[str, str], log_path: Path, *, production_config: bool = Fal
     config = ["-c", "mobilityplus/gunicorn.conf.py"] if production_config else []
     command = [sys.executable, "-m", "gunicorn", *config, "mobilityplus.wsgi", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", "1"]
+    with _running(command, env, log_path, port, session=production_config) as platform:
+        yield platform
+
+
+@contextmanager
+def served_ingest(env: dict[str, str], log_path: Path, *, workers: int = 1) -> Iterator[ServedPlatform]:
+    """The status ingest pool's server (`python -m mobilityplus.ingest_server`: granian) on a free port, in a
+    session of its own as a service manager starts it; yields once a worker answers HTTP."""
+    port = free_port()
+    env = {**env, "INGEST_BIND": f"127.0.0.1:{port}", "INGEST_WORKERS": str(workers)}
+    with _running([sys.executable, "-m", "mobilityplus.ingest_server"], env, log_path, port, session=True) as platform:
+        yield platform
+
+
+@contextmanager
+def _running(command: list[str], env: dict[str, str], log_path: Path, port: int, session: bool):
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=production_config
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=session
         )
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None, f"gunicorn exited: {log_path.read_text()}"
-            assert time.monotonic() < deadline, f"gunicorn did not start: {log_path.read_text()}"
+            assert server.poll() is None, f"{command[-1]} exited: {log_path.read_text()}"
+            assert time.monotonic() < deadline, f"{command[-1]} did not start: {log_path.read_text()}"
             try:
                 # Any answer will do (a 404 touches no database): the worker has loaded the platform.
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/served-platform-ready", timeout=5)

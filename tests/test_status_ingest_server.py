@@ -1,0 +1,77 @@
+"""The status ingest pool's server (`python -m mobilityplus.ingest_server`: granian, docs/scaling.md "Two pools").
+
+It serves the same application as the main pool's gunicorn: a partner sees the same answers, errors and headers
+over it, and its workers yield the CPU to drivers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from roaming.ocpi.envelope import format_datetime
+from stations.models import EVSE, PendingStatus
+from tests.conftest import TEST_REDIS_URL, make_ocpi_partner, ocpi_call
+from tests.feeds_fixtures import example
+from tests.served_platform import production_env, served_ingest
+from tests.test_server_pools import _autogroup_nice, _workers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE = "/ocpi/emsp/2.2.1/locations"
+OCPI_TOKEN = "bec-ingest-token"
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    database = db_connection.settings_dict
+    credentials = database["USER"] + (f":{database['PASSWORD']}" if database.get("PASSWORD") else "")
+    url = f"postgres://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    return production_env(DATABASE_URL=url, REDIS_URL=TEST_REDIS_URL, **overrides)
+
+
+def test_the_ingest_server_answers_partners_as_the_main_pool_does_and_yields_the_cpu(ocpi, tmp_path):
+    make_ocpi_partner(country_code="BE", party_id="BEC", token=OCPI_TOKEN, tokens__to_them="to-bec")
+    assert ocpi("PUT", BASE + "/BE/BEC/LOC1", example("location_example.json")).status_code == 201
+    stamp = format_datetime(timezone.now() + dt.timedelta(seconds=1))
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+
+    with served_ingest(_env(STATUS_INBOX="true"), tmp_path / "ingest.log") as ingest:
+        # A status PATCH: answered 1000 once queued, request ids echoed and routing headers swapped.
+        answer = ocpi_call(
+            ingest.url,
+            "PATCH",
+            BASE + "/BE/BEC/LOC1/3257",
+            {"status": "OUTOFORDER", "last_updated": stamp},
+            token=OCPI_TOKEN,
+            headers={"X-Request-ID": "req-1", "OCPI-from-country-code": "BE", "OCPI-from-party-id": "BEC"},
+        )
+        assert (answer.status_code, answer.envelope["status_code"]) == (200, 1000), answer.envelope
+        assert answer.headers["X-Request-ID"] == "req-1" and answer.headers["OCPI-to-party-id"] == "BEC"
+        assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
+
+        # Bad credentials and bad input: the protocol's errors, nothing queued, the EVSE untouched.
+        unknown = ocpi_call(ingest.url, "PATCH", BASE + "/BE/BEC/LOC1/3257", {"status": "AVAILABLE"}, token="nope")
+        assert (unknown.status_code, unknown.envelope["status_code"]) == (401, 2000)
+        for body in ({"status": "SLEEPING", "last_updated": stamp}, {"status": "AVAILABLE"}, "[not json"):
+            refused = ocpi_call(ingest.url, "PATCH", BASE + "/BE/BEC/LOC1/3257", body, token=OCPI_TOKEN)
+            assert (refused.status_code, refused.envelope["status_code"]) == (400, 2001), (body, refused.envelope)
+        missing = ocpi_call(
+            ingest.url,
+            "PATCH",
+            BASE + "/BE/BEC/LOC1/9999",
+            {"status": "AVAILABLE", "last_updated": stamp},
+            token=OCPI_TOKEN,
+        )
+        assert (missing.status_code, missing.envelope["status_code"]) == (404, 2003)
+        assert PendingStatus.objects.count() == 1
+        assert EVSE.objects.get(uid="3257").status == "RESERVED"
+
+        # Its workers (and, leading its own session, its scheduling group) run at nice 19: drivers first.
+        workers = _workers(ingest.pid)
+        assert workers and {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {min(19, base_nice + 19)}
+        if _autogroup_nice(ingest.pid) is not None:
+            assert _autogroup_nice(ingest.pid) == 19
