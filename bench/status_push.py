@@ -490,7 +490,6 @@ def main() -> int:
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "ERROR",
-        "DJANGO_LOG_LEVEL": "ERROR",
         "DB_CONN_MAX_AGE": "600",
         "STATUS_INBOX": "false" if args.no_inbox else "true",
     }

@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db import connection as db
+from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from stations.map_cache import note_changed_places
@@ -41,20 +42,45 @@ logger = logging.getLogger(__name__)
 _LOCK_ID = 604_207  # PostgreSQL advisory lock: one applier at a time, so changes apply in arrival order
 
 # The EVSE by the partner's ids, exactly as the fast path finds it (a removed location or EVSE is not found:
-# the general path decides), and the change queued, in one statement. A prepared statement of each database
-# connection: planning this join anew took half of PostgreSQL's CPU per PATCH (0.48 ms, 0.23 ms prepared;
-# docs/scaling.md). Plain SQL PREPARE, so it runs through Django's cursor (query counts, execute wrappers).
-_PREPARE_ACCEPT_SQL = (
-    "PREPARE stations_accept_evse_status (text, jsonb, timestamptz, bigint, text, text) AS "
+# the general path decides), and the change queued, in one statement. Prepared once per database connection
+# (`_prepared_cursor`): planning this join anew took half of PostgreSQL's CPU per PATCH (docs/scaling.md).
+_ACCEPT_SQL = (
     "INSERT INTO stations_pendingstatus (evse_id, status, status_schedule, last_updated) "
-    "SELECT e.id, $1, $2, $3 FROM stations_location l JOIN stations_evse e ON e.location_id = l.id "
-    "WHERE l.party_id = $4 AND l.ocpi_id = $5 AND e.uid = $6 AND l.removed_at IS NULL AND e.status <> 'REMOVED' "
+    "SELECT e.id, %s, %s::jsonb, %s FROM stations_location l JOIN stations_evse e ON e.location_id = l.id "
+    "WHERE l.party_id = %s AND l.ocpi_id = %s AND e.uid = %s AND l.removed_at IS NULL AND e.status <> 'REMOVED' "
     "RETURNING id"
 )
-_ACCEPT_SQL = "EXECUTE stations_accept_evse_status (%s, %s, %s, %s, %s, %s)"
-# The psycopg connections that hold the prepared statement (it lives as long as its session, whatever the
-# transactions do; a pooler's DISCARD ALL drops it: prepared again then).
-_prepared_on: weakref.WeakSet = weakref.WeakSet()
+# Django turns psycopg's prepared statements off (prepare_threshold None, for connection poolers); a threshold no
+# statement reaches turns them on only for statements asked to be prepared. Django's own cursors bind on the client
+# side and are never prepared.
+_PREPARE_ONLY_WHEN_ASKED = 2**31
+
+
+class _PreparedCursor(ServerBindingCursor):
+    """Django's server-side binding cursor, each statement prepared on its first run on the connection."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+class _PreparedDebugCursor(CursorDebugWrapper):
+    """Django's query log (DEBUG, tests) for `_PreparedCursor`: the statement as written, its values bound apart."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(sql, params):
+            return CursorWrapper.execute(self, sql, params)  # not the debug wrapper's: it would log it again
+
+
+def _prepared_cursor():
+    """A cursor of this thread's connection whose statements are prepared (at protocol level, which PgBouncer
+    1.21 and later keeps across transaction pooling), wrapped as Django wraps its own (query log, wrappers)."""
+    db.ensure_connection()
+    if db.connection.prepare_threshold is None:
+        db.connection.prepare_threshold = _PREPARE_ONLY_WHEN_ASKED
+    cursor = _PreparedCursor(db.connection)
+    return _PreparedDebugCursor(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+
+
 _TAKE_SQL = (
     "DELETE FROM stations_pendingstatus WHERE id IN (SELECT id FROM stations_pendingstatus ORDER BY id LIMIT %s) "
     "RETURNING id, evse_id, status, status_schedule, last_updated"
@@ -94,24 +120,20 @@ def accept_evse_status(party_id: int, location_id: str, evse_uid: str, patch: St
         return apply_evse_status(party_id, location_id, evse_uid, patch)
     schedule = None if patch.status_schedule is None else json.dumps(patch.status_schedule)
     params = [patch.status, schedule, patch.last_updated, party_id, location_id, evse_uid]
-    with db.cursor() as cursor:
-        if db.connection not in _prepared_on:
-            cursor.execute(_PREPARE_ACCEPT_SQL)
-            _prepared_on.add(db.connection)
-        try:
+    try:
+        with _prepared_cursor() as cursor:
             cursor.execute(_ACCEPT_SQL, params)
-        except DatabaseError as error:
-            if getattr(error.__cause__, "sqlstate", None) != "26000":  # not "prepared statement does not exist"
-                raise
-            # Dropped behind our back (a pooler's DISCARD ALL, DEALLOCATE): prepared again. Retried only outside a
-            # transaction, which the failed statement has aborted; the caller's transaction fails as any would.
-            _prepared_on.discard(db.connection)
-            if not db.get_autocommit():
-                raise
-            cursor.execute(_PREPARE_ACCEPT_SQL)
-            _prepared_on.add(db.connection)
+            return cursor.fetchone() is not None
+    except DatabaseError as error:
+        # "prepared statement does not exist": dropped behind psycopg's back (a pooler's DISCARD ALL), and psycopg
+        # would name it again on this connection: run it once more on a new one. Not inside a caller's transaction,
+        # which the failed statement aborted (that caller fails as it would on any error; the next call heals).
+        if getattr(error.__cause__, "sqlstate", None) != "26000" or not db.get_autocommit():
+            raise
+        db.close()
+        with _prepared_cursor() as cursor:
             cursor.execute(_ACCEPT_SQL, params)
-        return cursor.fetchone() is not None
+            return cursor.fetchone() is not None
 
 
 @dataclass

@@ -56,8 +56,7 @@ def test_a_status_patch_is_answered_after_one_statement_and_applied_later(ocpi, 
     with CaptureQueriesContext(connection) as queries:
         _patch(ocpi, "3257", "OUTOFORDER")
     statements = [q["sql"] for q in queries.captured_queries]
-    # The INSERT ... SELECT, prepared once per connection (by the fixture's first PATCH).
-    assert len(statements) == 1 and statements[0].startswith("EXECUTE stations_accept_evse_status"), statements
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO stations_pendingstatus"), statements
     # Answered 1000: queued for good, not yet on the EVSE.
     assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
     assert EVSE.objects.get(uid="3257").status == "RESERVED"
@@ -81,19 +80,27 @@ def test_a_status_patch_is_answered_after_one_statement_and_applied_later(ocpi, 
     assert not PendingStatus.objects.exists()
 
 
+def test_the_statement_is_prepared_once_per_connection(ocpi, stored):
+    _patch(ocpi, "3257", "OUTOFORDER")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert [statement.split(" ", 3)[:3] for statement in prepared] == [["INSERT", "INTO", "stations_pendingstatus"]]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_prepared_statement_dropped_behind_our_back_is_prepared_again(ocpi, stored):
-    # A connection pooler's DISCARD ALL (or anyone's DEALLOCATE) drops it; the next PATCH still queues its change.
+    # A connection pooler's DISCARD ALL drops it without psycopg's knowing; the next PATCH still queues its change.
     with connection.cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")
+        cursor.execute("DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$")
     with CaptureQueriesContext(connection) as queries:
         _patch(ocpi, "3257", "OUTOFORDER")
-    statements = [q["sql"].split(" ", 2)[:2] for q in queries.captured_queries]
-    assert statements == [["EXECUTE", "stations_accept_evse_status"], ["PREPARE", "stations_accept_evse_status"],
-                          ["EXECUTE", "stations_accept_evse_status"]]
+    statements = [q["sql"].split(" ", 3)[:3] for q in queries.captured_queries]
+    assert statements == [["INSERT", "INTO", "stations_pendingstatus"]] * 2  # refused, then prepared again
     assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
-    _patch(ocpi, "3257", "AVAILABLE", 1)  # prepared from now on: one statement again
-    assert PendingStatus.objects.count() == 2
+    with CaptureQueriesContext(connection) as queries:
+        _patch(ocpi, "3257", "AVAILABLE", 1)
+    assert len(queries.captured_queries) == 1 and PendingStatus.objects.count() == 2
 
 
 def test_a_batch_applies_each_evses_changes_in_arrival_order_in_a_few_statements(ocpi, stored):
