@@ -1,12 +1,12 @@
-"""The status ingest pool's server: granian, serving the same Django application as the main pool's gunicorn.
+"""The status ingest pool's server: granian, serving the platform's OCPI endpoints (mobilityplus/ingest_wsgi.py).
 
     INGEST_BIND=127.0.0.1:8001 INGEST_WORKERS=3 INGEST_THREADS=8 INGEST_NICE=19 python -m mobilityplus.ingest_server
 
 The ingest pool answers the CPOs' and hubs' location pushes, the status stream among them (docs/scaling.md, "Two
-pools"). Its requests are small and many, so the HTTP server's own work per request counts: measured on 2 cores,
-gunicorn's gthread worker spent about 0.35 ms of CPU on each request before Django saw it, granian (HTTP in Rust)
-0.02 ms, and a status PATCH cost 0.93 ms of application CPU instead of 1.27 ms. Everything behind the server
-(middleware, authentication, checks, the OCPI envelope) is the same code as in the main pool.
+pools"). Its requests are small and many, so what each costs before our code runs counts: measured on 2 cores,
+gunicorn's gthread worker spent about 0.35 ms of CPU on a request before Django saw it, granian (HTTP in Rust)
+0.02 ms; and Django's browser-facing middleware, which OCPI calls do not need (mobilityplus/ingest_settings.py),
+about 0.19 ms of a status PATCH. The views, authentication, checks and envelope are the main pool's own code.
 
 The main pool stays on gunicorn: its gthread workers and their hooks (the card cache warmed before serving, the
 metrics of every worker added up) are what authorizations and drivers rely on.
@@ -32,7 +32,7 @@ def serve() -> None:
     if nice:
         yield_cpu(nice)
     Granian(
-        "mobilityplus.wsgi:application",
+        "mobilityplus.ingest_wsgi:application",
         address=host,
         port=int(port),
         interface=Interfaces.WSGI,

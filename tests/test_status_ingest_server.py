@@ -1,7 +1,7 @@
 """The status ingest pool's server (`python -m mobilityplus.ingest_server`: granian, docs/scaling.md "Two pools").
 
-It serves the same application as the main pool's gunicorn: a partner sees the same answers, errors and headers
-over it, and its workers yield the CPU to drivers.
+It serves the platform's OCPI endpoints with only the middleware they need: a partner sees the same answers, errors
+and headers as from the main pool, nothing else is served there, and its workers yield the CPU to drivers.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import datetime as dt
 import os
 
 import pytest
+import requests
 from django.db import connection as db_connection
 from django.utils import timezone
 
 from roaming.ocpi.envelope import format_datetime
-from stations.models import EVSE, PendingStatus
+from stations.models import EVSE, Location, PendingStatus
 from tests.conftest import TEST_REDIS_URL, make_ocpi_partner, ocpi_call
 from tests.feeds_fixtures import example
 from tests.served_platform import production_env, served_ingest
@@ -69,6 +70,20 @@ def test_the_ingest_server_answers_partners_as_the_main_pool_does_and_yields_the
         assert (missing.status_code, missing.envelope["status_code"]) == (404, 2003)
         assert PendingStatus.objects.count() == 1
         assert EVSE.objects.get(uid="3257").status == "RESERVED"
+
+        # A whole location pushed (the general path, every check and repair) is taken as by the main pool.
+        location = example("location_example.json")
+        location["id"], location["name"] = "LOC2", "Pushed to the ingest pool"
+        pushed = ocpi_call(ingest.url, "PUT", BASE + "/BE/BEC/LOC2", location, token=OCPI_TOKEN)
+        assert (pushed.status_code, pushed.envelope["status_code"]) == (201, 1000), pushed.envelope
+        assert Location.objects.get(ocpi_id="LOC2").name == "Pushed to the ingest pool"
+
+        # Nothing but OCPI and the health check: its middleware is OCPI's only (no sessions, CSRF, logins).
+        assert requests.get(ingest.url + "/healthz", timeout=10).status_code == 200
+        for page in ("/", "/admin/login/", "/accounts/login/", "/api/v1/stations?bbox=4.3,50.8,4.4,50.9&zoom=14"):
+            answer = requests.get(ingest.url + page, timeout=10)
+            assert answer.status_code == 404 and "OCPI calls only" in answer.text, page
+        assert requests.post(ingest.url + "/admin/login/", data={"username": "x"}, timeout=10).status_code == 404
 
         # Its workers (and, leading its own session, its scheduling group) run at nice 19: drivers first.
         workers = _workers(ingest.pid)
