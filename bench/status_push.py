@@ -3,8 +3,9 @@
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/status_push.py [--stations 550000]
 
 Loads the map bench's stations (bench/map.py: COPY, kept between runs) and about two EVSEs per station
-(one INSERT ... SELECT), serves the platform with gunicorn and the production config
-(mobilityplus/gunicorn.conf.py, DEBUG off, the Redis cache), then with `wrk` (another process):
+(one INSERT ... SELECT), serves the platform as production does (DEBUG off, the Redis cache) in two pools: the map
+on gunicorn with the production config (mobilityplus/gunicorn.conf.py), the status PATCHes on the ingest pool
+(mobilityplus/ingest_server.py, granian, nice 19), then with `wrk` (another process):
 
 1. the no-work ceiling: a request the same server refuses at once (405);
 2. status PATCHes at full speed (`--connections`, 20) for `--seconds` (20): random EVSEs of the 30 operators with
