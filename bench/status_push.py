@@ -639,13 +639,13 @@ def main() -> int:
     taken = [taken for taken, _seconds in updater.runs if taken]
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print(
-        f"stations: {args.stations}, EVSEs: {evses_total} ({sampled} pushed at random), gunicorn: {args.workers} "
-        f"workers x {os.environ.get('GUNICORN_THREADS', '8')} threads (production config)"
+        f"stations: {args.stations}, EVSEs: {evses_total} ({sampled} pushed at random), map: the main pool, gunicorn "
+        f"{args.workers} workers x {args.threads} threads (production config)"
         + (
-            f" in each of two pools (status PATCHes: the ingest pool, {args.ingest_server}, at nice {args.ingest_nice};"
-            " map: the main pool)"
+            f"; status PATCHes: the ingest pool, {args.ingest_server} {args.ingest_workers} workers x "
+            f"{args.ingest_threads} threads at nice {args.ingest_nice}"
             if args.ingest_nice is not None
-            else ", one pool"
+            else ", one pool for both"
         )
         + f", cells rebuilt in {rebuild_s:.1f} s, "
         + (
