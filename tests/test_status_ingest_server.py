@@ -11,27 +11,19 @@ import os
 
 import pytest
 import requests
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from roaming.ocpi.envelope import format_datetime
 from stations.models import EVSE, Location, PendingStatus
-from tests.conftest import TEST_REDIS_URL, make_ocpi_partner, ocpi_call
+from tests.conftest import make_ocpi_partner, ocpi_call
 from tests.feeds_fixtures import example
-from tests.served_platform import production_env, served_ingest
-from tests.test_server_pools import _autogroup_nice, _workers
+from tests.served_platform import served_ingest
+from tests.test_server_pools import _autogroup_nice, _env, _workers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE = "/ocpi/emsp/2.2.1/locations"
 OCPI_TOKEN = "bec-ingest-token"
-
-
-def _env(**overrides: str) -> dict[str, str]:
-    database = db_connection.settings_dict
-    credentials = database["USER"] + (f":{database['PASSWORD']}" if database.get("PASSWORD") else "")
-    url = f"postgres://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-    return production_env(DATABASE_URL=url, REDIS_URL=TEST_REDIS_URL, **overrides)
 
 
 def test_the_ingest_server_answers_partners_as_the_main_pool_does_and_yields_the_cpu(ocpi, tmp_path):
@@ -41,32 +33,24 @@ def test_the_ingest_server_answers_partners_as_the_main_pool_does_and_yields_the
     base_nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     with served_ingest(_env(STATUS_INBOX="true"), tmp_path / "ingest.log") as ingest:
+
+        def patch(uid: str, body, **more):
+            return ocpi_call(ingest.url, "PATCH", f"{BASE}/BE/BEC/LOC1/{uid}", body, **{"token": OCPI_TOKEN, **more})
+
         # A status PATCH: answered 1000 once queued, request ids echoed and routing headers swapped.
-        answer = ocpi_call(
-            ingest.url,
-            "PATCH",
-            BASE + "/BE/BEC/LOC1/3257",
-            {"status": "OUTOFORDER", "last_updated": stamp},
-            token=OCPI_TOKEN,
-            headers={"X-Request-ID": "req-1", "OCPI-from-country-code": "BE", "OCPI-from-party-id": "BEC"},
-        )
+        routing = {"X-Request-ID": "req-1", "OCPI-from-country-code": "BE", "OCPI-from-party-id": "BEC"}
+        answer = patch("3257", {"status": "OUTOFORDER", "last_updated": stamp}, headers=routing)
         assert (answer.status_code, answer.envelope["status_code"]) == (200, 1000), answer.envelope
         assert answer.headers["X-Request-ID"] == "req-1" and answer.headers["OCPI-to-party-id"] == "BEC"
         assert list(PendingStatus.objects.values_list("status", flat=True)) == ["OUTOFORDER"]
 
         # Bad credentials and bad input: the protocol's errors, nothing queued, the EVSE untouched.
-        unknown = ocpi_call(ingest.url, "PATCH", BASE + "/BE/BEC/LOC1/3257", {"status": "AVAILABLE"}, token="nope")
+        unknown = patch("3257", {"status": "AVAILABLE", "last_updated": stamp}, token="nope")
         assert (unknown.status_code, unknown.envelope["status_code"]) == (401, 2000)
         for body in ({"status": "SLEEPING", "last_updated": stamp}, {"status": "AVAILABLE"}, "[not json"):
-            refused = ocpi_call(ingest.url, "PATCH", BASE + "/BE/BEC/LOC1/3257", body, token=OCPI_TOKEN)
+            refused = patch("3257", body)
             assert (refused.status_code, refused.envelope["status_code"]) == (400, 2001), (body, refused.envelope)
-        missing = ocpi_call(
-            ingest.url,
-            "PATCH",
-            BASE + "/BE/BEC/LOC1/9999",
-            {"status": "AVAILABLE", "last_updated": stamp},
-            token=OCPI_TOKEN,
-        )
+        missing = patch("9999", {"status": "AVAILABLE", "last_updated": stamp})
         assert (missing.status_code, missing.envelope["status_code"]) == (404, 2003)
         assert PendingStatus.objects.count() == 1
         assert EVSE.objects.get(uid="3257").status == "RESERVED"
