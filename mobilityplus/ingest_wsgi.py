@@ -12,12 +12,11 @@ from django.core.wsgi import get_wsgi_application
 os.environ["DJANGO_SETTINGS_MODULE"] = "mobilityplus.ingest_settings"
 platform = get_wsgi_application()
 
-SERVED_PREFIXES = ("/ocpi/", "/healthz")
-
 
 def application(environ: dict, start_response):
     """The platform for OCPI and /healthz; a 404 for every other path."""
-    if environ.get("PATH_INFO", "").startswith(SERVED_PREFIXES):
+    path = environ.get("PATH_INFO", "")
+    if path.startswith("/ocpi/") or path == "/healthz":
         return platform(environ, start_response)
     body = b"Not served here: this server takes partners' OCPI calls only.\n"
     start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])

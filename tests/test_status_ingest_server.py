@@ -7,6 +7,7 @@ and headers as from the main pool, nothing else is served there, and its workers
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import os
 
 import pytest
@@ -68,6 +69,10 @@ def test_the_ingest_server_answers_partners_as_the_main_pool_does_and_yields_the
             answer = requests.get(ingest.url + page, timeout=10)
             assert answer.status_code == 404 and "OCPI calls only" in answer.text, page
         assert requests.post(ingest.url + "/admin/login/", data={"username": "x"}, timeout=10).status_code == 404
+        raw = http.client.HTTPConnection(ingest.url.removeprefix("http://"), timeout=10)
+        raw.request("GET", "/healthz/../admin/login/")  # sent as is (a client library would resolve the dots)
+        refused = raw.getresponse()
+        assert refused.status == 404 and b"OCPI calls only" in refused.read()  # refused before Django sees it
 
         # Its workers (and, leading its own session, its scheduling group) run at nice 19: drivers first.
         workers = _workers(ingest.pid)
