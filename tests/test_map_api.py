@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from roaming.models import RoamingAgreement
@@ -234,6 +235,9 @@ def test_cluster_cells_follow_changes_once_rebuilt(client, partner, settings):
     body = client.get("/api/v1/stations", EUROPE).json()
     assert body["meta"]["clustered"] is True and body["meta"]["stations"] == 3
     refresh_map_cells()  # bumps the cache version itself
+    with connection.cursor() as cursor:  # room on each page, so the incremental updates rewrite cells in place
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'stations_mapcell'")
+        assert cursor.fetchone()[0] == ["fillfactor=70"]
     assert refresh_map_cells_if_changed() is False  # nothing moved since
     assert client.get("/api/v1/stations", EUROPE).json()["meta"]["stations"] == 3
     first[0].removed_at = timezone.now()

@@ -97,3 +97,20 @@ def test_a_development_server_does_show_its_debug_page(tmp_path):
         response = requests.get(f"{platform.url}/no-such-page/", timeout=10)
     assert response.status_code == 404
     assert "URLconf" in response.text
+
+
+LOG_DJANGO_REQUEST = (
+    "import logging; log = logging.getLogger('django.request'); "
+    "log.warning('Not Found: /a-4xx-warning'); log.error('Internal Server Error: /an-error')"
+)
+
+
+@pytest.mark.parametrize(("level", "warning_shown"), [("ERROR", False), ("WARNING", True), (None, True)])
+def test_log_level_holds_for_djangos_own_loggers_too(tmp_path, level, warning_shown):
+    # Django's loggers carry their own level (INFO): without the handler's level, LOG_LEVEL=ERROR still printed a
+    # warning for every 4xx answer (thousands a second under a partner's flood of bad requests).
+    variables = dict(PRODUCTION_KEYS, **({"LOG_LEVEL": level} if level else {}))
+    started = start(bare_env(tmp_path, **variables), LOG_DJANGO_REQUEST)
+    assert started.returncode == 0, started.stderr
+    assert ("a-4xx-warning" in started.stderr) is warning_shown
+    assert "an-error" in started.stderr
