@@ -121,9 +121,7 @@ def accept_evse_status(party_id: int, location_id: str, evse_uid: str, patch: St
     schedule = None if patch.status_schedule is None else json.dumps(patch.status_schedule)
     params = [patch.status, schedule, patch.last_updated, party_id, location_id, evse_uid]
     try:
-        with _prepared_cursor() as cursor:
-            cursor.execute(_ACCEPT_SQL, params)
-            return cursor.fetchone() is not None
+        return _queue_change(params)
     except DatabaseError as error:
         # "prepared statement does not exist": dropped behind psycopg's back (a pooler's DISCARD ALL), and psycopg
         # would name it again on this connection: run it once more on a new one. Not inside a caller's transaction,
@@ -131,9 +129,13 @@ def accept_evse_status(party_id: int, location_id: str, evse_uid: str, patch: St
         if getattr(error.__cause__, "sqlstate", None) != "26000" or not db.get_autocommit():
             raise
         db.close()
-        with _prepared_cursor() as cursor:
-            cursor.execute(_ACCEPT_SQL, params)
-            return cursor.fetchone() is not None
+        return _queue_change(params)
+
+
+def _queue_change(params: list) -> bool:
+    with _prepared_cursor() as cursor:
+        cursor.execute(_ACCEPT_SQL, params)
+        return cursor.fetchone() is not None
 
 
 @dataclass
